@@ -1,0 +1,92 @@
+"""Binance Spot wire shapes → engine types. Binance field names stop here (and in the venue that speaks them)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from engine.types import AccountInfo, Balance, Fill, SymbolRules, VenueOrder, VenueStatus
+
+
+def _dec(value: Any) -> Decimal:
+    return Decimal(str(value)) if value not in (None, "") else Decimal(0)
+
+
+def venue_order_from_json(data: dict[str, Any]) -> VenueOrder:
+    """An order object from POST/GET/DELETE /api/v3/order (ACK, RESULT or FULL shape)."""
+    # A cancel answer names the cancelled order in origClientOrderId; clientOrderId is the cancel's own id
+    client_id = data.get("origClientOrderId") or data.get("clientOrderId", "")
+    status = VenueStatus(data["status"]) if "status" in data else VenueStatus.NEW
+    fills = tuple(
+        Fill(
+            trade_id=int(f["tradeId"]),
+            price=_dec(f["price"]),
+            qty=_dec(f["qty"]),
+            commission=_dec(f.get("commission")),
+            commission_asset=f.get("commissionAsset") or "",
+        )
+        for f in data.get("fills", ())
+    )
+    return VenueOrder(
+        symbol=data["symbol"],
+        client_order_id=client_id,
+        status=status,
+        order_id=int(data["orderId"]) if data.get("orderId") is not None else None,
+        orig_qty=_dec(data.get("origQty")),
+        executed_qty=_dec(data.get("executedQty")),
+        cumulative_quote_qty=_dec(data.get("cummulativeQuoteQty")),
+        fills=fills,
+        raw=data,
+    )
+
+
+def account_from_json(data: dict[str, Any]) -> AccountInfo:
+    balances = tuple(
+        Balance(asset=b["asset"], free=_dec(b["free"]), locked=_dec(b["locked"])) for b in data.get("balances", ())
+    )
+    return AccountInfo(
+        can_trade=bool(data.get("canTrade")),
+        balances=balances,
+        permissions=tuple(data.get("permissions", ())),
+        raw=data,
+    )
+
+
+def symbol_rules_from_json(sym: dict[str, Any]) -> SymbolRules:
+    """One entry of exchangeInfo `symbols[]`."""
+    filters = {f["filterType"]: f for f in sym.get("filters", ())}
+    price = filters.get("PRICE_FILTER", {})
+    lot = filters.get("LOT_SIZE", {})
+    mlot = filters.get("MARKET_LOT_SIZE", {})
+    notional = filters.get("NOTIONAL")
+    legacy = filters.get("MIN_NOTIONAL")
+    if notional is not None:
+        min_notional, max_notional = _dec(notional.get("minNotional")), _dec(notional.get("maxNotional"))
+        apply_min, apply_max = bool(notional.get("applyMinToMarket")), bool(notional.get("applyMaxToMarket"))
+    elif legacy is not None:
+        min_notional, max_notional = _dec(legacy.get("minNotional")), Decimal(0)
+        apply_min, apply_max = bool(legacy.get("applyToMarket")), False
+    else:
+        min_notional, max_notional, apply_min, apply_max = Decimal(0), Decimal(0), False, False
+    return SymbolRules(
+        symbol=sym["symbol"],
+        base_asset=sym["baseAsset"],
+        quote_asset=sym["quoteAsset"],
+        status=sym.get("status", "TRADING"),
+        min_price=_dec(price.get("minPrice")),
+        max_price=_dec(price.get("maxPrice")),
+        tick_size=_dec(price.get("tickSize")),
+        min_qty=_dec(lot.get("minQty")),
+        max_qty=_dec(lot.get("maxQty")),
+        step_size=_dec(lot.get("stepSize")),
+        market_min_qty=_dec(mlot.get("minQty")),
+        market_max_qty=_dec(mlot.get("maxQty")),
+        market_step_size=_dec(mlot.get("stepSize")),
+        min_notional=min_notional,
+        max_notional=max_notional,
+        apply_min_to_market=apply_min,
+        apply_max_to_market=apply_max,
+        order_types=tuple(sym.get("orderTypes", ())),
+        base_precision=int(sym.get("baseAssetPrecision", 8)),
+        quote_precision=int(sym.get("quoteAssetPrecision", 8)),
+    )

@@ -1,0 +1,55 @@
+"""Ports the engine needs from the outside world. Adapters implement them; api/bootstrap picks one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+from engine.types import AccountInfo, OrderRequest, PingResult, SymbolRules, VenueOrder
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Current tz-aware UTC time."""
+        ...
+
+
+class ExchangePort(Protocol):
+    """One trading venue: the paper venue in-process, or Binance Spot (live, testnet, simulator).
+
+    Every method may raise engine.errors.ExchangeError subclasses:
+    ExchangeRejected (final), ExchangeUnavailable (not executed) or ExecutionStatusUnknown (maybe executed).
+    """
+
+    venue: str  # "paper" | "binance-testnet" | "binance-live"
+
+    async def ping(self) -> PingResult: ...
+
+    async def account(self) -> AccountInfo: ...
+
+    async def symbol_rules(self) -> dict[str, SymbolRules]: ...
+
+    async def last_price(self, symbol: str) -> Decimal | None: ...
+
+    async def place_test(self, req: OrderRequest) -> dict[str, object]:
+        """Validate an order without executing it (Binance /api/v3/order/test)."""
+        ...
+
+    async def place(self, req: OrderRequest) -> VenueOrder: ...
+
+    async def cancel(self, symbol: str, client_order_id: str) -> VenueOrder: ...
+
+    async def query(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        """The venue's view of the order, or None when the venue says it does not exist
+        (which, right after sending, is not proof of absence)."""
+        ...
+
+    async def open_orders(self, symbol: str | None = None) -> list[VenueOrder]: ...
+
+    def on_update(self, listener: Callable[[VenueOrder], None]) -> None:
+        """Register a callback for order updates the venue pushes (fills, expiries, cancels)."""
+        ...
+
+    async def close(self) -> None: ...
