@@ -1,19 +1,19 @@
 """Engine errors, named for what the caller does next.
 
-    EngineError
-    ├── InvalidTransition        trigger not legal in the current state (API: 409 with the state)
-    ├── VersionConflict          another writer appended to the same stream first; nothing written
-    ├── JournalCorrupt           verify found a bad row; names the first bad seq
-    ├── UnknownOrder             no such client order id (API: 404)
-    ├── IdempotencyConflict      same client order id, different body (API: 409)
-    ├── SessionHalted            session is on HOLD: no new orders (API: 409)
-    ├── PreflightFailed          a preflight check failed; the session went to HOLD (API: 409)
-    ├── ApprovalRejected         two-man-rule approval refused (API: 403/409)
-    ├── OrderRejected            refused locally: filters, risk caps (API: 422/409)
-    └── ExchangeError            the venue answered badly or not at all
-        ├── ExchangeRejected     final: the venue said no; do not retry as is
-        ├── ExchangeUnavailable  retryable: the request was not executed (not sent, 429, 418, busy)
-        └── ExecutionStatusUnknown  the request may have executed: reconcile, never resend
+EngineError
+├── InvalidTransition        trigger not legal in the current state (API: 409 with the state)
+├── VersionConflict          another writer appended to the same stream first; nothing written
+├── JournalCorrupt           verify found a bad row; names the first bad seq
+├── UnknownOrder             no such client order id (API: 404)
+├── IdempotencyConflict      same client order id, different body (API: 409)
+├── SessionHalted            session is on HOLD: no new orders (API: 409)
+├── PreflightFailed          a preflight check failed; the session went to HOLD (API: 409)
+├── ApprovalRejected         two-man-rule approval refused (API: 403/409)
+├── OrderRejected            refused locally: filters, risk caps (API: 422/409)
+└── ExchangeError            the venue answered badly or not at all
+    ├── ExchangeRejected     final: the venue said no; do not retry as is
+    ├── ExchangeUnavailable  retryable: the request was not executed (not sent, 429, 418, busy)
+    └── ExecutionStatusUnknown  the request may have executed: reconcile, never resend
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ class JournalCorrupt(EngineError):
     reason = "journal_corrupt"
 
     def __init__(self, seq: int, problem: str) -> None:
-        super().__init__(f"journal is broken at seq {seq}: {problem}", detail={"seq": seq, "problem": problem})
+        super().__init__(
+            f"journal is broken at seq {seq}: {problem}", detail={"seq": seq, "problem": problem}
+        )
         self.seq = seq
         self.problem = problem
 
@@ -97,7 +99,9 @@ class ExchangeError(EngineError):
         http_status: int | None = None,
         retry_after_s: float | None = None,
     ) -> None:
-        super().__init__(message, reason=reason, detail={"code": code, "msg": message, "http_status": http_status})
+        super().__init__(
+            message, reason=reason, detail={"code": code, "msg": message, "http_status": http_status}
+        )
         self.code = code
         self.http_status = http_status
         self.retry_after_s = retry_after_s

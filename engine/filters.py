@@ -28,8 +28,10 @@ def failed_filter(
 ) -> str | None:
     """Return the name of the first filter the order fails (e.g. ``"LOT_SIZE"``), or None."""
     is_market = order_type is OrderType.MARKET
-    if price is not None and not is_market and _out_of_range(
-        price, rules.min_price, rules.max_price, rules.tick_size
+    if (
+        price is not None
+        and not is_market
+        and _out_of_range(price, rules.min_price, rules.max_price, rules.tick_size)
     ):
         return "PRICE_FILTER"
     if quantity is not None:

@@ -1,0 +1,61 @@
+"""Typed, frozen engine settings. Loading them from YAML and the environment is the api layer's job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import time
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class RiskLimits:
+    max_order_notional: Decimal = Decimal("100000")
+    max_order_qty: Decimal = Decimal("1000")
+    price_collar_pct: Decimal = Decimal("10")  # a LIMIT price this far from the last price is refused
+    max_open_orders: int = 200
+    max_orders_per_minute: int = 600
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    """A daily UTC window, e.g. 00:00–00:05; start > end wraps midnight."""
+
+    start: time
+    end: time
+
+    def active(self, now: time) -> bool:
+        if self.start <= self.end:
+            return self.start <= now < self.end
+        return now >= self.start or now < self.end
+
+
+@dataclass(frozen=True, slots=True)
+class PreflightSettings:
+    time_skew_ms_max: float = 250.0
+    ping_timeout_ms: float = 1500.0
+    # The config's names; Binance reports "SPOT", not "SPOT_TRADE" (engine.guardrails.preflight maps them)
+    permissions_required: tuple[str, ...] = ("SPOT_TRADE",)
+    maintenance_windows: tuple[MaintenanceWindow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalSettings:
+    two_man_rule: bool = True
+    require_token: bool = True
+    ttl_s: float = 900.0
+    # operator id -> Ed25519 public key (raw 32 bytes, base64); the engine never holds private keys
+    public_keys: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    profile: str = "paper"  # paper | testnet | live
+    safe_mode: bool = True
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "BNBUSDT")
+    risk: RiskLimits = field(default_factory=RiskLimits)
+    preflight: PreflightSettings = field(default_factory=PreflightSettings)
+    approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
+    # How long "not found" may mean "not visible yet" for an order whose send outcome is unknown
+    unknown_grace_s: float = 60.0
+    reconcile_interval_s: float = 0.25
+    cancel_on_disconnect: bool = False

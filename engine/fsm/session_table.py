@@ -1,0 +1,35 @@
+"""The trading-session FSM as data (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class SessionState(StrEnum):
+    PAPER = "PAPER"
+    TESTNET = "TESTNET"
+    ARMED = "ARMED"
+    LIVE = "LIVE"
+    HOLD = "HOLD"
+
+
+S = SessionState
+
+SESSION_TRANSITIONS: list[dict[str, object]] = [
+    {
+        "trigger": "arm",
+        "source": S.TESTNET,
+        "dest": S.ARMED,
+    },  # guards live in the service: preflight, approval
+    {"trigger": "go_live", "source": S.ARMED, "dest": S.LIVE},
+    {"trigger": "disarm", "source": [S.ARMED, S.LIVE], "dest": S.TESTNET},
+    {"trigger": "expire", "source": [S.ARMED, S.LIVE], "dest": S.TESTNET},  # the approval's TTL ended
+    # Any state, HOLD included: a second cause while halted is recorded too
+    {"trigger": "hold", "source": list(S), "dest": S.HOLD},
+    # Back to a SAFE state only, never straight to LIVE; the profile decides which
+    {"trigger": "resume", "source": S.HOLD, "dest": S.PAPER, "conditions": "is_paper"},
+    {"trigger": "resume", "source": S.HOLD, "dest": S.TESTNET, "unless": "is_paper"},
+]
+
+SESSION_CREATE_TRIGGER = "open"
+SESSION_TRADING_STATES = frozenset({S.PAPER, S.TESTNET, S.ARMED, S.LIVE})

@@ -1,0 +1,79 @@
+"""Pre-trade risk caps and local exchange-filter checks: pure functions of the order and the book."""
+
+from __future__ import annotations
+
+from collections import deque
+from decimal import Decimal
+
+from engine.config import RiskLimits
+from engine.filters import decimals_of, failed_filter
+from engine.types import OrderRequest, OrderType, SymbolRules
+
+
+class OrderRateWindow:
+    """Orders placed in the last 60 s, for max_orders_per_minute."""
+
+    def __init__(self) -> None:
+        self._times: deque[float] = deque()
+
+    def count(self, now_s: float) -> int:
+        while self._times and self._times[0] <= now_s - 60.0:
+            self._times.popleft()
+        return len(self._times)
+
+    def record(self, now_s: float) -> None:
+        self._times.append(now_s)
+
+
+def check_filters(
+    req: OrderRequest, rules: SymbolRules | None, last_price: Decimal | None
+) -> tuple[str, str] | None:
+    """(reason, detail) when the order would fail the exchange's own checks, else None."""
+    if rules is None:
+        return "unknown_symbol", f"symbol {req.symbol} is not traded on this venue"
+    if rules.status != "TRADING":
+        return "market_closed", f"symbol {req.symbol} status is {rules.status}"
+    if req.type.value not in rules.order_types:
+        return "order_type_not_allowed", f"{req.type.value} is not allowed on {req.symbol}"
+    for name, value, places in (
+        ("quantity", req.quantity, rules.base_precision),
+        ("price", req.price, rules.quote_precision),
+    ):
+        if value is not None and decimals_of(value) > places:
+            return "bad_precision", f"{name} has more than {places} decimals"
+    failed = failed_filter(rules, req.type, req.quantity, req.price, last_price)
+    if failed is not None:
+        return "filter_failure", f"Filter failure: {failed}"
+    return None
+
+
+def check_risk(
+    req: OrderRequest,
+    limits: RiskLimits,
+    last_price: Decimal | None,
+    open_orders: int,
+    orders_last_minute: int,
+) -> tuple[str, str] | None:
+    if open_orders >= limits.max_open_orders:
+        return "risk_max_open_orders", f"{open_orders} open orders, limit {limits.max_open_orders}"
+    if orders_last_minute >= limits.max_orders_per_minute:
+        return (
+            "risk_order_rate",
+            f"{orders_last_minute} orders in the last minute, limit {limits.max_orders_per_minute}",
+        )
+    qty = req.quantity
+    if qty is not None and qty > limits.max_order_qty:
+        return "risk_max_qty", f"quantity {qty} exceeds {limits.max_order_qty}"
+    price = req.price if req.type is not OrderType.MARKET else last_price
+    if qty is not None and price is not None and qty * price > limits.max_order_notional:
+        return "risk_max_notional", f"notional {qty * price} exceeds {limits.max_order_notional}"
+    if req.quote_order_qty is not None and req.quote_order_qty > limits.max_order_notional:
+        return (
+            "risk_max_notional",
+            f"quote quantity {req.quote_order_qty} exceeds {limits.max_order_notional}",
+        )
+    if req.price is not None and last_price and limits.price_collar_pct:
+        deviation = abs(req.price - last_price) / last_price * 100
+        if deviation > limits.price_collar_pct:
+            return "risk_price_collar", f"price {req.price} is {deviation:.2f}% from last {last_price}"
+    return None

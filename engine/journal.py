@@ -1,0 +1,189 @@
+"""Journal rows, their hash chain, and the Journal port.
+
+A row's hash is SHA-256 over the previous row's hash and the row's canonical encoding: its fields in a
+fixed order joined by U+001F. Identifiers are validated to a charset without control characters, the
+payload is stored as canonical JSON (sorted keys, ASCII-escaped) and the free-text reason is JSON-encoded,
+so no field can contain the separator and the encoding is unambiguous. Verify recomputes it from the
+stored text alone (no re-serialisation), which keeps replay of a million rows fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+SCHEMA_VERSION = 1
+GENESIS_HASH = "0" * 64
+STREAMS = ("session", "order", "audit")
+
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+
+
+def canonical_json(payload: dict[str, Any]) -> str:
+    return _dumps(payload)
+
+
+def format_ts(ts: datetime) -> str:
+    """Fixed-width UTC text: sorts and compares as time on every backend, and hashes the same."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_ts(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def row_hash(
+    prev_hash: str,
+    seq: int,
+    stream: str,
+    stream_id: str,
+    version: int,
+    trigger: str,
+    from_state: str | None,
+    to_state: str | None,
+    payload_json: str,
+    actor: str,
+    reason: str,
+    schema_version: int,
+    created_at: str,
+) -> str:
+    material = "\x1f".join(
+        (
+            prev_hash,
+            str(seq),
+            stream,
+            stream_id,
+            str(version),
+            trigger,
+            from_state or "",
+            to_state or "",
+            payload_json,
+            actor,
+            _dumps(reason),
+            str(schema_version),
+            created_at,
+        )
+    )
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """A decided transition, not yet stored. `version` is the stream's next version (optimistic lock)."""
+
+    stream: str
+    stream_id: str
+    version: int
+    trigger: str
+    from_state: str | None
+    to_state: str | None
+    payload: dict[str, Any]
+    actor: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A stored journal row."""
+
+    seq: int
+    stream: str
+    stream_id: str
+    version: int
+    trigger: str
+    from_state: str | None
+    to_state: str | None
+    payload_json: str
+    actor: str
+    reason: str
+    schema_version: int
+    created_at: str
+    prev_hash: str
+    hash: str
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.payload_json)
+        return loaded
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "stream": self.stream,
+            "stream_id": self.stream_id,
+            "version": self.version,
+            "trigger": self.trigger,
+            "from_state": self.from_state,
+            "to_state": self.to_state,
+            "payload": self.payload,
+            "actor": self.actor,
+            "reason": self.reason,
+            "schema_version": self.schema_version,
+            "created_at": self.created_at,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+# Column order of raw rows as Journal.scan yields them (tuples, for replay speed)
+RAW_COLUMNS = (
+    "seq",
+    "stream",
+    "stream_id",
+    "version",
+    "trigger",
+    "from_state",
+    "to_state",
+    "payload",
+    "actor",
+    "reason",
+    "schema_version",
+    "created_at",
+    "prev_hash",
+    "hash",
+)
+RawRow = tuple[int, str, str, int, str, str | None, str | None, str, str, str, int, str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class JournalQuery:
+    after_seq: int = 0
+    limit: int = 100
+    stream: str | None = None
+    stream_id: str | None = None
+    trigger: str | None = None
+    actor: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class Journal(Protocol):
+    """Append-only store of transitions. Implementations: engine.persistence.SqlJournal."""
+
+    def append(self, entries: Sequence[NewEntry]) -> list[Record]:
+        """Store entries atomically, chained after the current last row.
+
+        Raises:
+            VersionConflict: a stream already has one of these versions; nothing was written.
+        """
+        ...
+
+    def append_groups(self, groups: Sequence[Sequence[NewEntry]]) -> list[list[Record] | Exception]:
+        """Group commit: each group is all-or-nothing on its own, all groups share one commit."""
+        ...
+
+    def query(self, q: JournalQuery) -> list[Record]: ...
+
+    def stream(self, stream: str, stream_id: str) -> list[Record]: ...
+
+    def scan(self, batch_size: int = 10_000) -> Iterator[RawRow]:
+        """Every row in seq order, as raw tuples in RAW_COLUMNS order."""
+        ...
+
+    def last_seq(self) -> int: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,47 @@
+"""Database engines for the journal: SQLite (WAL, synchronous=FULL) by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def make_engines(url: str) -> tuple[Engine, Engine]:
+    """(writer, reader). On SQLite the writer opens every transaction with BEGIN IMMEDIATE so the
+    chain read and the insert happen under one write lock; readers stay deferred and never block it."""
+    if not is_sqlite(url):
+        eng = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        return eng, eng
+    return _sqlite_engine(url, "BEGIN IMMEDIATE"), _sqlite_engine(url, "BEGIN")
+
+
+def _sqlite_engine(url: str, begin_sql: str) -> Engine:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(eng, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from pysqlite so BEGIN is ours (SQLAlchemy's documented recipe)
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(eng, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin_sql)
+
+    return eng
