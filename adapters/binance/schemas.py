@@ -42,7 +42,8 @@ def venue_order_from_json(data: dict[str, Any]) -> VenueOrder:
 
 def account_from_json(data: dict[str, Any]) -> AccountInfo:
     balances = tuple(
-        Balance(asset=b["asset"], free=_dec(b["free"]), locked=_dec(b["locked"])) for b in data.get("balances", ())
+        Balance(asset=b["asset"], free=_dec(b["free"]), locked=_dec(b["locked"]))
+        for b in data.get("balances", ())
     )
     return AccountInfo(
         can_trade=bool(data.get("canTrade")),

@@ -1,0 +1,220 @@
+"""BinanceExchange: engine.ports.ExchangePort on BinanceSpotClient (REST only).
+
+Order updates (`on_update`) come from a poller, not from the user data stream: every `poll_interval_s`
+it lists open orders for each symbol it tracks (orders placed here or seen open) and queries the ones
+that left the open list, and tells listeners about every order whose status or filled quantity changed.
+Cost per symbol and round: 6 weight plus 4 per order that closed. Latency = the poll interval; the
+WS API user data stream would be the push alternative (binance_facts.md §9.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from adapters.binance.errors import Reason
+from adapters.binance.rest import BinanceSpotClient
+from adapters.binance.schemas import account_from_json, symbol_rules_from_json, venue_order_from_json
+from adapters.binance.signing import format_value
+from engine.errors import ExchangeError, ExchangeRejected
+from engine.types import AccountInfo, OrderRequest, PingResult, SymbolRules, VenueOrder, VenueStatus
+
+log = logging.getLogger(__name__)
+
+_TERMINAL = frozenset(
+    {
+        VenueStatus.FILLED,
+        VenueStatus.CANCELED,
+        VenueStatus.REJECTED,
+        VenueStatus.EXPIRED,
+        VenueStatus.EXPIRED_IN_MATCH,
+    }
+)
+
+
+def order_payload(req: OrderRequest) -> dict[str, Any]:
+    """POST /api/v3/order parameters for a request; FULL answers carry the fills."""
+    payload: dict[str, Any] = {"symbol": req.symbol, "side": req.side.value, "type": req.type.value}
+    for key, val in (
+        ("timeInForce", req.time_in_force),
+        ("quantity", req.quantity),
+        ("quoteOrderQty", req.quote_order_qty),
+        ("price", req.price),
+        ("stopPrice", req.stop_price),
+    ):
+        if val is not None:
+            payload[key] = format_value(val)
+    payload["newClientOrderId"] = req.client_order_id
+    payload["newOrderRespType"] = "FULL"
+    return payload
+
+
+class BinanceExchange:
+    """Binance Spot (live, testnet or the simulator) behind the engine's ExchangePort."""
+
+    def __init__(
+        self,
+        client: BinanceSpotClient,
+        *,
+        venue: str | None = None,
+        poll_interval_s: float = 2.0,
+        rules_ttl_s: float = 3600.0,
+        max_misses: int = 30,
+    ) -> None:
+        self.client = client
+        self.venue = venue or f"binance-{client.profile}"
+        self.poll_interval_s = poll_interval_s
+        self.rules_ttl_s = rules_ttl_s
+        self._rules: dict[str, SymbolRules] | None = None
+        self._rules_at = 0.0
+        self._listeners: list[Callable[[VenueOrder], None]] = []
+        self._tracked: dict[tuple[str, str], VenueOrder | None] = {}  # (symbol, client id) → last seen
+        self._misses: dict[tuple[str, str], int] = {}
+        self.max_misses = max_misses
+        self._poller: asyncio.Task[None] | None = None
+
+    # -- reads --
+
+    async def ping(self) -> PingResult:
+        """Resync the server clock (several /time samples) and report the skew of the best one."""
+        best = await self.client.clock.resync()
+        return PingResult(
+            server_time_ms=best.server_time_ms, clock_skew_ms=best.offset_ms, rtt_ms=best.rtt_ms
+        )
+
+    async def account(self) -> AccountInfo:
+        return account_from_json(await self.client.account())
+
+    async def symbol_rules(self) -> dict[str, SymbolRules]:
+        now = asyncio.get_running_loop().time()
+        if self._rules is None or now - self._rules_at > self.rules_ttl_s:
+            info = await self.client.exchange_info()
+            self._rules = {s["symbol"]: symbol_rules_from_json(s) for s in info.get("symbols", ())}
+            self._rules_at = now
+        return self._rules
+
+    async def last_price(self, symbol: str) -> Decimal | None:
+        """Mid of the best bid and ask; one side when the other is empty; None for an empty book."""
+        data = await self.client.book_ticker(symbol)
+        bid, ask = Decimal(str(data.get("bidPrice") or 0)), Decimal(str(data.get("askPrice") or 0))
+        if bid and ask:
+            return (bid + ask) / 2
+        return bid or ask or None
+
+    async def query(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        """The venue's view, or None on -2013. Never resends anything."""
+        try:
+            data = await self.client.query_order({"symbol": symbol, "origClientOrderId": client_order_id})
+        except ExchangeRejected as exc:
+            if exc.reason == Reason.UNKNOWN_ORDER.value:
+                return None
+            raise
+        self._ensure_poller()
+        return venue_order_from_json(data)
+
+    async def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
+        data = await self.client.open_orders({"symbol": symbol} if symbol else None)
+        return [venue_order_from_json(o) for o in data]
+
+    # -- writes --
+
+    async def place_test(self, req: OrderRequest) -> dict[str, object]:
+        return await self.client.order_test(order_payload(req))
+
+    async def place(self, req: OrderRequest) -> VenueOrder:
+        """POST /api/v3/order once. ExecutionStatusUnknown means: reconcile with query(), never resend."""
+        key = (req.symbol, req.client_order_id)
+        self._tracked.setdefault(key, None)
+        self._ensure_poller()
+        try:
+            data = await self.client.order(order_payload(req))
+        except ExchangeRejected:
+            self._tracked.pop(key, None)  # final: nothing to watch
+            raise
+        # ExecutionStatusUnknown keeps the order tracked: the poller reports it if it turns up
+        order = venue_order_from_json(data)
+        self._seen(order, notify=False)
+        return order
+
+    async def cancel(self, symbol: str, client_order_id: str) -> VenueOrder:
+        order = venue_order_from_json(
+            await self.client.cancel({"symbol": symbol, "origClientOrderId": client_order_id})
+        )
+        self._seen(order, notify=False)
+        return order
+
+    # -- updates --
+
+    def on_update(self, listener: Callable[[VenueOrder], None]) -> None:
+        self._listeners.append(listener)
+
+    async def poll_once(self) -> list[VenueOrder]:
+        """One polling round; returns (and tells listeners about) the orders that changed."""
+        changed: list[VenueOrder] = []
+        for symbol in sorted({s for s, _ in self._tracked}):
+            open_now = {o.client_order_id: o for o in await self.open_orders(symbol)}
+            for order in open_now.values():
+                self._tracked.setdefault((symbol, order.client_order_id), None)
+                if self._seen(order):
+                    changed.append(order)
+            for (sym, cid), last in list(self._tracked.items()):
+                if sym != symbol or cid in open_now or (last is not None and last.status in _TERMINAL):
+                    continue
+                found = await self.query(sym, cid)
+                if found is None:
+                    # "Not found" can lag the send by a minute: give up only after max_misses rounds
+                    self._misses[(sym, cid)] = misses = self._misses.get((sym, cid), 0) + 1
+                    if misses >= self.max_misses:
+                        del self._tracked[(sym, cid)]
+                        self._misses.pop((sym, cid), None)
+                elif self._seen(found):
+                    changed.append(found)
+            # Terminal orders were reported; forget them
+            for key, last in list(self._tracked.items()):
+                if key[0] == symbol and last is not None and last.status in _TERMINAL:
+                    del self._tracked[key]
+                    self._misses.pop(key, None)
+        return changed
+
+    def _seen(self, order: VenueOrder, *, notify: bool = True) -> bool:
+        key = (order.symbol, order.client_order_id)
+        last = self._tracked.get(key)
+        if last is not None and (last.status, last.executed_qty) == (order.status, order.executed_qty):
+            return False
+        self._tracked[key] = order
+        if notify:
+            for listener in self._listeners:
+                listener(order)
+        return True
+
+    def _ensure_poller(self) -> None:
+        if self._listeners and self.poll_interval_s > 0 and (self._poller is None or self._poller.done()):
+            self._poller = asyncio.get_running_loop().create_task(self._poll_forever(), name="binance-poller")
+
+    async def _poll_forever(self) -> None:
+        while self._tracked:
+            await asyncio.sleep(self.poll_interval_s)
+            try:
+                await self.poll_once()
+            except ExchangeError as exc:
+                log.warning("order poll failed: %s (%s)", exc, exc.reason)
+
+    # -- lifecycle and status --
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "rate_limit": self.client.governor.status(),
+            "clock": self.client.clock.status(),
+            "tracked_orders": len(self._tracked),
+        }
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        await self.client.aclose()

@@ -1,0 +1,92 @@
+"""An httpx transport on aiohttp that sends the URL's bytes untouched and says whether a failure happened
+before or after sending.
+
+Why not httpx's default transport: it stalls past ~8 concurrent requests (encode/httpx#3215; numbers in
+benchmarks/bench_transport.py). Why not httpx_aiohttp.AiohttpTransport as is: it hands the URL to yarl,
+which re-quotes it (`%2F`→`/`, `%2C`→`,`), so the bytes sent are not the bytes signed (-1022); and it maps
+aiohttp read timeouts and disconnects to httpx.ConnectTimeout, which reads as "never sent" — unsafe for
+orders. Here: `yarl.URL(..., encoded=True)`, and connect failures → httpx.ConnectError/ConnectTimeout,
+everything after → httpx.ReadTimeout/RemoteProtocolError/ReadError, with the aiohttp error chained.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import aiohttp
+import httpx
+import yarl
+
+_HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """Keep-alive connection pool on aiohttp; the session is created lazily inside the running loop."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 100,
+        keepalive_s: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._max_connections = max_connections
+        self._keepalive_s = keepalive_s
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=self._keepalive_s, ssl=self._ssl
+            )
+            # Cookies are meaningless for Binance and would leak state between requests
+            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self._get_session()
+        timeout = request.extensions.get("timeout", {})
+        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _HOP_HEADERS]
+        body = await request.aread()
+        try:
+            async with session.request(
+                request.method,
+                yarl.URL(str(request.url), encoded=True),
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(
+                    connect=timeout.get("pool"),
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                ),
+            ) as resp:
+                content = await resp.read()
+                status, raw_headers = resp.status, list(resp.raw_headers)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            cls = (
+                httpx.ConnectTimeout
+                if isinstance(exc, aiohttp.ConnectionTimeoutError)
+                else httpx.ConnectError
+            )
+            raise cls(str(exc) or type(exc).__name__, request=request) from exc
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            raise httpx.RemoteProtocolError(str(exc) or "server disconnected", request=request) from exc
+        except aiohttp.ClientError as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+        return httpx.Response(
+            status,
+            headers=raw_headers,
+            stream=httpx.ByteStream(content),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
