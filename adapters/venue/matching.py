@@ -1,0 +1,304 @@
+"""MatchingEngine: a Binance-compatible spot venue, pure and synchronous (no I/O, no threads of its own).
+
+Aggressive orders fill against a synthetic book around each symbol's reference price (adapters.venue.book);
+resting LIMIT orders fill at their own price when set_price moves the reference through them, at most
+`level_qty` per move so partial fills happen. User orders never match each other. One re-entrant lock
+guards every public method; listeners run under it, in event order, and must be quick.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from adapters.venue import book, responses
+from adapters.venue import errors as e
+from adapters.venue.orders import Order, Trade
+from adapters.venue.params import OrderSpec, check_filters, is_stop, lookup_symbol, parse_order
+from adapters.venue.state import COMMISSION_RATE, EIGHT, VenueState
+from engine.types import SymbolRules
+
+_ZERO = Decimal(0)
+_RESTRICTIONS = {"ONLY_NEW": "NEW", "ONLY_PARTIALLY_FILLED": "PARTIALLY_FILLED"}
+
+
+class MatchingEngine(VenueState):
+    """Binance Spot semantics for one account; every answer is Binance's JSON shape."""
+
+    # ----- new orders ----------------------------------------------------------------------------------
+
+    def validate(self, params: dict[str, str], engine_checks: bool = False) -> None:
+        """The checks of POST /api/v3/order/test: shape, symbol, precision and filters.
+
+        Binance's test endpoint never reaches the matching engine, so market status, supported type,
+        duplicate id, balance and LIMIT_MAKER crossing are only checked with `engine_checks=True`.
+
+        Raises:
+            VenueError: the code and message Binance would send.
+        """
+        with self._lock:
+            spec, rules = self._precheck(params)
+            if engine_checks:
+                self._engine_checks(spec, rules)
+
+    def place(self, params: dict[str, str]) -> dict[str, Any]:
+        """POST /api/v3/order with Binance's string parameters; answers ACK, RESULT or FULL.
+
+        Raises:
+            VenueError: the code and message Binance would send; nothing is executed then.
+        """
+        with self._lock:
+            spec, rules = self._precheck(params)
+            plan, lock_asset, lock_amount = self._engine_checks(spec, rules)
+            return self._execute(spec, rules, plan, lock_asset, lock_amount)
+
+    def _precheck(self, params: dict[str, str]) -> tuple[OrderSpec, SymbolRules]:
+        spec, rules = parse_order(params, self.rules)
+        check_filters(spec, rules, self.prices[spec.symbol], len(self._open[spec.symbol]))
+        return spec, rules
+
+    def _engine_checks(self, spec: OrderSpec, rules: SymbolRules) -> tuple[list[book.Level], str, Decimal]:
+        """The matching engine's own -2010 rejections; returns the planned fills and what to lock."""
+        if rules.status != "TRADING" or not self.can_trade:
+            raise e.rejected(e.MARKET_CLOSED)
+        if spec.type not in rules.order_types or is_stop(spec.type):
+            msg = e.UNSUPPORTED_TYPE_MSG.get(spec.type)
+            raise e.rejected(msg) if msg else e.VenueError(-1014, "Unsupported order combination.")
+        if spec.client_order_id is not None:
+            prior = self._by_client.get((spec.symbol, spec.client_order_id))
+            if prior is not None and prior.is_open:
+                raise e.rejected(e.DUPLICATE_ORDER)
+        plan = self._plan(spec, rules)
+        if spec.side == "BUY":
+            asset = rules.quote_asset
+            if spec.type != "MARKET":
+                amount = (spec.quantity or _ZERO) * (spec.price or _ZERO)
+            elif spec.quote_qty is not None:
+                amount = spec.quote_qty
+            else:
+                amount = sum((p * q for p, q in plan), _ZERO)
+        else:
+            asset = rules.base_asset
+            amount = spec.quantity if spec.quantity is not None else book.total_qty(plan)
+        if not self.ledger.can_lock(asset, amount):
+            raise e.rejected(e.INSUFFICIENT_BALANCE)
+        if spec.type == "LIMIT_MAKER" and self._crosses(spec):
+            raise e.rejected(e.WOULD_TAKE)
+        return plan, asset, amount
+
+    def _crosses(self, spec: OrderSpec) -> bool:
+        best = self._levels(spec.symbol, spec.side == "BUY")[:1]
+        if not best or spec.price is None:
+            return False
+        return spec.price >= best[0][0] if spec.side == "BUY" else spec.price <= best[0][0]
+
+    def _plan(self, spec: OrderSpec, rules: SymbolRules) -> list[book.Level]:
+        """The fills the order would take from the synthetic book right now."""
+        if spec.type == "LIMIT_MAKER":
+            return []
+        is_buy = spec.side == "BUY"
+        levels = self._levels(spec.symbol, is_buy)
+        if spec.type == "MARKET":
+            step = rules.step_size or rules.market_step_size
+            return book.sweep(levels, is_buy=is_buy, qty=spec.quantity, quote_qty=spec.quote_qty, step=step)
+        plan = book.sweep(levels, is_buy=is_buy, qty=spec.quantity, limit=spec.price)
+        if spec.time_in_force == "FOK" and book.total_qty(plan) < (spec.quantity or _ZERO):
+            return []
+        return plan
+
+    def _execute(
+        self,
+        spec: OrderSpec,
+        rules: SymbolRules,
+        plan: list[book.Level],
+        lock_asset: str,
+        lock_amount: Decimal,
+    ) -> dict[str, Any]:
+        now = self._clock()
+        o = Order(
+            order_id=self._next_order_id,
+            symbol=spec.symbol,
+            client_order_id=spec.client_order_id or self._new_client_id(),
+            side=spec.side,
+            type=spec.type,
+            time_in_force=spec.time_in_force or "GTC",
+            price=spec.price or _ZERO,
+            # A quoteOrderQty order's quantity is whatever the quote amount buys
+            orig_qty=spec.quantity if spec.quantity is not None else book.total_qty(plan),
+            orig_quote_qty=spec.quote_qty or _ZERO,
+            stop_price=spec.stop_price or _ZERO,
+            stp_mode=spec.stp_mode,
+            time=now,
+            base_asset=rules.base_asset,
+            quote_asset=rules.quote_asset,
+            update_time=now,
+            working_time=now,
+            lock_asset=lock_asset,
+            locked=lock_amount,
+        )
+        self._next_order_id += 1
+        self.ledger.lock(lock_asset, lock_amount)
+        self._orders[o.order_id] = o
+        self._by_client[(o.symbol, o.client_order_id)] = o
+        self._emit_order(o, "NEW")
+        trades = [self._fill(o, price, qty, maker=False, now=now) for price, qty in plan]
+        if o.remaining > 0 and o.type != "MARKET" and o.time_in_force == "GTC":
+            self._open[o.symbol][o.order_id] = o
+            self._release(o, o.locked - o.lock_needed())
+        elif o.status != "FILLED" or self._ran_dry(o, plan):
+            self._expire(o, now)
+        else:
+            self._release(o, o.locked)
+        self._update_time = now
+        return responses.placed(o, spec.resp_type, now, trades)
+
+    def _ran_dry(self, o: Order, plan: list[book.Level]) -> bool:
+        # A quoteOrderQty order expired when the whole book was not enough to spend its amount
+        if not o.orig_quote_qty:
+            return False
+        return book.total_qty(plan) == book.total_qty(self._levels(o.symbol, o.is_buy))
+
+    def _expire(self, o: Order, now: int) -> None:
+        if o.type == "MARKET":
+            o.expiry_reason = "INSUFFICIENT_LIQUIDITY"
+        elif o.time_in_force == "FOK":
+            o.expiry_reason = "UNFILLED_FOK_ORDER_EXPIRED"
+        else:
+            o.expiry_reason = "UNFILLED_IOC_QUANTITY_EXPIRED"
+        o.status = "EXPIRED"
+        o.update_time = now
+        self._release(o, o.locked)
+        self._emit_order(o, "EXPIRED")
+
+    def _release(self, o: Order, amount: Decimal) -> None:
+        if amount > 0:
+            self.ledger.unlock(o.lock_asset, amount)
+            o.locked -= amount
+
+    def _fill(self, o: Order, price: Decimal, qty: Decimal, *, maker: bool, now: int) -> Trade:
+        """Move the funds of one fill (commission in the received asset) and record the trade."""
+        quote = price * qty
+        if o.is_buy:
+            fee, fee_asset = (qty * COMMISSION_RATE).quantize(EIGHT, ROUND_HALF_UP), o.base_asset
+            self.ledger.spend_locked(o.quote_asset, quote)
+            o.locked -= quote
+            self.ledger.credit(o.base_asset, qty, fee)
+        else:
+            fee, fee_asset = (quote * COMMISSION_RATE).quantize(EIGHT, ROUND_HALF_UP), o.quote_asset
+            self.ledger.spend_locked(o.base_asset, qty)
+            o.locked -= qty
+            self.ledger.credit(o.quote_asset, quote, fee)
+        o.executed_qty += qty
+        o.cum_quote += quote
+        o.status = "FILLED" if o.executed_qty >= o.orig_qty else "PARTIALLY_FILLED"
+        o.update_time = now
+        t = Trade(
+            self._next_trade_id, o.order_id, o.symbol, price, qty, quote, fee, fee_asset, now, o.is_buy, maker
+        )
+        self._next_trade_id += 1
+        o.trades.append(t)
+        self._trades[o.symbol].append(t)
+        self._emit_order(o, "TRADE", t)
+        if self._listeners:
+            # The buyer is the maker when our resting buy is hit, or when our sell takes the book's bid
+            agg = responses.agg_trade(o.symbol, self._agg_id(), price, qty, t.id, now, o.is_buy == maker)
+            self._emit("trade", agg)
+        return t
+
+    # ----- cancels -------------------------------------------------------------------------------------
+
+    def cancel(
+        self,
+        symbol: str,
+        order_id: int | None = None,
+        orig_client_order_id: str | None = None,
+        new_client_order_id: str | None = None,
+        cancel_restrictions: str | None = None,
+    ) -> dict[str, Any]:
+        """DELETE /api/v3/order; releases what the order still held locked.
+
+        Raises:
+            VenueError: -1121, -1102 (no id), -1145 (bad restriction), -2011 "Unknown order sent." for an
+            unknown or closed order (or an id mismatch), -2011 on an unmet cancel restriction.
+        """
+        with self._lock:
+            lookup_symbol(symbol, self.rules)
+            if cancel_restrictions is not None and cancel_restrictions not in _RESTRICTIONS:
+                raise e.err(e.BAD_CANCEL_RESTRICTIONS)
+            o = self._find(symbol, order_id, orig_client_order_id, e.UNKNOWN_ORDER, e.UNKNOWN_ORDER)
+            if not o.is_open:
+                raise e.err(e.UNKNOWN_ORDER)
+            if cancel_restrictions is not None and o.status != _RESTRICTIONS[cancel_restrictions]:
+                raise e.err(e.CANCEL_RESTRICTED)
+            return self._cancel(o, new_client_order_id)
+
+    def cancel_open_orders(self, symbol: str) -> list[dict[str, Any]]:
+        """DELETE /api/v3/openOrders.
+
+        Raises:
+            VenueError: -1121, or -2011 "Unknown order sent." when nothing is open (observed on Binance).
+        """
+        with self._lock:
+            lookup_symbol(symbol, self.rules)
+            targets = list(self._open[symbol].values())
+            if not targets:
+                raise e.err(e.UNKNOWN_ORDER)
+            return [self._cancel(o, None) for o in targets]
+
+    def _cancel(self, o: Order, new_client_order_id: str | None) -> dict[str, Any]:
+        now = self._clock()
+        cancel_id = new_client_order_id or self._new_client_id()
+        o.status = "CANCELED"
+        o.update_time = now
+        del self._open[o.symbol][o.order_id]
+        self._release(o, o.locked)
+        self._update_time = now
+        self._emit_order(o, "CANCELED", cancelClientOrderId=cancel_id)
+        return responses.canceled(o, cancel_id, now)
+
+    # ----- prices --------------------------------------------------------------------------------------
+
+    def set_price(self, symbol: str, price: Decimal) -> None:
+        """Move the reference price; resting orders it reaches fill at their limit, `level_qty` at most.
+
+        Raises:
+            VenueError: -1121 for an unknown symbol. ValueError: price not positive.
+        """
+        with self._lock:
+            lookup_symbol(symbol, self.rules)
+            if price <= 0:
+                raise ValueError(f"price must be positive, was {price}")
+            self._move(symbol, Decimal(price))
+
+    def step_prices(self) -> None:
+        """A seeded random walk: every symbol moves by -3..+3 ticks (never below one tick)."""
+        with self._lock:
+            for symbol, rules in self.rules.items():
+                tick = rules.tick_size or EIGHT
+                self._move(symbol, max(tick, self.prices[symbol] + tick * self._rng.randint(-3, 3)))
+
+    def _move(self, symbol: str, price: Decimal) -> None:
+        now = self._clock()
+        previous, self.prices[symbol] = self.prices[symbol], price
+        if self._listeners:
+            # The market's own print at the new price, so trade streams move with the book
+            print_id, self._next_trade_id = self._next_trade_id, self._next_trade_id + 1
+            qty = self.level_qty[symbol]
+            self._emit(
+                "trade",
+                responses.agg_trade(symbol, self._agg_id(), price, qty, print_id, now, price < previous),
+            )
+        resting = self._open[symbol]
+        crossed = [o for o in resting.values() if (price <= o.price if o.is_buy else price >= o.price)]
+        for o in crossed:
+            self._fill(o, o.price, min(o.remaining, self.level_qty[symbol]), maker=True, now=now)
+            if not o.is_open:
+                del resting[o.order_id]
+                self._release(o, o.locked)
+            else:
+                self._release(o, o.locked - o.lock_needed())
+        if crossed:
+            self._update_time = now
+        self._book_update_id += 1
+        if self._listeners:
+            self._emit("book", responses.book_stream(self._book_update_id, self._ticker(symbol)))
