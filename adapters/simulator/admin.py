@@ -1,0 +1,116 @@
+"""Unsigned admin routes under /_sim/ for tests and demos: faults, ground truth, prices, state.
+
+POST   /_sim/faults        set faults (JSON; keys in faults.Faults, plus ws_drop and rate_limit)
+DELETE /_sim/faults        clear every fault
+GET    /_sim/ground_truth  every order the engine ever accepted, and real vs test order counts
+POST   /_sim/price         {"symbol": .., "price": ".."} -> engine.set_price
+GET    /_sim/state         faults, weights, order counts, connected WebSocket clients
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from adapters.simulator.faults import Faults, FaultSpecError
+from adapters.simulator.state import SimulatorState
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body, default=str), status_code=status, media_type="application/json")
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        data = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise FaultSpecError("body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise FaultSpecError("body must be a JSON object")
+    return data
+
+
+def _state(request: Request) -> SimulatorState:
+    return request.app.state.sim  # type: ignore[no-any-return]
+
+
+async def set_faults(request: Request) -> Response:
+    state = _state(request)
+    try:
+        actions = state.faults.update(await _body(request), state.clock_ms())
+    except FaultSpecError as exc:
+        return _json({"error": str(exc)}, 400)
+    dropped = 0
+    for action in actions:
+        if action == "ws_drop" and state.hub is not None:
+            dropped += await state.hub.drop_all()
+        elif action.startswith("ban:"):
+            state.limiter.ban_everyone(state.now_ms(), float(action.removeprefix("ban:")))
+    return _json({"faults": state.faults.snapshot(), "ws_dropped": dropped})
+
+
+async def clear_faults(request: Request) -> Response:
+    state = _state(request)
+    state.faults = Faults()
+    state.limiter.clear_bans()
+    state.clear_hidden()
+    return _json({"faults": state.faults.snapshot()})
+
+
+async def ground_truth(request: Request) -> Response:
+    state = _state(request)
+    orders = state.engine.ground_truth()
+    return _json(
+        {
+            "orders": orders,
+            "real_orders": state.real_orders,
+            "test_orders": state.test_orders,
+            "lost_responses": state.lost_responses,
+            "engine_orders": len(orders),
+        }
+    )
+
+
+async def set_price(request: Request) -> Response:
+    state = _state(request)
+    try:
+        body = await _body(request)
+        symbol, price = body["symbol"], Decimal(str(body["price"]))
+    except (FaultSpecError, KeyError, InvalidOperation) as exc:
+        return _json({"error": f"expected {{'symbol': .., 'price': ..}}: {exc}"}, 400)
+    if symbol not in state.engine.rules or not price.is_finite() or price <= 0:
+        return _json({"error": f"unknown symbol or bad price: {symbol} {price}"}, 400)
+    state.engine.set_price(symbol, price)
+    return _json({"symbol": symbol, "price": str(state.engine.prices[symbol])})
+
+
+async def get_state(request: Request) -> Response:
+    state = _state(request)
+    now = state.now_ms()
+    return _json(
+        {
+            "serverTime": now,
+            "faults": state.faults.snapshot(),
+            "weights": state.limiter.snapshot(now),
+            "ws_clients": state.hub.snapshot() if state.hub else [],
+            "ws_messages_sent": state.hub.messages_sent if state.hub else 0,
+            "requests": state.requests,
+            "real_orders": state.real_orders,
+            "test_orders": state.test_orders,
+        }
+    )
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/_sim/faults", set_faults, methods=["POST"]),
+        Route("/_sim/faults", clear_faults, methods=["DELETE"]),
+        Route("/_sim/ground_truth", ground_truth, methods=["GET"]),
+        Route("/_sim/price", set_price, methods=["POST"]),
+        Route("/_sim/state", get_state, methods=["GET"]),
+    ]

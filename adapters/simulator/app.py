@@ -1,0 +1,200 @@
+"""The simulator's Starlette app: Binance Spot REST under /api/v3, market streams, admin routes under /_sim.
+
+Every REST request goes through one dispatcher, in Binance's order: latency fault → endpoint lookup →
+parameters → forced/real rate limits (weight charged up front) → 5xx fault → key, timestamp and
+signature → handler (the matching engine) → weight for failed order requests → headers. Errors are
+always `{"code": .., "msg": ..}` with Binance's HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from adapters.simulator import admin, market, streams, trading
+from adapters.simulator.auth import authenticate, parse_params
+from adapters.simulator.faults import Faults
+from adapters.simulator.state import SimulatorState, wall_clock_ms
+from adapters.simulator.weights import RateLimited, RateLimiter
+from adapters.venue.errors import VenueError
+from adapters.venue.matching import MatchingEngine
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[SimulatorState, dict[str, str]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    handler: Handler
+    weight: int | Callable[[dict[str, str]], int]
+    signed: bool = False
+    # order placement/cancel: 0 weight when successful, the documented weight (1) when failed (since 2026-04-02)
+    free_on_success: bool = False
+    order_counts: bool = False  # answer carries X-MBX-ORDER-COUNT-* headers
+
+    def weight_of(self, params: dict[str, str]) -> int:
+        return self.weight(params) if callable(self.weight) else self.weight
+
+
+ENDPOINTS: dict[tuple[str, str], Endpoint] = {
+    ("GET", "/api/v3/ping"): Endpoint(market.ping, 1),
+    ("GET", "/api/v3/time"): Endpoint(market.server_time, 1),
+    ("GET", "/api/v3/exchangeInfo"): Endpoint(market.exchange_info, 20),
+    ("GET", "/api/v3/ticker/bookTicker"): Endpoint(market.book_ticker, market.ticker_weight),
+    ("GET", "/api/v3/ticker/price"): Endpoint(market.ticker_price, market.ticker_weight),
+    ("GET", "/api/v3/depth"): Endpoint(market.depth, market.depth_weight),
+    ("GET", "/api/v3/account"): Endpoint(trading.account, 20, signed=True),
+    ("POST", "/api/v3/order/test"): Endpoint(
+        trading.test_order, lambda p: 20 if p.get("computeCommissionRates") == "true" else 1, signed=True
+    ),
+    ("POST", "/api/v3/order"): Endpoint(
+        trading.new_order, 1, signed=True, free_on_success=True, order_counts=True
+    ),
+    ("GET", "/api/v3/order"): Endpoint(trading.query_order, 4, signed=True),
+    ("DELETE", "/api/v3/order"): Endpoint(trading.cancel_order, 1, signed=True, free_on_success=True),
+    ("GET", "/api/v3/openOrders"): Endpoint(trading.open_orders, trading.open_orders_weight, signed=True),
+    ("DELETE", "/api/v3/openOrders"): Endpoint(
+        trading.cancel_open_orders, 1, signed=True, free_on_success=True
+    ),
+    ("GET", "/api/v3/myTrades"): Endpoint(trading.my_trades, trading.my_trades_weight, signed=True),
+    ("GET", "/api/v3/rateLimit/order"): Endpoint(trading.order_rate_limit, 40, signed=True),
+}
+_KNOWN_PATHS = frozenset(path for _, path in ENDPOINTS)
+_5XX_BODY = {
+    500: (-1000, "An unknown error occurred while processing the request."),
+    502: (-1000, "An unknown error occurred while processing the request."),
+    503: (-1008, "Server is currently overloaded with other requests. Please try again in a few minutes."),
+    504: (-1007, trading.TIMEOUT_MSG),
+}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    text = json.dumps(body, separators=(",", ":"), default=str)
+    return Response(text, status_code=status, headers=headers, media_type="application/json;charset=UTF-8")
+
+
+def _error(exc: VenueError, headers: dict[str, str]) -> Response:
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return json_response({"code": exc.code, "msg": exc.msg}, exc.http_status, headers)
+
+
+def _forced_limits(state: SimulatorState) -> None:
+    if state.faults.take("force_429"):
+        raise RateLimited(
+            -1003,
+            f"Too much request weight used; current limit is {state.limiter.weight_limit} request weight per "
+            "1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.",
+            429,
+            state.faults.force_429_retry_after_s,
+        )
+
+
+async def dispatch(request: Request) -> Response:
+    """The single REST entry point: see the module docstring for the order of checks."""
+    state: SimulatorState = request.app.state.sim
+    state.requests += 1
+    if state.faults.latency_ms:
+        await asyncio.sleep(state.faults.latency_ms / 1000)
+    ip = request.client.host if request.client else "unknown"
+    headers: dict[str, str] = {}
+    ep = ENDPOINTS.get((request.method, request.url.path))
+    if ep is None:
+        status = 405 if request.url.path in _KNOWN_PATHS else 404
+        return json_response(
+            {"code": -1000, "msg": f"No endpoint for {request.method} {request.url.path}."}, status
+        )
+    query = request.scope["query_string"]
+    body = await request.body()
+    now = state.now_ms()
+    try:
+        try:
+            params = parse_params(query, body)
+            parse_error: VenueError | None = None
+        except VenueError as exc:
+            params, parse_error = {}, exc
+        try:
+            _forced_limits(state)
+            state.limiter.admit(ip, now, 0 if ep.free_on_success else ep.weight_of(params))
+        finally:
+            headers["X-MBX-USED-WEIGHT-1M"] = headers["X-MBX-USED-WEIGHT"] = str(
+                state.limiter.used_weight(ip, now)
+            )
+        if state.faults.take("http_5xx"):
+            status = state.faults.http_5xx_status
+            return json_response(dict(zip(("code", "msg"), _5XX_BODY[status], strict=True)), status, headers)
+        if parse_error is not None:
+            raise parse_error
+        if ep.signed:
+            authenticate(query, body, params, request.headers.get("x-mbx-apikey"), state.keys, now)
+        result = ep.handler(state, params)
+    except VenueError as exc:
+        if ep.free_on_success and not isinstance(exc, RateLimited):
+            state.limiter.charge(ip, now, ep.weight_of(params))
+            headers["X-MBX-USED-WEIGHT-1M"] = headers["X-MBX-USED-WEIGHT"] = str(
+                state.limiter.used_weight(ip, now)
+            )
+        return _error(exc, headers)
+    except Exception:  # a bug in the simulator or engine must still answer like Binance would
+        log.exception("simulator handler failed: %s %s", request.method, request.url.path)
+        return json_response({"code": -1000, "msg": _5XX_BODY[500][1]}, 500, headers)
+    if ep.order_counts:
+        c10, c1d = state.limiter.order_counts(state.now_ms())
+        headers["X-MBX-ORDER-COUNT-10S"], headers["X-MBX-ORDER-COUNT-1D"] = str(c10), str(c1d)
+    return json_response(result, 200, headers)
+
+
+def create_simulator_app(
+    engine: MatchingEngine | None = None,
+    api_key: str = "",
+    api_secret: str = "",
+    *,
+    clock_ms: Callable[[], int] | None = None,
+    weight_limit: int = 6000,
+    order_limit_10s: int = 100,
+    order_limit_1d: int = 200_000,
+    ban_base_s: int = 120,
+    driver_interval_s: float = 0.1,
+    extra_keys: dict[str, str] | None = None,
+) -> tuple[Starlette, SimulatorState]:
+    """Build the simulator app around a matching engine (a fresh default one if None).
+
+    Raises:
+        ValueError: no API key or secret.
+    """
+    if not api_key or not api_secret:
+        raise ValueError("the simulator needs an api_key and an api_secret")
+    clock = clock_ms or wall_clock_ms
+    limiter = RateLimiter(weight_limit, order_limit_10s, order_limit_1d, ban_base_s)
+    faults = Faults()
+    if engine is None:
+        # the engine stamps transactTime/updateTime with server time, clock-skew fault included
+        engine = MatchingEngine(clock_ms=lambda: clock() + faults.clock_skew_ms)
+    state = SimulatorState(
+        engine=engine,
+        keys={api_key: api_secret, **(extra_keys or {})},
+        clock_ms=clock,
+        limiter=limiter,
+        faults=faults,
+    )
+    hub = streams.StreamHub(state, driver_interval_s=driver_interval_s)
+    state.hub = hub
+    methods = ["GET", "POST", "PUT", "DELETE"]
+    routes = [
+        *admin.routes(),
+        *hub.routes(),
+        Route("/{path:path}", dispatch, methods=methods),
+    ]
+    app = Starlette(routes=routes, lifespan=hub.lifespan)
+    app.state.sim = state
+    return app, state

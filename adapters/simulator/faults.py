@@ -1,0 +1,113 @@
+"""The fault injector's state: what goes wrong next, set through POST /_sim/faults.
+
+Counters (`http_5xx`, `lost_response`, forced 429s) are consumed one request at a time; durations are
+stored as an end time on the simulator clock. `ws_drop` is an action, not a state, so it lives in admin.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+_ALLOWED_5XX = (500, 502, 503, 504)
+
+
+class FaultSpecError(ValueError):
+    """The JSON sent to /_sim/faults is not understood."""
+
+
+def _int(spec: dict[str, Any], key: str, minimum: int = 0) -> int:
+    value = spec[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        raise FaultSpecError(f"{key} must be a number >= {minimum}, was {value!r}")
+    return int(value)
+
+
+def _float(spec: dict[str, Any], key: str) -> float:
+    value = spec[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise FaultSpecError(f"{key} must be a number >= 0, was {value!r}")
+    return float(value)
+
+
+def _status(spec: dict[str, Any], key: str) -> int:
+    value = _int(spec, key)
+    if value not in _ALLOWED_5XX:
+        raise FaultSpecError(f"{key} must be one of {_ALLOWED_5XX}, was {value}")
+    return value
+
+
+@dataclass
+class Faults:
+    latency_ms: int = 0
+    http_5xx: int = 0
+    http_5xx_status: int = 503
+    lost_response: int = 0
+    lost_response_status: int = 503
+    not_found_lag_s: float = 0.0
+    clock_skew_ms: int = 0
+    force_429: int = 0
+    force_429_retry_after_s: int = 1
+    ws_stall_until_ms: int = 0
+
+    def update(self, spec: dict[str, Any], now_ms: int) -> list[str]:
+        """Apply a /_sim/faults body; returns the ws actions it asked for (e.g. ["ws_drop"]).
+
+        `rate_limit` is {"status": 429, "count": N, "retry_after_s": R} or {"status": 418, "seconds": S};
+        the 418 part is applied by the caller (it bans IPs in the rate limiter) and is returned as "ban:S".
+
+        Raises:
+            FaultSpecError: unknown key or bad value; nothing is changed then.
+        """
+        staged = Faults(**asdict(self))
+        actions: list[str] = []
+        for key in spec:
+            if key in ("latency_ms", "http_5xx", "lost_response"):
+                setattr(staged, key, _int(spec, key))
+            elif key in ("http_5xx_status", "lost_response_status"):
+                setattr(staged, key, _status(spec, key))
+            elif key == "clock_skew_ms":
+                value = spec[key]
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise FaultSpecError(f"clock_skew_ms must be an integer, was {value!r}")
+                staged.clock_skew_ms = value
+            elif key == "not_found_lag_s":
+                staged.not_found_lag_s = _float(spec, key)
+            elif key == "ws_stall":
+                staged.ws_stall_until_ms = now_ms + int(_float(spec, key) * 1000)
+            elif key == "ws_drop":
+                if spec[key]:
+                    actions.append("ws_drop")
+            elif key == "rate_limit":
+                actions.extend(staged._rate_limit(spec[key]))
+            else:
+                raise FaultSpecError(f"unknown fault {key!r}")
+        for name, value in asdict(staged).items():
+            setattr(self, name, value)
+        return actions
+
+    def _rate_limit(self, rl: Any) -> list[str]:
+        if not isinstance(rl, dict) or rl.get("status") not in (429, 418):
+            raise FaultSpecError(
+                'rate_limit must be {"status": 429, "count": N} or {"status": 418, "seconds": S}'
+            )
+        if rl["status"] == 429:
+            self.force_429 = _int(rl, "count", 1)
+            if "retry_after_s" in rl:
+                self.force_429_retry_after_s = _int(rl, "retry_after_s", 1)
+            return []
+        return [f"ban:{_float(rl, 'seconds')}"]
+
+    def take(self, counter: str) -> bool:
+        """Consume one unit of a counter fault; True if this request is hit."""
+        left = getattr(self, counter)
+        if left > 0:
+            setattr(self, counter, left - 1)
+            return True
+        return False
+
+    def ws_stalled(self, now_ms: int) -> bool:
+        return now_ms < self.ws_stall_until_ms
+
+    def snapshot(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,160 @@
+"""Run the simulator: in the foreground (`propbot simulator`, `main(argv)`) or in a thread for tests.
+
+The simulator only ever binds loopback addresses: it is a stand-in for Binance on this machine, not a
+service for the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from adapters.simulator.app import create_simulator_app
+from adapters.simulator.state import SimulatorState
+
+_START_TIMEOUT_S = 10.0
+
+
+def _check_loopback(host: str) -> None:
+    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"the simulator binds loopback addresses only, was {host}")
+
+
+def _config(
+    app: Any, host: str, port: int, ws_ping_interval: float, ws_ping_timeout: float
+) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ws="websockets-sansio",
+        ws_ping_interval=ws_ping_interval,
+        ws_ping_timeout=ws_ping_timeout,
+        lifespan="on",
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+    )
+
+
+class SimulatorServer:
+    """uvicorn in a background thread, for tests: `with SimulatorServer() as sim: httpx.get(sim.base_url + ...)`.
+
+    Keyword arguments other than host/port/ping settings go to create_simulator_app.
+    """
+
+    def __init__(
+        self,
+        api_key: str = "simkey",
+        api_secret: str = "simsecret",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ws_ping_interval: float = 20.0,
+        ws_ping_timeout: float = 60.0,
+        **app_kwargs: Any,
+    ) -> None:
+        _check_loopback(host)
+        self.api_key, self.api_secret = api_key, api_secret
+        app_kwargs.setdefault("engine", None)
+        self.app, self.state = create_simulator_app(api_key=api_key, api_secret=api_secret, **app_kwargs)
+        self._server = uvicorn.Server(_config(self.app, host, port, ws_ping_interval, ws_ping_timeout))
+        self._thread: threading.Thread | None = None
+        self.host = host
+        self.port = port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    def start(self) -> SimulatorServer:
+        """Start serving and wait until the socket is bound.
+
+        Raises:
+            RuntimeError: the server did not start within 10 s.
+        """
+        self._thread = threading.Thread(target=self._server.run, name="binance-simulator", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("simulator did not start")
+            time.sleep(0.01)
+        sockets = self._server.servers[0].sockets
+        self.port = sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def __enter__(self) -> SimulatorServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def run_simulator(
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    api_key: str = "simkey",
+    api_secret: str = "simsecret",
+    *,
+    ws_ping_interval: float = 20.0,
+    **app_kwargs: Any,
+) -> SimulatorState:
+    """Serve in the foreground until interrupted; returns the state for inspection afterwards."""
+    _check_loopback(host)
+    app, state = create_simulator_app(api_key=api_key, api_secret=api_secret, **app_kwargs)
+    uvicorn.Server(_config(app, host, port, ws_ping_interval, 60.0)).run()
+    return state
+
+
+def main(argv: Sequence[str] | None = None, *, runner: Callable[..., Any] = run_simulator) -> int:
+    """`propbot simulator --port N --api-key K --api-secret S` (a fresh key pair is printed if none is given)."""
+    parser = argparse.ArgumentParser(
+        prog="propbot simulator", description="Binance-Spot-compatible simulator"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--api-secret", default=None)
+    parser.add_argument("--weight-limit", type=int, default=6000)
+    parser.add_argument("--ws-ping-interval", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    if (args.api_key is None) != (args.api_secret is None):
+        parser.error("give both --api-key and --api-secret, or neither")
+    try:
+        _check_loopback(args.host)
+    except ValueError as exc:
+        parser.error(str(exc))
+    key = args.api_key or secrets.token_hex(32)
+    secret = args.api_secret or secrets.token_hex(32)
+    if args.api_key is None:
+        print(f"generated API key:    {key}\ngenerated API secret: {secret}")
+    print(f"Binance simulator on http://{args.host}:{args.port} (REST /api/v3, streams /ws, admin /_sim)")
+    runner(
+        host=args.host,
+        port=args.port,
+        api_key=key,
+        api_secret=secret,
+        ws_ping_interval=args.ws_ping_interval,
+        weight_limit=args.weight_limit,
+    )
+    return 0
