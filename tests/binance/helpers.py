@@ -59,7 +59,11 @@ class FakeVenue:
         self.routes: dict[tuple[str, str], Handler] = {}
         self.requests: list[httpx.Request] = []
         self.server_time_ms = server_time_ms or (lambda: int(time.time() * 1000))
-        self.route("GET", "/api/v3/time", lambda r, p: httpx.Response(200, json={"serverTime": self.server_time_ms()}))
+        self.route(
+            "GET",
+            "/api/v3/time",
+            lambda r, p: httpx.Response(200, json={"serverTime": self.server_time_ms()}),
+        )
 
     def route(self, method: str, path: str, handler: Handler) -> None:
         self.routes[(method, path)] = handler

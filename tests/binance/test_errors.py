@@ -19,7 +19,13 @@ R, U, X = ExchangeRejected, ExchangeUnavailable, ExecutionStatusUnknown
 
 TABLE = [
     # http, code, msg, class, reason
-    (429, -1003, "Too much request weight used; current limit is 6000 request weight per 1 MINUTE.", U, "RATE_LIMIT"),
+    (
+        429,
+        -1003,
+        "Too much request weight used; current limit is 6000 request weight per 1 MINUTE.",
+        U,
+        "RATE_LIMIT",
+    ),
     (429, -1015, "Too many new orders; current limit is 100 orders per 10 SECOND.", U, "RATE_LIMIT"),
     (429, None, "", U, "RATE_LIMIT"),
     (400, -1003, "Too many requests queued.", U, "RATE_LIMIT"),
@@ -45,21 +51,48 @@ TABLE = [
     (400, -2011, "Unknown order sent.", R, "UNKNOWN_ORDER"),
     (400, -2011, "Order was not canceled due to cancel restrictions.", R, "ORDER_REJECTED"),
     (400, -2013, "Order does not exist.", R, "UNKNOWN_ORDER"),
-    (400, -1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.", R, "INVALID_PARAMETER"),
+    (
+        400,
+        -1102,
+        "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.",
+        R,
+        "INVALID_PARAMETER",
+    ),
     (400, -1111, "Parameter 'quantity' has too much precision.", R, "INVALID_PARAMETER"),
     (400, -1100, "Illegal characters found in a parameter.", R, "INVALID_PARAMETER"),
     (500, None, "Internal Server Error", X, "EXECUTION_STATUS_UNKNOWN"),
     (502, None, "Bad Gateway", X, "EXECUTION_STATUS_UNKNOWN"),
     (503, -1008, "Server is currently overloaded", X, "EXECUTION_STATUS_UNKNOWN"),  # 5xx wins: may have run
-    (400, -1006, "An unexpected response was received from the message bus. Execution status unknown.", X,
-     "EXECUTION_STATUS_UNKNOWN"),
-    (408, -1007, "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",
-     X, "EXECUTION_STATUS_UNKNOWN"),
-    (400, -1001, "Internal error; unable to process your request. Please try again.", U, "EXCHANGE_UNAVAILABLE"),
+    (
+        400,
+        -1006,
+        "An unexpected response was received from the message bus. Execution status unknown.",
+        X,
+        "EXECUTION_STATUS_UNKNOWN",
+    ),
+    (
+        408,
+        -1007,
+        "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",
+        X,
+        "EXECUTION_STATUS_UNKNOWN",
+    ),
+    (
+        400,
+        -1001,
+        "Internal error; unable to process your request. Please try again.",
+        U,
+        "EXCHANGE_UNAVAILABLE",
+    ),
     (400, -1008, "Server is currently overloaded with other requests.", U, "EXCHANGE_UNAVAILABLE"),
     (400, -2021, "Order cancel-replace partially failed.", R, "ORDER_REJECTED"),
-    (400, -2026, "Order was canceled or expired with no executed qty over 90 days ago and has been archived.", R,
-     "ORDER_REJECTED"),
+    (
+        400,
+        -2026,
+        "Order was canceled or expired with no executed qty over 90 days ago and has been archived.",
+        R,
+        "ORDER_REJECTED",
+    ),
     (400, -1000, "An unknown error occurred while processing the request.", X, "UNKNOWN_ERROR"),
     (400, -9999, "something new", R, "UNKNOWN_ERROR"),
     (404, None, "not found", R, "UNKNOWN_ERROR"),
@@ -71,7 +104,8 @@ def test_error_table(http: int, code: int | None, msg: str, cls: type, reason: s
     err = map_binance_error(http, code, msg, retry_after_s=7.0 if http in (418, 429) else None)
     assert type(err) is cls
     assert err.reason == reason
-    assert err.code == code and err.http_status == http
+    assert err.code == code
+    assert err.http_status == http
     assert is_retryable(err) is (cls is U)
     if http in (418, 429):
         assert err.retry_after_s == 7.0
@@ -92,7 +126,15 @@ def _chained(outer: Exception, cause: BaseException) -> Exception:
 
 
 class _Key:
-    host, port, is_ssl, ssl, proxy, proxy_auth, proxy_headers_hash = "127.0.0.1", 1, False, True, None, None, None
+    host, port, is_ssl, ssl, proxy, proxy_auth, proxy_headers_hash = (
+        "127.0.0.1",
+        1,
+        False,
+        True,
+        None,
+        None,
+        None,
+    )
 
 
 TRANSPORT = [
@@ -107,7 +149,10 @@ TRANSPORT = [
     (_chained(httpx.ConnectTimeout("x"), aiohttp.SocketTimeoutError("read")), True),
     (_chained(httpx.ConnectTimeout("x"), aiohttp.ServerDisconnectedError()), True),
     (_chained(httpx.ConnectTimeout("x"), aiohttp.ConnectionTimeoutError("connect")), False),
-    (_chained(httpx.ConnectTimeout("x"), aiohttp.ClientConnectorError(_Key(), OSError(111, "refused"))), False),  # type: ignore[arg-type]
+    (
+        _chained(httpx.ConnectTimeout("x"), aiohttp.ClientConnectorError(_Key(), OSError(111, "refused"))),
+        False,
+    ),  # type: ignore[arg-type]
 ]
 
 
@@ -116,7 +161,9 @@ def test_transport_failures_split_on_whether_the_request_left(exc: Exception, se
     assert request_was_sent(exc) is sent
     err = map_transport_error(exc, what="POST /api/v3/order")
     if sent:
-        assert type(err) is ExecutionStatusUnknown and err.reason == "EXECUTION_STATUS_UNKNOWN"
+        assert type(err) is ExecutionStatusUnknown
+        assert err.reason == "EXECUTION_STATUS_UNKNOWN"
     else:
-        assert type(err) is ExchangeUnavailable and err.reason == "EXCHANGE_UNAVAILABLE"
+        assert type(err) is ExchangeUnavailable
+        assert err.reason == "EXCHANGE_UNAVAILABLE"
     assert "POST /api/v3/order" in str(err)

@@ -26,7 +26,8 @@ def test_learns_limits_from_exchange_info() -> None:
     gov, _ = make()
     st = gov.status()
     assert st["limits"] == {"weight_1M": 100, "orders_10S": 10, "orders_1D": 1000}
-    assert st["level"] == "OK" and st["hold_required"] is False
+    assert st["level"] == "OK"
+    assert st["hold_required"] is False
 
 
 async def test_reserves_weight_and_throttles_until_the_calendar_minute_rolls() -> None:
@@ -38,7 +39,8 @@ async def test_reserves_weight_and_throttles_until_the_calendar_minute_rolls() -
     assert gov.status()["used"]["weight_1M"] == 90
     assert clock.slept == []
     await gov.acquire(10)  # 100 > 90: waits for :00 of the next minute, not 60 s from now
-    assert clock.slept and clock.slept[0] == pytest.approx(15.0, abs=0.01)
+    assert clock.slept
+    assert clock.slept[0] == pytest.approx(15.0, abs=0.01)
     assert gov.status()["used"]["weight_1M"] == 10
     assert gov.throttled_count == 1
 
@@ -47,7 +49,9 @@ async def test_header_counts_replace_a_lower_local_estimate_case_insensitively()
     gov, clock = make()
     clock.t = 1_699_999_980.0
     await gov.acquire(1)
-    gov.record(200, {"x-mbx-used-weight-1m": "85", "X-MBX-ORDER-COUNT-10S": "3", "X-MBX-ORDER-COUNT-1D": "400"})
+    gov.record(
+        200, {"x-mbx-used-weight-1m": "85", "X-MBX-ORDER-COUNT-10S": "3", "X-MBX-ORDER-COUNT-1D": "400"}
+    )
     st = gov.status()
     assert st["used"] == {"weight_1M": 85, "orders_10S": 3, "orders_1D": 400}
     gov.record(200, {"X-MBX-USED-WEIGHT-1M": "20"})  # stale/lower header never lowers the count
@@ -76,7 +80,8 @@ async def test_refuses_instead_of_waiting_longer_than_max_wait() -> None:
     gov.record(200, {"X-MBX-ORDER-COUNT-1D": "900"})
     with pytest.raises(ExchangeUnavailable) as ei:
         await gov.acquire(1, orders=1)
-    assert ei.value.reason == "RATE_LIMIT" and ei.value.retry_after_s is not None
+    assert ei.value.reason == "RATE_LIMIT"
+    assert ei.value.retry_after_s is not None
     assert ei.value.retry_after_s > 30
     assert clock.slept == []
 
@@ -85,7 +90,8 @@ async def test_429_retry_after_refuses_without_sending_then_clears() -> None:
     gov, clock = make()
     gov.record(429, {"Retry-After": "12"})
     st = gov.status()
-    assert st["level"] == "WARN" and st["retry_after_s"] == pytest.approx(12.0)
+    assert st["level"] == "WARN"
+    assert st["retry_after_s"] == pytest.approx(12.0)
     with pytest.raises(ExchangeUnavailable) as ei:
         await gov.acquire(1)
     assert ei.value.reason == "RATE_LIMIT"
@@ -110,7 +116,8 @@ async def test_418_ban_is_error_with_hold_until_it_ends() -> None:
     gov.record(418, {"retry-after": "120"})
     st = gov.status()
     assert st["level"] == "ERROR"
-    assert st["hold_required"] is True and gov.hold_required
+    assert st["hold_required"] is True
+    assert gov.hold_required
     assert st["banned_until"] == pytest.approx(clock.t + 120)
     with pytest.raises(ExchangeUnavailable) as ei:
         await gov.acquire(1)

@@ -16,12 +16,21 @@ from adapters.binance.signing import Secret
 from engine.errors import ExchangeRejected, ExchangeUnavailable, ExecutionStatusUnknown
 from tests.binance.helpers import API_KEY, BASE, SECRET, FakeVenue, error, ok
 
-ORDER = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.001",
-         "price": "50000.00", "newClientOrderId": "c-1"}
+ORDER = {
+    "symbol": "BTCUSDT",
+    "side": "BUY",
+    "type": "LIMIT",
+    "timeInForce": "GTC",
+    "quantity": "0.001",
+    "price": "50000.00",
+    "newClientOrderId": "c-1",
+}
 
 
 def client_for(venue: FakeVenue, **kw: object) -> BinanceSpotClient:
-    return BinanceSpotClient("testnet", API_KEY, Secret(SECRET), BASE, transport=httpx.MockTransport(venue), **kw)  # type: ignore[arg-type]
+    return BinanceSpotClient(
+        "testnet", API_KEY, Secret(SECRET), BASE, transport=httpx.MockTransport(venue), **kw
+    )  # type: ignore[arg-type]
 
 
 async def test_signed_order_goes_in_the_query_signed_over_the_exact_bytes() -> None:
@@ -46,7 +55,8 @@ async def test_bad_secret_is_rejected_as_invalid_signature() -> None:
     client = BinanceSpotClient("testnet", API_KEY, "wrong", BASE, transport=httpx.MockTransport(venue))
     with pytest.raises(ExchangeRejected) as ei:
         await client.account()
-    assert ei.value.reason == "INVALID_SIGNATURE" and ei.value.code == -1022
+    assert ei.value.reason == "INVALID_SIGNATURE"
+    assert ei.value.code == -1022
     await client.aclose()
 
 
@@ -64,7 +74,8 @@ async def test_minus_1021_resyncs_once_and_retries_with_a_fresh_signature() -> N
     client = client_for(venue)
     assert await client.order(ORDER) == {"orderId": 7}
     sent = [dict(parse_qsl(r.url.query.decode())) for r in venue.requests if r.url.path == "/api/v3/order"]
-    assert len(sent) == 2 and sent[0]["signature"] != sent[1]["signature"]
+    assert len(sent) == 2
+    assert sent[0]["signature"] != sent[1]["signature"]
     assert int(sent[1]["timestamp"]) - int(sent[0]["timestamp"]) >= 4900
     assert venue.count("GET", "/api/v3/time") == 2 * client.clock.samples  # first sync + one resync
     assert client.timestamp_retries == 1
@@ -141,12 +152,22 @@ async def test_connect_error_before_send_is_exchange_unavailable() -> None:
 @pytest.mark.parametrize(
     ("resp", "cls", "reason"),
     [
-        (httpx.Response(502, text="<html>bad gateway</html>"), ExecutionStatusUnknown, "EXECUTION_STATUS_UNKNOWN"),
-        (error(400, -1007, "Timeout waiting for response from backend server."), ExecutionStatusUnknown,
-         "EXECUTION_STATUS_UNKNOWN"),
+        (
+            httpx.Response(502, text="<html>bad gateway</html>"),
+            ExecutionStatusUnknown,
+            "EXECUTION_STATUS_UNKNOWN",
+        ),
+        (
+            error(400, -1007, "Timeout waiting for response from backend server."),
+            ExecutionStatusUnknown,
+            "EXECUTION_STATUS_UNKNOWN",
+        ),
         (httpx.Response(200, text="not json"), ExecutionStatusUnknown, "EXECUTION_STATUS_UNKNOWN"),
-        (error(400, -2010, "Account has insufficient balance for requested action."), ExchangeRejected,
-         "INSUFFICIENT_BALANCE"),
+        (
+            error(400, -2010, "Account has insufficient balance for requested action."),
+            ExchangeRejected,
+            "INSUFFICIENT_BALANCE",
+        ),
     ],
 )
 async def test_http_answers_are_mapped(resp: httpx.Response, cls: type, reason: str) -> None:
@@ -161,30 +182,40 @@ async def test_http_answers_are_mapped(resp: httpx.Response, cls: type, reason: 
 
 async def test_429_sets_retry_after_and_nothing_is_sent_meanwhile() -> None:
     venue = FakeVenue()
-    venue.route("GET", "/api/v3/ping", lambda r, p: error(429, -1003, "Too much request weight used",
-                                                          {"Retry-After": "30", "X-MBX-USED-WEIGHT-1M": "6001"}))
+    venue.route(
+        "GET",
+        "/api/v3/ping",
+        lambda r, p: error(
+            429, -1003, "Too much request weight used", {"Retry-After": "30", "X-MBX-USED-WEIGHT-1M": "6001"}
+        ),
+    )
     client = client_for(venue)
     with pytest.raises(ExchangeUnavailable) as ei:
         await client.ping()
-    assert ei.value.reason == "RATE_LIMIT" and ei.value.retry_after_s == 30
+    assert ei.value.reason == "RATE_LIMIT"
+    assert ei.value.retry_after_s == 30
     sent = len(venue.requests)
     with pytest.raises(ExchangeUnavailable) as ei2:
         await client.order(ORDER)
     assert ei2.value.reason == "RATE_LIMIT"
     assert len(venue.requests) == sent  # refused locally
     st = client.governor.status()
-    assert st["level"] == "WARN" and st["used"]["weight_1M"] == 6001
+    assert st["level"] == "WARN"
+    assert st["used"]["weight_1M"] == 6001
     await client.aclose()
 
 
 async def test_418_bans_and_requires_hold() -> None:
     venue = FakeVenue()
-    venue.route("GET", "/api/v3/ping", lambda r, p: error(418, -1003, "IP banned until ...", {"Retry-After": "120"}))
+    venue.route(
+        "GET", "/api/v3/ping", lambda r, p: error(418, -1003, "IP banned until ...", {"Retry-After": "120"})
+    )
     client = client_for(venue)
     with pytest.raises(ExchangeUnavailable) as ei:
         await client.ping()
     assert ei.value.reason == "IP_BANNED"
-    assert client.governor.hold_required and client.governor.status()["level"] == "ERROR"
+    assert client.governor.hold_required
+    assert client.governor.status()["level"] == "ERROR"
     await client.aclose()
 
 
@@ -211,7 +242,8 @@ async def test_in_flight_requests_are_bounded_by_the_semaphore() -> None:
     release.set()
     out = await asyncio.gather(*tasks)
     assert [o["symbol"] for o in out] == [f"S{i}" for i in range(10)]
-    assert state["peak"] == 3 and client.peak_in_flight == 3
+    assert state["peak"] == 3
+    assert client.peak_in_flight == 3
     await client.aclose()
 
 
@@ -235,8 +267,10 @@ async def test_market_data_only_client_refuses_signed_calls_and_hides_secrets() 
     client = BinanceSpotClient("testnet", "", "", BASE, transport=httpx.MockTransport(venue))
     with pytest.raises(ExchangeRejected) as ei:
         await client.account()
-    assert ei.value.reason == "PERMISSION_DENIED" and venue.requests == []
+    assert ei.value.reason == "PERMISSION_DENIED"
+    assert venue.requests == []
     await client.aclose()
     keyed = client_for(venue)
-    assert SECRET not in repr(keyed) and API_KEY not in repr(keyed)
+    assert SECRET not in repr(keyed)
+    assert API_KEY not in repr(keyed)
     await keyed.aclose()

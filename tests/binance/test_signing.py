@@ -32,9 +32,7 @@ ORDER_A = {
     "recvWindow": 5000,
     "timestamp": 1499827319559,
 }
-PAYLOAD_A = (
-    "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559"
-)
+PAYLOAD_A = "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559"
 SIG_A = "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
 PAYLOAD_B = (
     "symbol=%EF%BC%91%EF%BC%92%EF%BC%93%EF%BC%94%EF%BC%95%EF%BC%96&side=BUY&type=LIMIT&timeInForce=GTC"
@@ -82,11 +80,16 @@ WS_PARAMS = {
 
 def test_ws_api_vector_sorted_no_encoding() -> None:
     payload = ws_api_payload({**WS_PARAMS, "signature": "ignored"})
-    assert payload == (
-        f"apiKey={API_KEY}&price=52000.00&quantity=0.01000000&recvWindow=100&side=SELL&symbol=BTCUSDT"
-        "&timeInForce=GTC&timestamp=1645423376532&type=LIMIT"
-    ).encode()
-    assert HmacSigner(SECRET).sign(payload) == "aa1b5712c094bc4e57c05a1a5c1fd8d88dcd628338ea863fec7b88e59fe2db24"
+    assert (
+        payload
+        == (
+            f"apiKey={API_KEY}&price=52000.00&quantity=0.01000000&recvWindow=100&side=SELL&symbol=BTCUSDT"
+            "&timeInForce=GTC&timestamp=1645423376532&type=LIMIT"
+        ).encode()
+    )
+    assert (
+        HmacSigner(SECRET).sign(payload) == "aa1b5712c094bc4e57c05a1a5c1fd8d88dcd628338ea863fec7b88e59fe2db24"
+    )
 
 
 def test_ws_api_unicode_vector() -> None:
@@ -100,7 +103,9 @@ def test_ws_api_unicode_vector() -> None:
     }
     payload = ws_api_payload(params)
     assert "symbol=１２３４５６".encode() in payload  # UTF-8, not percent-encoded
-    assert HmacSigner(SECRET).sign(payload) == "b33892ae8e687c939f4468c6268ddd4c40ac1af18ad19a064864c47bae0752cd"
+    assert (
+        HmacSigner(SECRET).sign(payload) == "b33892ae8e687c939f4468c6268ddd4c40ac1af18ad19a064864c47bae0752cd"
+    )
 
 
 def _ed25519_pem() -> tuple[str, Ed25519PrivateKey]:
@@ -147,11 +152,14 @@ def test_make_signer_rejects_wrong_key_kinds() -> None:
 
 def test_secret_never_prints() -> None:
     s = Secret(SECRET)
-    assert SECRET not in repr(s) and SECRET not in str(s) and SECRET not in f"{s}"
+    assert SECRET not in repr(s)
+    assert SECRET not in str(s)
+    assert SECRET not in f"{s}"
     assert str(s) == "***"
     assert s.reveal() == SECRET
     assert SECRET not in repr(HmacSigner(s))
-    assert Secret(s) == s and Secret("other") != s
+    assert Secret(s) == s
+    assert Secret("other") != s
 
 
 def test_values_are_formatted_without_floats() -> None:
