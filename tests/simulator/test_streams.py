@@ -1,0 +1,181 @@
+"""Market streams over real WebSockets: raw and combined, control messages, pings, ws_drop and ws_stall."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from adapters.simulator.server import SimulatorServer
+from tests.simulator.helpers import KEY, SECRET, SignedClient, eventually
+
+BOOK_KEYS = {"u", "s", "b", "B", "a", "A"}
+AGG_KEYS = {"e", "E", "s", "a", "p", "q", "f", "l", "T", "m", "M"}
+
+
+async def recv_until(ws: ClientConnection, pred: Callable[[Any], bool], timeout: float = 5.0) -> Any:
+    async with asyncio.timeout(timeout):
+        while True:
+            msg = json.loads(await ws.recv())
+            if pred(msg):
+                return msg
+
+
+async def test_raw_book_ticker_stream(sim: SimulatorServer) -> None:
+    async with connect(f"{sim.ws_url}/ws/btcusdt@bookTicker") as ws:
+        first = json.loads(await ws.recv())
+        second = json.loads(await ws.recv())
+    assert set(first) == BOOK_KEYS  # no e/E on bookTicker
+    assert first["s"] == "BTCUSDT"
+    assert second["u"] > first["u"]
+    assert all(isinstance(first[k], str) for k in "bBaA")
+
+
+async def test_raw_agg_trade_stream_reports_our_fill(sim: SimulatorServer, client: SignedClient) -> None:
+    async with connect(f"{sim.ws_url}/ws/ethusdt@aggTrade") as ws:
+        order = {"symbol": "ETHUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.5"}
+        market_print = await recv_until(ws, lambda m: m.get("e") == "aggTrade")  # the driver's prints
+        placed = (await asyncio.to_thread(client.signed, "POST", "/api/v3/order", order)).json()
+        fill = placed["fills"][0]
+        msg = await recv_until(ws, lambda m: m["f"] == fill["tradeId"])
+    assert set(market_print) == set(msg) == AGG_KEYS
+    assert msg["s"] == "ETHUSDT"
+    assert (msg["p"], msg["q"], msg["m"]) == (fill["price"], fill["qty"], False)  # we bought: buyer is taker
+
+
+async def test_combined_stream_wraps_each_message(sim: SimulatorServer) -> None:
+    seen: set[str] = set()
+    async with connect(f"{sim.ws_url}/stream?streams=btcusdt@bookTicker/ethusdt@bookTicker") as ws:
+        async with asyncio.timeout(5):
+            while seen != {"btcusdt@bookTicker", "ethusdt@bookTicker"}:
+                msg = json.loads(await ws.recv())
+                assert set(msg) == {"stream", "data"}
+                assert msg["data"]["s"].lower() == msg["stream"].split("@")[0]
+                seen.add(msg["stream"])
+
+
+async def test_subscribe_list_unsubscribe(sim: SimulatorServer) -> None:
+    async with connect(f"{sim.ws_url}/ws") as ws:
+        await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["bnbusdt@bookTicker"], "id": 1}))
+        assert await recv_until(ws, lambda m: "id" in m) == {"result": None, "id": 1}
+        tick = await recv_until(ws, lambda m: "u" in m)
+        assert tick["s"] == "BNBUSDT"
+        await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": "list-1"}))
+        assert await recv_until(ws, lambda m: "id" in m) == {"result": ["bnbusdt@bookTicker"], "id": "list-1"}
+        await ws.send(json.dumps({"method": "SET_PROPERTY", "params": ["combined", True], "id": 2}))
+        assert await recv_until(ws, lambda m: m.get("id") == 2) == {"result": None, "id": 2}
+        wrapped = await recv_until(ws, lambda m: "stream" in m)
+        assert wrapped["stream"] == "bnbusdt@bookTicker"
+        await ws.send(json.dumps({"method": "UNSUBSCRIBE", "params": ["bnbusdt@bookTicker"], "id": 3}))
+        assert await recv_until(ws, lambda m: m.get("id") == 3) == {"result": None, "id": 3}
+        await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 4}))
+        assert await recv_until(ws, lambda m: m.get("id") == 4) == {"result": [], "id": 4}
+        await ws.send("not json")
+        err = await recv_until(ws, lambda m: "error" in m)
+        assert err["error"]["code"] == 3
+
+
+async def test_state_lists_clients_and_driver_stops_without_them(
+    sim: SimulatorServer, client: SignedClient
+) -> None:
+    async with connect(f"{sim.ws_url}/ws/btcusdt@bookTicker"):
+        clients = await asyncio.to_thread(
+            eventually, lambda: client.raw("GET", "/_sim/state").json()["ws_clients"]
+        )
+        assert clients[0]["subscriptions"] == ["btcusdt@bookTicker"]
+    hub = sim.state.hub
+    assert hub is not None
+    await asyncio.to_thread(
+        eventually, lambda: not hub.conns and hub._driver is not None and hub._driver.done()
+    )
+    price = sim.state.engine.prices["BTCUSDT"]
+    await asyncio.sleep(0.1)  # several driver intervals: a stopped driver leaves the price alone
+    assert sim.state.engine.prices["BTCUSDT"] == price
+
+
+async def _drain_forever(ws: ClientConnection) -> None:
+    async with asyncio.timeout(5):
+        while True:
+            await ws.recv()
+
+
+async def test_ws_drop_closes_every_connection(sim: SimulatorServer, client: SignedClient) -> None:
+    async with (
+        connect(f"{sim.ws_url}/ws/btcusdt@bookTicker") as a,
+        connect(f"{sim.ws_url}/stream?streams=x") as b,
+    ):
+        await a.recv()
+        await asyncio.to_thread(
+            eventually, lambda: len(client.raw("GET", "/_sim/state").json()["ws_clients"]) == 2
+        )
+        r = await asyncio.to_thread(client.raw, "POST", "/_sim/faults", json={"ws_drop": True})
+        assert r.json()["ws_dropped"] == 2
+        for ws in (a, b):
+            with pytest.raises(ConnectionClosed):
+                await _drain_forever(ws)
+
+
+async def test_ws_stall_keeps_socket_open_and_silent(sim: SimulatorServer, client: SignedClient) -> None:
+    async with connect(f"{sim.ws_url}/ws/btcusdt@bookTicker") as ws:
+        await ws.recv()
+        await asyncio.to_thread(client.raw, "POST", "/_sim/faults", json={"ws_stall": 1.0})
+        # whatever was already on the wire drains; then a 0.5 s silence must appear inside the stall
+        async with asyncio.timeout(1.0):
+            while True:
+                try:
+                    await asyncio.wait_for(ws.recv(), timeout=0.5)
+                except TimeoutError:
+                    break
+        state = await asyncio.to_thread(lambda: client.raw("GET", "/_sim/state").json())
+        assert len(state["ws_clients"]) == 1
+        resumed = json.loads(await asyncio.wait_for(ws.recv(), timeout=3))
+        assert resumed["s"] == "BTCUSDT"
+
+
+async def _raw_ws(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A hand-made WebSocket client that never answers pings, to watch the server's keepalive."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    status = await reader.readuntil(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 101")
+    return reader, writer
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readexactly(2)
+    length = head[1] & 0x7F
+    if length == 126:
+        length = int.from_bytes(await reader.readexactly(2), "big")
+    elif length == 127:
+        length = int.from_bytes(await reader.readexactly(8), "big")
+    return head[0] & 0x0F, await reader.readexactly(length)
+
+
+async def test_server_pings_and_drops_a_silent_client() -> None:
+    with SimulatorServer(KEY, SECRET, ws_ping_interval=0.2, ws_ping_timeout=0.4) as sim:
+        reader, writer = await _raw_ws(sim.port, "/ws/btcusdt@bookTicker")
+        opcodes: list[int] = []
+        try:
+            async with asyncio.timeout(5):
+                while True:  # data frames, then a ping (0x9); no pong from us, so a close (0x8) or EOF
+                    opcode, _ = await _read_frame(reader)
+                    opcodes.append(opcode)
+                    if opcode == 0x8:
+                        break
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+        assert 0x1 in opcodes
+        assert 0x9 in opcodes
