@@ -108,6 +108,11 @@ class VenueState:
         with self._lock:
             self._listeners.append(cb)
 
+    def remove_listener(self, cb: Listener) -> None:
+        with self._lock:
+            if cb in self._listeners:
+                self._listeners.remove(cb)
+
     def _emit(self, kind: str, payload: dict[str, Any]) -> None:
         for cb in self._listeners:
             cb(kind, payload)
