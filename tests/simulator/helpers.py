@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -97,3 +98,10 @@ def eventually(cond: Callable[[], Any], timeout: float = 5.0, interval: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+async def drain_forever(ws: Any, timeout: float = 5.0) -> None:
+    """Read a WebSocket until it closes (raises ConnectionClosed) or `timeout` passes (TimeoutError)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            await ws.recv()

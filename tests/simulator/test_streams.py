@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from adapters.simulator.server import SimulatorServer
-from tests.simulator.helpers import KEY, SECRET, SignedClient, eventually
+from tests.simulator.helpers import KEY, SECRET, SignedClient, drain_forever, eventually
 
 BOOK_KEYS = {"u", "s", "b", "B", "a", "A"}
 AGG_KEYS = {"e", "E", "s", "a", "p", "q", "f", "l", "T", "m", "M"}
@@ -100,12 +100,6 @@ async def test_state_lists_clients_and_driver_stops_without_them(
     assert sim.state.engine.prices["BTCUSDT"] == price
 
 
-async def _drain_forever(ws: ClientConnection) -> None:
-    async with asyncio.timeout(5):
-        while True:
-            await ws.recv()
-
-
 async def test_ws_drop_closes_every_connection(sim: SimulatorServer, client: SignedClient) -> None:
     async with (
         connect(f"{sim.ws_url}/ws/btcusdt@bookTicker") as a,
@@ -119,7 +113,7 @@ async def test_ws_drop_closes_every_connection(sim: SimulatorServer, client: Sig
         assert r.json()["ws_dropped"] == 2
         for ws in (a, b):
             with pytest.raises(ConnectionClosed):
-                await _drain_forever(ws)
+                await drain_forever(ws)
 
 
 async def test_ws_stall_keeps_socket_open_and_silent(sim: SimulatorServer, client: SignedClient) -> None:

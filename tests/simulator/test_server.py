@@ -1,0 +1,77 @@
+"""The server wrapper and the command line: loopback only, key generation, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+import adapters.simulator as simulator
+from adapters.simulator.server import SimulatorServer, main
+from adapters.venue import MatchingEngine
+from tests.simulator.helpers import drain_forever
+
+
+def test_public_surface() -> None:
+    assert sorted(simulator.__all__) == [
+        "SimulatorServer",
+        "SimulatorState",
+        "create_simulator_app",
+        "main",
+        "run_simulator",
+    ]
+
+
+def test_main_generates_keys_when_none_given(capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[dict[str, Any]] = []
+    assert main(["--port", "9999"], runner=lambda **kw: calls.append(kw)) == 0
+    out = capsys.readouterr().out
+    (kw,) = calls
+    assert kw["port"] == 9999
+    assert kw["host"] == "127.0.0.1"
+    assert len(kw["api_key"]) == len(kw["api_secret"]) == 64
+    assert kw["api_key"] in out
+    assert kw["api_secret"] in out
+
+
+def test_main_uses_given_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[dict[str, Any]] = []
+    main(["--api-key", "K", "--api-secret", "S"], runner=lambda **kw: calls.append(kw))
+    assert (calls[0]["api_key"], calls[0]["api_secret"]) == ("K", "S")
+    assert "generated" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--api-key", "only"], ["--host", "0.0.0.0"], ["--host", "10.0.0.1"]])
+def test_main_refuses_bad_arguments(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(argv, runner=lambda **kw: pytest.fail("must not run"))
+
+
+def test_server_refuses_non_loopback_and_missing_keys() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        SimulatorServer(host="0.0.0.0")
+    with pytest.raises(ValueError, match="api_key"):
+        SimulatorServer(api_key="", api_secret="")
+
+
+def test_server_uses_a_given_engine_and_port_zero() -> None:
+    engine = MatchingEngine()
+    with SimulatorServer(engine=engine) as sim:
+        assert sim.port != 0
+        assert sim.state.engine is engine
+        assert httpx.get(f"{sim.base_url}/api/v3/ping").status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{sim.base_url}/api/v3/ping")
+
+
+async def test_stop_with_open_websocket_closes_it() -> None:
+    sim = SimulatorServer().start()
+    async with connect(f"{sim.ws_url}/ws/btcusdt@bookTicker") as ws:
+        await ws.recv()
+        await asyncio.to_thread(sim.stop)
+        with pytest.raises(ConnectionClosed):
+            await drain_forever(ws)
