@@ -4,6 +4,10 @@ Aggressive orders fill against a synthetic book around each symbol's reference p
 resting LIMIT orders fill at their own price when set_price moves the reference through them, at most
 `level_qty` per move so partial fills happen. User orders never match each other. One re-entrant lock
 guards every public method; listeners run under it, in event order, and must be quick.
+
+Where Binance is not documented the choices are: a cancel whose orderId and origClientOrderId disagree
+answers -2011 (queries answer -2039, as documented); client ids are unique per symbol among open orders;
+validate() by default skips the engine-side checks, as Binance's /order/test does.
 """
 
 from __future__ import annotations
@@ -170,11 +174,6 @@ class MatchingEngine(VenueState):
         self._release(o, o.locked)
         self._emit_order(o, "EXPIRED")
 
-    def _release(self, o: Order, amount: Decimal) -> None:
-        if amount > 0:
-            self.ledger.unlock(o.lock_asset, amount)
-            o.locked -= amount
-
     def _fill(self, o: Order, price: Decimal, qty: Decimal, *, maker: bool, now: int) -> Trade:
         """Move the funds of one fill (commission in the received asset) and record the trade."""
         quote = price * qty
@@ -259,7 +258,8 @@ class MatchingEngine(VenueState):
     # ----- prices --------------------------------------------------------------------------------------
 
     def set_price(self, symbol: str, price: Decimal) -> None:
-        """Move the reference price; resting orders it reaches fill at their limit, `level_qty` at most.
+        """Move the reference price (a trade print there): a resting BUY at or above it, or SELL at or
+        below it, fills at its own limit price, `level_qty` at most per move.
 
         Raises:
             VenueError: -1121 for an unknown symbol. ValueError: price not positive.
@@ -280,14 +280,12 @@ class MatchingEngine(VenueState):
     def _move(self, symbol: str, price: Decimal) -> None:
         now = self._clock()
         previous, self.prices[symbol] = self.prices[symbol], price
+        # The market's own print at the new price, so trade streams move with the book; the id is taken
+        # even without listeners so trade ids do not depend on who listens
+        print_id, self._next_trade_id = self._next_trade_id, self._next_trade_id + 1
         if self._listeners:
-            # The market's own print at the new price, so trade streams move with the book
-            print_id, self._next_trade_id = self._next_trade_id, self._next_trade_id + 1
-            qty = self.level_qty[symbol]
-            self._emit(
-                "trade",
-                responses.agg_trade(symbol, self._agg_id(), price, qty, print_id, now, price < previous),
-            )
+            qty, down = self.level_qty[symbol], price < previous
+            self._emit("trade", responses.agg_trade(symbol, self._agg_id(), price, qty, print_id, now, down))
         resting = self._open[symbol]
         crossed = [o for o in resting.values() if (price <= o.price if o.is_buy else price >= o.price)]
         for o in crossed:

@@ -100,6 +100,11 @@ class VenueState:
         # Binance's generated ids are 22 random alphanumerics
         return "".join(self._rng.choices(_ID_CHARS, k=22))
 
+    def _release(self, o: Order, amount: Decimal) -> None:
+        if amount > 0:
+            self.ledger.unlock(o.lock_asset, amount)
+            o.locked -= amount
+
     # ----- listeners -----------------------------------------------------------------------------------
 
     def add_listener(self, cb: Listener) -> None:
@@ -129,18 +134,14 @@ class VenueState:
     # ----- lookups -------------------------------------------------------------------------------------
 
     def _find(
-        self,
-        symbol: str,
-        order_id: int | None,
-        client_id: str | None,
-        missing: tuple[int, str],
-        mismatch: tuple[int, str],
+        self, symbol: str, order_id: int | None, client_id: str | None, *errs: tuple[int, str]
     ) -> Order:
         """Binance's rule: by orderId first, then check the client id; by client id alone otherwise.
 
         Raises:
-            VenueError: -1102 when neither id is given, else `missing` or `mismatch`.
+            VenueError: -1102 when neither id is given, else errs[0] (not found) or errs[1] (id mismatch).
         """
+        missing, mismatch = errs
         if order_id is None and not client_id:
             raise e.one_of("origClientOrderId", "orderId")
         if order_id is not None:
