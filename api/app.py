@@ -1,0 +1,68 @@
+"""create_app(settings) → FastAPI. The lifespan builds the runtime (api.bootstrap) and starts/stops it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+
+from api import errors
+from api.auth import ensure_first_operators
+from api.middleware import BodyLimitMiddleware
+from api.routes import audit, health, live, session, status
+from api.runtime import Runtime
+from api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _session_state(request: Request) -> str | None:
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    session = runtime.engine.sessions.session if runtime else None
+    return session.state.value if session else None
+
+
+def create_app(
+    settings: Settings,
+    *,
+    build: Callable[[Settings], Runtime] | None = None,
+    announce: Callable[[str], None] = print,
+) -> FastAPI:
+    """The PropBot API for `settings`. Nothing connects until the lifespan starts.
+
+    `build` replaces api.bootstrap.build_runtime (tests inject their own wiring); `announce` receives
+    one-line notices for the operator, such as where first-run tokens were written.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if build is None:
+            from api.bootstrap import build_runtime
+
+            runtime = build_runtime(settings)
+        else:
+            runtime = build(settings)
+        if settings.profile == "paper":
+            path = ensure_first_operators(settings.data_dir)
+            if path is not None:
+                announce(f"first start: operator tokens for admin and trader written to {path}")
+        app.state.runtime = runtime
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="PropBot",
+        version="0.1.0",
+        summary="Order-lifecycle engine for Binance Spot, SAFE by default",
+        lifespan=lifespan,
+    )
+    errors.install(app, _session_state)
+    for module in (health, live, session, audit, status):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware)
+    return app

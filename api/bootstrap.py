@@ -1,0 +1,142 @@
+"""The composition root: the only api module that picks implementations (journal, venue, feed).
+
+paper   → PaperExchange (in-process matching engine) with its price driver; no keys, no network.
+testnet → BinanceExchange on BinanceSpotClient with the profile's routing URLs and env keys,
+live      plus an optional MarketDataFeed whose cancel_on_disconnect cancels our open orders on its
+          symbol through the engine (journaled like any cancel, with an audit row).
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import Any
+
+from adapters.binance.exchange import BinanceExchange
+from adapters.binance.rest import BinanceSpotClient
+from adapters.binance.ws import FeedState, MarketDataFeed
+from adapters.paper.exchange import PaperExchange
+from adapters.venue import MatchingEngine
+from api.auth import OperatorStore
+from api.runtime import Hook, Runtime
+from api.settings import Settings
+from engine.errors import EngineError
+from engine.fsm.order_table import OrderState
+from engine.persistence.migrate import upgrade
+from engine.persistence.sql_journal import SqlJournal
+from engine.ports import ExchangePort
+from engine.runtime import Engine
+
+log = logging.getLogger(__name__)
+_CANCELLABLE = (OrderState.ACKED, OrderState.PARTIALLY_FILLED)
+
+
+def prepare_journal(url: str) -> None:
+    """Bring the journal's schema to the newest alembic revision (a no-op when it is current)."""
+    upgrade(url)
+
+
+def build_exchange(settings: Settings) -> ExchangePort:
+    if settings.exchange == "paper":
+        seed = settings.paper_seed if settings.paper_seed is not None else 0
+        return PaperExchange(MatchingEngine(seed=seed))
+    if not (settings.rest_url and settings.ws_url and settings.api_key and settings.api_secret):
+        raise ValueError(f"the {settings.profile} profile needs routing URLs and API keys")
+    client = BinanceSpotClient(
+        settings.profile,
+        settings.api_key.get_secret_value(),
+        settings.api_secret.get_secret_value(),
+        {"rest": settings.rest_url, "ws": settings.ws_url},
+        recv_window_ms=settings.recv_window_ms,
+        timeout_s=settings.http_timeout_s,
+    )
+    return BinanceExchange(client, poll_interval_s=settings.poll_interval_s)
+
+
+def _cancel_open_on(engine: Engine, symbol: str) -> Hook:
+    async def cancel_open() -> None:
+        targets = [
+            o for o in list(engine.orders.open.values()) if o.symbol == symbol and o.state in _CANCELLABLE
+        ]
+        for order in targets:
+            audit = Engine.audit_entry(
+                "system", "cancel_on_disconnect", {"symbol": symbol, "clientOrderId": order.client_order_id}
+            )
+            try:
+                await engine.orders.cancel(symbol, order.client_order_id, None, "system", audit=audit)
+            except EngineError as exc:
+                log.warning("cancel_on_disconnect %s failed: %s (%s)", order.client_order_id, exc, exc.reason)
+
+    return cancel_open
+
+
+def _feed(settings: Settings, engine: Engine) -> MarketDataFeed:
+    ws = settings.ws
+    assert settings.ws_url
+
+    def on_message(msg: dict[str, Any]) -> None:
+        # bookTicker carries b/a, aggTrade carries p: both keep the risk collar's last price fresh
+        try:
+            if "b" in msg and "a" in msg:
+                price = (Decimal(msg["b"]) + Decimal(msg["a"])) / 2
+            elif "p" in msg:
+                price = Decimal(msg["p"])
+            else:
+                return
+        except (ArithmeticError, TypeError, ValueError):
+            return
+        if price > 0:
+            engine.orders.last_prices[ws.symbol] = price
+
+    def on_state(old: FeedState, new: FeedState, detail: str) -> None:
+        log.info("market data %s: %s -> %s (%s)", ws.symbol, old.value, new.value, detail)
+
+    return MarketDataFeed(
+        settings.ws_url,
+        ws.symbol,
+        ws.stream,
+        stall_after_s=ws.stall_after_s,
+        error_after_s=ws.error_after_s,
+        on_state_change=on_state,
+        on_message=on_message,
+        cancel_on_disconnect=_cancel_open_on(engine, ws.symbol) if ws.cancel_on_disconnect else None,
+    )
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Wire everything; nothing connects until Runtime.start()."""
+    journal = SqlJournal(settings.db_url)
+    exchange = build_exchange(settings)
+    engine = Engine(journal, exchange, settings.engine)
+    status_sources: dict[str, Any] = {}
+    hold_checks: list[Any] = []
+    start_hooks: list[Hook] = []
+    stop_hooks: list[Hook] = []
+    if isinstance(exchange, PaperExchange) and settings.paper_price_interval_s > 0:
+        interval = settings.paper_price_interval_s
+
+        async def drive() -> None:
+            exchange.start_price_driver(interval)
+
+        start_hooks.append(drive)
+    if isinstance(exchange, BinanceExchange):
+        governor = exchange.client.governor
+        status_sources["rate_limit"] = governor.status
+        status_sources["clock"] = exchange.client.clock.status
+        hold_checks.append(lambda: "rate_limit: IP banned (418)" if governor.hold_required else None)
+    if settings.ws.enabled:
+        feed = _feed(settings, engine)
+        status_sources["market_data"] = feed.status
+        start_hooks.append(feed.start)
+        stop_hooks.append(feed.stop)
+    return Runtime(
+        settings,
+        engine,
+        journal,
+        OperatorStore(settings.data_dir / "operators.json"),
+        prepare_journal=lambda: prepare_journal(settings.db_url),
+        status_sources=status_sources,
+        hold_checks=hold_checks,
+        start_hooks=start_hooks,
+        stop_hooks=stop_hooks,
+    )

@@ -1,0 +1,92 @@
+"""Request dependencies: the runtime, a ready engine, and the authenticated operator with a permission."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from api.auth import Operator, OperatorError
+from api.errors import ApiError
+from api.runtime import Runtime
+from engine.errors import EngineError
+from engine.runtime import Engine
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_engine(runtime: RuntimeDep) -> Engine:
+    """Raises the start-up error (503) while the engine is not ready to take requests."""
+    if runtime.start_error is not None:
+        raise runtime.start_error
+    if not runtime.engine.ready:
+        raise EngineError("the engine is starting", reason="not_ready")
+    return runtime.engine
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+
+
+def require(permission: str) -> Callable[..., Coroutine[Any, Any, Operator]]:
+    """A dependency that authenticates the bearer token and checks the role's permission."""
+
+    async def dependency(request: Request, runtime: RuntimeDep) -> Operator:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "a bearer token is required")
+        try:
+            operator = runtime.operators.authenticate(token.strip())
+        except OperatorError as exc:
+            raise ApiError(503, "operators_unavailable", str(exc)) from None
+        if operator is None:
+            raise ApiError(401, "unauthorized", "the token is not valid")
+        if not operator.may(permission):
+            raise ApiError(403, "forbidden", f"role {operator.role} may not {permission}")
+        return operator
+
+    return dependency
+
+
+Reader = Annotated[Operator, Depends(require("read"))]
+Trader = Annotated[Operator, Depends(require("trade"))]
+Auditor = Annotated[Operator, Depends(require("audit"))]
+Admin = Annotated[Operator, Depends(require("session"))]
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def json_body(request: Request, *, optional: bool = False) -> dict[str, Any]:
+    """The body as a JSON object; numbers with a fraction become Decimal, never float.
+
+    Raises:
+        ApiError: 400 malformed_json, 422 invalid_body (not an object, or missing when required).
+    """
+    raw = await request.body()
+    if not raw.strip():
+        if optional:
+            return {}
+        raise ApiError(422, "invalid_body", [{"field": "(body)", "error": "a JSON object is required"}])
+    try:
+        data = json.loads(raw, parse_float=Decimal, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:
+        detail = (
+            f"line {exc.lineno} column {exc.colno}: {exc.msg}"
+            if isinstance(exc, json.JSONDecodeError)
+            else str(exc)
+        )
+        raise ApiError(400, "malformed_json", detail) from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_body", [{"field": "(body)", "error": "must be a JSON object"}])
+    return data

@@ -1,0 +1,206 @@
+"""The seed's /api/live/* endpoints. Every call writes an audit row (secrets never go into it)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from api.deps import EngineDep, Reader, RuntimeDep, Trader, json_body
+from api.errors import ApiError
+from api.guards import preflight_or_hold
+from api.schemas import SYMBOL, CancelBody, OrderBody, parse_body
+from engine.errors import EngineError, IdempotencyConflict, InvalidTransition, UnknownOrder
+from engine.fsm.session_table import SessionState
+from engine.guardrails.preflight import missing_permissions, skew_status
+from engine.orders import Placement
+from engine.runtime import Engine
+
+router = APIRouter(prefix="/api/live", tags=["live"])
+
+_ORDER_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": OrderBody.model_json_schema(ref_template="#/components/schemas/{model}")
+            }
+        },
+    }
+}
+_CANCEL_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": CancelBody.model_json_schema(ref_template="#/components/schemas/{model}")
+            }
+        },
+    }
+}
+
+
+def _qty(value: Decimal) -> str:
+    # Plain notation: str(Decimal("0.00000000")) would be "0E-8"
+    return format(value, "f")
+
+
+def _answer(p: Placement) -> dict[str, Any]:
+    o = p.order
+    out: dict[str, Any] = {
+        "ok": True,
+        "mode": o.mode,
+        "clientOrderId": o.client_order_id,
+        "state": o.state.value,
+        "symbol": o.symbol,
+        "filledQty": _qty(o.filled_qty),
+    }
+    if o.order_id is not None:
+        out["orderId"] = o.order_id
+    out["exchange"] = p.exchange
+    if p.existing:
+        out["existing"] = True  # the idempotency key matched: nothing was placed this time
+    return out
+
+
+def _with_order(exc: EngineError, engine: Engine, cid: str) -> EngineError:
+    """Name the order and its journaled state in the error, whatever the venue said."""
+    found = engine.orders.find(cid)
+    extra = {"clientOrderId": cid, "state": found.state.value if found else None}
+    if isinstance(exc.detail, dict):
+        exc.detail = {**exc.detail, **extra}
+    elif exc.detail is None:
+        exc.detail = extra
+    return exc
+
+
+@router.get("/ping")
+async def ping(op: Reader, engine: EngineDep) -> dict[str, Any]:
+    """Venue ping with server time and clock skew; WARN when the skew exceeds preflight.time_skew_ms_max."""
+    await engine.audit(op.id, "api.live.ping", {"venue": engine.exchange.venue})
+    result = await engine.exchange.ping()
+    return {
+        "ok": True,
+        "serverTime": result.server_time_ms,
+        "clock_skew_ms": round(result.clock_skew_ms, 3),
+        "rtt_ms": round(result.rtt_ms, 3),
+        "time_skew_ms_max": engine.settings.preflight.time_skew_ms_max,
+        "status": skew_status(result.clock_skew_ms, engine.settings.preflight),
+        "venue": engine.exchange.venue,
+    }
+
+
+@router.get("/account")
+async def account(op: Reader, engine: EngineDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Balances and permissions; missing permissions or canTrade=false put the session on HOLD."""
+    await engine.audit(op.id, "api.live.account", {"venue": engine.exchange.venue})
+    info = await engine.exchange.account()
+    missing = missing_permissions(info.permissions, engine.settings.preflight)
+    problems = ([] if info.can_trade else ["canTrade is false"]) + (
+        [f"missing permissions {', '.join(missing)}"] if missing else []
+    )
+    if problems:
+        await runtime.hold_if(f"account: {'; '.join(problems)}")
+    return {
+        "ok": True,
+        "canTrade": info.can_trade,
+        "balances": [
+            {"asset": b.asset, "free": _qty(b.free), "locked": _qty(b.locked)}
+            for b in info.balances
+            if b.free or b.locked
+        ],
+        "permissions": list(info.permissions),
+        "permissions_required": list(engine.settings.preflight.permissions_required),
+        "permissions_missing": missing,
+        "status": "ERROR" if problems else "OK",
+        "problems": problems,
+        "session_state": engine.sessions.current.state.value,
+    }
+
+
+@router.post("/order", openapi_extra=_ORDER_DOC)
+async def place_order(request: Request, op: Trader, engine: EngineDep) -> dict[str, Any]:
+    """Place an order in the session's mode: paper, test (SAFE_MODE, /order/test) or live."""
+    action = "api.live.order"
+    try:
+        body = parse_body(OrderBody, await json_body(request))
+    except ApiError as exc:
+        await engine.audit(op.id, action, {"refused": exc.reason})
+        raise
+    req = body.to_request()
+    detail = {"request": req.to_payload(), "venue": engine.exchange.venue}
+    if engine.sessions.current.state is SessionState.LIVE:
+        try:
+            await preflight_or_hold(engine, op.id)
+        except EngineError as exc:
+            await engine.audit(op.id, action, {**detail, "refused": exc.reason})
+            raise
+    try:
+        placement = await engine.orders.submit(req, op.id, audit=Engine.audit_entry(op.id, action, detail))
+    except IdempotencyConflict:
+        # Refused before anything was written: the audit row goes on its own
+        await engine.audit(op.id, action, {**detail, "refused": "idempotency_conflict"})
+        raise
+    except EngineError as exc:
+        raise _with_order(exc, engine, req.client_order_id) from None
+    if placement.existing:
+        await engine.audit(op.id, action, {**detail, "idempotent_replay": True})
+    return _answer(placement)
+
+
+@router.post("/cancel", openapi_extra=_CANCEL_DOC)
+async def cancel_order(request: Request, op: Trader, engine: EngineDep) -> dict[str, Any]:
+    """Cancel an open order by symbol + orderId or origClientOrderId."""
+    action = "api.live.cancel"
+    try:
+        body = parse_body(CancelBody, await json_body(request))
+    except ApiError as exc:
+        await engine.audit(op.id, action, {"refused": exc.reason})
+        raise
+    detail = {**body.model_dump(exclude_none=True), "venue": engine.exchange.venue}
+    try:
+        placement = await engine.orders.cancel(
+            body.symbol,
+            body.origClientOrderId,
+            body.orderId,
+            op.id,
+            audit=Engine.audit_entry(op.id, action, detail),
+        )
+    except (UnknownOrder, InvalidTransition) as exc:
+        await engine.audit(op.id, action, {**detail, "refused": exc.reason})
+        raise
+    except EngineError as exc:
+        cid = body.origClientOrderId or ""
+        if not cid and body.orderId is not None:
+            known = engine.orders.find_by_order_id(body.symbol, body.orderId)
+            cid = known.client_order_id if known else ""
+        raise (_with_order(exc, engine, cid) if cid else exc) from None
+    return _answer(placement)
+
+
+@router.get("/open_orders")
+async def open_orders(
+    op: Reader,
+    engine: EngineDep,
+    symbol: Annotated[str | None, Query(pattern=SYMBOL)] = None,
+) -> dict[str, Any]:
+    """Open orders on the venue (one symbol or all), each with the engine's own state for it."""
+    await engine.audit(op.id, "api.live.open_orders", {"symbol": symbol, "venue": engine.exchange.venue})
+    orders = await engine.exchange.open_orders(symbol)
+    items = []
+    for vo in orders:
+        known = engine.orders.open.get(vo.client_order_id)
+        items.append(
+            {
+                "symbol": vo.symbol,
+                "clientOrderId": vo.client_order_id,
+                "orderId": vo.order_id,
+                "status": vo.status.value,
+                "origQty": _qty(vo.orig_qty),
+                "executedQty": _qty(vo.executed_qty),
+                "state": known.state.value if known else None,
+                "exchange": vo.raw,
+            }
+        )
+    return {"ok": True, "symbol": symbol, "count": len(items), "orders": items}

@@ -1,0 +1,107 @@
+"""The trading session: read it, and fire arm / go_live / disarm / hold / resume (admins only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from api.deps import Admin, EngineDep, Reader, RuntimeDep, json_body
+from api.errors import ApiError
+from api.guards import risk_headroom
+from api.runtime import Runtime
+from api.schemas import ArmBody, EmptyBody, HoldBody, parse_body
+from engine.errors import EngineError
+from engine.runtime import Engine
+from engine.session import TradingSession
+
+router = APIRouter(prefix="/api/session", tags=["session"])
+_TOKEN_MAX_BYTES = 4096
+
+
+def _answer(engine: Engine, session: TradingSession) -> dict[str, Any]:
+    mode = {"PAPER": "paper", "TESTNET": "test", "ARMED": "test", "LIVE": "live"}.get(
+        session.state.value, "none"
+    )
+    return {
+        "ok": True,
+        "session": session.snapshot(),
+        "order_mode": mode,
+        "safe_mode": engine.settings.safe_mode,
+        "venue": engine.exchange.venue,
+    }
+
+
+def _token_file(runtime: Runtime) -> str | None:
+    path = runtime.settings.data_dir / "approvals" / "token.txt"
+    try:
+        data = path.read_bytes()[: _TOKEN_MAX_BYTES + 1]
+    except OSError:
+        return None
+    if len(data) > _TOKEN_MAX_BYTES:
+        raise ApiError(422, "invalid_body", [{"field": "token", "error": f"{path.name} is too large"}])
+    return data.decode("ascii", errors="replace").strip() or None
+
+
+async def _fire(engine: Engine, op_id: str, trigger: str, call: Any) -> dict[str, Any]:
+    """Run one session operation; a refusal is journaled as an audit row before it is answered."""
+    try:
+        session = await call
+    except EngineError as exc:
+        await engine.audit(
+            op_id, f"api.session.{trigger}", {"refused": exc.reason, "message": str(exc)[:300]}
+        )
+        raise
+    return _answer(engine, session)
+
+
+@router.get("")
+async def get_session(op: Reader, engine: EngineDep) -> dict[str, Any]:
+    """The current session: state, hold reason, approval in force."""
+    return _answer(engine, engine.sessions.current)
+
+
+@router.post("/arm")
+async def arm(request: Request, op: Admin, engine: EngineDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """TESTNET → ARMED: needs preflight OK and a second operator's approval token."""
+    body = parse_body(ArmBody, await json_body(request, optional=True))
+    token = body.token or _token_file(runtime)
+    return await _fire(
+        engine, op.id, "arm", engine.sessions.guarded("arm", op.id, token, risk_headroom(engine))
+    )
+
+
+@router.post("/go_live")
+async def go_live(request: Request, op: Admin, engine: EngineDep) -> dict[str, Any]:
+    """ARMED → LIVE: preflight re-run, approval still valid, config safe_mode off."""
+    parse_body(EmptyBody, await json_body(request, optional=True))
+    return await _fire(
+        engine, op.id, "go_live", engine.sessions.guarded("go_live", op.id, None, risk_headroom(engine))
+    )
+
+
+@router.post("/disarm")
+async def disarm(request: Request, op: Admin, engine: EngineDep) -> dict[str, Any]:
+    """ARMED | LIVE → TESTNET."""
+    parse_body(EmptyBody, await json_body(request, optional=True))
+    return await _fire(engine, op.id, "disarm", engine.sessions.transition("disarm", op.id))
+
+
+@router.post("/hold")
+async def hold(request: Request, op: Admin, engine: EngineDep) -> dict[str, Any]:
+    """Any state → HOLD: no new orders until resumed; cancels and reads still work."""
+    body = parse_body(HoldBody, await json_body(request, optional=True))
+    return await _fire(engine, op.id, "hold", engine.sessions.hold(body.reason, op.id))
+
+
+@router.post("/resume")
+async def resume(request: Request, op: Admin, engine: EngineDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """HOLD → PAPER or TESTNET (never LIVE), once no component still demands the hold."""
+    parse_body(EmptyBody, await json_body(request, optional=True))
+    causes = [c for c in (check() for check in runtime.hold_checks) if c]
+    if causes:
+        await engine.audit(op.id, "api.session.resume", {"refused": "hold_cause_active", "causes": causes})
+        raise EngineError(
+            "the hold's cause is still active", reason="hold_cause_active", detail={"causes": causes}
+        )
+    return await _fire(engine, op.id, "resume", engine.sessions.transition("resume", op.id))

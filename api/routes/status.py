@@ -1,0 +1,120 @@
+"""GET /api/status: the session and every component, each OK / WARN / ERROR with detail (DESIGN.md §6)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.deps import Reader, RuntimeDep
+from api.guards import risk_headroom
+from api.runtime import Runtime
+from engine.errors import EngineError
+from engine.guardrails.preflight import Check
+
+router = APIRouter(tags=["status"])
+_RANK = {"OK": 0, "WARN": 1, "ERROR": 2}
+# Failed preflight items that make trading unsafe (HOLD) rather than merely degraded
+_HOLDING_CHECKS = {"permissions", "can_trade", "account"}
+
+
+def _component(level: str, detail: Any) -> dict[str, Any]:
+    return {"status": level, "detail": detail}
+
+
+async def _journal(runtime: Runtime) -> dict[str, Any]:
+    if runtime.start_error is not None and runtime.start_error.reason == "journal_corrupt":
+        return _component("ERROR", {"reason": "journal_corrupt", **(runtime.start_error.detail or {})})
+    try:
+        last = await asyncio.to_thread(runtime.journal.last_seq)
+    except Exception:
+        return _component("ERROR", {"reason": "journal_unavailable"})
+    return _component("OK", {"last_seq": last, "rows_at_start": runtime.engine.report.rows})
+
+
+def _from_checks(checks: list[Check]) -> dict[str, dict[str, Any]]:
+    by = {c.name: c for c in checks}
+    ping = by.get("ping")
+    skew = by.get("clock_skew")
+    failed = [c for c in checks if not c.ok]
+    holding = [c for c in failed if c.name in _HOLDING_CHECKS]
+    return {
+        "exchange": _component("OK" if ping and ping.ok else "ERROR", ping.detail if ping else None),
+        "clock_skew": _component(
+            "OK" if skew and skew.ok else "WARN", skew.detail if skew else "no ping answer"
+        ),
+        "preflight": _component(
+            "ERROR" if holding else "WARN" if failed else "OK",
+            {
+                "failed": [{"check": c.name, "detail": c.detail} for c in failed],
+                "checked": [c.name for c in checks],
+            },
+        ),
+    }
+
+
+def _approvals(runtime: Runtime) -> dict[str, Any]:
+    rules = runtime.settings.engine.approvals
+    session = runtime.engine.sessions.session
+    detail = {
+        "two_man_rule": rules.two_man_rule,
+        "require_token": rules.require_token,
+        "ttl_s": rules.ttl_s,
+        "approvers": sorted(rules.public_keys),
+        "in_force": session.approval if session else None,
+    }
+    if not rules.require_token:
+        return _component("WARN", {**detail, "note": "approval tokens are not required"})
+    if not rules.public_keys:
+        return _component("WARN", {**detail, "note": "no approver keys configured: arming is not possible"})
+    return _component("OK", detail)
+
+
+@router.get("/api/status")
+async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
+    """Session state and hold reason, and each component's OK/WARN/ERROR with detail."""
+    engine = runtime.engine
+    components: dict[str, dict[str, Any]] = {"journal": await _journal(runtime)}
+    if runtime.ready:
+        checks = await engine.sessions.preflight(risk_headroom(engine))
+        components.update(_from_checks(checks))
+        holding = [f"{c.name} failed" for c in checks if not c.ok and c.name in _HOLDING_CHECKS]
+        try:
+            if holding:
+                await runtime.hold_if(f"preflight: {', '.join(holding)}")
+            await runtime.apply_hold_checks()
+        except EngineError as exc:
+            components["journal"] = _component("ERROR", {"reason": exc.reason})
+    else:
+        error = runtime.start_error
+        detail = {"reason": error.reason, "message": str(error)} if error else {"reason": "not_ready"}
+        for name in ("exchange", "clock_skew", "preflight"):
+            components[name] = _component("ERROR", detail)
+    for name, source in (("rate_limit", "rate_limit"), ("market_data", "market_data")):
+        fn = runtime.status_sources.get(source)
+        if fn is None:
+            note = (
+                "not applicable to the paper venue" if name == "rate_limit" else "market-data stream disabled"
+            )
+            components[name] = _component("OK", note)
+        else:
+            data = fn()
+            components[name] = _component(str(data.get("level", "WARN")), data)
+    components["approvals"] = _approvals(runtime)
+    session = engine.sessions.session
+    overall = max((c["status"] for c in components.values()), key=lambda s: _RANK.get(s, 2))
+    return {
+        "ok": True,
+        "status": overall,
+        "profile": runtime.settings.profile,
+        "venue": engine.exchange.venue,
+        "safe_mode": runtime.settings.safe_mode,
+        "ready": runtime.ready,
+        "session": {
+            "state": session.state.value if session else None,
+            "hold_reason": (session.hold_reason or None) if session else None,
+            "session_id": session.session_id if session else None,
+        },
+        "components": components,
+    }

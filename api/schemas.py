@@ -1,0 +1,133 @@
+"""Request bodies (pydantic, strict): Binance's own field names on the wire, engine types inside."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from api.errors import ApiError, field_errors
+from engine.orders import new_client_order_id
+from engine.types import OrderRequest, OrderType, Side, TimeInForce, parse_decimal
+
+SYMBOL = r"^[A-Z0-9]{2,20}$"
+CLIENT_ORDER_ID = r"^[.A-Z:/a-z0-9_-]{1,36}$"
+M = TypeVar("M", bound=BaseModel)
+_MAX = Decimal("1e15")
+_MAX_PLACES = 18
+
+
+def _positive(value: Any) -> Decimal:
+    if isinstance(value, float):
+        # never reached from JSON (floats are parsed as Decimal); refuse rather than guess
+        raise ValueError("must be a decimal string or number")
+    try:
+        dec = parse_decimal(value, "value")
+    except ValueError as exc:
+        # parse_decimal's message quotes the input; answer without echoing it
+        negative = "negative" in str(exc)
+        raise ValueError("must be greater than zero" if negative else "must be a finite decimal") from None
+    if dec <= 0:
+        raise ValueError("must be greater than zero")
+    if dec > _MAX:
+        raise ValueError(f"must not exceed {_MAX:f}")
+    exponent = dec.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > _MAX_PLACES:
+        raise ValueError(f"has more than {_MAX_PLACES} decimal places")
+    return dec
+
+
+PositiveDecimal = Annotated[Decimal, BeforeValidator(_positive)]
+_NEEDS: dict[str, tuple[set[str], set[str]]] = {
+    # type: (required fields, forbidden fields); MARKET's quantity/quoteOrderQty rule is checked apart
+    "LIMIT": ({"quantity", "price", "timeInForce"}, {"quoteOrderQty", "stopPrice"}),
+    "MARKET": (set(), {"price", "timeInForce", "stopPrice"}),
+    "LIMIT_MAKER": ({"quantity", "price"}, {"timeInForce", "quoteOrderQty", "stopPrice"}),
+    "STOP_LOSS": ({"quantity", "stopPrice"}, {"price", "timeInForce", "quoteOrderQty"}),
+    "TAKE_PROFIT": ({"quantity", "stopPrice"}, {"price", "timeInForce", "quoteOrderQty"}),
+    "STOP_LOSS_LIMIT": ({"quantity", "price", "stopPrice", "timeInForce"}, {"quoteOrderQty"}),
+    "TAKE_PROFIT_LIMIT": ({"quantity", "price", "stopPrice", "timeInForce"}, {"quoteOrderQty"}),
+}
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class OrderBody(_Body):
+    symbol: Annotated[str, Field(pattern=SYMBOL)]
+    side: Literal["BUY", "SELL"]
+    type: Literal[
+        "LIMIT", "MARKET", "LIMIT_MAKER", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"
+    ]
+    timeInForce: Literal["GTC", "IOC", "FOK"] | None = None
+    quantity: PositiveDecimal | None = None
+    quoteOrderQty: PositiveDecimal | None = None
+    price: PositiveDecimal | None = None
+    stopPrice: PositiveDecimal | None = None
+    newClientOrderId: Annotated[str, Field(pattern=CLIENT_ORDER_ID)] | None = None
+
+    @model_validator(mode="after")
+    def _fields_fit_type(self) -> OrderBody:
+        required, forbidden = _NEEDS[self.type]
+        given = {
+            k
+            for k in ("quantity", "quoteOrderQty", "price", "stopPrice", "timeInForce")
+            if getattr(self, k) is not None
+        }
+        missing = sorted(required - given)
+        if missing:
+            raise ValueError(f"{self.type} orders need {', '.join(missing)}")
+        extra = sorted(forbidden & given)
+        if extra:
+            raise ValueError(f"{self.type} orders do not take {', '.join(extra)}")
+        if self.type == "MARKET" and (self.quantity is None) == (self.quoteOrderQty is None):
+            raise ValueError("MARKET orders need exactly one of quantity or quoteOrderQty")
+        return self
+
+    def to_request(self) -> OrderRequest:
+        return OrderRequest(
+            symbol=self.symbol,
+            side=Side(self.side),
+            type=OrderType(self.type),
+            client_order_id=self.newClientOrderId or new_client_order_id(),
+            quantity=self.quantity,
+            price=self.price,
+            time_in_force=TimeInForce(self.timeInForce) if self.timeInForce else None,
+            quote_order_qty=self.quoteOrderQty,
+            stop_price=self.stopPrice,
+        )
+
+
+class CancelBody(_Body):
+    symbol: Annotated[str, Field(pattern=SYMBOL)]
+    orderId: Annotated[int, Field(gt=0, lt=2**63)] | None = None
+    origClientOrderId: Annotated[str, Field(pattern=CLIENT_ORDER_ID)] | None = None
+
+    @model_validator(mode="after")
+    def _one_id(self) -> CancelBody:
+        if self.orderId is None and self.origClientOrderId is None:
+            raise ValueError("give orderId or origClientOrderId")
+        return self
+
+
+class ArmBody(_Body):
+    # Optional: without it the token file <data-dir>/approvals/token.txt is read
+    token: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+
+
+class HoldBody(_Body):
+    reason: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x20-\x7e]+$")] = "operator"
+
+
+class EmptyBody(_Body):
+    pass
+
+
+def parse_body(model: type[M], data: dict[str, Any]) -> M:
+    """Raises ApiError 422 invalid_body with one entry per bad field (inputs are never echoed)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_body", field_errors(exc.errors())) from None

@@ -1,0 +1,213 @@
+"""Settings: a YAML profile + the environment + an optional `.env`, turned into engine.config types.
+
+Precedence, highest first: explicit arguments (the CLI's flags) > process environment > `.env` > YAML >
+defaults. The paper profile never reads exchange keys. Secrets are SecretStr, so repr, str, logs and
+error messages show `**********`, never the value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from api.config_file import ConfigError, ConfigFile, load_config_file
+from api.dotenv import EnvFileError, read_env_file
+from engine.config import (
+    ApprovalSettings,
+    EngineSettings,
+    MaintenanceWindow,
+    PreflightSettings,
+    RiskLimits,
+)
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+PROFILES = ("paper", "testnet", "live")
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+__all__ = ["CONFIG_DIR", "PROFILES", "ConfigError", "Settings", "WsSettings", "load_settings"]
+
+
+@dataclass(frozen=True, slots=True)
+class WsSettings:
+    enabled: bool
+    stream: str
+    symbol: str
+    stall_after_s: float
+    error_after_s: float
+    cancel_on_disconnect: bool
+
+
+@dataclass(frozen=True)
+class Settings:
+    profile: str
+    exchange: str  # "paper" | "binance_spot"
+    config_path: Path
+    engine: EngineSettings
+    ws: WsSettings
+    data_dir: Path
+    db_url: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    rest_url: str | None = None
+    ws_url: str | None = None
+    api_key: SecretStr | None = field(default=None, repr=False)
+    api_secret: SecretStr | None = field(default=None, repr=False)
+    recv_window_ms: int = 5000
+    poll_interval_s: float = 2.0
+    http_timeout_s: float = 10.0
+    paper_price_interval_s: float = 1.0
+    paper_seed: int | None = None
+
+    @property
+    def safe_mode(self) -> bool:
+        return self.engine.safe_mode
+
+
+def _bool(env: Mapping[str, str], key: str) -> bool | None:
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return None
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{key} must be true or false")
+
+
+def _merged_env(env: Mapping[str, str] | None, env_file: Path | None) -> dict[str, str]:
+    base = dict(os.environ if env is None else env)
+    path = env_file or (Path(base["PROPBOT_ENV_FILE"]) if base.get("PROPBOT_ENV_FILE") else None)
+    # ./.env is read only for the real process environment: tests passing `env` stay hermetic
+    if path is None and env is None and Path(".env").is_file():
+        path = Path(".env")
+    if path is None:
+        return base
+    try:
+        from_file = read_env_file(path)
+    except EnvFileError as exc:
+        raise ConfigError(str(exc)) from None
+    return {**from_file, **base}  # the process environment wins over the file
+
+
+def _profile(explicit: str | None, config_file: Path | None, env: Mapping[str, str]) -> tuple[str, Path]:
+    profile = explicit or (env.get("EXCHANGE_PROFILE") or "").strip() or None
+    if config_file is not None:
+        return profile or "", config_file
+    profile = profile or "paper"
+    if profile not in PROFILES:
+        raise ConfigError(f"profile must be one of {', '.join(PROFILES)}")
+    return profile, CONFIG_DIR / f"config.{profile}.yaml"
+
+
+def _keys(profile: str, env: Mapping[str, str]) -> tuple[SecretStr, SecretStr]:
+    suffix = profile.upper()
+    key, secret = env.get(f"BINANCE_API_KEY_{suffix}", ""), env.get(f"BINANCE_API_SECRET_{suffix}", "")
+    if not key or not secret:
+        raise ConfigError(
+            f"the {profile} profile needs BINANCE_API_KEY_{suffix} and BINANCE_API_SECRET_{suffix} "
+            "(in the environment or .env)"
+        )
+    return SecretStr(key), SecretStr(secret)
+
+
+def _window(start: str, end: str) -> MaintenanceWindow:
+    h1, m1 = start.split(":")
+    h2, m2 = end.split(":")
+    return MaintenanceWindow(time(int(h1), int(m1)), time(int(h2), int(m2)))
+
+
+def engine_settings(cfg: ConfigFile, safe_mode: bool) -> EngineSettings:
+    r, p, a = cfg.risk, cfg.preflight, cfg.approvals
+    return EngineSettings(
+        profile=cfg.profile,
+        safe_mode=safe_mode,
+        symbols=tuple(cfg.symbols),
+        risk=RiskLimits(
+            r.max_order_notional,
+            r.max_order_qty,
+            r.price_collar_pct,
+            r.max_open_orders,
+            r.max_orders_per_minute,
+        ),
+        preflight=PreflightSettings(
+            p.time_skew_ms_max,
+            p.ping_timeout_ms,
+            tuple(p.permissions_required),
+            tuple(_window(w.start, w.end) for w in p.maintenance_windows),
+        ),
+        approvals=ApprovalSettings(a.two_man_rule, a.require_token, a.ttl_s, dict(a.public_keys)),
+        unknown_grace_s=cfg.orders.unknown_grace_s,
+        reconcile_interval_s=cfg.orders.reconcile_interval_s,
+        cancel_on_disconnect=cfg.ws.enabled and cfg.ws.cancel_on_disconnect,
+    )
+
+
+def load_settings(
+    profile: str | None = None,
+    config_file: Path | None = None,
+    *,
+    data_dir: Path | None = None,
+    db_url: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    env: Mapping[str, str] | None = None,
+    env_file: Path | None = None,
+) -> Settings:
+    """Build the settings for one profile.
+
+    `env` replaces os.environ (tests pass their own); `env_file` defaults to $PROPBOT_ENV_FILE or ./.env.
+
+    Raises:
+        ConfigError: with a one-line message naming the file, line or key at fault (never a secret).
+    """
+    merged = _merged_env(env, env_file)
+    wanted, path = _profile(profile, config_file, merged)
+    cfg = load_config_file(path)
+    if wanted and cfg.profile != wanted:
+        raise ConfigError(f"{path} is for profile {cfg.profile}, not {wanted}")
+    env_safe = _bool(merged, "SAFE_MODE")
+    safe_mode = cfg.safe_mode if env_safe is None else env_safe
+    # Paper never loads exchange keys at all, whatever the environment holds
+    api_key, api_secret = (None, None) if cfg.profile == "paper" else _keys(cfg.profile, merged)
+    folder = data_dir or (
+        Path(merged["PROPBOT_DATA_DIR"])
+        if merged.get("PROPBOT_DATA_DIR")
+        else Path(cfg.data_dir)
+        if cfg.data_dir
+        else Path("data") / cfg.profile
+    )
+    url = db_url or merged.get("PROPBOT_DB_URL") or cfg.journal.url or f"sqlite:///{folder / 'journal.db'}"
+    ws = cfg.ws
+    return Settings(
+        profile=cfg.profile,
+        exchange=cfg.exchange,
+        config_path=path,
+        engine=engine_settings(cfg, safe_mode),
+        ws=WsSettings(
+            ws.enabled and cfg.exchange != "paper",
+            ws.stream,
+            ws.symbol or cfg.symbols[0],
+            ws.stall_after_s,
+            ws.error_after_s,
+            ws.cancel_on_disconnect,
+        ),
+        data_dir=folder,
+        db_url=url,
+        host=host or cfg.server.host,
+        port=cfg.server.port if port is None else port,
+        rest_url=cfg.routing.base_url_rest if cfg.routing else None,
+        ws_url=cfg.routing.base_url_ws if cfg.routing else None,
+        api_key=api_key,
+        api_secret=api_secret,
+        recv_window_ms=cfg.binance.recv_window_ms,
+        poll_interval_s=cfg.binance.poll_interval_s,
+        http_timeout_s=cfg.binance.timeout_s,
+        paper_price_interval_s=cfg.paper.price_interval_s,
+        paper_seed=cfg.paper.seed,
+    )
