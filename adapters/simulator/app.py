@@ -165,6 +165,8 @@ def create_simulator_app(
     order_limit_1d: int = 200_000,
     ban_base_s: int = 120,
     driver_interval_s: float = 0.1,
+    ws_max_incoming_per_s: int = 5,
+    ws_max_lifetime_s: float = 86_400.0,
     extra_keys: dict[str, str] | None = None,
 ) -> tuple[Starlette, SimulatorState]:
     """Build the simulator app around a matching engine (a fresh default one if None).
@@ -187,7 +189,12 @@ def create_simulator_app(
         limiter=limiter,
         faults=faults,
     )
-    hub = streams.StreamHub(state, driver_interval_s=driver_interval_s)
+    hub = streams.StreamHub(
+        state,
+        driver_interval_s=driver_interval_s,
+        max_incoming_per_s=ws_max_incoming_per_s,
+        max_lifetime_s=ws_max_lifetime_s,
+    )
     state.hub = hub
     methods = ["GET", "POST", "PUT", "DELETE"]
     routes = [

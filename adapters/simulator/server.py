@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,19 @@ _START_TIMEOUT_S = 10.0
 def _check_loopback(host: str) -> None:
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
         raise ValueError(f"the simulator binds loopback addresses only, was {host}")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn.Server that sends Binance's serverShutdown event before uvicorn closes the WebSockets."""
+
+    def __init__(self, config: uvicorn.Config, state: SimulatorState) -> None:
+        super().__init__(config)
+        self.sim_state = state
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.sim_state.hub is not None:
+            await self.sim_state.hub.shutdown()
+        await super().shutdown(sockets=sockets)
 
 
 def _config(
@@ -65,7 +79,7 @@ class SimulatorServer:
         self.api_key, self.api_secret = api_key, api_secret
         app_kwargs.setdefault("engine", None)
         self.app, self.state = create_simulator_app(api_key=api_key, api_secret=api_secret, **app_kwargs)
-        self._server = uvicorn.Server(_config(self.app, host, port, ws_ping_interval, ws_ping_timeout))
+        self._server = _Server(_config(self.app, host, port, ws_ping_interval, ws_ping_timeout), self.state)
         self._thread: threading.Thread | None = None
         self.host = host
         self.port = port
@@ -122,7 +136,7 @@ def run_simulator(
     """Serve in the foreground until interrupted; returns the state for inspection afterwards."""
     _check_loopback(host)
     app, state = create_simulator_app(api_key=api_key, api_secret=api_secret, **app_kwargs)
-    uvicorn.Server(_config(app, host, port, ws_ping_interval, 60.0)).run()
+    _Server(_config(app, host, port, ws_ping_interval, 60.0), state).run()
     return state
 
 

@@ -4,6 +4,8 @@ The matching engine reports book and trade events through its listener; the hub 
 `<symbol>@bookTicker` / `<symbol>@aggTrade` payloads and queues them per connection. While at least one
 client is connected a price driver calls `engine.step_prices()` every `driver_interval_s` so ticks flow.
 The ws_stall fault drops outgoing messages (the socket stays open); ws_drop closes every socket.
+Binance's connection rules apply: more than `max_incoming_per_s` client messages in a second closes the
+connection, so does reaching `max_lifetime_s` (24 h), and a `serverShutdown` event precedes a server stop.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import itertools
 import json
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +43,14 @@ class _Conn:
     combined: bool
     id: int = field(default_factory=lambda: next(_ids))
     queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(_QUEUE_SIZE))
+    received: deque[float] = field(default_factory=deque)  # monotonic times of the last second's messages
+
+    def over_rate(self, limit: int) -> bool:
+        now = time.monotonic()
+        self.received.append(now)
+        while self.received and self.received[0] <= now - 1.0:
+            self.received.popleft()
+        return len(self.received) > limit
 
     def push(self, stream: str, data: dict[str, Any]) -> None:
         body = {"stream": stream, "data": data} if self.combined else data
@@ -62,9 +74,18 @@ def _book_payload(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 class StreamHub:
-    def __init__(self, state: SimulatorState, driver_interval_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        state: SimulatorState,
+        driver_interval_s: float = 0.1,
+        *,
+        max_incoming_per_s: int = 5,
+        max_lifetime_s: float = 86_400.0,
+    ) -> None:
         self.state = state
         self.driver_interval_s = driver_interval_s
+        self.max_incoming_per_s = max_incoming_per_s
+        self.max_lifetime_s = max_lifetime_s
         self.conns: set[_Conn] = set()
         self.messages_sent = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -111,16 +132,22 @@ class StreamHub:
         conn = _Conn(ws, subs[:MAX_STREAMS], combined)
         self.conns.add(conn)
         self._ensure_driver()
-        sender = asyncio.get_running_loop().create_task(self._send_loop(conn))
+        loop = asyncio.get_running_loop()
+        sender = loop.create_task(self._send_loop(conn))
+        expiry = loop.call_later(self.max_lifetime_s, lambda: loop.create_task(self._close(conn, 1001)))
         try:
             while True:
                 text = await ws.receive_text()
+                if conn.over_rate(self.max_incoming_per_s):
+                    await self._close(conn, 1008)  # Binance disconnects clients over 5 messages a second
+                    break
                 reply = self._control(conn, text)
                 if reply is not None:
                     conn.queue.put_nowait(json.dumps(reply, separators=(",", ":")))
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
+            expiry.cancel()
             self.conns.discard(conn)
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -179,13 +206,25 @@ class StreamHub:
         names = ws.query_params.get("streams", "")
         await self._serve(ws, [s for s in names.split("/") if s], combined=True)
 
+    @staticmethod
+    async def _close(conn: _Conn, code: int) -> None:
+        with contextlib.suppress(Exception):
+            await conn.ws.close(code=code)
+
     async def drop_all(self) -> int:
         """The ws_drop fault: close every connection now; returns how many were closed."""
         conns = list(self.conns)
         for conn in conns:
-            with contextlib.suppress(Exception):
-                await conn.ws.close(code=1001)
+            await self._close(conn, 1001)
         return len(conns)
+
+    async def shutdown(self) -> None:
+        """Tell every client the server is going away (Binance's serverShutdown event), then close."""
+        event = json.dumps({"e": "serverShutdown", "E": self.state.now_ms()}, separators=(",", ":"))
+        for conn in list(self.conns):
+            with contextlib.suppress(Exception):
+                await conn.ws.send_text(event)
+        await self.drop_all()
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [
@@ -213,7 +252,7 @@ class StreamHub:
         try:
             yield
         finally:
-            await self.drop_all()
+            await self.shutdown()
             if self._driver is not None:
                 self._driver.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
@@ -68,10 +69,15 @@ def test_server_uses_a_given_engine_and_port_zero() -> None:
         httpx.get(f"{sim.base_url}/api/v3/ping")
 
 
-async def test_stop_with_open_websocket_closes_it() -> None:
+async def test_stop_announces_server_shutdown_and_closes_websockets() -> None:
     sim = SimulatorServer().start()
     async with connect(f"{sim.ws_url}/ws/btcusdt@bookTicker") as ws:
         await ws.recv()
-        await asyncio.to_thread(sim.stop)
+        stopping = asyncio.create_task(asyncio.to_thread(sim.stop))
+        async with asyncio.timeout(5):
+            while (msg := json.loads(await ws.recv())).get("e") != "serverShutdown":
+                pass
+        assert set(msg) == {"e", "E"}
         with pytest.raises(ConnectionClosed):
             await drain_forever(ws)
+        await stopping

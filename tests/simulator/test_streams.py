@@ -61,25 +61,56 @@ async def test_combined_stream_wraps_each_message(sim: SimulatorServer) -> None:
                 seen.add(msg["stream"])
 
 
-async def test_subscribe_list_unsubscribe(sim: SimulatorServer) -> None:
+async def send(ws: ClientConnection, method: str, params: list[Any] | None, req_id: Any) -> Any:
+    """Send one control message and return its answer (ticks arriving meanwhile are skipped)."""
+    msg: dict[str, Any] = {"method": method, "id": req_id}
+    if params is not None:
+        msg["params"] = params
+    await ws.send(json.dumps(msg))
+    return await recv_until(ws, lambda m: m.get("id") == req_id and ("result" in m or "error" in m))
+
+
+async def test_subscribe_list_and_combined_property(sim: SimulatorServer) -> None:
     async with connect(f"{sim.ws_url}/ws") as ws:
-        await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["bnbusdt@bookTicker"], "id": 1}))
-        assert await recv_until(ws, lambda m: "id" in m) == {"result": None, "id": 1}
+        assert await send(ws, "SUBSCRIBE", ["bnbusdt@bookTicker"], 1) == {"result": None, "id": 1}
         tick = await recv_until(ws, lambda m: "u" in m)
         assert tick["s"] == "BNBUSDT"
-        await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": "list-1"}))
-        assert await recv_until(ws, lambda m: "id" in m) == {"result": ["bnbusdt@bookTicker"], "id": "list-1"}
-        await ws.send(json.dumps({"method": "SET_PROPERTY", "params": ["combined", True], "id": 2}))
-        assert await recv_until(ws, lambda m: m.get("id") == 2) == {"result": None, "id": 2}
+        assert await send(ws, "LIST_SUBSCRIPTIONS", None, "l-1") == {
+            "result": ["bnbusdt@bookTicker"],
+            "id": "l-1",
+        }
+        assert await send(ws, "SET_PROPERTY", ["combined", True], 2) == {"result": None, "id": 2}
         wrapped = await recv_until(ws, lambda m: "stream" in m)
         assert wrapped["stream"] == "bnbusdt@bookTicker"
-        await ws.send(json.dumps({"method": "UNSUBSCRIBE", "params": ["bnbusdt@bookTicker"], "id": 3}))
-        assert await recv_until(ws, lambda m: m.get("id") == 3) == {"result": None, "id": 3}
-        await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 4}))
-        assert await recv_until(ws, lambda m: m.get("id") == 4) == {"result": [], "id": 4}
+        assert await send(ws, "GET_PROPERTY", ["combined"], 3) == {"result": True, "id": 3}
+
+
+async def test_unsubscribe_and_bad_requests(sim: SimulatorServer) -> None:
+    async with connect(f"{sim.ws_url}/ws/btcusdt@aggTrade") as ws:
+        assert await send(ws, "UNSUBSCRIBE", ["btcusdt@aggTrade"], 1) == {"result": None, "id": 1}
+        assert await send(ws, "LIST_SUBSCRIPTIONS", None, 2) == {"result": [], "id": 2}
+        assert (await send(ws, "SET_PROPERTY", ["combined", "yes"], 3))["error"]["code"] == 1
         await ws.send("not json")
-        err = await recv_until(ws, lambda m: "error" in m)
-        assert err["error"]["code"] == 3
+        assert (await recv_until(ws, lambda m: "error" in m))["error"]["code"] == 3
+
+
+async def test_more_than_five_messages_a_second_disconnects(sim: SimulatorServer) -> None:
+    async with connect(f"{sim.ws_url}/ws") as ws:
+        for i in range(6):
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": i}))
+        with pytest.raises(ConnectionClosed) as closed:
+            await drain_forever(ws)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1008
+
+
+async def test_connections_end_at_their_lifetime() -> None:
+    with SimulatorServer(KEY, SECRET, ws_max_lifetime_s=0.3) as sim:
+        async with connect(f"{sim.ws_url}/ws/btcusdt@bookTicker") as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await drain_forever(ws)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1001
 
 
 async def test_state_lists_clients_and_driver_stops_without_them(
