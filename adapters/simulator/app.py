@@ -189,6 +189,7 @@ def create_simulator_app(
         limiter=limiter,
         faults=faults,
     )
+    engine.add_listener(state.on_engine_event)
     hub = streams.StreamHub(
         state,
         driver_interval_s=driver_interval_s,

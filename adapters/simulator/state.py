@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from adapters.simulator.faults import Faults
@@ -40,6 +41,13 @@ class SimulatorState:
     lost_responses: int = 0
     requests: int = 0
     _hidden: list[_Hidden] = field(default_factory=list)
+
+    def on_engine_event(self, kind: str, payload: dict[str, Any]) -> None:
+        """Engine listener: an order's first trade takes it off the unfilled-order count."""
+        if kind != "order" or payload.get("executionType") != "TRADE" or not payload.get("lastTrade"):
+            return
+        if Decimal(payload["executedQty"]) == Decimal(payload["lastTrade"]["qty"]):
+            self.limiter.count_order(self.now_ms(), -1)
 
     def now_ms(self) -> int:
         """Server time: the injected clock plus the clock-skew fault."""

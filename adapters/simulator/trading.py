@@ -68,9 +68,14 @@ def new_order(state: SimulatorState, p: dict[str, str]) -> Any:
     state.limiter.admit_order(state.now_ms())
     # Binance re-checks recvWindow just before the matching engine (since 2025-06-06)
     check_timestamp(p, state.now_ms())
-    result = state.engine.place(_order_params(p))
-    state.real_orders += 1
+    # counted before placing so a fill inside place() can take it off again (the engine reports it then)
     state.limiter.count_order(state.now_ms())
+    try:
+        result = state.engine.place(_order_params(p))
+    except VenueError:
+        state.limiter.count_order(state.now_ms(), -1)  # only accepted orders count
+        raise
+    state.real_orders += 1
     state.hide_if_lagging(result)
     if state.faults.take("lost_response"):
         state.lost_responses += 1

@@ -143,11 +143,14 @@ class RateLimiter:
                     _seconds_until(end, now_ms),
                 )
 
-    def count_order(self, now_ms: int) -> None:
-        self._orders_10s.roll(now_ms)
-        self._orders_1d.roll(now_ms)
-        self._orders_10s.count += 1
-        self._orders_1d.count += 1
+    def count_order(self, now_ms: int, delta: int = 1) -> None:
+        """Add to (or, with delta=-1, take from) the unfilled-order count of every window, never below 0.
+
+        Binance takes one off every window when an order first trades (faqs/order_count_decrement.md).
+        """
+        for counter in (self._orders_10s, self._orders_1d):
+            counter.roll(now_ms)
+            counter.count = max(0, counter.count + delta)
 
     def order_counts(self, now_ms: int) -> tuple[int, int]:
         self._orders_10s.roll(now_ms)

@@ -115,3 +115,22 @@ def test_exchange_info_advertises_enforced_limits(fake_client: SignedClient) -> 
     limits = fake_client.get("/api/v3/exchangeInfo").json()["rateLimits"]
     assert {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 60} in limits
     assert {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 3} in limits
+
+
+def test_orders_that_trade_leave_the_unfilled_count(fake_client: SignedClient) -> None:
+    market = {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.001"}
+    for _ in range(5):  # limit is 3 per 10 s, but filled orders do not count
+        r = fake_client.signed("POST", "/api/v3/order", market)
+        assert r.status_code == 200, r.text
+        assert r.headers["X-MBX-ORDER-COUNT-10S"] == "0"
+    rejected = fake_client.signed("POST", "/api/v3/order", limit_buy(qty="100"))  # insufficient balance
+    assert rejected.json()["code"] == -2010
+    resting = [
+        fake_client.signed("POST", "/api/v3/order", limit_buy(price=p)) for p in ("64000", "63000", "62000")
+    ]
+    assert [r.headers["X-MBX-ORDER-COUNT-10S"] for r in resting] == ["1", "2", "3"]
+    assert fake_client.signed("POST", "/api/v3/order", limit_buy(price="61000")).status_code == 429
+    # the market falls through the best resting buy: its first (partial) fill frees one slot
+    fake_client.raw("POST", "/_sim/price", json={"symbol": "BTCUSDT", "price": "63500"})
+    freed = fake_client.signed("POST", "/api/v3/order", limit_buy(price="61000"))
+    assert (freed.status_code, freed.headers["X-MBX-ORDER-COUNT-10S"]) == (200, "3")
