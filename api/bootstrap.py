@@ -103,6 +103,13 @@ def _feed(settings: Settings, engine: Engine) -> MarketDataFeed:
     )
 
 
+def run_simulator(argv: list[str]) -> int:
+    """`propbot simulator`: the Binance-compatible simulator in the foreground."""
+    from adapters.simulator.server import main
+
+    return main(argv)
+
+
 def build_runtime(settings: Settings) -> Runtime:
     """Wire everything; nothing connects until Runtime.start()."""
     journal = SqlJournal(settings.db_url)

@@ -29,7 +29,16 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PROFILES = ("paper", "testnet", "live")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
-__all__ = ["CONFIG_DIR", "PROFILES", "ConfigError", "Settings", "WsSettings", "load_settings"]
+__all__ = [
+    "CONFIG_DIR",
+    "PROFILES",
+    "ConfigError",
+    "Location",
+    "Settings",
+    "WsSettings",
+    "load_settings",
+    "locate",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +157,48 @@ def engine_settings(cfg: ConfigFile, safe_mode: bool) -> EngineSettings:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a profile keeps its state, resolved without loading any exchange key."""
+
+    profile: str
+    config: ConfigFile
+    config_path: Path
+    data_dir: Path
+    db_url: str
+    env: dict[str, str] = field(repr=False)
+
+
+def locate(
+    profile: str | None = None,
+    config_file: Path | None = None,
+    *,
+    data_dir: Path | None = None,
+    db_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+    env_file: Path | None = None,
+) -> Location:
+    """Profile, config, data dir and journal URL (for the CLI's journal and operator commands).
+
+    Raises:
+        ConfigError: as load_settings.
+    """
+    merged = _merged_env(env, env_file)
+    wanted, path = _profile(profile, config_file, merged)
+    cfg = load_config_file(path)
+    if wanted and cfg.profile != wanted:
+        raise ConfigError(f"{path} is for profile {cfg.profile}, not {wanted}")
+    folder = data_dir or (
+        Path(merged["PROPBOT_DATA_DIR"])
+        if merged.get("PROPBOT_DATA_DIR")
+        else Path(cfg.data_dir)
+        if cfg.data_dir
+        else Path("data") / cfg.profile
+    )
+    url = db_url or merged.get("PROPBOT_DB_URL") or cfg.journal.url or f"sqlite:///{folder / 'journal.db'}"
+    return Location(cfg.profile, cfg, path, folder, url, merged)
+
+
 def load_settings(
     profile: str | None = None,
     config_file: Path | None = None,
@@ -161,28 +212,18 @@ def load_settings(
 ) -> Settings:
     """Build the settings for one profile.
 
-    `env` replaces os.environ (tests pass their own); `env_file` defaults to $PROPBOT_ENV_FILE or ./.env.
+    `env` replaces os.environ (tests pass their own); `env_file` defaults to $PROPBOT_ENV_FILE, or ./.env
+    when `env` is not given.
 
     Raises:
         ConfigError: with a one-line message naming the file, line or key at fault (never a secret).
     """
-    merged = _merged_env(env, env_file)
-    wanted, path = _profile(profile, config_file, merged)
-    cfg = load_config_file(path)
-    if wanted and cfg.profile != wanted:
-        raise ConfigError(f"{path} is for profile {cfg.profile}, not {wanted}")
+    loc = locate(profile, config_file, data_dir=data_dir, db_url=db_url, env=env, env_file=env_file)
+    cfg, merged, path, folder, url = loc.config, loc.env, loc.config_path, loc.data_dir, loc.db_url
     env_safe = _bool(merged, "SAFE_MODE")
     safe_mode = cfg.safe_mode if env_safe is None else env_safe
     # Paper never loads exchange keys at all, whatever the environment holds
     api_key, api_secret = (None, None) if cfg.profile == "paper" else _keys(cfg.profile, merged)
-    folder = data_dir or (
-        Path(merged["PROPBOT_DATA_DIR"])
-        if merged.get("PROPBOT_DATA_DIR")
-        else Path(cfg.data_dir)
-        if cfg.data_dir
-        else Path("data") / cfg.profile
-    )
-    url = db_url or merged.get("PROPBOT_DB_URL") or cfg.journal.url or f"sqlite:///{folder / 'journal.db'}"
     ws = cfg.ws
     return Settings(
         profile=cfg.profile,

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
-import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -18,15 +15,15 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import Auditor, EngineDep, Reader, RuntimeDep
 from api.errors import ApiError
+from api.export import export_csv, export_jsonl
 from api.schemas import CLIENT_ORDER_ID
 from engine.errors import EngineError, JournalCorrupt
-from engine.journal import RAW_COLUMNS, Journal, JournalQuery, Record
+from engine.journal import JournalQuery, Record
 from engine.replay import replay
 
 router = APIRouter(tags=["audit"])
 log = logging.getLogger(__name__)
 _CID = re.compile(CLIENT_ORDER_ID)
-_PAGE = 1000
 T = TypeVar("T")
 
 
@@ -129,40 +126,6 @@ async def verify_journal(op: Auditor, runtime: RuntimeDep) -> dict[str, Any]:
     }
 
 
-def _pages(journal: Journal, q: JournalQuery) -> Iterator[list[Record]]:
-    cursor = q.after_seq
-    while True:
-        rows = journal.query(replace(q, after_seq=cursor, limit=_PAGE))
-        if not rows:
-            return
-        yield rows
-        cursor = rows[-1].seq
-        if len(rows) < _PAGE:
-            return
-
-
-def _jsonl(journal: Journal, q: JournalQuery) -> Iterator[bytes]:
-    for rows in _pages(journal, q):
-        yield "".join(json.dumps(r.as_dict(), separators=(",", ":")) + "\n" for r in rows).encode()
-
-
-def _csv(journal: Journal, q: JournalQuery) -> Iterator[bytes]:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(RAW_COLUMNS)
-    for rows in _pages(journal, q):
-        for r in rows:
-            writer.writerow(
-                [r.seq, r.stream, r.stream_id, r.version, r.trigger, r.from_state or "", r.to_state or "",
-                 r.payload_json, r.actor, r.reason, r.schema_version, r.created_at, r.prev_hash, r.hash]
-            )  # fmt: skip
-        yield buf.getvalue().encode()
-        buf.seek(0)
-        buf.truncate()
-    if buf.tell():
-        yield buf.getvalue().encode()
-
-
 @router.get("/api/journal/export")
 async def export_journal(
     op: Auditor, runtime: RuntimeDep, q: Filters, format: Literal["jsonl", "csv"] = "jsonl"
@@ -173,10 +136,10 @@ async def export_journal(
     await _read(lambda: journal.query(replace(q, limit=1)))
     if format == "csv":
         return StreamingResponse(
-            _csv(journal, q), media_type="text/csv",
+            export_csv(journal, q), media_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="journal.csv"'},
         )  # fmt: skip
     return StreamingResponse(
-        _jsonl(journal, q), media_type="application/x-ndjson",
+        export_jsonl(journal, q), media_type="application/x-ndjson",
         headers={"Content-Disposition": 'attachment; filename="journal.jsonl"'},
     )  # fmt: skip
