@@ -78,6 +78,21 @@ _5XX_BODY = {
 }
 
 
+_TIME_KEYS = frozenset({"serverTime", "transactTime", "time", "updateTime", "workingTime"})
+
+
+def to_microseconds(body: Any) -> Any:
+    """Rewrite millisecond time fields as microseconds (the X-MBX-TIME-UNIT: MICROSECOND opt-in)."""
+    if isinstance(body, list):
+        return [to_microseconds(item) for item in body]
+    if isinstance(body, dict):
+        return {
+            k: v * 1000 if k in _TIME_KEYS and isinstance(v, int) and v > 0 else to_microseconds(v)
+            for k, v in body.items()
+        }
+    return body
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     text = json.dumps(body, separators=(",", ":"), default=str)
     return Response(text, status_code=status, headers=headers, media_type="application/json;charset=UTF-8")
@@ -151,6 +166,8 @@ async def dispatch(request: Request) -> Response:
     if ep.order_counts:
         c10, c1d = state.limiter.order_counts(state.now_ms())
         headers["X-MBX-ORDER-COUNT-10S"], headers["X-MBX-ORDER-COUNT-1D"] = str(c10), str(c1d)
+    if request.headers.get("x-mbx-time-unit", "").lower() == "microsecond":
+        result = to_microseconds(result)
     return json_response(result, 200, headers)
 
 

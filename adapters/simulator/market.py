@@ -9,6 +9,22 @@ from adapters.simulator.state import SimulatorState
 from adapters.venue.errors import VenueError
 
 _BAD_SYMBOL = (-1121, "Invalid symbol.")
+_STATUS_MISMATCH = (-1220, "The symbol's status does not match the requested symbolStatus.")
+_STATUSES = frozenset({"TRADING", "END_OF_DAY", "HALT", "BREAK", "CANCEL_ONLY"})
+
+
+def _by_status(state: SimulatorState, p: dict[str, str], names: list[str] | None) -> list[str]:
+    """Apply the optional `symbolStatus` filter: -1220 for a single symbol that does not match."""
+    chosen = names if names is not None else list(state.engine.rules)
+    wanted = p.get("symbolStatus")
+    if wanted is None:
+        return chosen
+    if wanted not in _STATUSES:
+        raise VenueError(-1100, "Illegal characters found in parameter 'symbolStatus'.")
+    kept = [s for s in chosen if state.engine.rules[s].status == wanted]
+    if "symbol" in p and not kept:
+        raise VenueError(*_STATUS_MISMATCH)
+    return kept
 
 
 def _symbols_param(state: SimulatorState, p: dict[str, str]) -> list[str] | None:
@@ -43,7 +59,13 @@ def server_time(state: SimulatorState, p: dict[str, str]) -> Any:
 
 
 def exchange_info(state: SimulatorState, p: dict[str, str]) -> Any:
-    info = dict(state.engine.exchange_info(_symbols_param(state, p)))
+    names = _symbols_param(state, p)
+    if names is not None and "symbolStatus" in p:
+        raise VenueError(-1128, "Combination of optional parameters invalid.")
+    chosen = _by_status(state, p, names)
+    info = dict(state.engine.exchange_info(chosen))
+    if not chosen:  # the engine reads an empty list as "all"
+        info["symbols"] = []
     info["serverTime"] = state.now_ms()
     # the advertised limits are the ones this HTTP layer enforces
     info["rateLimits"] = state.limiter.rate_limits()
@@ -51,20 +73,20 @@ def exchange_info(state: SimulatorState, p: dict[str, str]) -> Any:
 
 
 def book_ticker(state: SimulatorState, p: dict[str, str]) -> Any:
-    wanted = _symbols_param(state, p)
-    if wanted is not None and "symbol" in p:
+    chosen = _by_status(state, p, _symbols_param(state, p))
+    if "symbol" in p:
         return state.engine.book_ticker(p["symbol"])
-    return [state.engine.book_ticker(s) for s in (wanted or list(state.engine.rules))]
+    return [state.engine.book_ticker(s) for s in chosen]
 
 
 def ticker_price(state: SimulatorState, p: dict[str, str]) -> Any:
     def one(symbol: str) -> dict[str, str]:
         return {"symbol": symbol, "price": f"{state.engine.prices[symbol]:.8f}"}
 
-    wanted = _symbols_param(state, p)
-    if wanted is not None and "symbol" in p:
+    chosen = _by_status(state, p, _symbols_param(state, p))
+    if "symbol" in p:
         return one(p["symbol"])
-    return [one(s) for s in (wanted or list(state.engine.rules))]
+    return [one(s) for s in chosen]
 
 
 def depth_limit(p: dict[str, str]) -> int:
@@ -87,6 +109,8 @@ def depth(state: SimulatorState, p: dict[str, str]) -> Any:
     symbol = p.get("symbol")
     if not symbol:
         raise VenueError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+    if symbol in state.engine.rules:
+        _by_status(state, p, [symbol])
     return state.engine.depth(symbol, depth_limit(p))
 
 

@@ -152,3 +152,30 @@ def test_handler_crash_answers_like_binance(fake_sim: SimulatorServer, fake_clie
     r = fake_client.get("/api/v3/ticker/bookTicker", symbol="BTCUSDT")
     assert r.status_code == 500
     assert r.json()["code"] == -1000
+
+
+def test_symbol_status_filter(fake_sim: SimulatorServer, fake_client: SignedClient) -> None:
+    trading = fake_client.get("/api/v3/ticker/price", symbolStatus="TRADING").json()
+    assert len(trading) == 3
+    assert fake_client.get("/api/v3/ticker/bookTicker", symbolStatus="HALT").json() == []
+    one = fake_client.get("/api/v3/ticker/bookTicker", symbol="BTCUSDT", symbolStatus="HALT")
+    assert (one.status_code, one.json()) == (
+        400,
+        {"code": -1220, "msg": "The symbol's status does not match the requested symbolStatus."},
+    )
+    assert fake_client.get("/api/v3/depth", symbol="BTCUSDT", symbolStatus="BREAK").json()["code"] == -1220
+    halted = fake_client.get("/api/v3/exchangeInfo", symbolStatus="HALT").json()
+    assert halted["symbols"] == []
+    both = fake_client.get("/api/v3/exchangeInfo", symbol="BTCUSDT", symbolStatus="TRADING")
+    assert both.json()["code"] == -1128
+
+
+def test_microsecond_time_unit(fake_client: SignedClient, clock: FakeClock) -> None:
+    r = fake_client.http.get("/api/v3/time", headers={"X-MBX-TIME-UNIT": "MICROSECOND"})
+    assert r.json() == {"serverTime": clock() * 1000}
+    placed = fake_client.signed("POST", "/api/v3/order", limit_buy())
+    fake_client.http.headers["X-MBX-TIME-UNIT"] = "microsecond"
+    q = fake_client.signed(
+        "GET", "/api/v3/order", {"symbol": "BTCUSDT", "orderId": str(placed.json()["orderId"])}
+    )
+    assert q.json()["time"] == placed.json()["transactTime"] * 1000
