@@ -1,10 +1,21 @@
 """Unsigned admin routes under /_sim/ for tests and demos: faults, ground truth, prices, state.
 
-POST   /_sim/faults        set faults (JSON; keys in faults.Faults, plus ws_drop and rate_limit)
-DELETE /_sim/faults        clear every fault
-GET    /_sim/ground_truth  every order the engine ever accepted, and real vs test order counts
-POST   /_sim/price         {"symbol": .., "price": ".."} -> engine.set_price
-GET    /_sim/state         faults, weights, order counts, connected WebSocket clients
+    POST   /_sim/faults        set faults (JSON, any subset; answers the fault state)
+    DELETE /_sim/faults        clear every fault, forced bans and not-found lags
+    GET    /_sim/ground_truth  {"orders": engine.ground_truth(), "real_orders", "test_orders", "lost_responses"}
+    POST   /_sim/price         {"symbol": .., "price": ".."} -> engine.set_price
+    GET    /_sim/state         faults, weights per IP, order counts, connected WebSocket clients
+
+Fault keys (POST /_sim/faults):
+    latency_ms: int                  added before every REST request is handled
+    http_5xx: int, http_5xx_status   next N REST requests answer 500/502/503/504 without executing (default 503)
+    lost_response: int, lost_response_status
+                                     next N accepted POST /api/v3/order execute, then answer -1007 (500 or 503)
+    not_found_lag_s: float           orders placed from now on answer -2013 to GET order/openOrders for S s
+    clock_skew_ms: int               server clock offset (serverTime, timestamp checks, engine times)
+    rate_limit: {"status": 429, "count": N, "retry_after_s": R} | {"status": 418, "seconds": S}
+    ws_drop: true                    close every WebSocket connection now
+    ws_stall: float                  keep sockets open but send nothing for S seconds
 """
 
 from __future__ import annotations
