@@ -1,0 +1,150 @@
+"""Test helpers: the PropBot API on a real uvicorn server (127.0.0.1, port 0) in a background thread,
+settings for the paper profile or for the testnet profile pointed at a local simulator, and eventually()."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import uvicorn
+import yaml
+
+from api.app import create_app
+from api.auth import OperatorStore
+from api.settings import Settings, load_settings
+
+ROLES = ("admin", "trader", "viewer", "auditor")
+SIM_KEY = "e2e-sim-key"
+SIM_SECRET = "e2e-sim-secret"
+
+
+def eventually(cond: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
+    """Poll until `cond()` is truthy; returns its value. Raises AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
+
+
+def add_operators(data_dir: Path) -> dict[str, str]:
+    """One operator per role, named after it; returns role -> token."""
+    store = OperatorStore(data_dir / "operators.json")
+    return {role: store.add(role, role) for role in ROLES}
+
+
+class ApiServer:
+    """`with ApiServer(settings) as api: api.client("admin").get("/api/status")`."""
+
+    def __init__(self, settings: Settings, tokens: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.tokens = tokens if tokens is not None else add_operators(settings.data_dir)
+        self.notices: list[str] = []
+        self.app = create_app(settings, announce=self.notices.append)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+        self._clients: list[httpx.Client] = []
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def runtime(self) -> Any:
+        return self.app.state.runtime
+
+    def start(self) -> ApiServer:
+        self._thread = threading.Thread(target=self._server.run, name="propbot-api", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("API server did not start")
+            time.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        for c in self._clients:
+            c.close()
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+    def client(self, role: str | None = None, token: str | None = None) -> httpx.Client:
+        headers = {}
+        if role is not None or token is not None:
+            headers["Authorization"] = f"Bearer {token or self.tokens[role or '']}"
+        c = httpx.Client(base_url=self.base_url, headers=headers, timeout=20)
+        self._clients.append(c)
+        return c
+
+    def __enter__(self) -> ApiServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def paper_settings(data_dir: Path, **overrides: Any) -> Settings:
+    config = {
+        "profile": "paper",
+        "exchange": "paper",
+        "paper": {"price_interval_s": 0},  # frozen prices: resting orders stay resting
+        **overrides,
+    }
+    path = data_dir / "config.paper.yaml"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return load_settings(config_file=path, data_dir=data_dir, env={})
+
+
+def sim_settings(
+    data_dir: Path, rest_url: str, ws_url: str, env: dict[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """The testnet profile routed to a local simulator, keys from a test environment (never os.environ)."""
+    config: dict[str, Any] = {
+        "profile": "testnet",
+        "exchange": "binance_spot",
+        "routing": {"base_url_rest": rest_url, "base_url_ws": ws_url},
+        "safe_mode": True,
+        "preflight": {
+            "time_skew_ms_max": 250,
+            "ping_timeout_ms": 1500,
+            "permissions_required": ["SPOT_TRADE"],
+        },
+        "binance": {"poll_interval_s": 0.1, "timeout_s": 5},
+        "orders": {"unknown_grace_s": 2, "reconcile_interval_s": 0.05},
+        **overrides,
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "config.testnet.yaml"
+    path.write_text(yaml.safe_dump(config))
+    base_env = {"BINANCE_API_KEY_TESTNET": SIM_KEY, "BINANCE_API_SECRET_TESTNET": SIM_SECRET, **(env or {})}
+    return load_settings(config_file=path, data_dir=data_dir, env=base_env)
+
+
+def journal_rows(client: httpx.Client, **filters: Any) -> list[dict[str, Any]]:
+    """Every journal row matching `filters`, following the after_seq cursor."""
+    out: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        r = client.get("/api/journal", params={**filters, "after_seq": after, "limit": 1000})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        out.extend(body["items"])
+        after = body["next_after_seq"]
+        if not body["has_more"]:
+            return out
