@@ -112,9 +112,8 @@ class Runtime:
         return causes
 
     async def hold_if(self, cause: str) -> None:
-        """HOLD for `cause` unless the session already holds for exactly that reason."""
-        session = self.engine.sessions.current
-        if session.state is not SessionState.HOLD or session.hold_reason != cause:
+        """HOLD for `cause` unless already on HOLD (polling status must not add a row per poll)."""
+        if self.engine.sessions.current.state is not SessionState.HOLD:
             await self.engine.sessions.hold(cause)
 
     async def stop(self) -> None:

@@ -3,9 +3,12 @@ settings for the paper profile or for the testnet profile pointed at a local sim
 
 from __future__ import annotations
 
+import base64
+import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -13,10 +16,13 @@ from typing import Any
 import httpx
 import uvicorn
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from api.app import create_app
 from api.auth import OperatorStore
 from api.settings import Settings, load_settings
+from engine.guardrails.approvals import sign_approval
 
 ROLES = ("admin", "trader", "viewer", "auditor")
 SIM_KEY = "e2e-sim-key"
@@ -148,3 +154,37 @@ def journal_rows(client: httpx.Client, **filters: Any) -> list[dict[str, Any]]:
         after = body["next_after_seq"]
         if not body["has_more"]:
             return out
+
+
+@contextmanager
+def simulator_and_api(
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    sim_kwargs: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> Iterator[tuple[Any, ApiServer]]:
+    """A Binance simulator on loopback and the API on the testnet profile routed to it."""
+    from adapters.simulator.server import SimulatorServer
+
+    with SimulatorServer(SIM_KEY, SIM_SECRET, **(sim_kwargs or {})) as sim:
+        settings = sim_settings(data_dir, sim.base_url, sim.ws_url, env, **overrides)
+        with ApiServer(settings) as api:
+            yield sim, api
+
+
+def approver_key() -> tuple[Ed25519PrivateKey, str]:
+    """A fresh Ed25519 key and its public half as approvals.public_keys wants it (raw, base64)."""
+    key = Ed25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key, base64.b64encode(raw).decode()
+
+
+def approval_token(key: Ed25519PrivateKey, approver: str, session_id: str, ttl_s: int = 900) -> str:
+    claims = {
+        "approver": approver,
+        "session_id": session_id,
+        "action": "arm",
+        "nonce": secrets.token_hex(16),
+        "expires_at": int(time.time()) + ttl_s,
+    }
+    return sign_approval(key, claims)

@@ -1,0 +1,197 @@
+"""Seed test C3 (real orders): SAFE_MODE=false + two-man-rule approval + preflight → a real order, then cancel.
+
+Two variants share one body:
+- simulator: always runs, loopback only; the simulator's ground truth shows exactly one real order;
+- real Spot Testnet: skipped unless ALLOW_LIVE_ORDERS=1, SAFE_MODE=false and the testnet keys are set.
+  It places a very small LIMIT far from the market on LIVE_TEST_SYMBOL (default BTCUSDT) and cancels it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from api.settings import CONFIG_DIR, load_settings
+from tests.e2e.server import (
+    ApiServer,
+    add_operators,
+    approval_token,
+    approver_key,
+    eventually,
+    journal_rows,
+    simulator_and_api,
+)
+
+REAL_TESTNET = (
+    os.environ.get("ALLOW_LIVE_ORDERS") == "1"
+    and os.environ.get("SAFE_MODE", "").lower() == "false"
+    and bool(os.environ.get("BINANCE_API_KEY_TESTNET"))
+    and bool(os.environ.get("BINANCE_API_SECRET_TESTNET"))
+)
+
+
+def _small_limit(api: ApiServer, symbol: str) -> dict[str, str]:
+    """A resting BUY: 5% under the market, notional just above the venue's minimum, on its tick and step."""
+    engine = api.runtime.engine
+    rules, last = engine.orders.rules[symbol], engine.orders.last_prices[symbol]
+    tick, step = rules.tick_size, rules.step_size
+    price = (last * Decimal("0.95") / tick).to_integral_value(ROUND_DOWN) * tick
+    notional = max(rules.min_notional, Decimal(5)) * Decimal("1.2")
+    qty = (notional / price / step).to_integral_value(ROUND_UP) * step
+    return {
+        "symbol": symbol,
+        "side": "BUY",
+        "type": "LIMIT",
+        "timeInForce": "GTC",
+        "quantity": f"{qty.normalize():f}",
+        "price": f"{price.normalize():f}",
+    }
+
+
+def _go_live(api: ApiServer, key: Any) -> None:
+    admin = api.client("admin")
+    refused = admin.post("/api/session/arm")
+    assert (refused.status_code, refused.json()["reason"]) == (409, "approval_required")
+    token = approval_token(key, "approver2", api.settings.profile)
+    armed = admin.post("/api/session/arm", json={"token": token})
+    assert armed.status_code == 200, armed.text
+    assert armed.json()["session"]["state"] == "ARMED"
+    live = admin.post("/api/session/go_live")
+    assert live.status_code == 200, live.text
+    assert live.json()["session"]["state"] == "LIVE"
+    assert live.json()["order_mode"] == "live"
+
+
+def _place_and_cancel(api: ApiServer, symbol: str) -> dict[str, Any]:
+    trader = api.client("trader")
+    placed = trader.post("/api/live/order", json=_small_limit(api, symbol))
+    assert placed.status_code == 200, placed.text
+    order = placed.json()
+    assert order["mode"] == "live"
+    assert order["state"] == "ACKED"
+    assert isinstance(order["orderId"], int)
+    listed = trader.get("/api/live/open_orders", params={"symbol": symbol}).json()["orders"]
+    assert order["clientOrderId"] in [o["clientOrderId"] for o in listed]
+    cancelled = trader.post(
+        "/api/live/cancel", json={"symbol": symbol, "origClientOrderId": order["clientOrderId"]}
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["state"] == "CANCELLED"
+
+    auditor = api.client("auditor")
+    steps = [r["trigger"] for r in journal_rows(auditor, stream="order", stream_id=order["clientOrderId"])]
+    assert steps == ["create", "preflight", "send", "ack", "request_cancel", "cancelled"]
+    session_rows = journal_rows(auditor, stream="session")
+    arm = next(r for r in session_rows if r["trigger"] == "arm")
+    assert arm["payload"]["approval"]["approver"] == "approver2"
+    assert arm["payload"]["approval"]["requester"] == "admin"
+    assert [r["trigger"] for r in session_rows][-2:] == ["arm", "go_live"]
+    audit_triggers = [r["trigger"] for r in journal_rows(auditor, stream="audit")]
+    assert "api.live.order" in audit_triggers
+    assert "api.live.cancel" in audit_triggers
+    assert auditor.get("/api/journal/verify").status_code == 200
+    return order
+
+
+@pytest.fixture
+def sim_live(tmp_path: Path) -> Iterator[tuple[Any, ApiServer, Any]]:
+    key, public = approver_key()
+    own_key, own_public = approver_key()
+    approvals = {"two_man_rule": True, "require_token": True, "ttl_s": 900,
+                 "public_keys": {"approver2": public, "admin": own_public}}  # fmt: skip
+    ws = {
+        "enabled": True,
+        "symbol": "BTCUSDT",
+        "stall_after_s": 2,
+        "error_after_s": 4,
+        "cancel_on_disconnect": True,
+    }
+    with simulator_and_api(tmp_path, env={"SAFE_MODE": "false"}, approvals=approvals, ws=ws) as (sim, api):
+        api.own_key = own_key  # type: ignore[attr-defined]
+        yield sim, api, key
+
+
+def test_real_order_on_the_simulator(sim_live: tuple[Any, ApiServer, Any]) -> None:
+    sim, api, key = sim_live
+    assert api.settings.safe_mode is False
+    _go_live(api, key)
+    order = _place_and_cancel(api, "BTCUSDT")
+    truth = httpx.get(f"{sim.base_url}/_sim/ground_truth").json()
+    assert truth["real_orders"] == 1
+    assert [(o["clientOrderId"], o["status"]) for o in truth["orders"]] == [
+        (order["clientOrderId"], "CANCELED")
+    ]
+
+
+def test_two_man_rule_and_single_use(sim_live: tuple[Any, ApiServer, Any]) -> None:
+    _, api, key = sim_live
+    admin = api.client("admin")
+    own = admin.post("/api/session/arm", json={"token": approval_token(api.own_key, "admin", "testnet")})  # type: ignore[attr-defined]
+    assert (own.status_code, own.json()["reason"]) == (403, "approval_same_operator")
+    token = approval_token(key, "approver2", "testnet")
+    assert admin.post("/api/session/arm", json={"token": token}).status_code == 200
+    assert admin.post("/api/session/disarm").json()["session"]["state"] == "TESTNET"
+    reused = admin.post("/api/session/arm", json={"token": token})
+    assert (reused.status_code, reused.json()["reason"]) == (409, "approval_reused")
+    wrong = admin.post("/api/session/arm", json={"token": approval_token(key, "approver2", "live")})
+    assert (wrong.status_code, wrong.json()["reason"]) == (409, "approval_wrong_session")
+    refusals = [
+        r["payload"]["refused"] for r in journal_rows(api.client("auditor"), trigger="api.session.arm")
+    ]
+    assert refusals == ["approval_same_operator", "approval_reused", "approval_wrong_session"]
+
+
+def test_stream_disconnect_cancels_open_orders(sim_live: tuple[Any, ApiServer, Any]) -> None:
+    sim, api, key = sim_live
+    viewer = api.client("viewer")
+    eventually(lambda: viewer.get("/api/status").json()["components"]["market_data"]["status"] == "OK")
+    _go_live(api, key)
+    order = api.client("trader").post("/api/live/order", json=_small_limit(api, "BTCUSDT")).json()
+    assert order["state"] == "ACKED"
+    httpx.post(f"{sim.base_url}/_sim/faults", json={"ws_drop": True}).raise_for_status()
+    eventually(
+        lambda: viewer.get(f"/api/orders/{order['clientOrderId']}").json()["order"]["state"] == "CANCELLED"
+    )
+    rows = journal_rows(api.client("auditor"), trigger="cancel_on_disconnect")
+    assert [r["payload"]["clientOrderId"] for r in rows] == [order["clientOrderId"]]
+    assert httpx.get(f"{sim.base_url}/_sim/ground_truth").json()["orders"][0]["status"] == "CANCELED"
+
+
+def test_go_live_is_refused_while_config_keeps_safe_mode(tmp_path: Path) -> None:
+    key, public = approver_key()
+    approvals = {"public_keys": {"approver2": public}}
+    with simulator_and_api(tmp_path, approvals=approvals) as (_, api):
+        admin = api.client("admin")
+        assert (
+            admin.post(
+                "/api/session/arm", json={"token": approval_token(key, "approver2", "testnet")}
+            ).status_code
+            == 200
+        )
+        r = admin.post("/api/session/go_live")
+        assert (r.status_code, r.json()["reason"]) == (409, "safe_mode_config")
+        assert r.json()["detail"]["session_state"] == "ARMED"
+
+
+@pytest.mark.skipif(
+    not REAL_TESTNET,
+    reason="real Spot Testnet orders need ALLOW_LIVE_ORDERS=1, SAFE_MODE=false and BINANCE_API_*_TESTNET keys",
+)
+def test_real_order_on_spot_testnet(tmp_path: Path) -> None:
+    key, public = approver_key()
+    config = yaml.safe_load((CONFIG_DIR / "config.testnet.yaml").read_text())
+    config["approvals"]["public_keys"] = {"approver2": public}
+    config["ws"]["enabled"] = False
+    path = tmp_path / "config.testnet.yaml"
+    path.write_text(yaml.safe_dump(config))
+    settings = load_settings(config_file=path, env=dict(os.environ), data_dir=tmp_path)
+    with ApiServer(settings, tokens=add_operators(tmp_path)) as api:
+        _go_live(api, key)
+        _place_and_cancel(api, os.environ.get("LIVE_TEST_SYMBOL", "BTCUSDT"))

@@ -1,0 +1,67 @@
+"""Seed test C1: GET /api/live/ping answers 200 with serverTime and clock skew; the skew flips OK/WARN.
+
+Runs the testnet profile against the local Binance simulator over real sockets (never the internet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from engine.config import PreflightSettings
+from engine.guardrails.preflight import skew_status
+from tests.e2e.server import ApiServer, journal_rows, simulator_and_api
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ApiServer]]:
+    with simulator_and_api(tmp_path_factory.mktemp("ping")) as pair:
+        yield pair
+
+
+def test_ping_is_200_with_server_time_and_small_skew(stack: tuple[Any, ApiServer]) -> None:
+    sim, api = stack
+    r = api.client("viewer").get("/api/live/ping")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["ok"] is True
+    assert body["status"] == "OK"
+    assert body["venue"] == "binance-testnet"
+    assert abs(body["serverTime"] - sim.state.now_ms()) < 5_000
+    assert abs(body["clock_skew_ms"]) < 250
+
+
+def test_skew_beyond_the_threshold_is_warn(stack: tuple[Any, ApiServer]) -> None:
+    sim, api = stack
+    httpx.post(f"{sim.base_url}/_sim/faults", json={"clock_skew_ms": 1000}).raise_for_status()
+    try:
+        body = api.client("viewer").get("/api/live/ping").json()
+        assert body["status"] == "WARN"
+        assert 750 < body["clock_skew_ms"] < 1250
+        status = api.client("viewer").get("/api/status").json()
+        assert status["components"]["clock_skew"]["status"] == "WARN"
+        # signed requests still work: the client stamps them with the measured server time
+        assert api.client("viewer").get("/api/live/account").status_code == 200
+    finally:
+        httpx.delete(f"{sim.base_url}/_sim/faults").raise_for_status()
+    assert api.client("viewer").get("/api/live/ping").json()["status"] == "OK"
+
+
+@pytest.mark.parametrize(
+    ("skew", "expected"), [(0, "OK"), (250, "OK"), (-250, "OK"), (250.5, "WARN"), (-900, "WARN")]
+)
+def test_skew_rule_uses_the_configured_maximum(skew: float, expected: str) -> None:
+    assert skew_status(skew, PreflightSettings(time_skew_ms_max=250)) == expected
+
+
+def test_ping_writes_an_audit_row(stack: tuple[Any, ApiServer]) -> None:
+    _, api = stack
+    before = len(journal_rows(api.client("auditor"), trigger="api.live.ping"))
+    api.client("viewer").get("/api/live/ping")
+    rows = journal_rows(api.client("auditor"), trigger="api.live.ping")
+    assert len(rows) == before + 1
+    assert rows[-1]["actor"] == "viewer"
+    assert rows[-1]["payload"] == {"venue": "binance-testnet"}
