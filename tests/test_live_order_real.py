@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,10 @@ from tests.e2e.server import (
     approval_token,
     approver_key,
     eventually,
+    go_live,
     journal_rows,
     simulator_and_api,
+    small_limit,
 )
 
 REAL_TESTNET = (
@@ -37,41 +38,9 @@ REAL_TESTNET = (
 )
 
 
-def _small_limit(api: ApiServer, symbol: str) -> dict[str, str]:
-    """A resting BUY: 5% under the market, notional just above the venue's minimum, on its tick and step."""
-    engine = api.runtime.engine
-    rules, last = engine.orders.rules[symbol], engine.orders.last_prices[symbol]
-    tick, step = rules.tick_size, rules.step_size
-    price = (last * Decimal("0.95") / tick).to_integral_value(ROUND_DOWN) * tick
-    notional = max(rules.min_notional, Decimal(5)) * Decimal("1.2")
-    qty = (notional / price / step).to_integral_value(ROUND_UP) * step
-    return {
-        "symbol": symbol,
-        "side": "BUY",
-        "type": "LIMIT",
-        "timeInForce": "GTC",
-        "quantity": f"{qty.normalize():f}",
-        "price": f"{price.normalize():f}",
-    }
-
-
-def _go_live(api: ApiServer, key: Any) -> None:
-    admin = api.client("admin")
-    refused = admin.post("/api/session/arm")
-    assert (refused.status_code, refused.json()["reason"]) == (409, "approval_required")
-    token = approval_token(key, "approver2", api.settings.profile)
-    armed = admin.post("/api/session/arm", json={"token": token})
-    assert armed.status_code == 200, armed.text
-    assert armed.json()["session"]["state"] == "ARMED"
-    live = admin.post("/api/session/go_live")
-    assert live.status_code == 200, live.text
-    assert live.json()["session"]["state"] == "LIVE"
-    assert live.json()["order_mode"] == "live"
-
-
 def _place_and_cancel(api: ApiServer, symbol: str) -> dict[str, Any]:
     trader = api.client("trader")
-    placed = trader.post("/api/live/order", json=_small_limit(api, symbol))
+    placed = trader.post("/api/live/order", json=small_limit(api, symbol))
     assert placed.status_code == 200, placed.text
     order = placed.json()
     assert order["mode"] == "live"
@@ -121,7 +90,7 @@ def sim_live(tmp_path: Path) -> Iterator[tuple[Any, ApiServer, Any]]:
 def test_real_order_on_the_simulator(sim_live: tuple[Any, ApiServer, Any]) -> None:
     sim, api, key = sim_live
     assert api.settings.safe_mode is False
-    _go_live(api, key)
+    go_live(api, key)
     order = _place_and_cancel(api, "BTCUSDT")
     truth = httpx.get(f"{sim.base_url}/_sim/ground_truth").json()
     assert truth["real_orders"] == 1
@@ -152,8 +121,8 @@ def test_stream_disconnect_cancels_open_orders(sim_live: tuple[Any, ApiServer, A
     sim, api, key = sim_live
     viewer = api.client("viewer")
     eventually(lambda: viewer.get("/api/status").json()["components"]["market_data"]["status"] == "OK")
-    _go_live(api, key)
-    order = api.client("trader").post("/api/live/order", json=_small_limit(api, "BTCUSDT")).json()
+    go_live(api, key)
+    order = api.client("trader").post("/api/live/order", json=small_limit(api, "BTCUSDT")).json()
     assert order["state"] == "ACKED"
     httpx.post(f"{sim.base_url}/_sim/faults", json={"ws_drop": True}).raise_for_status()
     eventually(
@@ -193,5 +162,5 @@ def test_real_order_on_spot_testnet(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(config))
     settings = load_settings(config_file=path, env=dict(os.environ), data_dir=tmp_path)
     with ApiServer(settings, tokens=add_operators(tmp_path)) as api:
-        _go_live(api, key)
+        go_live(api, key)
         _place_and_cancel(api, os.environ.get("LIVE_TEST_SYMBOL", "BTCUSDT"))

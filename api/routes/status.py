@@ -81,9 +81,10 @@ async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
         components.update(_from_checks(checks))
         holding = [f"{c.name} failed" for c in checks if not c.ok and c.name in _HOLDING_CHECKS]
         try:
+            # A named cause (e.g. an IP ban) first: it explains the failed preflight items that follow
+            await runtime.apply_hold_checks()
             if holding:
                 await runtime.hold_if(f"preflight: {', '.join(holding)}")
-            await runtime.apply_hold_checks()
         except EngineError as exc:
             components["journal"] = _component("ERROR", {"reason": exc.reason})
     else:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -188,3 +189,35 @@ def approval_token(key: Ed25519PrivateKey, approver: str, session_id: str, ttl_s
         "expires_at": int(time.time()) + ttl_s,
     }
     return sign_approval(key, claims)
+
+
+def small_limit(api: ApiServer, symbol: str) -> dict[str, str]:
+    """A resting BUY: 5% under the market, notional just above the venue's minimum, on its tick and step."""
+    engine = api.runtime.engine
+    rules, last = engine.orders.rules[symbol], engine.orders.last_prices[symbol]
+    tick, step = rules.tick_size, rules.step_size
+    price = (last * Decimal("0.95") / tick).to_integral_value(ROUND_DOWN) * tick
+    notional = max(rules.min_notional, Decimal(5)) * Decimal("1.2")
+    qty = (notional / price / step).to_integral_value(ROUND_UP) * step
+    return {
+        "symbol": symbol,
+        "side": "BUY",
+        "type": "LIMIT",
+        "timeInForce": "GTC",
+        "quantity": f"{qty.normalize():f}",
+        "price": f"{price.normalize():f}",
+    }
+
+
+def go_live(api: ApiServer, key: Any) -> None:
+    admin = api.client("admin")
+    refused = admin.post("/api/session/arm")
+    assert (refused.status_code, refused.json()["reason"]) == (409, "approval_required")
+    token = approval_token(key, "approver2", api.settings.profile)
+    armed = admin.post("/api/session/arm", json={"token": token})
+    assert armed.status_code == 200, armed.text
+    assert armed.json()["session"]["state"] == "ARMED"
+    live = admin.post("/api/session/go_live")
+    assert live.status_code == 200, live.text
+    assert live.json()["session"]["state"] == "LIVE"
+    assert live.json()["order_mode"] == "live"
