@@ -91,6 +91,7 @@ class MarketDataFeed:
         self.last_error: str | None = None
         self._connected_at: float | None = None
         self._ws: ClientConnection | None = None
+        self._drop_reason: str | None = None  # why we closed the socket ourselves
         self._tasks: list[asyncio.Task[None]] = []
         self._hook_armed = True
         self._hook_task: asyncio.Task[None] | None = None
@@ -132,20 +133,25 @@ class MarketDataFeed:
                     self._ws, self._connected_at = ws, self._clock()
                     self.connects += 1
                     async for raw in ws:
-                        if self._handle(raw):
-                            attempt = 0
-                reason = "disconnected by the server"
+                        self._handle(raw)
+                        attempt = 0  # a connection that delivered data resets the backoff
+                reason = self._drop_reason or "disconnected by the server"
             except (OSError, TimeoutError, websockets.WebSocketException) as exc:
                 reason = f"disconnected: {type(exc).__name__}: {exc}"
             finally:
-                self._ws, self._connected_at = None, None
+                self._ws, self._connected_at, self._drop_reason = None, None, None
             self.last_error = reason
             self._set_state(FeedState.ERROR, reason)
-            delay = min(self.backoff_max_s, self.backoff_initial_s * 2**attempt)
+            delay = self.backoff_delay(attempt)
             attempt += 1
-            await asyncio.sleep(delay * (1 + self.jitter * self._rng()))
+            await asyncio.sleep(delay)
 
-    def _handle(self, raw: str | bytes) -> bool:
+    def backoff_delay(self, attempt: int) -> float:
+        """Exponential from backoff_initial_s, plus up to `jitter` of itself, never above backoff_max_s."""
+        base = min(self.backoff_max_s, self.backoff_initial_s * 2 ** min(attempt, 30))
+        return min(self.backoff_max_s, base * (1 + self.jitter * self._rng()))
+
+    def _handle(self, raw: str | bytes) -> None:
         now = self._clock()
         if self.last_message_at is not None:
             self.max_gap_s = max(self.max_gap_s, now - self.last_message_at)
@@ -158,7 +164,6 @@ class MarketDataFeed:
                 self._on_message(json.loads(raw))
             except Exception:
                 log.exception("market-data listener failed")
-        return True
 
     async def _watchdog(self) -> None:
         interval = min(self.stall_after_s / 4, 0.5)
@@ -168,7 +173,8 @@ class MarketDataFeed:
                 continue  # the run loop owns the state while disconnected
             age = self._clock() - max(self.last_message_at or 0.0, self._connected_at)
             if age >= self.error_after_s:
-                self._set_state(FeedState.ERROR, f"stalled: no message for {age:.1f}s")
+                self._drop_reason = f"stalled: no message for {age:.1f}s"
+                self._set_state(FeedState.ERROR, self._drop_reason)
                 await self._ws.close()  # the run loop reconnects
             elif age >= self.stall_after_s and self.state is FeedState.OK:
                 self._set_state(FeedState.WARN, f"no message for {age:.1f}s")
