@@ -10,7 +10,16 @@ from engine.journal import NewEntry
 
 
 class TradingSession:
-    __slots__ = ("approval", "hold_reason", "profile", "session_id", "state", "venue", "version")
+    __slots__ = (
+        "approval",
+        "hold_reason",
+        "profile",
+        "session_id",
+        "state",
+        "used_nonces",
+        "venue",
+        "version",
+    )
 
     def __init__(self, session_id: str, profile: str, venue: str) -> None:
         self.session_id = session_id
@@ -20,6 +29,7 @@ class TradingSession:
         self.version = 0
         self.hold_reason = ""
         self.approval: dict[str, Any] | None = None
+        self.used_nonces: set[str] = set()  # approvals are single-use, across restarts too
 
     @property
     def is_paper(self) -> bool:
@@ -73,6 +83,8 @@ def apply(
         session.hold_reason = ""
     if trigger in ("arm", "go_live"):
         session.approval = payload.get("approval")
+        if session.approval:
+            session.used_nonces.add(session.approval["nonce"])
     elif trigger in ("disarm", "expire", "hold", "resume"):
         session.approval = None
     return session

@@ -192,19 +192,24 @@ class SqlJournal:
             return int(conn.execute(select(func.count()).select_from(journal)).scalar() or 0)
 
     def scan(self, batch_size: int = 10_000) -> Iterator[RawRow]:
-        """Raw DBAPI cursor: replay reads a million rows, and Row objects would double its cost."""
-        raw = self._reader.raw_connection()
-        try:
-            sql = f"SELECT {_COLUMNS} FROM journal ORDER BY seq"
-            # On PostgreSQL a server-side cursor, so the whole table never sits in memory
-            cur = raw.cursor() if self._sqlite else raw.driver_connection.cursor(name="propbot_scan")  # type: ignore[union-attr]
-            cur.execute(sql)
-            while rows := cur.fetchmany(batch_size):
-                yield from rows
-            cur.close()
-        finally:
-            raw.rollback()
-            raw.close()
+        """Raw DBAPI rows in keyset-paginated batches: replay reads a million rows and Row objects would
+        double its cost; no connection or transaction is held while the caller works between batches."""
+        sql = f"SELECT {_COLUMNS} FROM journal WHERE seq > {{after}} ORDER BY seq LIMIT {int(batch_size)}"
+        after = 0
+        while True:
+            raw = self._reader.raw_connection()
+            try:
+                cur = raw.cursor()
+                cur.execute(sql.format(after=int(after)))
+                rows = cur.fetchall()
+                cur.close()
+                raw.rollback()
+            finally:
+                raw.close()
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1][0]
 
     def close(self) -> None:
         self._writer.dispose()

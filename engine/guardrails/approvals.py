@@ -1,0 +1,101 @@
+"""Two-man rule: an approval is a short-lived Ed25519-signed token from a second operator, bound to the
+session, the action and a nonce, and usable once. The engine holds public keys only.
+
+Token text: base64url(claims JSON) "." base64url(signature over the claims bytes).
+Claims: {"approver", "session_id", "action", "nonce", "expires_at" (epoch seconds)}.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from engine.errors import ApprovalRejected
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    approver: str
+    session_id: str
+    action: str
+    nonce: str
+    expires_at: float
+
+    def as_payload(self) -> dict[str, Any]:
+        return {
+            "approver": self.approver,
+            "action": self.action,
+            "nonce": self.nonce,
+            "expires_at": self.expires_at,
+        }
+
+
+def sign_approval(private_key: Ed25519PrivateKey, claims: dict[str, Any]) -> str:
+    """What the approving operator's tool does (the CLI's `propbot approve`); kept here for one format."""
+    body = json.dumps(claims, sort_keys=True, separators=(",", ":")).encode()
+    return f"{_b64e(body)}.{_b64e(private_key.sign(body))}"
+
+
+def verify_approval(
+    token: str,
+    *,
+    public_keys: dict[str, str],
+    requester: str,
+    session_id: str,
+    action: str,
+    now_s: float,
+    used_nonces: set[str],
+) -> Approval:
+    """Check every rule of the two-man rule.
+
+    Raises:
+        ApprovalRejected: with a reason naming the rule that failed.
+    """
+    try:
+        body_text, sig_text = token.strip().split(".")
+        body, sig = _b64d(body_text), _b64d(sig_text)
+        claims = json.loads(body)
+        approval = Approval(
+            str(claims["approver"]), str(claims["session_id"]), str(claims["action"]),
+            str(claims["nonce"]), float(claims["expires_at"]),
+        )  # fmt: skip
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ApprovalRejected("approval token is malformed", reason="approval_malformed") from exc
+    key_b64 = public_keys.get(approval.approver)
+    if key_b64 is None:
+        raise ApprovalRejected(
+            f"{approval.approver!r} is not a configured approver", reason="approval_unknown_approver"
+        )
+    try:
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(key_b64)).verify(sig, body)
+    except (InvalidSignature, ValueError) as exc:
+        raise ApprovalRejected("approval signature is not valid", reason="approval_bad_signature") from exc
+    if hmac.compare_digest(approval.approver.encode(), requester.encode()):
+        raise ApprovalRejected(
+            "the requester cannot approve their own request", reason="approval_same_operator"
+        )
+    if not hmac.compare_digest(approval.session_id.encode(), session_id.encode()):
+        raise ApprovalRejected("approval is for another session", reason="approval_wrong_session")
+    if not hmac.compare_digest(approval.action.encode(), action.encode()):
+        raise ApprovalRejected(
+            f"approval is for {approval.action!r}, not {action!r}", reason="approval_wrong_action"
+        )
+    if approval.expires_at <= now_s:
+        raise ApprovalRejected("approval has expired", reason="approval_expired")
+    if approval.nonce in used_nonces:
+        raise ApprovalRejected("approval was already used", reason="approval_reused")
+    return approval

@@ -1,0 +1,72 @@
+"""Shared fixtures. Journal tests run on SQLite always and on PostgreSQL when PROPBOT_TEST_PG_URL is set
+(.ci/run sets it; a plain `make test` on a machine without PostgreSQL skips those with that reason)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from engine.persistence.migrate import upgrade
+from engine.persistence.sql_journal import SqlJournal
+
+PG_URL = os.environ.get("PROPBOT_TEST_PG_URL", "")
+PG_SKIP = "PostgreSQL variant: PROPBOT_TEST_PG_URL is not set (CI sets it; see .ci/run)"
+
+
+def _pg_schema_url(schema: str) -> str:
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty journal database: a temp SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'journal.db'}"
+        upgrade(url)
+        yield url
+        return
+    if not PG_URL:
+        pytest.skip(PG_SKIP)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = _pg_schema_url(schema)
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture
+def journal(journal_url: str) -> Iterator[SqlJournal]:
+    j = SqlJournal(journal_url)
+    yield j
+    j.close()
+
+
+async def eventually(
+    cond: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, interval: float = 0.01
+) -> None:
+    """Poll until `cond` holds; fail with a clear message instead of sleeping a guessed time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = cond()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
