@@ -5,34 +5,13 @@ Every error is one line on stderr and exit code 2; `journal verify` exits 1 when
 
 from __future__ import annotations
 
-import base64
-import secrets
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 
-from api.settings import PROFILES, Location, locate
-
-_PROFILE = click.option(
-    "--profile", type=click.Choice(PROFILES), default=None, help="default: $EXCHANGE_PROFILE or paper"
-)
-_CONFIG = click.option(
-    "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="a config YAML file"
-)
-_DATA_DIR = click.option(
-    "--data-dir", type=click.Path(path_type=Path, file_okay=False), help="default: data/<profile>"
-)
-_DB = click.option("--db", "db_url", help="journal URL; default $PROPBOT_DB_URL or <data-dir>/journal.db")
-
-
-class CliError(click.ClickException):
-    """A one-line failure, exit code 2."""
-
-    exit_code = 2
+from api.cli_common import CONFIG, DATA_DIR, DB, PROFILE, CliError
+from api.settings import locate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,10 +20,10 @@ def cli() -> None:
 
 
 @cli.command()
-@_PROFILE
-@_CONFIG
-@_DATA_DIR
-@_DB
+@PROFILE
+@CONFIG
+@DATA_DIR
+@DB
 @click.option("--host", default=None, help="bind address (default 127.0.0.1)")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="default 8000")
 def serve(
@@ -95,8 +74,8 @@ def operators() -> None:
 @operators.command("add")
 @click.argument("operator_id")
 @click.option("--role", required=True, type=click.Choice(["viewer", "trader", "auditor", "admin"]))
-@_PROFILE
-@_DATA_DIR
+@PROFILE
+@DATA_DIR
 def operators_add(operator_id: str, role: str, profile: str | None, data_dir: Path | None) -> None:
     """Create an operator (or replace its token); the token is printed once, as the last line."""
     from api.auth import OperatorStore
@@ -108,8 +87,8 @@ def operators_add(operator_id: str, role: str, profile: str | None, data_dir: Pa
 
 
 @operators.command("list")
-@_PROFILE
-@_DATA_DIR
+@PROFILE
+@DATA_DIR
 def operators_list(profile: str | None, data_dir: Path | None) -> None:
     """List operator ids and roles (never tokens)."""
     from api.auth import OperatorStore
@@ -119,103 +98,7 @@ def operators_list(profile: str | None, data_dir: Path | None) -> None:
         click.echo(f"{op.id}\t{op.role}")
 
 
-# -- journal ---------------------------------------------------------------------------------------
-
-
-@cli.group()
-def journal() -> None:
-    """Audit the journal: verify the hash chain, show an order, export."""
-
-
-def _journal_location(profile: str | None, data_dir: Path | None, db_url: str | None) -> Location:
-    loc = locate(profile, data_dir=data_dir, db_url=db_url)
-    if loc.db_url.startswith("sqlite:///") and not loc.db_url.startswith("sqlite:///:memory:"):
-        path = Path(loc.db_url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise CliError(f"no journal at {path}")
-    return loc
-
-
-def _open_journal(loc: Location) -> Any:
-    from engine.persistence.sql_journal import SqlJournal
-
-    return SqlJournal(loc.db_url)
-
-
-@journal.command("verify")
-@_PROFILE
-@_DATA_DIR
-@_DB
-def journal_verify(profile: str | None, data_dir: Path | None, db_url: str | None) -> int:
-    """Recheck every row (chain, versions, FSM edges); exit 1 naming the first bad seq."""
-    from engine.errors import JournalCorrupt
-    from engine.replay import replay
-
-    store = _open_journal(_journal_location(profile, data_dir, db_url))
-    try:
-        result = replay(store.scan())
-    except JournalCorrupt as exc:
-        click.echo(f"journal BROKEN at seq {exc.seq}: {exc.problem}")
-        return 1
-    finally:
-        store.close()
-    click.echo(f"journal OK: {result.rows} rows, last seq {result.last_seq}, last hash {result.last_hash}")
-    return 0
-
-
-@journal.command("show")
-@click.option("--order", "client_order_id", required=True, help="client order id")
-@_PROFILE
-@_DATA_DIR
-@_DB
-def journal_show(
-    client_order_id: str, profile: str | None, data_dir: Path | None, db_url: str | None
-) -> None:
-    """Print one order's transitions, oldest first."""
-    store = _open_journal(_journal_location(profile, data_dir, db_url))
-    try:
-        rows = store.stream("order", client_order_id)
-    finally:
-        store.close()
-    if not rows:
-        raise CliError(f"no order {client_order_id} in the journal")
-    for r in rows:
-        reason = f"  ({r.reason})" if r.reason else ""
-        click.echo(
-            f"{r.seq:>8} {r.created_at} v{r.version:<3} {r.trigger:<24} "
-            f"{r.from_state or '-':>16} -> {r.to_state or '-':<16} {r.actor}{reason}"
-        )
-
-
-@journal.command("export")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="default: stdout")
-@_PROFILE
-@_DATA_DIR
-@_DB
-def journal_export(
-    fmt: str, out: Path | None, profile: str | None, data_dir: Path | None, db_url: str | None
-) -> None:
-    """Write every row in seq order as JSON lines or CSV."""
-    from api.export import export_csv, export_jsonl
-    from engine.journal import JournalQuery
-
-    store = _open_journal(_journal_location(profile, data_dir, db_url))
-    chunks = (export_csv if fmt == "csv" else export_jsonl)(store, JournalQuery())
-    try:
-        if out is None:
-            for chunk in chunks:
-                sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
-        else:
-            with out.open("wb") as fh:
-                for chunk in chunks:
-                    fh.write(chunk)
-    finally:
-        store.close()
-
-
-# -- simulator and approvals -----------------------------------------------------------------------
+# -- simulator ---
 
 
 @cli.command()
@@ -237,66 +120,16 @@ def simulator(port: int, host: str, api_key: str | None, api_secret: str | None)
     return run_simulator(argv)
 
 
-@cli.command()
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path, dir_okay=False), help="private key file (PEM)"
-)
-def keygen(out: Path) -> None:
-    """Create an Ed25519 key pair for approvals; prints the public key (for approvals.public_keys) last."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+def _register() -> None:
+    # Journal and approval commands live in their own modules to keep this one small
+    from api.cli_journal import journal
+    from api.cli_keys import approve, keygen
 
-    from api.auth import write_private
-
-    if out.exists():
-        raise CliError(f"{out} exists; refusing to overwrite a key")
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    write_private(out, pem.decode("ascii"))
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    click.echo(f"private key written to {out} (mode 0600); public key for approvals.public_keys:")
-    click.echo(base64.b64encode(raw).decode())
+    for command in (journal, keygen, approve):
+        cli.add_command(command)
 
 
-@cli.command()
-@click.option(
-    "--key", "key_file", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True)
-)
-@click.option("--approver", required=True, help="your operator id, as configured in approvals.public_keys")
-@click.option("--session", "session_id", required=True, help="session id (the profile: testnet or live)")
-@click.option("--action", type=click.Choice(["arm"]), default="arm")
-@click.option("--ttl", type=click.IntRange(1, 86400), default=900, help="seconds the approval is valid")
-@click.option(
-    "--out", type=click.Path(path_type=Path, dir_okay=False), help="also write the token here (0600)"
-)
-def approve(key_file: Path, approver: str, session_id: str, action: str, ttl: int, out: Path | None) -> None:
-    """Sign a single-use two-man-rule approval token; it is printed as the last line."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    from api.auth import write_private
-    from engine.guardrails.approvals import sign_approval
-
-    try:
-        key = load_pem_private_key(key_file.read_bytes(), password=None)
-    except (ValueError, TypeError):
-        raise CliError(f"{key_file} is not an unencrypted PEM private key") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise CliError(f"{key_file} is not an Ed25519 key")
-    claims = {
-        "approver": approver,
-        "session_id": session_id,
-        "action": action,
-        "nonce": secrets.token_hex(16),
-        "expires_at": int(time.time()) + ttl,
-    }
-    token = sign_approval(key, claims)
-    if out is not None:
-        write_private(out, token + "\n")
-        click.echo(f"token written to {out}")
-    click.echo(token)
+_register()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -164,3 +164,32 @@ def test_real_order_on_spot_testnet(tmp_path: Path) -> None:
     with ApiServer(settings, tokens=add_operators(tmp_path)) as api:
         go_live(api, key)
         _place_and_cancel(api, os.environ.get("LIVE_TEST_SYMBOL", "BTCUSDT"))
+
+
+def test_cli_keygen_and_approve_feed_the_token_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from api.cli import main
+
+    pem = tmp_path / "approver2.pem"
+    assert main(["keygen", "--out", str(pem)]) == 0
+    public = capsys.readouterr().out.strip().splitlines()[-1]
+    with simulator_and_api(tmp_path / "api", approvals={"public_keys": {"approver2": public}}) as (_, api):
+        token_file = api.settings.data_dir / "approvals" / "token.txt"
+        argv = [
+            "approve",
+            "--key",
+            str(pem),
+            "--approver",
+            "approver2",
+            "--session",
+            "testnet",
+            "--out",
+            str(token_file),
+        ]
+        assert main(argv) == 0
+        printed = capsys.readouterr().out.strip().splitlines()[-1]
+        assert token_file.read_text().strip() == printed
+        armed = api.client("admin").post("/api/session/arm")  # no body: the token file is used
+        assert armed.status_code == 200, armed.text
+        assert armed.json()["session"]["approval"]["approver"] == "approver2"

@@ -24,11 +24,13 @@ def entry(
 def test_append_chains_rows_and_reads_them_back(journal: SqlJournal) -> None:
     recs = journal.append([entry("a", 1), entry("a", 2, "preflight", "NEW", "PREFLIGHT")])
     assert [r.seq for r in recs] == [1, 2]
-    assert recs[0].prev_hash == GENESIS_HASH and recs[1].prev_hash == recs[0].hash
+    assert recs[0].prev_hash == GENESIS_HASH
+    assert recs[1].prev_hash == recs[0].hash
     assert [r.trigger for r in journal.stream("order", "a")] == ["create", "preflight"]
     assert journal.last_seq() == 2
     result = replay(journal.scan())
-    assert result.rows == 2 and result.open_orders["a"].version == 2
+    assert result.rows == 2
+    assert result.open_orders["a"].version == 2
 
 
 def test_version_conflict_raises_and_writes_nothing(journal: SqlJournal) -> None:

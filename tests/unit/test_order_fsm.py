@@ -10,7 +10,7 @@ from engine.errors import InvalidTransition
 from engine.fsm.machines import ORDER_EDGES, ORDER_FSM, Probe, fire
 from engine.fsm.order_table import ORDER_TERMINAL, OrderState
 
-O = OrderState
+O = OrderState  # noqa: E741 (reads like the table)
 # (source, trigger) -> dest, written out by hand: the code's table must match it exactly
 EXPECTED = {
     (O.NEW, "preflight"): O.PREFLIGHT,
