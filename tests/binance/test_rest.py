@@ -274,3 +274,34 @@ async def test_market_data_only_client_refuses_signed_calls_and_hides_secrets() 
     assert SECRET not in repr(keyed)
     assert API_KEY not in repr(keyed)
     await keyed.aclose()
+
+
+async def test_ed25519_client_signs_the_query_and_encodes_the_signature() -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    verified: list[bool] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v3/time":
+            return ok({"serverTime": int(time.time() * 1000)})
+        raw = request.url.query.decode()
+        payload, _, wire_sig = raw.rpartition("&signature=")
+        assert "+" not in wire_sig
+        assert "/" not in wire_sig
+        key.public_key().verify(base64.b64decode(dict(parse_qsl(raw))["signature"]), payload.encode())
+        verified.append(True)
+        return ok({"canTrade": True})
+
+    client = BinanceSpotClient(
+        "testnet", API_KEY, Secret(pem), BASE, transport=httpx.MockTransport(handler), key_type="ED25519"
+    )
+    for _ in range(8):
+        assert await client.account() == {"canTrade": True}
+    assert len(verified) == 8
+    assert "PRIVATE KEY" not in repr(client)
+    await client.aclose()
