@@ -26,8 +26,11 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 def get_engine(runtime: RuntimeDep) -> Engine:
     """Raises the start-up error (503) while the engine is not ready to take requests."""
-    if runtime.start_error is not None:
-        raise runtime.start_error
+    error = runtime.start_error
+    if error is not None:
+        # A fresh exception per request: re-raising the stored one would grow its traceback forever
+        detail = {"message": str(error), **error.detail} if isinstance(error.detail, dict) else str(error)
+        raise ApiError(503, error.reason, detail)
     if not runtime.engine.ready:
         raise EngineError("the engine is starting", reason="not_ready")
     return runtime.engine

@@ -61,8 +61,15 @@ class Runtime:
 
     async def start(self) -> None:
         """Migrate the journal, start the engine (replay → verify → reconcile) and the side services."""
-        await asyncio.to_thread(self.prepare_journal)
-        await self._start_engine()
+        try:
+            await asyncio.to_thread(self.prepare_journal)
+        except Exception as exc:  # unreachable database, no permission, bad URL: serve 503, do not crash
+            log.error("journal cannot be prepared: %s", type(exc).__name__)
+            self.start_error = EngineError(
+                f"journal cannot be prepared ({type(exc).__name__})", reason="journal_unavailable"
+            )
+        else:
+            await self._start_engine()
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="propbot-ticker")
 
     async def _start_engine(self) -> None:

@@ -27,6 +27,7 @@ BAD_ORDER_BODIES = [
     (b'{"symbol": "BTCUSDT",}', 400, "malformed_json"),
     (b'{"symbol": "BTCUSDT", "quantity": NaN}', 400, "malformed_json"),
     (b"\xff\xfe\x00garbage", 400, "malformed_json"),
+    (b"[" * 20_000, 400, "malformed_json"),  # nesting deeper than the parser's recursion limit
     (b"", 422, "invalid_body"),
     (b"[]", 422, "invalid_body"),
     (b'"BTCUSDT"', 422, "invalid_body"),
