@@ -1,0 +1,257 @@
+"""OrderService flows on a scriptable fake venue: every outcome journalled, replay agrees with memory."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from engine.config import EngineSettings
+from engine.errors import (
+    ExchangeRejected,
+    ExchangeUnavailable,
+    ExecutionStatusUnknown,
+    IdempotencyConflict,
+    InvalidTransition,
+    OrderRejected,
+    SessionHalted,
+    UnknownOrder,
+)
+from engine.fsm.order_table import OrderState
+from engine.fsm.session_table import SessionState
+from engine.persistence.sql_journal import SqlJournal
+from engine.replay import replay
+from engine.runtime import Engine
+from engine.types import OrderRequest, OrderType, Side, TimeInForce, VenueStatus
+from tests.conftest import eventually
+from tests.fakes import FakeExchange, FrozenClock
+
+
+def limit(cid: str = "c1", qty: str = "0.001", price: str = "65000.00") -> OrderRequest:
+    return OrderRequest(
+        "BTCUSDT", Side.BUY, OrderType.LIMIT, cid, Decimal(qty), Decimal(price), TimeInForce.GTC
+    )
+
+
+def triggers(engine: Engine, cid: str) -> list[str]:
+    return [r.trigger for r in engine.journal.stream("order", cid)]
+
+
+async def go_live(engine: Engine) -> None:
+    # Bypass the guards: this file tests order flows; tests/engine/test_sessions.py tests arming
+    for trigger in ("arm", "go_live"):
+        await engine.sessions.transition(trigger, "ops")
+
+
+async def test_safe_mode_sends_test_orders_only(engine: Engine, fake: FakeExchange) -> None:
+    placed = await engine.orders.submit(limit(), "trader")
+    assert placed.order.state is OrderState.TESTED
+    assert placed.order.mode == "test"
+    assert fake.placed == []
+    assert len(fake.tested) == 1
+    assert triggers(engine, "c1") == ["create", "preflight", "send_test", "test_ok"]
+
+
+async def test_live_order_acked_filled_and_replayed(engine: Engine, fake: FakeExchange) -> None:
+    await go_live(engine)
+    placed = await engine.orders.submit(limit(), "trader")
+    assert placed.order.state is OrderState.ACKED
+    fake.fill("c1", Decimal("0.0004"))
+    await eventually(lambda: placed.order.state is OrderState.PARTIALLY_FILLED)
+    fake.fill("c1", Decimal("0.0006"), VenueStatus.FILLED)
+    await eventually(lambda: placed.order.state is OrderState.FILLED)
+    assert placed.order.filled_qty == Decimal("0.001")
+    assert triggers(engine, "c1") == ["create", "preflight", "send", "ack", "partial_fill", "fill"]
+    assert "c1" not in engine.orders.open
+    rebuilt = replay(engine.journal.scan(), keep_terminal=True).terminal_orders["c1"]
+    assert rebuilt.state is OrderState.FILLED
+    assert rebuilt.filled_qty == placed.order.filled_qty
+    assert rebuilt.trade_ids == placed.order.trade_ids
+
+
+async def test_duplicate_fill_updates_are_applied_once(engine: Engine, fake: FakeExchange) -> None:
+    await go_live(engine)
+    placed = await engine.orders.submit(limit(), "trader")
+    vo = fake.fill("c1", Decimal("0.0004"))
+    await eventually(lambda: placed.order.state is OrderState.PARTIALLY_FILLED)
+    for listener in fake.listeners:  # the same update delivered again
+        listener(vo)
+    await engine.orders.cancel("BTCUSDT", "c1", None, "trader")
+    assert triggers(engine, "c1").count("partial_fill") == 1
+
+
+async def test_idempotent_resend_places_nothing_and_a_different_body_conflicts(
+    engine: Engine, fake: FakeExchange
+) -> None:
+    await go_live(engine)
+    first = await engine.orders.submit(limit(), "trader")
+    again = await engine.orders.submit(limit(), "trader")
+    assert again.existing
+    assert again.order is first.order
+    assert len(fake.placed) == 1
+    with pytest.raises(IdempotencyConflict):
+        await engine.orders.submit(limit(price="64000.00"), "trader")
+    fake.fill("c1", Decimal("0.001"), VenueStatus.FILLED)
+    await eventually(lambda: first.order.state is OrderState.FILLED)
+    # A finished order is no longer in memory: the journal still answers for its id
+    assert (await engine.orders.submit(limit(), "trader")).existing
+    assert len(fake.placed) == 1
+
+
+async def test_local_filter_failure_is_rejected_before_the_venue(engine: Engine, fake: FakeExchange) -> None:
+    await go_live(engine)
+    with pytest.raises(OrderRejected) as info:
+        await engine.orders.submit(limit(qty="0.000001"), "trader")
+    assert info.value.reason == "filter_failure"
+    assert fake.placed == []
+    assert triggers(engine, "c1") == ["create", "preflight", "reject"]
+
+
+async def test_risk_collar_refuses_far_prices(engine: Engine) -> None:
+    with pytest.raises(OrderRejected) as info:
+        await engine.orders.submit(limit(price="90000.00"), "trader")
+    assert info.value.reason == "risk_price_collar"
+
+
+async def test_hold_refuses_new_orders_but_allows_cancels(engine: Engine, fake: FakeExchange) -> None:
+    await go_live(engine)
+    resting = await engine.orders.submit(limit("r1"), "trader")
+    await engine.sessions.hold("operator pressed stop", "ops")
+    with pytest.raises(SessionHalted):
+        await engine.orders.submit(limit("r2"), "trader")
+    assert triggers(engine, "r2") == ["create", "preflight", "reject"]
+    await engine.orders.cancel("BTCUSDT", "r1", None, "trader")
+    assert resting.order.state is OrderState.CANCELLED
+
+
+async def test_exchange_rejection_is_final(engine: Engine, fake: FakeExchange) -> None:
+    await go_live(engine)
+    fake.fail_next = ExchangeRejected("Account has insufficient balance for requested action.",
+                                      reason="INSUFFICIENT_BALANCE", code=-2010)  # fmt: skip
+    with pytest.raises(ExchangeRejected):
+        await engine.orders.submit(limit(), "trader")
+    assert triggers(engine, "c1")[-2:] == ["send", "reject"]
+
+
+async def test_ip_ban_rejects_and_holds_the_session(engine: Engine, fake: FakeExchange) -> None:
+    await go_live(engine)
+    fake.fail_next = ExchangeUnavailable("banned", reason="IP_BANNED", http_status=418)
+    with pytest.raises(ExchangeUnavailable):
+        await engine.orders.submit(limit(), "trader")
+    assert engine.sessions.current.state is SessionState.HOLD
+    assert "IP_BANNED" in engine.sessions.current.hold_reason
+
+
+async def test_lost_response_goes_unknown_then_reconciles_by_query(
+    engine: Engine, fake: FakeExchange
+) -> None:
+    await go_live(engine)
+    fake.execute_then_fail = ExecutionStatusUnknown(
+        "-1007 timeout", reason="EXECUTION_STATUS_UNKNOWN", code=-1007
+    )
+    fake.hidden.add("c1")  # not visible at first: "not found" is not proof of absence
+    with pytest.raises(ExecutionStatusUnknown):
+        await engine.orders.submit(limit(), "trader")
+    order = engine.orders.open["c1"]
+    assert order.state is OrderState.UNKNOWN
+    fake.hidden.clear()
+    await eventually(lambda: order.state is OrderState.ACKED)
+    assert len(fake.placed) == 1  # never resent
+    assert triggers(engine, "c1")[-2:] == ["mark_unknown", "reconcile_acked"]
+    actors = [r.actor for r in engine.journal.stream("order", "c1")]
+    assert actors[-1] == "reconciler"
+
+
+async def test_unknown_order_absent_after_grace_is_rejected(engine: Engine, fake: FakeExchange) -> None:
+    await go_live(engine)
+    fake.fail_next = ExecutionStatusUnknown("503", reason="EXECUTION_STATUS_UNKNOWN", http_status=503)
+    with pytest.raises(ExecutionStatusUnknown):
+        await engine.orders.submit(limit(), "trader")
+    await eventually(lambda: "c1" not in engine.orders.open, timeout=3)
+    assert triggers(engine, "c1")[-1] == "reconcile_rejected"
+    assert fake.placed == []
+
+
+async def test_cancel_of_unknown_and_finished_orders(engine: Engine, fake: FakeExchange) -> None:
+    await go_live(engine)
+    with pytest.raises(UnknownOrder):
+        await engine.orders.cancel("BTCUSDT", "nope", None, "trader")
+    placed = await engine.orders.submit(limit(), "trader")
+    fake.fill("c1", Decimal("0.001"), VenueStatus.FILLED)
+    await eventually(lambda: placed.order.state is OrderState.FILLED)
+    with pytest.raises(InvalidTransition):
+        await engine.orders.cancel("BTCUSDT", "c1", None, "trader")
+
+
+async def test_cancel_refused_because_it_filled_meanwhile(engine: Engine, fake: FakeExchange) -> None:
+    await go_live(engine)
+    placed = await engine.orders.submit(limit(), "trader")
+    # The venue filled it, but the update has not reached us: the cancel fails with -2011
+    from dataclasses import replace
+
+    fake.orders["c1"] = replace(fake.orders["c1"], status=VenueStatus.FILLED, executed_qty=Decimal("0.001"))
+    with pytest.raises(ExchangeRejected):
+        await engine.orders.cancel("BTCUSDT", "c1", None, "trader")
+    assert placed.order.state is OrderState.FILLED
+    assert triggers(engine, "c1")[-2:] == ["request_cancel", "fill"]
+
+
+async def test_restart_from_live_comes_back_on_hold_and_reconciles(
+    db_url: str, settings: EngineSettings
+) -> None:
+    fake = FakeExchange()
+    first = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
+    await first.start()
+    await go_live(first)
+    await first.orders.submit(limit("a"), "trader")
+    await first.orders.submit(limit("b"), "trader")
+    fake.fill("a", Decimal("0.001"), VenueStatus.FILLED)  # filled while we are down: never delivered
+    fake.listeners.clear()
+    await first.stop()
+
+    second = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
+    report = await second.start()
+    assert report.open_orders == 2
+    assert second.sessions.current.state is SessionState.HOLD
+    assert second.sessions.current.hold_reason == "restart"
+    assert "a" not in second.orders.open  # reconciliation found the fill
+    assert second.orders.open["b"].state is OrderState.ACKED
+    await second.stop()
+
+
+async def test_orders_unknown_to_the_journal_put_the_session_on_hold(
+    db_url: str, settings: EngineSettings
+) -> None:
+    fake = FakeExchange()
+    await fake.place(limit("foreign"))
+    eng = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
+    report = await eng.start()
+    assert eng.sessions.current.state is SessionState.HOLD
+    assert "foreign" in report.problems[0]
+    await eng.stop()
+
+
+async def test_crash_after_write_ahead_is_finished_by_reconciliation(
+    db_url: str, settings: EngineSettings
+) -> None:
+    """The SENT row is durable but the process died before the venue answered (or before it sent)."""
+    fake = FakeExchange()
+    eng = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
+    await eng.start()
+    await go_live(eng)
+    order_req = limit("w1")
+    from engine.order import decide_create
+
+    entries = [decide_create(order_req, "live", "trader")]
+    entries += eng.orders._chain(OrderState.NEW, 1, "w1", [("preflight", {}, ""), ("send", {}, "")], "trader")
+    await eng.writer.append(entries)
+    await fake.place(order_req)  # the request did reach the venue
+    await eng.stop()
+
+    again = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
+    await again.start()
+    await eventually(
+        lambda: again.orders.open.get("w1") is not None and again.orders.open["w1"].state is OrderState.ACKED
+    )
+    assert triggers(again, "w1")[-2:] == ["mark_unknown", "reconcile_acked"]
+    await again.stop()

@@ -1,0 +1,138 @@
+"""Arming needs a passing preflight and a second operator's single-use, short-lived approval."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import uuid
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from engine.config import ApprovalSettings, EngineSettings
+from engine.errors import ApprovalRejected, EngineError, InvalidTransition, PreflightFailed
+from engine.fsm.session_table import SessionState
+from engine.guardrails.approvals import sign_approval
+from engine.guardrails.preflight import Check
+from engine.persistence.sql_journal import SqlJournal
+from engine.replay import replay
+from engine.runtime import Engine
+from tests.fakes import FakeExchange, FrozenClock
+
+KEYS = {name: Ed25519PrivateKey.generate() for name in ("alice", "bob")}
+PUBLIC = {
+    name: base64.b64encode(k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+    for name, k in KEYS.items()
+}
+RISK_OK = Check("risk_headroom", True)
+
+
+def token(approver: str, clock: FrozenClock, *, action: str = "arm", session: str = "testnet", ttl: float = 900,
+          nonce: str | None = None) -> str:  # fmt: skip
+    claims = {"approver": approver, "session_id": session, "action": action,
+              "nonce": nonce or uuid.uuid4().hex, "expires_at": clock.now().timestamp() + ttl}  # fmt: skip
+    return sign_approval(KEYS[approver], claims)
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+async def live_engine(db_url: str, fake: FakeExchange, clock: FrozenClock):  # type: ignore[no-untyped-def]
+    settings = EngineSettings(profile="testnet", safe_mode=False, symbols=("BTCUSDT",),
+                              approvals=ApprovalSettings(public_keys=PUBLIC, ttl_s=900))  # fmt: skip
+    eng = Engine(SqlJournal(db_url), fake, settings, clock)
+    await eng.start()
+    yield eng
+    await eng.stop()
+
+
+async def test_arm_and_go_live_with_a_second_operators_approval(
+    live_engine: Engine, clock: FrozenClock
+) -> None:
+    await live_engine.sessions.guarded("arm", "alice", token("bob", clock), RISK_OK)
+    assert live_engine.sessions.current.state is SessionState.ARMED
+    await live_engine.sessions.guarded("go_live", "alice", None, RISK_OK)
+    assert live_engine.sessions.current.state is SessionState.LIVE
+    rows = live_engine.journal.stream("session", "testnet")
+    assert [r.trigger for r in rows] == ["open", "arm", "go_live"]
+    assert rows[1].payload["approval"]["approver"] == "bob"
+    assert rows[1].payload["venue"] == "binance-testnet"
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda c: token("alice", c), "approval_same_operator"),
+        (lambda c: token("bob", c, ttl=-1), "approval_expired"),
+        (lambda c: token("bob", c, action="go_live"), "approval_wrong_action"),
+        (lambda c: token("bob", c, session="live"), "approval_wrong_session"),
+        (lambda c: token("bob", c)[:-4] + "AAAA", "approval_bad_signature"),
+        (lambda c: "not-a-token", "approval_malformed"),
+        (lambda c: None, "approval_required"),
+    ],
+)
+async def test_every_bad_approval_is_refused(
+    live_engine: Engine, clock: FrozenClock, make, reason: str
+) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ApprovalRejected) as info:
+        await live_engine.sessions.guarded("arm", "alice", make(clock), RISK_OK)
+    assert info.value.reason == reason
+    assert live_engine.sessions.current.state is SessionState.TESTNET
+
+
+async def test_an_approval_is_single_use_even_across_restarts(
+    live_engine: Engine, clock: FrozenClock
+) -> None:
+    tok = token("bob", clock, nonce="n-1")
+    await live_engine.sessions.guarded("arm", "alice", tok, RISK_OK)
+    await live_engine.sessions.transition("disarm", "alice")
+    with pytest.raises(ApprovalRejected, match="already used"):
+        await live_engine.sessions.guarded("arm", "alice", tok, RISK_OK)
+    rebuilt = replay(live_engine.journal.scan()).sessions["testnet"]
+    assert "n-1" in rebuilt.used_nonces
+
+
+async def test_failed_preflight_refuses_and_holds(
+    live_engine: Engine, fake: FakeExchange, clock: FrozenClock
+) -> None:
+    fake.skew_ms = 900.0
+    fake.permissions = ("MARGIN",)
+    with pytest.raises(PreflightFailed) as info:
+        await live_engine.sessions.guarded("arm", "alice", token("bob", clock), RISK_OK)
+    failed = {f["check"] for f in info.value.detail}
+    assert failed == {"clock_skew", "permissions"}
+    session = live_engine.sessions.current
+    assert session.state is SessionState.HOLD
+    assert "clock_skew" in session.hold_reason
+    # resume goes back to TESTNET, never to LIVE
+    await live_engine.sessions.transition("resume", "alice")
+    assert live_engine.sessions.current.state is SessionState.TESTNET
+
+
+async def test_approval_ttl_expiry_disarms(live_engine: Engine, clock: FrozenClock) -> None:
+    await live_engine.sessions.guarded("arm", "alice", token("bob", clock, ttl=60), RISK_OK)
+    await live_engine.sessions.guarded("go_live", "alice", None, RISK_OK)
+    clock.advance(61)
+    await live_engine.sessions.expire_if_due()
+    assert live_engine.sessions.current.state is SessionState.TESTNET
+
+
+async def test_go_live_is_refused_while_config_has_safe_mode_on(engine: Engine) -> None:
+    await engine.sessions.transition("arm", "alice")
+    with pytest.raises(EngineError) as info:
+        await engine.sessions.guarded("go_live", "alice", None, RISK_OK)
+    assert info.value.reason == "safe_mode_config"
+
+
+async def test_arm_from_paper_is_illegal(db_url: str, fake: FakeExchange) -> None:
+    eng = Engine(
+        SqlJournal(db_url), fake, dataclasses.replace(EngineSettings(), profile="paper"), FrozenClock()
+    )
+    await eng.start()
+    with pytest.raises(InvalidTransition):
+        await eng.sessions.guarded("arm", "alice", None, RISK_OK)
+    await eng.stop()
