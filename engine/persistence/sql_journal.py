@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from engine.errors import EngineError, VersionConflict
@@ -42,9 +44,29 @@ class SqlJournal:
         self._sqlite = is_sqlite(url)
         self._writer, self._reader = make_engines(url)
         self._now = now or (lambda: datetime.now(UTC))
-        self._insert = insert(journal)
+        # Pre-rendered driver SQL: Core's per-call compile and bind processing cost more than the INSERT
+        mark = "?" if self._writer.dialect.paramstyle == "qmark" else "%s"
+        self._insert_sql = f"INSERT INTO journal ({_COLUMNS}) VALUES ({', '.join([mark] * len(RAW_COLUMNS))})"
+        # One long-lived writer connection: a pool checkout and reset per append cost more than the INSERT
+        self._wconn: Connection | None = None
+        self._wlock = threading.Lock()
         if create:
             metadata.create_all(self._writer)
+
+    @contextmanager
+    def _write_tx(self) -> Iterator[Connection]:
+        with self._wlock:
+            if self._wconn is None:
+                self._wconn = self._writer.connect()
+            conn = self._wconn
+            try:
+                with conn.begin():
+                    yield conn
+            except OperationalError:
+                # The connection may be broken (server restart, disk): start the next append afresh
+                self._wconn = None
+                conn.invalidate()
+                raise
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -58,12 +80,12 @@ class SqlJournal:
         """One transaction for all groups. A version conflict in any group sends the whole batch down
         the slow path, where each group gets its own savepoint and fails alone."""
         try:
-            with self._writer.begin() as conn:
+            with self._write_tx() as conn:
                 seq, prev = self._tail(conn)
                 records = [self._build(group, seq, prev) for group in groups]
                 rows = [self._row(r) for recs in records for r in recs]
                 if rows:
-                    conn.execute(self._insert, rows)
+                    conn.exec_driver_sql(self._insert_sql, rows)
                 return list(records)
         except IntegrityError:
             pass
@@ -73,14 +95,14 @@ class SqlJournal:
 
     def _append_one_by_one(self, groups: Sequence[Sequence[NewEntry]]) -> list[list[Record] | Exception]:
         out: list[list[Record] | Exception] = []
-        with self._writer.begin() as conn:
+        with self._write_tx() as conn:
             seq, prev = self._tail(conn)
             for group in groups:
                 recs = self._build(group, seq, prev)
                 try:
                     with conn.begin_nested():
                         if recs:
-                            conn.execute(self._insert, [self._row(r) for r in recs])
+                            conn.exec_driver_sql(self._insert_sql, [self._row(r) for r in recs])
                 except IntegrityError as exc:
                     ids = sorted({f"{e.stream}/{e.stream_id}@{e.version}" for e in group})
                     out.append(VersionConflict(f"stream version already taken: {', '.join(ids)}", detail=ids))
@@ -94,7 +116,7 @@ class SqlJournal:
     def _tail(self, conn: Connection) -> tuple[int, str]:
         if not self._sqlite:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHAIN_LOCK})
-        row = conn.execute(text("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")).first()
+        row = conn.exec_driver_sql("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").first()
         return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
 
     def _build(self, group: Sequence[NewEntry], seq: int, prev: str) -> list[Record]:
@@ -129,23 +151,11 @@ class SqlJournal:
         return out
 
     @staticmethod
-    def _row(r: Record) -> dict[str, Any]:
-        return {
-            "seq": r.seq,
-            "stream": r.stream,
-            "stream_id": r.stream_id,
-            "version": r.version,
-            "trigger": r.trigger,
-            "from_state": r.from_state,
-            "to_state": r.to_state,
-            "payload": r.payload_json,
-            "actor": r.actor,
-            "reason": r.reason,
-            "schema_version": r.schema_version,
-            "created_at": r.created_at,
-            "prev_hash": r.prev_hash,
-            "hash": r.hash,
-        }
+    def _row(r: Record) -> tuple[Any, ...]:
+        return (
+            r.seq, r.stream, r.stream_id, r.version, r.trigger, r.from_state, r.to_state, r.payload_json,
+            r.actor, r.reason, r.schema_version, r.created_at, r.prev_hash, r.hash,
+        )  # fmt: skip
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -212,6 +222,10 @@ class SqlJournal:
             after = rows[-1][0]
 
     def close(self) -> None:
+        with self._wlock:
+            if self._wconn is not None:
+                self._wconn.close()
+                self._wconn = None
         self._writer.dispose()
         if self._reader is not self._writer:
             self._reader.dispose()
