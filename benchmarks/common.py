@@ -6,6 +6,8 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +77,72 @@ def drop_pg_schema(url: str) -> None:
     with eng.begin() as conn:
         conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
     eng.dispose()
+
+
+# -- a simulator in a child process, signed requests, latency percentiles (bench_client.py) ---------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve_simulator(port: int, api_key: str, api_secret: str) -> None:
+    from adapters.simulator.server import run_simulator
+
+    big = 10**12  # rate limits lifted: the benchmark measures the HTTP path, not the governor
+    run_simulator(
+        "127.0.0.1", port, api_key, api_secret, weight_limit=big, order_limit_10s=big, order_limit_1d=big
+    )
+
+
+@contextmanager
+def simulator_process(api_key: str, api_secret: str, start_timeout_s: float = 20.0) -> Iterator[str]:
+    """The simulator (uvicorn, one worker, rate limits lifted) in a spawned child on 127.0.0.1; yields its base URL."""
+    import multiprocessing
+    import time
+
+    import httpx
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_serve_simulator, args=(port, api_key, api_secret), daemon=True
+    )
+    proc.start()
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            try:
+                httpx.get(f"{base}/api/v3/ping", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or not proc.is_alive():
+                    raise RuntimeError("simulator did not start") from None
+                time.sleep(0.05)
+        yield base
+    finally:
+        proc.terminate()
+        proc.join(timeout=10)
+
+
+def hmac_signed_query(params: dict[str, str], secret: str) -> str:
+    """Binance HMAC signing with the stdlib only: encode once, sign those bytes, append the signature."""
+    import hashlib
+    import hmac
+    import time
+    from urllib.parse import urlencode
+
+    query = urlencode({**params, "timestamp": str(time.time_ns() // 1_000_000)})
+    return f"{query}&signature={hmac.new(secret.encode(), query.encode(), hashlib.sha256).hexdigest()}"
+
+
+def percentiles_ms(latencies_s: list[float]) -> tuple[float, float]:
+    """(p50, p99) in milliseconds."""
+    import statistics
+
+    ordered = sorted(latencies_s)
+    return statistics.median(ordered) * 1e3, ordered[max(int(len(ordered) * 0.99) - 1, 0)] * 1e3
