@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -73,7 +73,10 @@ def row_hash(
 
 @dataclass(frozen=True, slots=True)
 class NewEntry:
-    """A decided transition, not yet stored. `version` is the stream's next version (optimistic lock)."""
+    """A decided transition, not yet stored. `version` is the stream's next version (optimistic lock).
+
+    The payload is encoded when the entry is decided, on the caller's thread: the journal's single
+    writer thread is the group-commit bottleneck, so it only hashes and inserts."""
 
     stream: str
     stream_id: str
@@ -84,6 +87,11 @@ class NewEntry:
     payload: dict[str, Any]
     actor: str
     reason: str = ""
+    payload_json: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.payload_json:
+            object.__setattr__(self, "payload_json", canonical_json(self.payload))
 
 
 @dataclass(frozen=True, slots=True)

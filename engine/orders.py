@@ -105,7 +105,8 @@ class OrderService:
             IdempotencyConflict, SessionHalted, OrderRejected, ExchangeError subclasses.
         """
         async with self._lock(req.client_order_id):
-            known = self.find(req.client_order_id)
+            # Open orders are in memory; a finished one is found through the create row's version conflict
+            known = self.open.get(req.client_order_id)
             if known is not None:
                 return self._same_request(known, req)
             session = self._sessions.current
@@ -123,7 +124,7 @@ class OrderService:
             try:
                 order = await self._commit(None, entries, prefix=[audit] if audit else [])
             except VersionConflict:
-                # Another writer created this id between our lookup and our append: answer with theirs
+                # The id exists already (finished, or created by another writer just now): answer with it
                 known = self.find(req.client_order_id)
                 if known is None:
                     raise

@@ -42,12 +42,43 @@ SESSION_FSM = _build(SessionState, SESSION_TRANSITIONS)
 _KIND = {id(ORDER_FSM): "order", id(SESSION_FSM): "session"}
 
 
+def _condition_free(table: list[dict[str, object]]) -> bool:
+    return not any("conditions" in row or "unless" in row for row in table)
+
+
+# The order table has no guards, so (state, trigger) → dest is a pure function of the Machine: each pair
+# is fired through transitions once and remembered (a fire costs ~9 µs, a dict hit ~0.1 µs; 64 flows fire
+# ~20k times a second). Tables with guards (the session's resume) are always fired.
+_MEMO: dict[tuple[int, StrEnum, str], StrEnum | None] = {}
+_MEMOIZABLE = {id(ORDER_FSM)} if _condition_free(ORDER_TRANSITIONS) else set()
+
+
 def fire(machine: Machine, probe: Probe, trigger: str) -> StrEnum:
     """Fire `trigger` on `probe` and return the new state.
 
     Raises:
         InvalidTransition: the trigger is unknown or not legal from the probe's state.
     """
+    if id(machine) not in _MEMOIZABLE:
+        return _fire(machine, probe, trigger)
+    key = (id(machine), probe.state, trigger)
+    if key not in _MEMO:
+        start = probe.state
+        try:
+            _MEMO[key] = _fire(machine, probe, trigger)
+        except InvalidTransition:
+            _MEMO[key] = None
+            raise
+        finally:
+            probe.state = start
+    dest = _MEMO[key]
+    if dest is None:
+        raise InvalidTransition(_KIND[id(machine)], probe.state.value, trigger)
+    probe.state = dest
+    return dest
+
+
+def _fire(machine: Machine, probe: Probe, trigger: str) -> StrEnum:
     kind = _KIND[id(machine)]
     event = machine.events.get(trigger)
     if event is None:

@@ -20,7 +20,6 @@ from engine.journal import (
     NewEntry,
     RawRow,
     Record,
-    canonical_json,
     format_ts,
     row_hash,
 )
@@ -82,7 +81,12 @@ class SqlJournal:
         try:
             with self._write_tx() as conn:
                 seq, prev = self._tail(conn)
-                records = [self._build(group, seq, prev) for group in groups]
+                records = []
+                for group in groups:
+                    recs = self._build(group, seq, prev)
+                    records.append(recs)
+                    if recs:
+                        seq, prev = recs[-1].seq, recs[-1].hash
                 rows = [self._row(r) for recs in records for r in recs]
                 if rows:
                     conn.exec_driver_sql(self._insert_sql, rows)
@@ -124,7 +128,7 @@ class SqlJournal:
         out = []
         for e in group:
             seq += 1
-            payload = canonical_json(e.payload)
+            payload = e.payload_json
             digest = row_hash(
                 prev, seq, e.stream, e.stream_id, e.version, e.trigger, e.from_state, e.to_state,
                 payload, e.actor, e.reason, SCHEMA_VERSION, created,

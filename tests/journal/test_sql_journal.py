@@ -137,3 +137,16 @@ def test_a_version_gap_is_rejected(journal: SqlJournal) -> None:
     journal.append([entry("a", 3, "preflight", "NEW", "PREFLIGHT")])
     with pytest.raises(JournalCorrupt, match="seq 2: version 3 after 1"):
         replay(journal.scan())
+
+
+def test_a_clean_group_commit_takes_the_single_insert_path(journal: SqlJournal) -> None:
+    """Several groups chain one after another in one transaction, without the savepoint fallback."""
+    calls: list[int] = []
+    slow = journal._append_one_by_one
+    journal._append_one_by_one = lambda groups: calls.append(len(groups)) or slow(groups)  # type: ignore[method-assign]
+    results = journal.append_groups(
+        [[entry(s, 1), entry(s, 2, "preflight", "NEW", "PREFLIGHT")] for s in "abc"]
+    )
+    assert calls == []
+    assert [r.seq for recs in results if isinstance(recs, list) for r in recs] == [1, 2, 3, 4, 5, 6]
+    assert replay(journal.scan()).rows == 6
