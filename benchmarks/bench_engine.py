@@ -28,10 +28,10 @@ from common import rss_bytes, save, table, temp_sqlite_url
 from adapters.paper.exchange import PaperExchange
 from adapters.venue import MatchingEngine
 from engine.config import EngineSettings, RiskLimits
-from engine.ports import ExchangePort
 from engine.order import decide_create, decide_from
 from engine.persistence.migrate import upgrade
 from engine.persistence.sql_journal import SqlJournal
+from engine.ports import ExchangePort
 from engine.runtime import Engine
 from engine.types import OrderRequest, OrderType, Side, TimeInForce
 from tests.fakes import FakeExchange
