@@ -63,7 +63,7 @@ def row_hash(
             to_state or "",
             payload_json,
             actor,
-            _dumps(reason),
+            _dumps(reason) if reason else '""',
             str(schema_version),
             created_at,
         )

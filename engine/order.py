@@ -14,6 +14,7 @@ from engine.types import OrderRequest
 # Binance's documented charset for client order ids; also keeps the journal's hash encoding unambiguous
 CLIENT_ORDER_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 _ZERO = Decimal(0)
+_STATES = {s.value: s for s in OrderState}  # a dict hit; Enum lookup by value costs ~1 µs per replayed row
 
 
 class Order:
@@ -83,7 +84,7 @@ def apply(order: Order | None, trigger: str, to_state: str, version: int, payloa
     """Apply one journalled transition. Replay feeds rows straight from the database."""
     if order is None:
         order = Order(OrderRequest.from_payload(payload["request"]), payload["mode"])
-    order.state = OrderState(to_state)
+    order.state = _STATES[to_state]
     order.version = version
     order_id = payload.get("orderId")
     if order_id is not None:

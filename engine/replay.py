@@ -99,7 +99,7 @@ def replay(rows: Iterable[RawRow], *, keep_terminal: bool = False) -> ReplayResu
             != digest
         ):
             raise JournalCorrupt(seq, "hash does not match the row's content")
-        payload = loads(payload_json)
+        payload = loads(payload_json) if payload_json != "{}" else {}
         if schema != SCHEMA_VERSION:
             payload = upcast(payload, schema)
         if stream == "order":
