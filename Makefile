@@ -1,0 +1,43 @@
+# Two entry points a new machine needs (README): `make run` and `make test`. Each builds .venv itself.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint unit bench docs clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The API on the embedded default: paper profile, SQLite journal under data/paper, 127.0.0.1:8000
+run: $(STAMP)
+	$(BIN)/propbot serve --profile paper
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+# Lint, import contracts, then every test. PostgreSQL journal tests run when PROPBOT_TEST_PG_URL is set
+# (.ci/run sets it); without it they are skipped, each with that reason.
+test: lint
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	cd benchmarks && ../$(BIN)/python bench_journal.py
+	cd benchmarks && ../$(BIN)/python bench_engine.py
+	cd benchmarks && ../$(BIN)/python bench_replay.py
+	cd benchmarks && ../$(BIN)/python bench_client.py
+	cd benchmarks && ../$(BIN)/python bench_simulator.py
+	cd benchmarks && ../$(BIN)/python bench_transport.py
+
+docs: $(STAMP)
+	$(BIN)/python -m engine.fsm.docs > docs/state-machines.md
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
