@@ -21,12 +21,14 @@ from engine.errors import (
     IdempotencyConflict,
     InvalidTransition,
     OrderRejected,
+    PreflightFailed,
     SessionHalted,
     UnknownOrder,
     VersionConflict,
 )
 from engine.fsm.order_table import OrderState
 from engine.fsm.session_table import SessionState
+from engine.guardrails.preflight import Check, risk_headroom
 from engine.guardrails.risk import OrderRateWindow, check_filters, check_risk
 from engine.journal import Journal, NewEntry, Record
 from engine.order import Order, decide_create, decide_from
@@ -104,6 +106,13 @@ class OrderService:
         Raises:
             IdempotencyConflict, SessionHalted, OrderRejected, ExchangeError subclasses.
         """
+        if self._sessions.current.state is SessionState.LIVE and req.client_order_id not in self.open:
+            try:
+                await self._sessions.preflight_or_hold(self.risk_headroom(), actor)
+            except PreflightFailed:
+                if audit is not None:
+                    await self._writer.append([audit])
+                raise
         async with self._lock(req.client_order_id):
             # Open orders are in memory; a finished one is found through the create row's version conflict
             known = self.open.get(req.client_order_id)
@@ -139,6 +148,9 @@ class OrderService:
             if mode == "test":
                 return await self._send_test(order)
             return await self._send(order)
+
+    def risk_headroom(self) -> Check:
+        return risk_headroom(len(self.open), self._settings.risk.max_open_orders)
 
     def _same_request(self, known: Order, req: OrderRequest) -> Placement:
         if known.request.to_payload() != req.to_payload():

@@ -64,6 +64,17 @@ class SessionService:
         return await run_preflight(self._exchange, self._settings.preflight, self._clock.now(),
                                    self._settings.symbols, risk_ok)  # fmt: skip
 
+    async def preflight_or_hold(self, risk_ok: Check, actor: str) -> None:
+        """Before each real order: every check must pass, else HOLD and refuse.
+
+        Raises:
+            PreflightFailed: with the failed checks as detail; the session is on HOLD by then.
+        """
+        failed = failures(await self.preflight(risk_ok))
+        if failed:
+            await self.hold(f"preflight_failed: {', '.join(f['check'] for f in failed)}", actor)
+            raise PreflightFailed("preflight failed before a live order", detail=failed)
+
     async def guarded(self, trigger: str, actor: str, token: str | None, risk_ok: Check) -> TradingSession:
         """arm / go_live: refuse (and HOLD on preflight failure) unless every guard passes.
 

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request
 
 from api.deps import Admin, EngineDep, Reader, RuntimeDep, json_body
 from api.errors import ApiError
-from api.guards import risk_headroom
 from api.runtime import Runtime
 from api.schemas import ArmBody, EmptyBody, HoldBody, parse_body
 from engine.errors import EngineError
@@ -67,7 +66,7 @@ async def arm(request: Request, op: Admin, engine: EngineDep, runtime: RuntimeDe
     body = parse_body(ArmBody, await json_body(request, optional=True))
     token = body.token or _token_file(runtime)
     return await _fire(
-        engine, op.id, "arm", engine.sessions.guarded("arm", op.id, token, risk_headroom(engine))
+        engine, op.id, "arm", engine.sessions.guarded("arm", op.id, token, engine.orders.risk_headroom())
     )
 
 
@@ -76,7 +75,10 @@ async def go_live(request: Request, op: Admin, engine: EngineDep) -> dict[str, A
     """ARMED → LIVE: preflight re-run, approval still valid, config safe_mode off."""
     parse_body(EmptyBody, await json_body(request, optional=True))
     return await _fire(
-        engine, op.id, "go_live", engine.sessions.guarded("go_live", op.id, None, risk_headroom(engine))
+        engine,
+        op.id,
+        "go_live",
+        engine.sessions.guarded("go_live", op.id, None, engine.orders.risk_headroom()),
     )
 
 

@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import Reader, RuntimeDep
-from api.guards import risk_headroom
 from api.runtime import Runtime
 from engine.errors import EngineError
 from engine.guardrails.preflight import Check
@@ -77,7 +76,7 @@ async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
     engine = runtime.engine
     components: dict[str, dict[str, Any]] = {"journal": await _journal(runtime)}
     if runtime.ready:
-        checks = await engine.sessions.preflight(risk_headroom(engine))
+        checks = await engine.sessions.preflight(engine.orders.risk_headroom())
         components.update(_from_checks(checks))
         holding = [f"{c.name} failed" for c in checks if not c.ok and c.name in _HOLDING_CHECKS]
         try:

@@ -67,5 +67,10 @@ async def run_preflight(
     return checks
 
 
+def risk_headroom(open_now: int, limit: int) -> Check:
+    """Preflight's risk item: room for at least one more order under the open-orders cap."""
+    return Check("risk", open_now < limit, {"open_orders": open_now, "max_open_orders": limit})
+
+
 def failures(checks: list[Check]) -> list[dict[str, Any]]:
     return [{"check": c.name, "detail": c.detail} for c in checks if not c.ok]

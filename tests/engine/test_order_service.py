@@ -255,3 +255,17 @@ async def test_crash_after_write_ahead_is_finished_by_reconciliation(
     )
     assert triggers(again, "w1")[-2:] == ["mark_unknown", "reconcile_acked"]
     await again.stop()
+
+
+async def test_each_live_order_runs_preflight_and_a_failure_holds(engine: Engine, fake: FakeExchange) -> None:
+    from engine.errors import PreflightFailed
+
+    await go_live(engine)
+    fake.skew_ms = 5_000.0  # the clock drifted after arming
+    audit = Engine.audit_entry("trader", "api.live.order", {"clientOrderId": "c1"})
+    with pytest.raises(PreflightFailed) as info:
+        await engine.orders.submit(limit(), "trader", audit=audit)
+    assert [f["check"] for f in info.value.detail] == ["clock_skew"]
+    assert engine.sessions.current.state is SessionState.HOLD
+    assert fake.placed == []
+    assert engine.journal.stream("audit", audit.stream_id)  # the refused call is still audited
