@@ -1,0 +1,271 @@
+"""Crash-test harness: `propbot serve` as a real subprocess (so SIGKILL is a real kill -9) on the testnet
+profile routed to an in-process simulator, plus the checks every crash must pass after a restart.
+
+The server's config is written per test: safe_mode false (real orders once LIVE), the two-man rule with a
+second operator's Ed25519 key, a short unknown-order grace, and risk caps wide enough for a burst. The
+preflight skew limit is 1 s because the simulator's latency fault delays /api/v3/time too, which skews the
+RTT-midpoint estimate by half the latency. The market-data WebSocket is off: nothing moves the price.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.e2e.server import ROLES, SIM_KEY, SIM_SECRET, approval_token, eventually, journal_rows
+
+PROPBOT = Path(sys.executable).with_name("propbot")
+UNKNOWN_GRACE_S = 4.0
+PRICE = 65000  # the simulator's BTCUSDT reference; no WebSocket client, so it never moves
+# Venue status (Binance) → the state the journal must reach for that order
+SETTLED = {
+    "NEW": "ACKED",
+    "PARTIALLY_FILLED": "PARTIALLY_FILLED",
+    "FILLED": "FILLED",
+    "CANCELED": "CANCELLED",
+    "EXPIRED": "EXPIRED",
+    "EXPIRED_IN_MATCH": "EXPIRED",
+    "REJECTED": "REJECTED",
+}
+_UNSETTLED = ("SENT", "UNKNOWN")
+# Never inherit the developer's profile, safe mode or data dir: the config file decides
+_SCRUBBED = ("SAFE_MODE", "EXCHANGE_PROFILE", "PROPBOT_DATA_DIR", "PROPBOT_DB_URL", "PROPBOT_ENV_FILE")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ApiProcess:
+    """`propbot serve --profile testnet --config … --data-dir … --port …`, killable with SIGKILL."""
+
+    def __init__(self, data_dir: Path, sim_base_url: str, sim_ws_url: str, approvers: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = data_dir / "config.testnet.yaml"
+        self.config_path.write_text(yaml.safe_dump(_config(sim_base_url, sim_ws_url, approvers)))
+        env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+        self.env = {**env, "BINANCE_API_KEY_TESTNET": SIM_KEY, "BINANCE_API_SECRET_TESTNET": SIM_SECRET}
+        self.log_path = data_dir / "serve.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.starts = 0
+        self.tokens = {role: self._add_operator(role) for role in ROLES}
+        self._clients: list[httpx.Client] = []
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run `propbot …` in the data dir (cwd there, so no stray ./.env is read)."""
+        return subprocess.run(
+            [str(PROPBOT), *args],
+            cwd=self.data_dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def _add_operator(self, role: str) -> str:
+        done = self.cli("operators", "add", role, "--role", role, "--profile", "testnet",
+                        "--data-dir", str(self.data_dir))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    def start(self, timeout_s: float = 30.0) -> ApiProcess:
+        """Start the server and wait for /readyz (journal replayed and verified, venue reconciled)."""
+        self.port = _free_port()
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"\n---- start {self.starts} on port {self.port} ----\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [str(PROPBOT), "serve", "--profile", "testnet", "--config", str(self.config_path),
+                 "--data-dir", str(self.data_dir), "--port", str(self.port)],
+                cwd=self.data_dir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"propbot serve exited ({self.proc.returncode}):\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"propbot serve not ready in {timeout_s}s:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def kill9(self) -> None:
+        """SIGKILL: no lifespan shutdown, no flush, no goodbye to the venue."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        assert self.proc.returncode == -signal.SIGKILL
+        for c in self._clients:
+            c.close()
+        self._clients.clear()
+
+    def stop(self) -> None:
+        for c in self._clients:
+            c.close()
+        self._clients.clear()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def client(self, role: str) -> httpx.Client:
+        c = httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.tokens[role]}"}, timeout=20
+        )
+        self._clients.append(c)
+        return c
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _config(rest: str, ws: str, approvers: dict[str, str]) -> dict[str, Any]:
+    return {
+        "profile": "testnet",
+        "exchange": "binance_spot",
+        "routing": {"base_url_rest": rest, "base_url_ws": ws},
+        "safe_mode": False,
+        "approvals": {"two_man_rule": True, "require_token": True, "ttl_s": 900, "public_keys": approvers},
+        "preflight": {"time_skew_ms_max": 1000, "ping_timeout_ms": 1500, "permissions_required": ["SPOT_TRADE"]},
+        "risk": {"max_order_notional": "1000", "max_order_qty": "1", "price_collar_pct": "10",
+                 "max_open_orders": 500, "max_orders_per_minute": 10000},
+        "ws": {"enabled": False},
+        "orders": {"unknown_grace_s": UNKNOWN_GRACE_S, "reconcile_interval_s": 0.05},
+        "binance": {"poll_interval_s": 0.2, "timeout_s": 5},
+    }  # fmt: skip
+
+
+def go_live(api: ApiProcess, approver_key: Ed25519PrivateKey) -> None:
+    """The two-man rule as an operator meets it: admin arms with approver2's token, then goes live."""
+    admin = api.client("admin")
+    armed = admin.post(
+        "/api/session/arm", json={"token": approval_token(approver_key, "approver2", "testnet")}
+    )
+    assert armed.status_code == 200, armed.text
+    live = admin.post("/api/session/go_live")
+    assert live.status_code == 200, live.text
+    assert live.json()["session"]["state"] == "LIVE"
+
+
+def order_body(cid: str, kind: str) -> dict[str, str]:
+    """`rest`: GTC BUY 5% under the market (stays NEW); `fill`: IOC BUY over the best ask (FILLED)."""
+    price = PRICE * 95 // 100 if kind == "rest" else PRICE + 100
+    tif = "GTC" if kind == "rest" else "IOC"
+    return {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": tif,
+            "quantity": "0.0001", "price": str(price), "newClientOrderId": cid}  # fmt: skip
+
+
+def sim_fault(sim_url: str, spec: dict[str, Any] | None) -> None:
+    """Set simulator faults, or clear every fault (and not-found lag) with None."""
+    if spec is None:
+        httpx.delete(f"{sim_url}/_sim/faults").raise_for_status()
+    else:
+        httpx.post(f"{sim_url}/_sim/faults", json=spec).raise_for_status()
+
+
+def ground_truth(sim_url: str) -> dict[str, Any]:
+    return httpx.get(f"{sim_url}/_sim/ground_truth").json()  # type: ignore[no-any-return]
+
+
+def order_streams(auditor: httpx.Client) -> dict[str, list[dict[str, Any]]]:
+    """Every order's journal rows, oldest first, keyed by client order id."""
+    streams: dict[str, list[dict[str, Any]]] = {}
+    for row in journal_rows(auditor, stream="order"):
+        streams.setdefault(row["stream_id"], []).append(row)
+    return streams
+
+
+def final_state(rows: list[dict[str, Any]]) -> str:
+    return str(rows[-1]["to_state"])
+
+
+def wait_settled(
+    auditor: httpx.Client, timeout_s: float = UNKNOWN_GRACE_S + 6
+) -> dict[str, list[dict[str, Any]]]:
+    """Poll the journal until no order is left SENT or UNKNOWN; returns the order streams."""
+
+    def settled() -> dict[str, list[dict[str, Any]]] | None:
+        streams = order_streams(auditor)
+        return None if any(final_state(r) in _UNSETTLED for r in streams.values()) else streams
+
+    try:
+        return eventually(settled, timeout=timeout_s, interval=0.1)  # type: ignore[no-any-return]
+    except AssertionError:
+        stuck = {cid: _brief(r) for cid, r in order_streams(auditor).items() if final_state(r) in _UNSETTLED}
+        raise AssertionError(f"orders still unsettled after {timeout_s}s: {stuck}") from None
+
+
+def _brief(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(r["seq"], r["trigger"], r["from_state"], r["to_state"], r["actor"], r["reason"]) for r in rows]
+
+
+def check_recovered(api: ApiProcess, sim_url: str) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """The invariants after a crash and restart; returns (order streams, ground truth) for more checks.
+
+    - `propbot journal verify` passes (hash chain, versions, FSM edges);
+    - the session is on HOLD with reason `restart`, and no row after the restart went ARMED or LIVE;
+    - no order is left SENT/UNKNOWN once the grace period is over;
+    - the simulator never received two orders with one client order id (nothing placed twice);
+    - every order the simulator accepted is in the journal exactly once, reconciled to the venue's status;
+    - every journaled order the simulator never saw ended REJECTED (nothing invented).
+    """
+    verify = api.cli("journal", "verify", "--profile", "testnet", "--data-dir", str(api.data_dir))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert verify.stdout.startswith("journal OK"), verify.stdout
+
+    auditor = api.client("auditor")
+    session = api.client("viewer").get("/api/session").json()["session"]
+    assert (session["state"], session["hold_reason"]) == ("HOLD", "restart"), session
+    srows = journal_rows(auditor, stream="session")
+    last_live = max(i for i, r in enumerate(srows) if r["to_state"] == "LIVE")
+    after = srows[last_live + 1 :]
+    assert after, "no session row after the crash"
+    assert (after[0]["trigger"], after[0]["to_state"], after[0]["reason"]) == ("hold", "HOLD", "restart")
+    assert [r for r in after if r["to_state"] in ("LIVE", "ARMED")] == []
+
+    streams = wait_settled(auditor)
+    truth = ground_truth(sim_url)
+    placed = Counter(o["clientOrderId"] for o in truth["orders"])
+    assert [cid for cid, n in placed.items() if n > 1] == [], "an order was placed twice"
+    for o in truth["orders"]:
+        rows = streams.get(o["clientOrderId"])
+        assert rows is not None, f"{o['clientOrderId']} is on the venue but not in the journal"
+        triggers = [r["trigger"] for r in rows]
+        assert (triggers.count("create"), triggers.count("send")) == (1, 1), _brief(rows)
+        assert final_state(rows) == SETTLED[o["status"]], (o["status"], _brief(rows))
+    for cid, rows in streams.items():
+        if cid not in placed:
+            assert final_state(rows) == "REJECTED", (cid, _brief(rows))
+    return streams, truth
