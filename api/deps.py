@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.requests import ClientDisconnect
 
 from api.auth import Operator, OperatorError
 from api.errors import ApiError
@@ -76,7 +77,10 @@ async def json_body(request: Request, *, optional: bool = False) -> dict[str, An
     Raises:
         ApiError: 400 malformed_json, 422 invalid_body (not an object, or missing when required).
     """
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the request body did not arrive") from None
     if not raw.strip():
         if optional:
             return {}

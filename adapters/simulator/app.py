@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -130,7 +130,11 @@ async def dispatch(request: Request) -> Response:
             {"code": -1000, "msg": f"No endpoint for {request.method} {request.url.path}."}, status
         )
     query = request.scope["query_string"]
-    body = await request.body()
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        # The client went away mid-request (a killed process, a timeout): nothing to answer, nothing done
+        return Response(status_code=499)
     now = state.now_ms()
     try:
         try:
