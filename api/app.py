@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from api import errors
 from api.auth import ensure_first_operators
 from api.middleware import BodyLimitMiddleware
-from api.routes import audit, health, live, session, status
+from api.routes import audit, health, live, metrics, session, status
 from api.runtime import Runtime
 from api.settings import Settings
 
@@ -62,7 +62,7 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app, _session_state)
-    for module in (health, live, session, audit, status):
+    for module in (health, live, session, audit, status, metrics):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware)
     return app

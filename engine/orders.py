@@ -193,6 +193,7 @@ class OrderService:
         return Placement(order, exchange=dict(answer))
 
     async def _send(self, order: Order) -> Placement:
+        started = asyncio.get_running_loop().time()
         try:
             vo = await self._exchange.place(order.request)
         except ExecutionStatusUnknown as exc:
@@ -210,6 +211,7 @@ class OrderService:
                 await self._sessions.hold(f"IP_BANNED: {exc}")
             raise
         await self._sync(order, vo)
+        self._writer.metrics.send_latency.observe(asyncio.get_running_loop().time() - started)
         return Placement(order, exchange=vo.raw)
 
     @staticmethod

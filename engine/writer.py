@@ -9,11 +9,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from engine.journal import Journal, NewEntry, Record
+from engine.metrics import Metrics
 
 
 class GroupCommitWriter:
-    def __init__(self, journal: Journal, *, max_groups: int = 1024) -> None:
+    def __init__(self, journal: Journal, *, max_groups: int = 1024, metrics: Metrics | None = None) -> None:
         self.journal = journal
+        self.metrics = metrics or Metrics()
         self._max_groups = max_groups
         self._queue: asyncio.Queue[tuple[Sequence[NewEntry], asyncio.Future[list[Record]]]] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -58,6 +60,7 @@ class GroupCommitWriter:
                     fut.set_exception(result)
                 else:
                     self.rows += len(result)
+                    self.metrics.observe(result)
                     fut.set_result(result)
 
     async def close(self) -> None:
