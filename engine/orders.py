@@ -302,14 +302,26 @@ class OrderService:
             async with self._lock(client_order_id):
                 if vo is not None:
                     await self._sync(order, vo)
-                    if order.state is not S.CANCEL_PENDING or order.terminal:
+                    if order.state is not S.CANCEL_PENDING:
                         return
-                elif loop.time() >= deadline and order.state is S.UNKNOWN:
-                    reason = f"not found by clientOrderId after {self._settings.unknown_grace_s:g}s"
-                    await self._commit(order, [order.decide("reconcile_rejected", {}, "reconciler", reason)])
+                if loop.time() >= deadline:
+                    await self._give_up(order, vo)
                     return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    async def _give_up(self, order: Order, vo: VenueOrder | None) -> None:
+        grace = f"{self._settings.unknown_grace_s:g}s"
+        if order.state is S.UNKNOWN:  # unseen for the whole grace period: taken as never placed
+            reason = f"not found by clientOrderId after {grace}"
+            await self._commit(order, [order.decide("reconcile_rejected", {}, "reconciler", reason)])
+        elif vo is not None:  # CANCEL_PENDING, and the venue still shows it working: the cancel did not land
+            trigger = "cancel_failed_partial" if order.filled_qty else "cancel_failed"
+            await self._commit(order, [order.decide(trigger, {}, "reconciler", f"still open after {grace}")])
+        else:
+            await self._sessions.hold(
+                f"order {order.client_order_id}: cancel outcome unknown, venue does not show it"
+            )
 
     async def reconcile_open(self) -> list[str]:
         """Startup: finish what a crash interrupted and compare every open order with the venue.

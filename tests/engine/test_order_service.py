@@ -269,3 +269,20 @@ async def test_each_live_order_runs_preflight_and_a_failure_holds(engine: Engine
     assert engine.sessions.current.state is SessionState.HOLD
     assert fake.placed == []
     assert engine.journal.stream("audit", audit.stream_id)  # the refused call is still audited
+
+
+async def test_cancel_with_unknown_outcome_that_did_not_land_returns_to_acked(
+    engine: Engine, fake: FakeExchange
+) -> None:
+    await go_live(engine)
+    placed = await engine.orders.submit(limit(), "trader")
+
+    async def lost_cancel(symbol: str, client_order_id: str) -> None:
+        raise ExecutionStatusUnknown("-1007", reason="EXECUTION_STATUS_UNKNOWN", code=-1007)
+
+    fake.cancel = lost_cancel  # type: ignore[method-assign,assignment]
+    with pytest.raises(ExecutionStatusUnknown):
+        await engine.orders.cancel("BTCUSDT", "c1", None, "trader")
+    assert placed.order.state is OrderState.CANCEL_PENDING
+    await eventually(lambda: placed.order.state is OrderState.ACKED, timeout=3)
+    assert triggers(engine, "c1")[-2:] == ["request_cancel", "cancel_failed"]
