@@ -9,6 +9,7 @@
 Fault keys (POST /_sim/faults):
     latency_ms: int                  added before every REST request is handled
     http_5xx: int, http_5xx_status   next N REST requests answer 500/502/503/504 without executing (default 503)
+    http_5xx_path: str               only requests to this path take the 5xx (default: any path)
     lost_response: int, lost_response_status
                                      next N accepted POST /api/v3/order execute, then answer -1007 (500 or 503)
     not_found_lag_s: float           orders placed from now on answer -2013 to GET order/openOrders for S s

@@ -149,7 +149,7 @@ async def dispatch(request: Request) -> Response:
             headers["X-MBX-USED-WEIGHT-1M"] = headers["X-MBX-USED-WEIGHT"] = str(
                 state.limiter.used_weight(ip, now)
             )
-        if state.faults.take("http_5xx"):
+        if state.faults.take_5xx(request.url.path):
             status = state.faults.http_5xx_status
             return json_response(dict(zip(("code", "msg"), _5XX_BODY[status], strict=True)), status, headers)
         if parse_error is not None:

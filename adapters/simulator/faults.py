@@ -42,6 +42,7 @@ class Faults:
     latency_ms: int = 0
     http_5xx: int = 0
     http_5xx_status: int = 503
+    http_5xx_path: str = ""  # when set, only requests to this path are hit (e.g. "/api/v3/order")
     lost_response: int = 0
     lost_response_status: int = 503
     not_found_lag_s: float = 0.0
@@ -71,6 +72,11 @@ class Faults:
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise FaultSpecError(f"clock_skew_ms must be an integer, was {value!r}")
                 staged.clock_skew_ms = value
+            elif key == "http_5xx_path":
+                value = spec[key]
+                if not isinstance(value, str) or (value and not value.startswith("/")):
+                    raise FaultSpecError(f"http_5xx_path must be a path such as /api/v3/order, was {value!r}")
+                staged.http_5xx_path = value
             elif key == "not_found_lag_s":
                 staged.not_found_lag_s = _float(spec, key)
             elif key == "ws_stall":
@@ -105,6 +111,12 @@ class Faults:
             setattr(self, counter, left - 1)
             return True
         return False
+
+    def take_5xx(self, path: str) -> bool:
+        """Consume one forced 5xx if this request's path is the one targeted (or any path is)."""
+        if self.http_5xx_path and path != self.http_5xx_path:
+            return False
+        return self.take("http_5xx")
 
     def ws_stalled(self, now_ms: int) -> bool:
         return now_ms < self.ws_stall_until_ms

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +21,12 @@ import httpx
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.e2e.server import ROLES, SIM_KEY, SIM_SECRET, approval_token, eventually, journal_rows
+from tests.agreement import journal_agrees_with_venue
+from tests.e2e.server import ROLES, SIM_KEY, SIM_SECRET, approval_token, journal_rows
 
 PROPBOT = Path(sys.executable).with_name("propbot")
 UNKNOWN_GRACE_S = 4.0
 PRICE = 65000  # the simulator's BTCUSDT reference; no WebSocket client, so it never moves
-# Venue status (Binance) → the state the journal must reach for that order
-SETTLED = {
-    "NEW": "ACKED",
-    "PARTIALLY_FILLED": "PARTIALLY_FILLED",
-    "FILLED": "FILLED",
-    "CANCELED": "CANCELLED",
-    "EXPIRED": "EXPIRED",
-    "EXPIRED_IN_MATCH": "EXPIRED",
-    "REJECTED": "REJECTED",
-}
-_UNSETTLED = ("SENT", "UNKNOWN")
 # Never inherit the developer's profile, safe mode or data dir: the config file decides
 _SCRUBBED = ("SAFE_MODE", "EXCHANGE_PROFILE", "PROPBOT_DATA_DIR", "PROPBOT_DB_URL", "PROPBOT_ENV_FILE")
 
@@ -187,50 +176,6 @@ def order_body(cid: str, kind: str) -> dict[str, str]:
             "quantity": "0.0001", "price": str(price), "newClientOrderId": cid}  # fmt: skip
 
 
-def sim_fault(sim_url: str, spec: dict[str, Any] | None) -> None:
-    """Set simulator faults, or clear every fault (and not-found lag) with None."""
-    if spec is None:
-        httpx.delete(f"{sim_url}/_sim/faults").raise_for_status()
-    else:
-        httpx.post(f"{sim_url}/_sim/faults", json=spec).raise_for_status()
-
-
-def ground_truth(sim_url: str) -> dict[str, Any]:
-    return httpx.get(f"{sim_url}/_sim/ground_truth").json()  # type: ignore[no-any-return]
-
-
-def order_streams(auditor: httpx.Client) -> dict[str, list[dict[str, Any]]]:
-    """Every order's journal rows, oldest first, keyed by client order id."""
-    streams: dict[str, list[dict[str, Any]]] = {}
-    for row in journal_rows(auditor, stream="order"):
-        streams.setdefault(row["stream_id"], []).append(row)
-    return streams
-
-
-def final_state(rows: list[dict[str, Any]]) -> str:
-    return str(rows[-1]["to_state"])
-
-
-def wait_settled(
-    auditor: httpx.Client, timeout_s: float = UNKNOWN_GRACE_S + 6
-) -> dict[str, list[dict[str, Any]]]:
-    """Poll the journal until no order is left SENT or UNKNOWN; returns the order streams."""
-
-    def settled() -> dict[str, list[dict[str, Any]]] | None:
-        streams = order_streams(auditor)
-        return None if any(final_state(r) in _UNSETTLED for r in streams.values()) else streams
-
-    try:
-        return eventually(settled, timeout=timeout_s, interval=0.1)  # type: ignore[no-any-return]
-    except AssertionError:
-        stuck = {cid: _brief(r) for cid, r in order_streams(auditor).items() if final_state(r) in _UNSETTLED}
-        raise AssertionError(f"orders still unsettled after {timeout_s}s: {stuck}") from None
-
-
-def _brief(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    return [(r["seq"], r["trigger"], r["from_state"], r["to_state"], r["actor"], r["reason"]) for r in rows]
-
-
 def check_recovered(api: ApiProcess, sim_url: str) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """The invariants after a crash and restart; returns (order streams, ground truth) for more checks.
 
@@ -255,17 +200,4 @@ def check_recovered(api: ApiProcess, sim_url: str) -> tuple[dict[str, list[dict[
     assert (after[0]["trigger"], after[0]["to_state"], after[0]["reason"]) == ("hold", "HOLD", "restart")
     assert [r for r in after if r["to_state"] in ("LIVE", "ARMED")] == []
 
-    streams = wait_settled(auditor)
-    truth = ground_truth(sim_url)
-    placed = Counter(o["clientOrderId"] for o in truth["orders"])
-    assert [cid for cid, n in placed.items() if n > 1] == [], "an order was placed twice"
-    for o in truth["orders"]:
-        rows = streams.get(o["clientOrderId"])
-        assert rows is not None, f"{o['clientOrderId']} is on the venue but not in the journal"
-        triggers = [r["trigger"] for r in rows]
-        assert (triggers.count("create"), triggers.count("send")) == (1, 1), _brief(rows)
-        assert final_state(rows) == SETTLED[o["status"]], (o["status"], _brief(rows))
-    for cid, rows in streams.items():
-        if cid not in placed:
-            assert final_state(rows) == "REJECTED", (cid, _brief(rows))
-    return streams, truth
+    return journal_agrees_with_venue(auditor, sim_url, timeout_s=UNKNOWN_GRACE_S + 6)

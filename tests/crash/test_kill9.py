@@ -17,14 +17,8 @@ from typing import Any
 import httpx
 
 from adapters.simulator.server import SimulatorServer
-from tests.crash.harness import (
-    UNKNOWN_GRACE_S,
-    ApiProcess,
-    check_recovered,
-    ground_truth,
-    order_body,
-    sim_fault,
-)
+from tests.agreement import ground_truth, sim_fault
+from tests.crash.harness import UNKNOWN_GRACE_S, ApiProcess, check_recovered, order_body
 from tests.e2e.server import eventually, journal_rows
 
 
