@@ -165,7 +165,7 @@ async def cancel_order(request: Request, op: Trader, engine: EngineDep) -> dict[
     except EngineError as exc:
         cid = body.origClientOrderId or ""
         if not cid and body.orderId is not None:
-            known = engine.orders.find_by_order_id(body.symbol, body.orderId)
+            known = engine.orders.store.find_by_order_id(body.symbol, body.orderId)
             cid = known.client_order_id if known else ""
         raise (_with_order(exc, engine, cid) if cid else exc) from None
     return _answer(placement)

@@ -243,7 +243,7 @@ async def test_crash_after_write_ahead_is_finished_by_reconciliation(
     from engine.order import decide_create
 
     entries = [decide_create(order_req, "live", "trader")]
-    entries += eng.orders._chain(OrderState.NEW, 1, "w1", [("preflight", {}, ""), ("send", {}, "")], "trader")
+    entries += eng.orders.store.chain(OrderState.NEW, 1, "w1", [("preflight", {}, ""), ("send", {}, "")], "trader")
     await eng.writer.append(entries)
     await fake.place(order_req)  # the request did reach the venue
     await eng.stop()
