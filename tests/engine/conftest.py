@@ -1,22 +1,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from engine.config import EngineSettings
-from engine.persistence.migrate import upgrade
 from engine.persistence.sql_journal import SqlJournal
 from engine.runtime import Engine
 from tests.fakes import FakeExchange, FrozenClock
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'engine.db'}"
-    upgrade(url)
-    return url
+def db_url(journal_url: str) -> str:
+    """The service tests run on both journals: SQLite, and PostgreSQL when PROPBOT_TEST_PG_URL is set."""
+    return journal_url
 
 
 @pytest.fixture
