@@ -7,6 +7,7 @@ the raw query bytes exactly as Binance does. Each client signs every request and
 requests in flight. Printed: p50/p99 latency, throughput, and throughput as a ratio of raw aiohttp (the
 floor measured in the same run). A second check sends a client order id with reserved characters
 (`/`, `,`, `+`) and reports whether the venue accepted the signature.
+Results: benchmarks/results/transport.json.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import argparse
 import asyncio
 import hashlib
 import hmac
+import multiprocessing
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import save  # puts the repository root on sys.path, as in the other benchmarks
 
 SECRET = "bench-secret"
 Send = Callable[[str], Awaitable[int]]
@@ -135,9 +137,11 @@ async def clients() -> list[tuple[str, Callable[[], Awaitable[tuple[Send, Callab
     ]
 
 
-async def bench(base: str, total: int) -> None:
+async def bench(base: str, total: int) -> dict[str, Any]:
+    """Run every client at every concurrency; print the table and return it for the JSON file."""
     results: dict[tuple[str, int], tuple[float, float, float]] = {}
     reserved_ok: dict[str, bool] = {}
+    failures: list[dict[str, Any]] = []
     for name, make in await clients():
         send, close = await make()
         await run(send, base, 8, 200)  # warm-up: connections open, code paths hot
@@ -148,6 +152,9 @@ async def bench(base: str, total: int) -> None:
                 )
             except (TimeoutError, RuntimeError) as exc:
                 print(f"{name} @ {inflight}: FAILED {type(exc).__name__} {exc}")
+                failures.append(
+                    {"client": name, "in_flight": inflight, "error": f"{type(exc).__name__} {exc}"}
+                )
         reserved_ok[name] = await send(f"{base}/api/v3/order/test?{signed('a/b,c+d', 0)}") == 200
         await close()
     floor = {n: results.get(("raw aiohttp (floor)", n), (0, 0, 1.0))[2] for n in (1, 8, 32)}
@@ -158,6 +165,18 @@ async def bench(base: str, total: int) -> None:
     print("\nsignature accepted with reserved characters in newClientOrderId ('a/b,c+d'):")
     for name, ok in reserved_ok.items():
         print(f"  {name:36} {'yes' if ok else 'NO (-1022: bytes sent differ from bytes signed)'}")
+    rows = [
+        {
+            "client": name,
+            "in_flight": inflight,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "req_per_s": rps,
+            "vs_raw": rps / floor[inflight],
+        }
+        for (name, inflight), (p50, p99, rps) in results.items()
+    ]
+    return {"rows": rows, "failures": failures, "reserved_chars_signature_accepted": reserved_ok}
 
 
 def main() -> None:
@@ -172,10 +191,21 @@ def main() -> None:
     try:
         assert child.stdout is not None
         port = int(child.stdout.readline())
-        asyncio.run(bench(f"http://127.0.0.1:{port}", args.requests))
+        measured = asyncio.run(bench(f"http://127.0.0.1:{port}", args.requests))
     finally:
         child.terminate()
         child.wait(timeout=10)
+    save(
+        "transport",
+        {
+            "benchmark": "transport",
+            "requests_per_cell": args.requests,
+            "cpus": multiprocessing.cpu_count(),
+            "python": sys.version.split()[0],
+            "floor": "raw aiohttp (floor)",
+            **measured,
+        },
+    )
 
 
 if __name__ == "__main__":
