@@ -73,10 +73,18 @@ def decide_from(
     )
 
 
-def decide_create(request: OrderRequest, mode: str, actor: str) -> NewEntry:
+def decide_create(request: OrderRequest, mode: str, actor: str, reason: str = "") -> NewEntry:
     payload = {"request": request.to_payload(), "mode": mode}
     return NewEntry(
-        "order", request.client_order_id, 1, ORDER_CREATE_TRIGGER, None, ORDER_INITIAL.value, payload, actor
+        "order",
+        request.client_order_id,
+        1,
+        ORDER_CREATE_TRIGGER,
+        None,
+        ORDER_INITIAL.value,
+        payload,
+        actor,
+        reason,
     )
 
 

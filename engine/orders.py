@@ -29,7 +29,7 @@ from engine.fsm.session_table import SessionState
 from engine.guardrails.preflight import Check, risk_headroom
 from engine.guardrails.risk import OrderRateWindow, check_filters, check_risk
 from engine.journal import Journal, NewEntry
-from engine.order import Order, decide_create
+from engine.order import CLIENT_ORDER_ID, Order, decide_create
 from engine.order_store import OrderStore
 from engine.ports import Clock, ExchangePort
 from engine.reconcile import plan_sync
@@ -85,6 +85,11 @@ class OrderService:
         Raises:
             IdempotencyConflict, SessionHalted, OrderRejected, ExchangeError subclasses.
         """
+        if not CLIENT_ORDER_ID.match(req.client_order_id):
+            # The API validates too; the engine does not rely on it (ids go into the journal's hash encoding)
+            raise OrderRejected(
+                "clientOrderId must match [.A-Z:/a-z0-9_-]{1,36}", reason="invalid_client_order_id"
+            )
         if self._sessions.current.state is SessionState.LIVE and req.client_order_id not in self.open:
             try:
                 await self._sessions.preflight_or_hold(self.risk_headroom(), actor)

@@ -8,11 +8,11 @@ import asyncio
 from engine.config import EngineSettings
 from engine.errors import ExchangeError
 from engine.fsm.order_table import OrderState
-from engine.order import Order
+from engine.order import CLIENT_ORDER_ID, Order, decide_create
 from engine.order_store import OrderStore
 from engine.ports import ExchangePort
 from engine.sessions import SessionService
-from engine.types import VenueOrder
+from engine.types import VenueOrder, VenueStatus
 
 S = OrderState
 
@@ -30,6 +30,17 @@ class Reconciler:
         """Listener for pushed updates (fills of resting orders, expiries, foreign cancels)."""
         if vo.client_order_id in self._store.open:
             self._store.spawn(self._locked_sync(vo))
+        elif vo.status is not VenueStatus.REJECTED:
+            self._store.spawn(self._check_closed(vo))
+
+    async def _check_closed(self, vo: VenueOrder) -> None:
+        """An update for an order the journal closed as REJECTED (e.g. absent past the UNKNOWN grace)
+        means the venue has it after all: a mismatch no rule explains, so HOLD for an operator."""
+        order = await asyncio.to_thread(self._store.find, vo.client_order_id)
+        if order is not None and order.state is S.REJECTED and order.order_id is None:
+            await self._sessions.hold(
+                f"order {vo.client_order_id} is journalled REJECTED but the venue shows it {vo.status.value}"
+            )
 
     async def _locked_sync(self, vo: VenueOrder) -> None:
         async with self._store.lock(vo.client_order_id):
@@ -109,6 +120,8 @@ class Reconciler:
             async with store.lock(order.client_order_id):
                 if vo is not None:
                     await store.sync(order, vo)
+                    if order.state is S.CANCEL_PENDING:  # the cancel's outcome died with the process
+                        store.spawn(self.resolve_unknown(order.client_order_id))
                 elif self._exchange.venue == "paper":
                     # The paper venue lives in memory: its resting orders are gone after a restart
                     await store.commit(
@@ -120,7 +133,30 @@ class Reconciler:
             venue_open = await self._exchange.open_orders(None)
         except ExchangeError as exc:
             return [*problems, f"open orders query failed ({exc.reason})"]
-        foreign = [vo.client_order_id for vo in venue_open if store.find(vo.client_order_id) is None]
-        if foreign:
-            problems.append(f"open on the venue, unknown to the journal: {', '.join(sorted(foreign))}")
+        for vo in venue_open:
+            if store.find(vo.client_order_id) is None and not await self._adopt(vo):
+                problems.append(
+                    f"{vo.client_order_id}: open on the venue, unknown to the journal, cannot adopt"
+                )
         return problems
+
+    async def _adopt(self, vo: VenueOrder) -> bool:
+        """Journal a working order the journal does not know, so it is tracked (and can be cancelled) from
+        now on; False when the venue's answer cannot be turned into an order we could have placed."""
+        req = vo.as_request()
+        if req is None or not CLIENT_ORDER_ID.match(vo.client_order_id):
+            return False
+        mode = "paper" if self._exchange.venue == "paper" else "live"
+        trigger = "adopt_partial" if vo.executed_qty else "adopt"
+        payload = {
+            "orderId": vo.order_id,
+            "executedQty": str(vo.executed_qty),
+            "venueStatus": vo.status.value,
+        }
+        reason = "adopted: working on the venue, unknown to the journal"
+        create = decide_create(req, mode, "reconciler", reason)
+        steps = [(trigger, payload, reason)]
+        entries = [create, *self._store.chain(S.NEW, 1, req.client_order_id, steps, "reconciler")]
+        async with self._store.lock(req.client_order_id):
+            await self._store.commit(None, entries)
+        return True

@@ -141,6 +141,18 @@ class VenueOrder:
     cumulative_quote_qty: Decimal = Decimal(0)
     fills: tuple[Fill, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict)
+    # What the order is, for adopting one the journal does not know (None when the answer omits it)
+    side: Side | None = None
+    type: OrderType | None = None
+    price: Decimal | None = None
+    time_in_force: TimeInForce | None = None
+
+    def as_request(self) -> OrderRequest | None:
+        """The order as if we had asked for it, or None when the venue's answer does not say enough."""
+        if self.side is None or self.type is None:
+            return None
+        return OrderRequest(self.symbol, self.side, self.type, self.client_order_id, self.orig_qty,
+                            self.price if self.price else None, self.time_in_force)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,7 @@ class FakeExchange:
         self.listeners: list[Callable[[VenueOrder], None]] = []
         self.skew_ms = 0.0
         self.permissions: tuple[str, ...] = ("SPOT",)
+        self.restrictions: dict[str, Any] | None = None  # None: a venue without apiRestrictions
         self._ids = itertools.count(1)
         self._trades = itertools.count(100)
 
@@ -88,7 +89,7 @@ class FakeExchange:
         filled = qty if status is VenueStatus.FILLED else Decimal(0)
         fills = (Fill(next(self._trades), req.price or Decimal(1), qty),) if filled else ()
         vo = VenueOrder(req.symbol, req.client_order_id, status, next(self._ids), qty, filled, Decimal(0), fills,
-                        {"status": status.value})  # fmt: skip
+                        {"status": status.value}, req.side, req.type, req.price, req.time_in_force)  # fmt: skip
         self.orders[req.client_order_id] = vo
         if self.execute_then_fail is not None:
             exc, self.execute_then_fail = self.execute_then_fail, None
@@ -121,6 +122,9 @@ class FakeExchange:
     async def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
         live = (VenueStatus.NEW, VenueStatus.PARTIALLY_FILLED)
         return [vo for vo in self.orders.values() if vo.status in live and symbol in (None, vo.symbol)]
+
+    async def key_restrictions(self) -> dict[str, Any] | None:
+        return self.restrictions
 
     def on_update(self, listener: Callable[[VenueOrder], None]) -> None:
         self.listeners.append(listener)

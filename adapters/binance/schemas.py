@@ -5,7 +5,17 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from engine.types import AccountInfo, Balance, Fill, SymbolRules, VenueOrder, VenueStatus
+from engine.types import (
+    AccountInfo,
+    Balance,
+    Fill,
+    OrderType,
+    Side,
+    SymbolRules,
+    TimeInForce,
+    VenueOrder,
+    VenueStatus,
+)
 
 
 def _dec(value: Any) -> Decimal:
@@ -37,7 +47,19 @@ def venue_order_from_json(data: dict[str, Any]) -> VenueOrder:
         cumulative_quote_qty=_dec(data.get("cummulativeQuoteQty")),
         fills=fills,
         raw=data,
+        side=_enum(Side, data.get("side")),
+        type=_enum(OrderType, data.get("type")),
+        price=_dec(data.get("price")) if data.get("price") not in (None, "") else None,
+        time_in_force=_enum(TimeInForce, data.get("timeInForce")),
     )
+
+
+def _enum(kind: Any, value: Any) -> Any:
+    """The engine's enum member, or None for a value it does not model (e.g. an order list type)."""
+    try:
+        return kind(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def account_from_json(data: dict[str, Any]) -> AccountInfo:

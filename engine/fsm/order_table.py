@@ -66,6 +66,9 @@ ORDER_TRANSITIONS: list[dict[str, object]] = [
         "source": S.UNKNOWN,
         "dest": S.EXPIRED,
     },  # an IOC that found no liquidity
+    # Found working on the venue at startup, unknown to the journal (placed by hand, or a lost journal)
+    {"trigger": "adopt", "source": S.NEW, "dest": S.ACKED},
+    {"trigger": "adopt_partial", "source": S.NEW, "dest": S.PARTIALLY_FILLED},
 ]
 
 ORDER_INITIAL = S.NEW

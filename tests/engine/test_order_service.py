@@ -219,15 +219,45 @@ async def test_restart_from_live_comes_back_on_hold_and_reconciles(
     await second.stop()
 
 
-async def test_orders_unknown_to_the_journal_put_the_session_on_hold(
+async def test_orders_unknown_to_the_journal_are_adopted_at_start(
     db_url: str, settings: EngineSettings
 ) -> None:
     fake = FakeExchange()
-    await fake.place(limit("foreign"))
+    await fake.place(limit("foreign"))  # placed by hand on the venue: the journal never saw it
+    fake.fill("foreign", Decimal("0.0004"))
+    eng = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
+    report = await eng.start()
+    assert report.problems == []
+    assert eng.sessions.current.state is SessionState.TESTNET
+    adopted = eng.orders.open["foreign"]
+    assert (adopted.state, adopted.filled_qty, adopted.mode) == (
+        OrderState.PARTIALLY_FILLED,
+        Decimal("0.0004"),
+        "live",
+    )
+    rows = eng.journal.stream("order", "foreign")
+    assert [(r.trigger, r.actor) for r in rows] == [("create", "reconciler"), ("adopt_partial", "reconciler")]
+    await eng.orders.cancel("BTCUSDT", "foreign", None, "trader")  # tracked now: it can be cancelled
+    assert adopted.state is OrderState.CANCELLED
+    assert (
+        replay(eng.journal.scan(), keep_terminal=True).terminal_orders["foreign"].state
+        is OrderState.CANCELLED
+    )
+    await eng.stop()
+
+
+async def test_an_order_that_cannot_be_adopted_holds_the_session(
+    db_url: str, settings: EngineSettings
+) -> None:
+    from dataclasses import replace
+
+    fake = FakeExchange()
+    await fake.place(limit("odd"))
+    fake.orders["odd"] = replace(fake.orders["odd"], side=None)  # the venue's answer lacks what we need
     eng = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
     report = await eng.start()
     assert eng.sessions.current.state is SessionState.HOLD
-    assert "foreign" in report.problems[0]
+    assert "odd" in report.problems[0]
     await eng.stop()
 
 
@@ -243,7 +273,9 @@ async def test_crash_after_write_ahead_is_finished_by_reconciliation(
     from engine.order import decide_create
 
     entries = [decide_create(order_req, "live", "trader")]
-    entries += eng.orders.store.chain(OrderState.NEW, 1, "w1", [("preflight", {}, ""), ("send", {}, "")], "trader")
+    entries += eng.orders.store.chain(
+        OrderState.NEW, 1, "w1", [("preflight", {}, ""), ("send", {}, "")], "trader"
+    )
     await eng.writer.append(entries)
     await fake.place(order_req)  # the request did reach the venue
     await eng.stop()
@@ -286,3 +318,19 @@ async def test_cancel_with_unknown_outcome_that_did_not_land_returns_to_acked(
     assert placed.order.state is OrderState.CANCEL_PENDING
     await eventually(lambda: placed.order.state is OrderState.ACKED, timeout=3)
     assert triggers(engine, "c1")[-2:] == ["request_cancel", "cancel_failed"]
+
+
+async def test_an_order_appearing_after_it_was_given_up_holds_the_session(
+    engine: Engine, fake: FakeExchange
+) -> None:
+    await go_live(engine)
+    fake.execute_then_fail = ExecutionStatusUnknown("-1007", reason="EXECUTION_STATUS_UNKNOWN", code=-1007)
+    fake.hidden.add("c1")  # invisible for longer than the grace period
+    with pytest.raises(ExecutionStatusUnknown):
+        await engine.orders.submit(limit(), "trader")
+    await eventually(lambda: "c1" not in engine.orders.open, timeout=3)
+    assert triggers(engine, "c1")[-1] == "reconcile_rejected"
+    fake.hidden.clear()
+    fake.fill("c1", Decimal("0.001"), VenueStatus.FILLED)  # and now the venue reports it, filled
+    await eventually(lambda: engine.sessions.current.state is SessionState.HOLD)
+    assert "journalled REJECTED" in engine.sessions.current.hold_reason

@@ -47,6 +47,8 @@ EXPECTED = {
     (O.UNKNOWN, "reconcile_rejected"): O.REJECTED,
     (O.UNKNOWN, "reconcile_cancelled"): O.CANCELLED,
     (O.UNKNOWN, "reconcile_expired"): O.EXPIRED,
+    (O.NEW, "adopt"): O.ACKED,
+    (O.NEW, "adopt_partial"): O.PARTIALLY_FILLED,
 }
 TRIGGERS = sorted({t for _, t in EXPECTED} | {"bogus"})
 
