@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,16 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def prepare_sqlite_file(url: str) -> None:
+    """Create the journal's folder, and the file itself owner-only: trading history is nobody else's
+    business (SQLite gives its -wal and -shm files the same mode)."""
+    if not is_sqlite(url) or not url.startswith("sqlite:///") or url.startswith("sqlite:///:memory:"):
+        return
+    path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+
+
 def make_engines(url: str) -> tuple[Engine, Engine]:
     """(writer, reader). On SQLite the writer opens every transaction with BEGIN IMMEDIATE so the
     chain read and the insert happen under one write lock; readers stay deferred and never block it."""
@@ -26,8 +37,7 @@ def make_engines(url: str) -> tuple[Engine, Engine]:
 
 
 def _sqlite_engine(url: str, begin_sql: str) -> Engine:
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    prepare_sqlite_file(url)
     eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(eng, "connect")

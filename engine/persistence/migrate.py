@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from engine.persistence.database import prepare_sqlite_file
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -19,4 +21,5 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> None:
     """Bring the database at `url` to the newest schema (a no-op when it is already there)."""
+    prepare_sqlite_file(url)
     command.upgrade(alembic_config(url), "head")

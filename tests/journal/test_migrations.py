@@ -28,3 +28,11 @@ def test_no_code_updates_or_deletes_journal_rows() -> None:
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert found.stdout == "", found.stdout
+
+
+def test_a_new_sqlite_journal_is_owner_only(tmp_path: Path) -> None:
+    from engine.persistence.migrate import upgrade
+
+    path = tmp_path / "sub" / "journal.db"
+    upgrade(f"sqlite:///{path}")
+    assert path.stat().st_mode & 0o777 == 0o600
