@@ -5,6 +5,9 @@
     GET    /_sim/ground_truth  {"orders": engine.ground_truth(), "real_orders", "test_orders", "lost_responses"}
     POST   /_sim/price         {"symbol": .., "price": ".."} -> engine.set_price
     GET    /_sim/state         faults, weights per IP, order counts, connected WebSocket clients
+    POST   /_sim/api_restrictions  switch GET /sapi/v1/account/apiRestrictions on (live-like); the JSON
+                               object's fields overlay restrictions.DEFAULT_RESTRICTIONS; answers the body
+    DELETE /_sim/api_restrictions  switch it off again: 404, as on Spot Testnet (the default)
 
 Fault keys (POST /_sim/faults):
     latency_ms: int                  added before every REST request is handled
@@ -29,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from adapters.simulator import restrictions
 from adapters.simulator.faults import Faults, FaultSpecError
 from adapters.simulator.state import SimulatorState
 
@@ -114,8 +118,23 @@ async def get_state(request: Request) -> Response:
             "requests": state.requests,
             "real_orders": state.real_orders,
             "test_orders": state.test_orders,
+            "api_restrictions": state.api_restrictions,
         }
     )
+
+
+async def set_api_restrictions(request: Request) -> Response:
+    state = _state(request)
+    try:
+        state.api_restrictions = restrictions.build(await _body(request), state.now_ms())
+    except (FaultSpecError, restrictions.RestrictionsSpecError) as exc:
+        return _json({"error": str(exc)}, 400)
+    return _json({"api_restrictions": state.api_restrictions})
+
+
+async def clear_api_restrictions(request: Request) -> Response:
+    _state(request).api_restrictions = None
+    return _json({"api_restrictions": None})
 
 
 def routes() -> list[BaseRoute]:
@@ -125,4 +144,6 @@ def routes() -> list[BaseRoute]:
         Route("/_sim/ground_truth", ground_truth, methods=["GET"]),
         Route("/_sim/price", set_price, methods=["POST"]),
         Route("/_sim/state", get_state, methods=["GET"]),
+        Route("/_sim/api_restrictions", set_api_restrictions, methods=["POST"]),
+        Route("/_sim/api_restrictions", clear_api_restrictions, methods=["DELETE"]),
     ]

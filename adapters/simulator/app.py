@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.simulator import admin, market, streams, trading
+from adapters.simulator import admin, market, restrictions, streams, trading
 from adapters.simulator.auth import authenticate, parse_params
 from adapters.simulator.faults import Faults
 from adapters.simulator.state import SimulatorState, wall_clock_ms
@@ -41,6 +41,8 @@ class Endpoint:
     # order placement/cancel: 0 weight when successful, the documented weight (1) when failed (since 2026-04-02)
     free_on_success: bool = False
     order_counts: bool = False  # answer carries X-MBX-ORDER-COUNT-* headers
+    # an optional endpoint answers 404 (an unknown path) while this says it is off
+    available: Callable[[SimulatorState], bool] | None = None
 
     def weight_of(self, params: dict[str, str]) -> int:
         return self.weight(params) if callable(self.weight) else self.weight
@@ -68,6 +70,10 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ),
     ("GET", "/api/v3/myTrades"): Endpoint(trading.my_trades, trading.my_trades_weight, signed=True),
     ("GET", "/api/v3/rateLimit/order"): Endpoint(trading.order_rate_limit, 40, signed=True),
+    # Live only (off by default). SAPI counts weight in its own per-endpoint pools, not modelled: 0 here
+    ("GET", "/sapi/v1/account/apiRestrictions"): Endpoint(
+        restrictions.api_restrictions, 0, signed=True, available=restrictions.available
+    ),
 }
 _KNOWN_PATHS = frozenset(path for _, path in ENDPOINTS)
 _5XX_BODY = {
@@ -124,6 +130,10 @@ async def dispatch(request: Request) -> Response:
     ip = request.client.host if request.client else "unknown"
     headers: dict[str, str] = {}
     ep = ENDPOINTS.get((request.method, request.url.path))
+    if ep is not None and ep.available is not None and not ep.available(state):
+        return json_response(
+            {"code": -1000, "msg": f"No endpoint for {request.method} {request.url.path}."}, 404
+        )
     if ep is None:
         status = 405 if request.url.path in _KNOWN_PATHS else 404
         return json_response(
@@ -189,11 +199,15 @@ def create_simulator_app(
     ws_max_incoming_per_s: int = 5,
     ws_max_lifetime_s: float = 86_400.0,
     extra_keys: dict[str, str] | None = None,
+    api_restrictions: dict[str, Any] | None = None,
 ) -> tuple[Starlette, SimulatorState]:
     """Build the simulator app around a matching engine (a fresh default one if None).
 
+    `api_restrictions` switches GET /sapi/v1/account/apiRestrictions on from the start (fields over
+    restrictions.DEFAULT_RESTRICTIONS); without it the path is 404, as on Spot Testnet.
+
     Raises:
-        ValueError: no API key or secret.
+        ValueError: no API key or secret, or a bad api_restrictions field.
     """
     if not api_key or not api_secret:
         raise ValueError("the simulator needs an api_key and an api_secret")
@@ -210,6 +224,8 @@ def create_simulator_app(
         limiter=limiter,
         faults=faults,
     )
+    if api_restrictions is not None:
+        state.api_restrictions = restrictions.build(api_restrictions, state.now_ms())
     engine.add_listener(state.on_engine_event)
     hub = streams.StreamHub(
         state,

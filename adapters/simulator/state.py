@@ -40,6 +40,8 @@ class SimulatorState:
     test_orders: int = 0  # validated by POST /api/v3/order/test; never reach the engine
     lost_responses: int = 0
     requests: int = 0
+    # GET /sapi/v1/account/apiRestrictions answer; None = no /sapi (404), as on Spot Testnet
+    api_restrictions: dict[str, Any] | None = None
     _hidden: list[_Hidden] = field(default_factory=list)
 
     def on_engine_event(self, kind: str, payload: dict[str, Any]) -> None:
