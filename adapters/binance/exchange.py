@@ -64,11 +64,19 @@ class BinanceExchange:
         poll_interval_s: float = 2.0,
         rules_ttl_s: float = 3600.0,
         max_misses: int = 30,
+        has_sapi: bool | None = None,
+        restrictions_ttl_s: float = 60.0,
     ) -> None:
         self.client = client
         self.venue = venue or f"binance-{client.profile}"
         self.poll_interval_s = poll_interval_s
         self.rules_ttl_s = rules_ttl_s
+        # /sapi exists on live only (Spot Testnet has none); the simulator serves it when told to
+        self.has_sapi = client.profile == "live" if has_sapi is None else has_sapi
+        self.restrictions_ttl_s = restrictions_ttl_s
+        self._restrictions: dict[str, Any] | None = None
+        self._restrictions_at = 0.0
+        self._restrictions_lock = asyncio.Lock()
         self._rules: dict[str, SymbolRules] | None = None
         self._rules_at = 0.0
         self._listeners: list[Callable[[VenueOrder], None]] = []
@@ -104,6 +112,22 @@ class BinanceExchange:
         if bid and ask:
             return (bid + ask) / 2
         return bid or ask or None
+
+    async def key_restrictions(self) -> dict[str, Any] | None:
+        """The API key's restrictions (GET /sapi/v1/account/apiRestrictions) on live, cached for
+        `restrictions_ttl_s`; None where the venue has no /sapi (testnet), without sending anything.
+
+        Raises:
+            ExchangeRejected / ExchangeUnavailable: from the request; failures are not cached.
+        """
+        if not self.has_sapi:
+            return None
+        async with self._restrictions_lock:  # concurrent preflights share one request
+            now = asyncio.get_running_loop().time()
+            if self._restrictions is None or now - self._restrictions_at >= self.restrictions_ttl_s:
+                self._restrictions = await self.client.api_restrictions()
+                self._restrictions_at = now
+            return dict(self._restrictions)
 
     async def query(self, symbol: str, client_order_id: str) -> VenueOrder | None:
         """The venue's view, or None on -2013. Never resends anything."""

@@ -129,6 +129,20 @@ class BinanceSpotClient:
         weight = 5 if params.get("orderId") is not None else 20
         return await self._request("GET", "/api/v3/myTrades", params, signed=True, weight=weight)
 
+    async def api_restrictions(self) -> dict[str, Any]:
+        """GET /sapi/v1/account/apiRestrictions (USER_DATA, weight 1 in SAPI's own per-IP pool): what this
+        key may do (ipRestrict, enableWithdrawals, enableSpotAndMarginTrading, ...). Live only: Spot
+        Testnet has no /sapi. The /api governor reserves nothing for it and does not learn from its
+        headers, which count a different pool (binance_facts.md §3.4).
+
+        Raises:
+            ExchangeRejected: no secret configured, or the venue refused (e.g. -2015, or 404 off live).
+            ExchangeUnavailable: transport failure or rate limit.
+        """
+        return await self._request(
+            "GET", "/sapi/v1/account/apiRestrictions", signed=True, weight=0, governed=False
+        )
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -143,22 +157,24 @@ class BinanceSpotClient:
         signed: bool = False,
         weight: int = 1,
         orders: int = 0,
+        governed: bool = True,
     ) -> Any:
+        kw = {"weight": weight, "orders": orders}
         if not signed:
-            return await self._send(method, path, params, signed=False, weight=weight, orders=orders)
+            return await self._send(method, path, params, signed=False, governed=governed, **kw)
         if self._signer is None:
             raise ExchangeRejected(f"{path} needs an API secret; none configured", reason="PERMISSION_DENIED")
         await self._sync_clock(if_count=0)
         syncs_before = self.clock.sync_count
         try:
-            return await self._send(method, path, params, signed=True, weight=weight, orders=orders)
+            return await self._send(method, path, params, signed=True, governed=governed, **kw)
         except ExchangeRejected as exc:
             if exc.code != _TIMESTAMP_CODE:
                 raise
         # Rejected before execution: resync (outside the in-flight slot) and resend once
         self.timestamp_retries += 1
         await self._sync_clock(if_count=syncs_before)
-        return await self._send(method, path, params, signed=True, weight=weight, orders=orders)
+        return await self._send(method, path, params, signed=True, governed=governed, **kw)
 
     async def _sync_clock(self, *, if_count: int) -> None:
         # Concurrent requests that all saw -1021 share one resync
@@ -175,8 +191,10 @@ class BinanceSpotClient:
         signed: bool,
         weight: int,
         orders: int,
+        governed: bool = True,
     ) -> Any:
         async with self._slots:
+            # An ungoverned request (weight 0) reserves nothing, but a ban or Retry-After still stops it
             await self.governor.acquire(weight, orders)
             query = self._query(params, signed)
             url = f"{self._rest}{path}?{query}" if query else f"{self._rest}{path}"
@@ -188,7 +206,8 @@ class BinanceSpotClient:
                 raise map_transport_error(exc, what=f"{method} {path}") from exc
             finally:
                 self.in_flight -= 1
-            self.governor.record(resp.status_code, resp.headers)
+            if governed:
+                self.governor.record(resp.status_code, resp.headers)
         return self._decode(resp, method, path)
 
     def _query(self, params: Mapping[str, Any] | None, signed: bool) -> str:

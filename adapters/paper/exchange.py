@@ -87,6 +87,10 @@ class PaperExchange:
         with _translated():
             return [venue_order_from_json(o) for o in self.engine.open_orders(symbol)]
 
+    async def key_restrictions(self) -> None:
+        """Paper has no API key, so nothing to restrict: the preflight skips the key checks."""
+        return None
+
     # -- writes --
 
     async def place_test(self, req: OrderRequest) -> dict[str, object]:
