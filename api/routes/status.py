@@ -53,6 +53,13 @@ def _from_checks(checks: list[Check]) -> dict[str, dict[str, Any]]:
     }
 
 
+def _with_server_clock(component: dict[str, Any], clock: dict[str, Any]) -> dict[str, Any]:
+    """The client's own clock (offset adopted for signing, RTT, syncs) beside the preflight's skew."""
+    detail = component["detail"]
+    merged = {**detail} if isinstance(detail, dict) else {"note": detail}
+    return _component(component["status"], {**merged, "server_clock": clock})
+
+
 def _approvals(runtime: Runtime) -> dict[str, Any]:
     rules = runtime.settings.engine.approvals
     session = runtime.engine.sessions.session
@@ -91,6 +98,9 @@ async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
         detail = {"reason": error.reason, "message": str(error)} if error else {"reason": "not_ready"}
         for name in ("exchange", "clock_skew", "preflight"):
             components[name] = _component("ERROR", detail)
+    clock = runtime.status_sources.get("clock")
+    if clock is not None:
+        components["clock_skew"] = _with_server_clock(components["clock_skew"], clock())
     for name, source in (("rate_limit", "rate_limit"), ("market_data", "market_data")):
         fn = runtime.status_sources.get(source)
         if fn is None:
