@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 from datetime import time
 from decimal import Decimal
 
@@ -14,6 +16,8 @@ class RiskLimits:
     price_collar_pct: Decimal = Decimal("10")  # a LIMIT price this far from the last price is refused
     max_open_orders: int = 200
     max_orders_per_minute: int = 600
+    # base asset -> the most of it we may hold once every open BUY fills (e.g. {"BTC": Decimal("5")})
+    max_position: dict[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +63,10 @@ class EngineSettings:
     unknown_grace_s: float = 60.0
     reconcile_interval_s: float = 0.25
     cancel_on_disconnect: bool = False
+
+
+def fingerprint(settings: EngineSettings) -> str:
+    """SHA-256 of the settings in force (risk caps, preflight, approver keys, safe mode): arming and going
+    live journal it, so an auditor can tell which configuration a LIVE session traded under."""
+    text = json.dumps(asdict(settings), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.types import AccountInfo, OrderRequest, PingResult, SymbolRules, VenueOrder
 
@@ -47,6 +47,11 @@ class ExchangePort(Protocol):
         ...
 
     async def open_orders(self, symbol: str | None = None) -> list[VenueOrder]: ...
+
+    async def key_restrictions(self) -> dict[str, Any] | None:
+        """The API key's restrictions (Binance /sapi/v1/account/apiRestrictions) where the venue has them,
+        else None (paper, Spot Testnet)."""
+        ...
 
     def on_update(self, listener: Callable[[VenueOrder], None]) -> None:
         """Register a callback for order updates the venue pushes (fills, expiries, cancels)."""

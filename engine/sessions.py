@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from typing import Any
 
-from engine.config import EngineSettings
+from engine.config import EngineSettings, fingerprint
 from engine.errors import ApprovalRejected, EngineError, PreflightFailed
 from engine.fsm.session_table import SessionState
 from engine.guardrails.approvals import verify_approval
@@ -93,7 +94,9 @@ class SessionService:
         if failed:
             await self.hold(f"preflight_failed: {', '.join(f['check'] for f in failed)}", actor)
             raise PreflightFailed("preflight failed", detail=failed)
-        payload: dict[str, Any] = {"approval": approval, "checks": [c.name for c in checks]}
+        risk = {k: str(v) for k, v in asdict(self._settings.risk).items()}
+        payload: dict[str, Any] = {"approval": approval, "checks": [c.name for c in checks],
+                                   "config_hash": fingerprint(self._settings), "risk_limits": risk}  # fmt: skip
         return await self.transition(trigger, actor, payload=payload)
 
     def _approval(self, trigger: str, actor: str, token: str | None) -> dict[str, Any] | None:
@@ -113,7 +116,7 @@ class SessionService:
         approval = verify_approval(
             token, public_keys=rules.public_keys, requester=actor if rules.two_man_rule else "",
             session_id=self.current.session_id, action=trigger, now_s=self._clock.now().timestamp(),
-            used_nonces=self.current.used_nonces,
+            used_nonces=self.current.used_nonces, max_ttl_s=rules.ttl_s,
         )  # fmt: skip
         return {**approval.as_payload(), "requester": actor}
 

@@ -18,6 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from engine.errors import ApprovalRejected
 
+# The approver's machine may run a little ahead of ours: do not refuse a token over that
+_CLOCK_SLACK_S = 30.0
+
 
 def _b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -59,6 +62,7 @@ def verify_approval(
     action: str,
     now_s: float,
     used_nonces: set[str],
+    max_ttl_s: float | None = None,
 ) -> Approval:
     """Check every rule of the two-man rule.
 
@@ -96,6 +100,11 @@ def verify_approval(
         )
     if approval.expires_at <= now_s:
         raise ApprovalRejected("approval has expired", reason="approval_expired")
+    if max_ttl_s is not None and approval.expires_at - now_s > max_ttl_s + _CLOCK_SLACK_S:
+        # Short-lived by policy: a token signed for longer than the configured TTL is refused outright
+        raise ApprovalRejected(
+            f"approval lives longer than the allowed {max_ttl_s:g}s", reason="approval_ttl_too_long"
+        )
     if approval.nonce in used_nonces:
         raise ApprovalRejected("approval was already used", reason="approval_reused")
     return approval

@@ -56,6 +56,7 @@ async def run_preflight(
         )
     except ExchangeError as exc:
         checks.append(Check("account", False, {"reason": exc.reason, "detail": str(exc)}))
+    checks.extend(await _key_checks(exchange))
     active = [f"{w.start}-{w.end}" for w in settings.maintenance_windows if w.active(now.time())]
     try:
         rules = await exchange.symbol_rules()
@@ -70,6 +71,27 @@ async def run_preflight(
 def risk_headroom(open_now: int, limit: int) -> Check:
     """Preflight's risk item: room for at least one more order under the open-orders cap."""
     return Check("risk", open_now < limit, {"open_orders": open_now, "max_open_orders": limit})
+
+
+async def _key_checks(exchange: ExchangePort) -> list[Check]:
+    """Live keys must trade, must not withdraw, and must be IP-restricted; venues without the endpoint
+    (paper, Spot Testnet) answer None and are not checked."""
+    try:
+        r = await exchange.key_restrictions()
+    except ExchangeError as exc:
+        return [Check("key_restrictions", False, {"reason": exc.reason, "detail": str(exc)})]
+    if r is None:
+        return []
+    wrong = [
+        name
+        for name, ok in (
+            ("enableSpotAndMarginTrading must be on", r.get("enableSpotAndMarginTrading") is True),
+            ("enableWithdrawals must be off", r.get("enableWithdrawals") is False),
+            ("ipRestrict must be on", r.get("ipRestrict") is True),
+        )
+        if not ok
+    ]
+    return [Check("key_restrictions", not wrong, {"problems": wrong})]
 
 
 def failures(checks: list[Check]) -> list[dict[str, Any]]:

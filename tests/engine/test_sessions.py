@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from engine.config import ApprovalSettings, EngineSettings
+from engine.config import ApprovalSettings, EngineSettings, fingerprint
 from engine.errors import ApprovalRejected, EngineError, InvalidTransition, PreflightFailed
 from engine.fsm.session_table import SessionState
 from engine.guardrails.approvals import sign_approval
@@ -61,6 +61,11 @@ async def test_arm_and_go_live_with_a_second_operators_approval(
     assert [r.trigger for r in rows] == ["open", "arm", "go_live"]
     assert rows[1].payload["approval"]["approver"] == "bob"
     assert rows[1].payload["venue"] == "binance-testnet"
+    # the configuration in force is fingerprinted on entering ARMED and LIVE
+    assert (
+        rows[1].payload["config_hash"] == rows[2].payload["config_hash"] == fingerprint(live_engine.settings)
+    )
+    assert rows[2].payload["risk_limits"]["max_order_notional"] == "100000"
 
 
 @pytest.mark.parametrize(
@@ -68,6 +73,7 @@ async def test_arm_and_go_live_with_a_second_operators_approval(
     [
         (lambda c: token("alice", c), "approval_same_operator"),
         (lambda c: token("bob", c, ttl=-1), "approval_expired"),
+        (lambda c: token("bob", c, ttl=3600), "approval_ttl_too_long"),  # config allows 900 s
         (lambda c: token("bob", c, action="go_live"), "approval_wrong_action"),
         (lambda c: token("bob", c, session="live"), "approval_wrong_session"),
         (lambda c: token("bob", c)[:-4] + "AAAA", "approval_bad_signature"),
@@ -136,3 +142,26 @@ async def test_arm_from_paper_is_illegal(db_url: str, fake: FakeExchange) -> Non
     with pytest.raises(InvalidTransition):
         await eng.sessions.guarded("arm", "alice", None, RISK_OK)
     await eng.stop()
+
+
+@pytest.mark.parametrize(
+    ("restrictions", "ok"),
+    [
+        ({"enableSpotAndMarginTrading": True, "enableWithdrawals": False, "ipRestrict": True}, True),
+        ({"enableSpotAndMarginTrading": True, "enableWithdrawals": True, "ipRestrict": True}, False),
+        ({"enableSpotAndMarginTrading": True, "enableWithdrawals": False, "ipRestrict": False}, False),
+        ({"enableSpotAndMarginTrading": False, "enableWithdrawals": False, "ipRestrict": True}, False),
+    ],
+)
+async def test_live_key_restrictions_are_part_of_preflight(
+    live_engine: Engine, fake: FakeExchange, clock: FrozenClock, restrictions: dict[str, bool], ok: bool
+) -> None:
+    fake.restrictions = restrictions
+    if ok:
+        await live_engine.sessions.guarded("arm", "alice", token("bob", clock), RISK_OK)
+        assert live_engine.sessions.current.state is SessionState.ARMED
+        return
+    with pytest.raises(PreflightFailed) as info:
+        await live_engine.sessions.guarded("arm", "alice", token("bob", clock), RISK_OK)
+    assert [f["check"] for f in info.value.detail] == ["key_restrictions"]
+    assert live_engine.sessions.current.state is SessionState.HOLD
