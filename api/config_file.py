@@ -58,6 +58,7 @@ class Risk(_Model):
     price_collar_pct: Dec = Decimal("10")
     max_open_orders: int = Field(200, ge=1)
     max_orders_per_minute: int = Field(600, ge=1)
+    max_position: dict[str, Dec] = Field(default_factory=dict)  # base asset -> cap, e.g. {BTC: "5"}
 
 
 class Ws(_Model):

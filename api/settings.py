@@ -143,6 +143,7 @@ def engine_settings(cfg: ConfigFile, safe_mode: bool) -> EngineSettings:
             r.price_collar_pct,
             r.max_open_orders,
             r.max_orders_per_minute,
+            dict(r.max_position),
         ),
         preflight=PreflightSettings(
             p.time_skew_ms_max,

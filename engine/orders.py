@@ -27,7 +27,7 @@ from engine.errors import (
 from engine.fsm.order_table import OrderState
 from engine.fsm.session_table import SessionState
 from engine.guardrails.preflight import Check, risk_headroom
-from engine.guardrails.risk import OrderRateWindow, check_filters, check_risk
+from engine.guardrails.risk import OrderRateWindow, check_filters, check_position, check_risk
 from engine.journal import Journal, NewEntry
 from engine.order import CLIENT_ORDER_ID, Order, decide_create
 from engine.order_store import OrderStore
@@ -35,7 +35,7 @@ from engine.ports import Clock, ExchangePort
 from engine.reconcile import plan_sync
 from engine.reconciler import Reconciler
 from engine.sessions import SessionService
-from engine.types import OrderRequest, SymbolRules, VenueOrder
+from engine.types import OrderRequest, Side, SymbolRules, VenueOrder
 from engine.writer import GroupCommitWriter
 
 S = OrderState
@@ -75,6 +75,7 @@ class OrderService:
         self.reconciler = Reconciler(self.store, exchange, sessions, settings)
         self.rules: dict[str, SymbolRules] = {}
         self.last_prices: dict[str, Decimal] = {}
+        self.balances: dict[str, Decimal] = {}  # asset -> free + locked, for max_position
         self._rate = OrderRateWindow()
 
     # -- placing -------------------------------------------------------------------------------
@@ -148,16 +149,38 @@ class OrderService:
         if state is SessionState.HOLD:
             return "session_hold", self._sessions.current.hold_reason
         last = self._last_price(req.symbol)
-        return check_filters(req, self.rules.get(req.symbol), last) or check_risk(
-            req, self._settings.risk, last, len(self.open), self._rate.count(self._clock.now().timestamp())
+        rules = self.rules.get(req.symbol)
+        return (
+            check_filters(req, rules, last)
+            or check_risk(
+                req,
+                self._settings.risk,
+                last,
+                len(self.open),
+                self._rate.count(self._clock.now().timestamp()),
+            )
+            or check_position(req, rules, self._settings.risk, self._held(rules), self._open_buys(req.symbol))
         )
+
+    def _held(self, rules: SymbolRules | None) -> Decimal:
+        return self.balances.get(rules.base_asset, Decimal(0)) if rules else Decimal(0)
+
+    def _open_buys(self, symbol: str) -> Decimal:
+        return sum(
+            ((o.request.quantity or Decimal(0)) - o.filled_qty for o in self.open.values()
+             if o.symbol == symbol and o.request.side is Side.BUY),
+            Decimal(0),
+        )  # fmt: skip
 
     def _last_price(self, symbol: str) -> Decimal | None:
         return self.last_prices.get(symbol)
 
     async def refresh_market(self) -> None:
-        """Exchange filters and last prices for local checks; called at start and periodically."""
+        """Exchange filters, last prices and holdings for local checks; called at start and periodically."""
         self.rules = await self._exchange.symbol_rules()
+        if self._settings.risk.max_position:
+            account = await self._exchange.account()
+            self.balances = {b.asset: b.free + b.locked for b in account.balances}
         prices: dict[str, Decimal] = {}
         for symbol in self._settings.symbols:
             price = await self._exchange.last_price(symbol)

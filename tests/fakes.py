@@ -55,6 +55,7 @@ class FakeExchange:
         self.outcome: Callable[[OrderRequest], VenueStatus] = lambda _req: VenueStatus.NEW
         self.listeners: list[Callable[[VenueOrder], None]] = []
         self.skew_ms = 0.0
+        self.balances: dict[str, Decimal] = {}
         self.permissions: tuple[str, ...] = ("SPOT",)
         self.restrictions: dict[str, Any] | None = None  # None: a venue without apiRestrictions
         self._ids = itertools.count(1)
@@ -64,7 +65,8 @@ class FakeExchange:
         return PingResult(1_700_000_000_000, self.skew_ms, 1.0)
 
     async def account(self) -> AccountInfo:
-        return AccountInfo(True, (Balance("USDT", Decimal(1000), Decimal(0)),), self.permissions)
+        held = (Balance(a, q, Decimal(0)) for a, q in self.balances.items())
+        return AccountInfo(True, (Balance("USDT", Decimal(1000), Decimal(0)), *held), self.permissions)
 
     async def symbol_rules(self) -> dict[str, SymbolRules]:
         return RULES

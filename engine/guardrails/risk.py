@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from engine.config import RiskLimits
 from engine.filters import decimals_of, failed_filter
-from engine.types import OrderRequest, OrderType, SymbolRules
+from engine.types import OrderRequest, OrderType, Side, SymbolRules
 
 
 class OrderRateWindow:
@@ -76,4 +76,22 @@ def check_risk(
         deviation = abs(req.price - last_price) / last_price * 100
         if deviation > limits.price_collar_pct:
             return "risk_price_collar", f"price {req.price} is {deviation:.2f}% from last {last_price}"
+    return None
+
+
+def check_position(
+    req: OrderRequest, rules: SymbolRules | None, limits: RiskLimits, held: Decimal, open_buys: Decimal
+) -> tuple[str, str] | None:
+    """A BUY may not take the base asset past its cap once it and every open BUY fill; SELLs only reduce."""
+    if rules is None or req.side is not Side.BUY or req.quantity is None:
+        return None
+    cap = limits.max_position.get(rules.base_asset)
+    if cap is None:
+        return None
+    after = held + open_buys + req.quantity
+    if after > cap:
+        return (
+            "risk_max_position",
+            f"{rules.base_asset} would reach {after} (held {held}, open buys {open_buys}), cap {cap}",
+        )
     return None

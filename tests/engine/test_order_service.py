@@ -334,3 +334,25 @@ async def test_an_order_appearing_after_it_was_given_up_holds_the_session(
     fake.fill("c1", Decimal("0.001"), VenueStatus.FILLED)  # and now the venue reports it, filled
     await eventually(lambda: engine.sessions.current.state is SessionState.HOLD)
     assert "journalled REJECTED" in engine.sessions.current.hold_reason
+
+
+async def test_max_position_counts_holdings_and_open_buys(db_url: str) -> None:
+    from engine.config import RiskLimits
+
+    fake = FakeExchange()
+    cfg = EngineSettings(
+        profile="testnet", symbols=("BTCUSDT",), risk=RiskLimits(max_position={"BTC": Decimal("0.0025")})
+    )
+    eng = Engine(SqlJournal(db_url), fake, cfg, FrozenClock())
+    fake.balances = {"BTC": Decimal("0.001")}  # already held
+    await eng.start()
+    await go_live(eng)
+    assert (await eng.orders.submit(limit("p1"), "trader")).order.state is OrderState.ACKED  # 0.001 + 0.001
+    with pytest.raises(OrderRejected) as info:
+        await eng.orders.submit(limit("p2"), "trader")  # 0.001 held + 0.001 open + 0.001 > 0.0025
+    assert info.value.reason == "risk_max_position"
+    sell = OrderRequest(
+        "BTCUSDT", Side.SELL, OrderType.LIMIT, "p3", Decimal("0.001"), Decimal("65000.00"), TimeInForce.GTC
+    )
+    assert (await eng.orders.submit(sell, "trader")).order.state is OrderState.ACKED  # selling only reduces
+    await eng.stop()
