@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.server import eventually, journal_rows
+from tests.e2e.server import journal_rows
+from tests.waiting import eventually
 
 # Venue status (Binance) → the state the journal must reach for that order
 SETTLED = {

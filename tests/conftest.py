@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,20 +52,3 @@ def journal(journal_url: str) -> Iterator[SqlJournal]:
     j = SqlJournal(journal_url)
     yield j
     j.close()
-
-
-async def eventually(
-    cond: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, interval: float = 0.01
-) -> None:
-    """Poll until `cond` holds; fail with a clear message instead of sleeping a guessed time."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = cond()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)

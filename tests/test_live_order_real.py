@@ -23,12 +23,12 @@ from tests.e2e.server import (
     add_operators,
     approval_token,
     approver_key,
-    eventually,
     go_live,
     journal_rows,
     simulator_and_api,
     small_limit,
 )
+from tests.waiting import eventually
 
 REAL_TESTNET = (
     os.environ.get("ALLOW_LIVE_ORDERS") == "1"

@@ -23,9 +23,9 @@ from websockets.asyncio.client import connect
 
 from adapters.binance.ws import FeedState, MarketDataFeed
 from adapters.simulator.server import SimulatorServer
-from tests.binance.helpers import eventually
 from tests.simulator.helpers import KEY, SECRET
 from tests.simulator.test_streams import AGG_KEYS, BOOK_KEYS
+from tests.waiting import eventually_async as eventually
 
 WINDOW_S = 3.0  # the ticks must arrive within this
 MIN_TICKS = 8  # at the simulator's 0.1 s cadence this takes about 1 s

@@ -37,14 +37,6 @@ class ManualClock:
         self.t += seconds
 
 
-async def eventually(cond: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
-
-
 def error(status: int, code: int, msg: str, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.Response(status, json={"code": code, "msg": msg}, headers=headers)
 

@@ -16,7 +16,7 @@ from adapters.binance.ws import FeedState, MarketDataFeed
 from adapters.simulator.server import SimulatorServer
 from engine.errors import ExchangeRejected, ExchangeUnavailable, ExecutionStatusUnknown
 from engine.types import OrderRequest, OrderType, Side, TimeInForce, VenueStatus
-from tests.binance.helpers import eventually
+from tests.waiting import eventually_async as eventually
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from adapters.binance.ws import FeedState, MarketDataFeed
-from tests.binance.helpers import eventually
+from tests.waiting import eventually_async as eventually
 
 
 class TickServer:

@@ -19,7 +19,8 @@ import httpx
 from adapters.simulator.server import SimulatorServer
 from tests.agreement import ground_truth, sim_fault
 from tests.crash.harness import UNKNOWN_GRACE_S, ApiProcess, check_recovered, order_body
-from tests.e2e.server import eventually, journal_rows
+from tests.e2e.server import journal_rows
+from tests.waiting import eventually
 
 
 class Burst:
@@ -116,11 +117,13 @@ def test_kill_after_the_write_ahead_row_before_the_venue_answers(
     eventually(all_sent, timeout=20, interval=0.01)
     live_api.kill9()
     burst.join()
-    assert burst.answers == {}, "a venue answer came back before the kill"
+    # Under load the first answers may beat the kill; those orders are checked by the general invariants
+    in_flight = set(bodies) - set(burst.answers)
+    assert in_flight, "every order was answered before the kill: nothing was in flight"
 
     streams, truth = _restart_and_check(live_api, sim)
     executed = {o["clientOrderId"] for o in truth["orders"]}
-    for cid in bodies:
+    for cid in sorted(in_flight):
         rows = streams[cid]
         assert [r["trigger"] for r in rows[:4]] == ["create", "preflight", "send", "mark_unknown"], rows
         assert (rows[3]["actor"], rows[3]["reason"]) == ("reconciler", "restart after send")

@@ -1,5 +1,5 @@
 """Test helpers: the PropBot API on a real uvicorn server (127.0.0.1, port 0) in a background thread,
-settings for the paper profile or for the testnet profile pointed at a local simulator, and eventually()."""
+settings for the paper profile or for the testnet profile pointed at a local simulator."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import base64
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from pathlib import Path
@@ -28,18 +28,6 @@ from engine.guardrails.approvals import sign_approval
 ROLES = ("admin", "trader", "viewer", "auditor")
 SIM_KEY = "e2e-sim-key"
 SIM_SECRET = "e2e-sim-secret"
-
-
-def eventually(cond: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
-    """Poll until `cond()` is truthy; returns its value. Raises AssertionError on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
 
 
 def add_operators(data_dir: Path) -> dict[str, str]:

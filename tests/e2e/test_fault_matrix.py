@@ -15,12 +15,12 @@ from tests.agreement import ground_truth, journal_agrees_with_venue, sim_fault
 from tests.e2e.server import (
     ApiServer,
     approver_key,
-    eventually,
     go_live,
     journal_rows,
     simulator_and_api,
     small_limit,
 )
+from tests.waiting import eventually
 
 WS = {
     "enabled": True,

@@ -14,11 +14,11 @@ from tests.e2e.server import (
     ApiServer,
     approval_token,
     approver_key,
-    eventually,
     go_live,
     simulator_and_api,
     small_limit,
 )
+from tests.waiting import eventually
 
 
 @pytest.fixture

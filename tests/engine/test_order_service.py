@@ -23,8 +23,8 @@ from engine.persistence.sql_journal import SqlJournal
 from engine.replay import replay
 from engine.runtime import Engine
 from engine.types import OrderRequest, OrderType, Side, TimeInForce, VenueStatus
-from tests.conftest import eventually
 from tests.fakes import FakeExchange, FrozenClock
+from tests.waiting import eventually_async as eventually
 
 
 def limit(cid: str = "c1", qty: str = "0.001", price: str = "65000.00") -> OrderRequest:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal as D
 
@@ -14,6 +14,7 @@ from adapters.venue import DEFAULT_SYMBOLS, MatchingEngine, VenueError
 from engine.errors import ExchangeRejected
 from engine.ports import ExchangePort
 from engine.types import OrderRequest, OrderType, Side, TimeInForce, VenueOrder, VenueStatus
+from tests.waiting import eventually_async as eventually
 
 NOW_MS = 1_750_000_000_000
 
@@ -44,15 +45,6 @@ async def paper() -> AsyncIterator[PaperExchange]:
     ex = PaperExchange(clock_ms=lambda: NOW_MS)
     yield ex
     await ex.close()
-
-
-async def eventually(cond: Callable[[], bool], timeout: float = 2.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
 
 
 def test_is_an_exchange_port(paper: PaperExchange) -> None:

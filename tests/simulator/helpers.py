@@ -1,11 +1,10 @@
-"""Test helpers for the simulator: a settable clock, a Binance-signing HTTP client, eventually()."""
+"""Test helpers for the simulator: a settable clock, a Binance-signing HTTP client."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import hmac
-import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -86,18 +85,6 @@ def limit_buy(price: str = "60000", qty: str = "0.001", **extra: str) -> dict[st
         "price": price,
         **extra,
     }
-
-
-def eventually(cond: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
-    """Poll `cond` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 async def drain_forever(ws: Any, timeout: float = 5.0) -> None:

@@ -14,7 +14,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from adapters.simulator.server import SimulatorServer
-from tests.simulator.helpers import KEY, SECRET, SignedClient, drain_forever, eventually
+from tests.simulator.helpers import KEY, SECRET, SignedClient, drain_forever
+from tests.waiting import eventually
 
 BOOK_KEYS = {"u", "s", "b", "B", "a", "A"}
 AGG_KEYS = {"e", "E", "s", "a", "p", "q", "f", "l", "T", "m", "M"}
