@@ -134,9 +134,15 @@ class Reconciler:
         except ExchangeError as exc:
             return [*problems, f"open orders query failed ({exc.reason})"]
         for vo in venue_open:
-            if store.find(vo.client_order_id) is None and not await self._adopt(vo):
+            known = store.find(vo.client_order_id)
+            if known is None:
+                if not await self._adopt(vo):
+                    problems.append(
+                        f"{vo.client_order_id}: open on the venue, unknown to the journal, cannot adopt"
+                    )
+            elif known.terminal:
                 problems.append(
-                    f"{vo.client_order_id}: open on the venue, unknown to the journal, cannot adopt"
+                    f"{vo.client_order_id}: journalled {known.state.value} but working on the venue"
                 )
         return problems
 

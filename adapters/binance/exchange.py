@@ -137,12 +137,25 @@ class BinanceExchange:
             if exc.reason == Reason.UNKNOWN_ORDER.value:
                 return None
             raise
-        self._ensure_poller()
-        return venue_order_from_json(data)
+        order = venue_order_from_json(data)
+        self._watch(order)
+        return order
 
     async def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
-        data = await self.client.open_orders({"symbol": symbol} if symbol else None)
-        return [venue_order_from_json(o) for o in data]
+        orders = [
+            venue_order_from_json(o)
+            for o in await self.client.open_orders({"symbol": symbol} if symbol else None)
+        ]
+        for order in orders:
+            self._watch(order)
+        return orders
+
+    def _watch(self, order: VenueOrder) -> None:
+        """Orders we learn about by asking (startup reconciliation, adoption) are polled from now on too,
+        not only those this process placed: their fills must reach the engine after a restart."""
+        if order.status not in _TERMINAL and (order.symbol, order.client_order_id) not in self._tracked:
+            self._seen(order, notify=False)
+            self._ensure_poller()
 
     # -- writes --
 

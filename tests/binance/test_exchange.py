@@ -254,3 +254,22 @@ async def test_rejected_place_is_not_tracked() -> None:
     assert ei.value.reason == "FILTER_FAILURE"
     assert ex.status()["tracked_orders"] == 0
     await ex.close()
+
+
+async def test_orders_learned_by_query_are_polled_too() -> None:
+    """After a restart the engine only queries its open orders: their later fills must still be pushed."""
+    venue = FakeVenue()
+    book = {"pb-1": order_json("pb-1")}
+    venue.route(
+        "GET", "/api/v3/openOrders", lambda r, p: ok([o for o in book.values() if o["status"] == "NEW"])
+    )
+    venue.route("GET", "/api/v3/order", lambda r, p: ok(book[p["origClientOrderId"]]))
+    ex = make(venue)
+    seen: list[VenueOrder] = []
+    ex.on_update(seen.append)
+    assert (await ex.query("BTCUSDT", "pb-1")) is not None
+    assert ex.status()["tracked_orders"] == 1
+    book["pb-1"] = order_json("pb-1", "FILLED", "0.00100000")
+    await ex.poll_once()
+    assert [o.status for o in seen] == [VenueStatus.FILLED]
+    await ex.close()

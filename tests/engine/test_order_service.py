@@ -356,3 +356,23 @@ async def test_max_position_counts_holdings_and_open_buys(db_url: str) -> None:
     )
     assert (await eng.orders.submit(sell, "trader")).order.state is OrderState.ACKED  # selling only reduces
     await eng.stop()
+
+
+async def test_a_journalled_rejected_order_working_on_the_venue_at_start_holds(
+    db_url: str, settings: EngineSettings
+) -> None:
+    fake = FakeExchange()
+    eng = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
+    await eng.start()
+    await go_live(eng)
+    fake.fail_next = ExecutionStatusUnknown("503", reason="EXECUTION_STATUS_UNKNOWN", http_status=503)
+    with pytest.raises(ExecutionStatusUnknown):
+        await eng.orders.submit(limit("late"), "trader")
+    await eventually(lambda: "late" not in eng.orders.open, timeout=3)  # given up: REJECTED
+    await eng.stop()
+    await fake.place(limit("late"))  # yet it is working on the venue (a lagging, delayed execution)
+    again = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
+    report = await again.start()
+    assert again.sessions.current.state is SessionState.HOLD
+    assert any("journalled REJECTED but working on the venue" in p for p in report.problems)
+    await again.stop()
