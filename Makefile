@@ -22,8 +22,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
-# Lint, import contracts, then every test. PostgreSQL journal tests run when PROPBOT_TEST_PG_URL is set
+# Lint, import contracts, strict types, then every test. PostgreSQL journal tests run when PROPBOT_TEST_PG_URL is set
 # (.ci/run sets it); without it they are skipped, each with that reason.
 test: lint
 	$(BIN)/pytest

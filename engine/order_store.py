@@ -57,7 +57,7 @@ class OrderStore:
         for trigger, payload, reason in steps:
             entry = decide_from(state, version, cid, trigger, payload, actor, reason)
             out.append(entry)
-            state, version = OrderState(entry.to_state), entry.version
+            state, version = OrderState(entry.to_state or ""), entry.version
         return out
 
     async def commit(

@@ -4,6 +4,7 @@ and the startup pass that finishes what a crash interrupted."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from engine.config import EngineSettings
 from engine.errors import ExchangeError
@@ -98,7 +99,9 @@ class Reconciler:
             async with store.lock(order.client_order_id):
                 if order.state in (S.NEW, S.PREFLIGHT, S.TEST):
                     # Crashed before the request left (or a test order): nothing reached the venue
-                    steps = [("preflight", {}, "")] if order.state is S.NEW else []
+                    steps: list[tuple[str, dict[str, Any], str]] = (
+                        [("preflight", {}, "")] if order.state is S.NEW else []
+                    )
                     steps.append(("reject", {"reason": "restart"}, "restart before send"))
                     entries = store.chain(
                         order.state, order.version, order.client_order_id, steps, "reconciler"

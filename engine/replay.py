@@ -120,7 +120,7 @@ def replay(rows: Iterable[RawRow], *, keep_terminal: bool = False) -> ReplayResu
                 if frm != current.state or (frm, trigger, to) not in ORDER_EDGES:
                     raise JournalCorrupt(seq, f"illegal order transition {frm} --{trigger}--> {to}")
             try:
-                updated = apply_order(current, trigger, to, version, payload)
+                updated = apply_order(current, trigger, to or "", version, payload)
             except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
                 raise JournalCorrupt(seq, f"payload cannot be applied: {exc!r}") from exc
             if updated.state in ORDER_TERMINAL:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -81,7 +81,7 @@ class BinanceSpotClient:
     # -- public endpoints (binance_facts.md §3; weights as documented) --
 
     async def ping(self) -> dict[str, Any]:
-        return await self._request("GET", "/api/v3/ping", weight=1)
+        return cast(dict[str, Any], await self._request("GET", "/api/v3/ping", weight=1))
 
     async def server_time(self) -> int:
         data = await self._request("GET", "/api/v3/time", weight=1)
@@ -94,40 +94,61 @@ class BinanceSpotClient:
             params["symbol"] = symbols[0]
         elif symbols:
             params["symbols"] = list(symbols)
-        data = await self._request("GET", "/api/v3/exchangeInfo", params, weight=20)
+        data: dict[str, Any] = await self._request("GET", "/api/v3/exchangeInfo", params, weight=20)
         if isinstance(data.get("rateLimits"), list):
             self.governor.learn(data["rateLimits"])
         return data
 
     async def book_ticker(self, symbol: str) -> dict[str, Any]:
-        return await self._request("GET", "/api/v3/ticker/bookTicker", {"symbol": symbol}, weight=2)
+        return cast(
+            dict[str, Any],
+            await self._request("GET", "/api/v3/ticker/bookTicker", {"symbol": symbol}, weight=2),
+        )
 
     # -- signed endpoints --
 
     async def account(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return await self._request("GET", "/api/v3/account", params, signed=True, weight=20)
+        return cast(
+            dict[str, Any], await self._request("GET", "/api/v3/account", params, signed=True, weight=20)
+        )
 
     async def order_test(self, payload: dict[str, Any]) -> dict[str, Any]:
         weight = 20 if str(payload.get("computeCommissionRates", "")).lower() == "true" else 1
-        return await self._request("POST", "/api/v3/order/test", payload, signed=True, weight=weight)
+        return cast(
+            dict[str, Any],
+            await self._request("POST", "/api/v3/order/test", payload, signed=True, weight=weight),
+        )
 
     async def order(self, payload: dict[str, Any]) -> dict[str, Any]:
         # Successful orders cost 0 weight since 2026-04-02, failed ones 1: reserve 1
-        return await self._request("POST", "/api/v3/order", payload, signed=True, weight=1, orders=1)
+        return cast(
+            dict[str, Any],
+            await self._request("POST", "/api/v3/order", payload, signed=True, weight=1, orders=1),
+        )
 
     async def cancel(self, params: dict[str, Any]) -> dict[str, Any]:
-        return await self._request("DELETE", "/api/v3/order", params, signed=True, weight=1)
+        return cast(
+            dict[str, Any], await self._request("DELETE", "/api/v3/order", params, signed=True, weight=1)
+        )
 
     async def query_order(self, params: dict[str, Any]) -> dict[str, Any]:
-        return await self._request("GET", "/api/v3/order", params, signed=True, weight=4)
+        return cast(
+            dict[str, Any], await self._request("GET", "/api/v3/order", params, signed=True, weight=4)
+        )
 
     async def open_orders(self, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         weight = 6 if params and params.get("symbol") else 80
-        return await self._request("GET", "/api/v3/openOrders", params, signed=True, weight=weight)
+        return cast(
+            list[dict[str, Any]],
+            await self._request("GET", "/api/v3/openOrders", params, signed=True, weight=weight),
+        )
 
     async def my_trades(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         weight = 5 if params.get("orderId") is not None else 20
-        return await self._request("GET", "/api/v3/myTrades", params, signed=True, weight=weight)
+        return cast(
+            list[dict[str, Any]],
+            await self._request("GET", "/api/v3/myTrades", params, signed=True, weight=weight),
+        )
 
     async def api_restrictions(self) -> dict[str, Any]:
         """GET /sapi/v1/account/apiRestrictions (USER_DATA, weight 1 in SAPI's own per-IP pool): what this
@@ -139,8 +160,11 @@ class BinanceSpotClient:
             ExchangeRejected: no secret configured, or the venue refused (e.g. -2015, or 404 off live).
             ExchangeUnavailable: transport failure or rate limit.
         """
-        return await self._request(
-            "GET", "/sapi/v1/account/apiRestrictions", signed=True, weight=0, governed=False
+        return cast(
+            dict[str, Any],
+            await self._request(
+                "GET", "/sapi/v1/account/apiRestrictions", signed=True, weight=0, governed=False
+            ),
         )
 
     async def aclose(self) -> None:

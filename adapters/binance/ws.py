@@ -148,8 +148,8 @@ class MarketDataFeed:
 
     def backoff_delay(self, attempt: int) -> float:
         """Exponential from backoff_initial_s, plus up to `jitter` of itself, never above backoff_max_s."""
-        base = min(self.backoff_max_s, self.backoff_initial_s * 2 ** min(attempt, 30))
-        return min(self.backoff_max_s, base * (1 + self.jitter * self._rng()))
+        base: float = min(self.backoff_max_s, self.backoff_initial_s * 2 ** min(attempt, 30))
+        return min(self.backoff_max_s, base * (1 + self.jitter * float(self._rng())))
 
     def _handle(self, raw: str | bytes) -> None:
         now = self._clock()

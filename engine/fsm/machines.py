@@ -98,7 +98,8 @@ def legal_edges(machine: Machine) -> frozenset[tuple[str, str, str]]:
     for trigger, event in machine.events.items():
         for source, transitions in event.transitions.items():
             for tr in transitions:
-                edges.add((source, trigger, tr.dest))
+                if tr.dest is not None:  # internal transitions have none; our tables use none
+                    edges.add((source, trigger, tr.dest))
     return frozenset(edges)
 
 
