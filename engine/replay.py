@@ -60,44 +60,13 @@ def replay(rows: Iterable[RawRow], *, keep_terminal: bool = False) -> ReplayResu
     expect_seq = 1
     prev = GENESIS_HASH
     for row in rows:
-        (
-            seq,
-            stream,
-            sid,
-            version,
-            trigger,
-            frm,
-            to,
-            payload_json,
-            actor,
-            reason,
-            schema,
-            created,
-            prev_hash,
-            digest,
-        ) = row
+        seq, stream, sid, version, trigger, frm, to, payload_json, _, reason, schema, _, prev_hash, digest = row  # fmt: skip
         if seq != expect_seq:
             raise JournalCorrupt(seq, f"seq gap: expected {expect_seq}")
         if prev_hash != prev:
             raise JournalCorrupt(seq, "prev_hash does not match the previous row's hash")
-        if (
-            row_hash(
-                prev,
-                seq,
-                stream,
-                sid,
-                version,
-                trigger,
-                frm,
-                to,
-                payload_json,
-                actor,
-                reason,
-                schema,
-                created,
-            )
-            != digest
-        ):
+        # Columns seq..created_at are row_hash's arguments after prev_hash, in the same order
+        if row_hash(prev, *row[:12]) != digest:
             raise JournalCorrupt(seq, "hash does not match the row's content")
         payload = loads(payload_json) if payload_json != "{}" else {}
         if schema != SCHEMA_VERSION:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from api.deps import EngineDep, Reader, RuntimeDep, Trader, json_body
 from api.errors import ApiError
-from api.schemas import SYMBOL, CancelBody, OrderBody, parse_body
+from api.schemas import SYMBOL, CancelBody, M, OrderBody, parse_body
 from engine.errors import EngineError, IdempotencyConflict, InvalidTransition, UnknownOrder
 from engine.guardrails.preflight import missing_permissions, skew_status
 from engine.orders import Placement
@@ -117,15 +117,20 @@ async def account(op: Reader, engine: EngineDep, runtime: RuntimeDep) -> dict[st
     }
 
 
+async def _audited_body(request: Request, model: type[M], engine: Engine, actor: str, action: str) -> M:
+    """The validated body; a refused one is audited too (a bad call is still a call)."""
+    try:
+        return parse_body(model, await json_body(request))
+    except ApiError as exc:
+        await engine.audit(actor, action, {"refused": exc.reason})
+        raise
+
+
 @router.post("/order", openapi_extra=_ORDER_DOC)
 async def place_order(request: Request, op: Trader, engine: EngineDep) -> dict[str, Any]:
     """Place an order in the session's mode: paper, test (SAFE_MODE, /order/test) or live."""
     action = "api.live.order"
-    try:
-        body = parse_body(OrderBody, await json_body(request))
-    except ApiError as exc:
-        await engine.audit(op.id, action, {"refused": exc.reason})
-        raise
+    body = await _audited_body(request, OrderBody, engine, op.id, action)
     req = body.to_request()
     detail = {"request": req.to_payload(), "venue": engine.exchange.venue}
     try:
@@ -145,11 +150,7 @@ async def place_order(request: Request, op: Trader, engine: EngineDep) -> dict[s
 async def cancel_order(request: Request, op: Trader, engine: EngineDep) -> dict[str, Any]:
     """Cancel an open order by symbol + orderId or origClientOrderId."""
     action = "api.live.cancel"
-    try:
-        body = parse_body(CancelBody, await json_body(request))
-    except ApiError as exc:
-        await engine.audit(op.id, action, {"refused": exc.reason})
-        raise
+    body = await _audited_body(request, CancelBody, engine, op.id, action)
     detail = {**body.model_dump(exclude_none=True), "venue": engine.exchange.venue}
     try:
         placement = await engine.orders.cancel(
