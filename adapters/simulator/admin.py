@@ -11,6 +11,7 @@
 
 Fault keys (POST /_sim/faults):
     latency_ms: int                  added before every REST request is handled
+    order_answer_delay_ms: int       POST /api/v3/order executes at once, then answers this much later
     http_5xx: int, http_5xx_status   next N REST requests answer 500/502/503/504 without executing (default 503)
     http_5xx_path: str               only requests to this path take the 5xx (default: any path)
     lost_response: int, lost_response_status

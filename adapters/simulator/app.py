@@ -177,6 +177,9 @@ async def dispatch(request: Request) -> Response:
     except Exception:  # a bug in the simulator or engine must still answer like Binance would
         log.exception("simulator handler failed: %s %s", request.method, request.url.path)
         return json_response({"code": -1000, "msg": _5XX_BODY[500][1]}, 500, headers)
+    if state.faults.order_answer_delay_ms and (request.method, request.url.path) == ("POST", "/api/v3/order"):
+        # Executed already: a client that gives up (or dies) now leaves an order it never heard about
+        await asyncio.sleep(state.faults.order_answer_delay_ms / 1000)
     if ep.order_counts:
         c10, c1d = state.limiter.order_counts(state.now_ms())
         headers["X-MBX-ORDER-COUNT-10S"], headers["X-MBX-ORDER-COUNT-1D"] = str(c10), str(c1d)

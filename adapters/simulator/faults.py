@@ -40,6 +40,7 @@ def _status(spec: dict[str, Any], key: str) -> int:
 @dataclass
 class Faults:
     latency_ms: int = 0
+    order_answer_delay_ms: int = 0  # POST /api/v3/order executes at once, then waits this long to answer
     http_5xx: int = 0
     http_5xx_status: int = 503
     http_5xx_path: str = ""  # when set, only requests to this path are hit (e.g. "/api/v3/order")
@@ -63,7 +64,7 @@ class Faults:
         staged = Faults(**asdict(self))
         actions: list[str] = []
         for key in spec:
-            if key in ("latency_ms", "http_5xx", "lost_response"):
+            if key in ("latency_ms", "order_answer_delay_ms", "http_5xx", "lost_response"):
                 setattr(staged, key, _int(spec, key))
             elif key in ("http_5xx_status", "lost_response_status"):
                 setattr(staged, key, _status(spec, key))

@@ -169,3 +169,25 @@ def test_kill_with_lost_responses_pending_reconciliation(live_api: ApiProcess, s
 
     _retry_everything(live_api, bodies, set(streams))
     assert ground_truth(sim.base_url)["real_orders"] == 3
+
+
+def test_kill_after_the_venue_executed_before_it_answered(live_api: ApiProcess, sim: SimulatorServer) -> None:
+    # The venue executes at once and answers 3 s later: kill once the simulator holds every order
+    sim_fault(sim.base_url, {"order_answer_delay_ms": 3000})
+    kinds = {"crash-d-0": "rest", "crash-d-1": "fill", "crash-d-2": "rest"}
+    bodies = {cid: order_body(cid, kind) for cid, kind in kinds.items()}
+    burst = Burst(live_api, bodies, workers=len(bodies))
+    eventually(lambda: len(ground_truth(sim.base_url)["orders"]) == len(bodies), timeout=20, interval=0.01)
+    live_api.kill9()
+    burst.join()
+    assert burst.answers == {}, "an answer arrived although the venue was holding them back"
+
+    streams, truth = _restart_and_check(live_api, sim)
+    expected = {"rest": "reconcile_acked", "fill": "reconcile_filled"}
+    for cid, kind in kinds.items():
+        triggers = [r["trigger"] for r in streams[cid]]
+        assert triggers == ["create", "preflight", "send", "mark_unknown", expected[kind]], triggers
+    _retry_everything(live_api, bodies, set(streams))
+    assert (
+        ground_truth(sim.base_url)["real_orders"] == truth["real_orders"] == 3
+    )  # executed once, never resent

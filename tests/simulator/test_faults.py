@@ -64,6 +64,19 @@ def test_lost_response_executes_then_answers_1007(fake_client: SignedClient, sta
     assert fake_client.signed("POST", "/api/v3/order", limit_buy(price="59000")).status_code == 200
 
 
+def test_order_answer_delay_executes_first_then_answers_late(client: SignedClient) -> None:
+    set_faults(client, order_answer_delay_ms=400)
+    t0 = time.perf_counter()
+    r = client.signed("POST", "/api/v3/order", limit_buy(newClientOrderId="late-answer"))
+    assert r.status_code == 200
+    assert time.perf_counter() - t0 >= 0.4
+    # executed (tests/crash kills the engine during the delay and finds the order already on the venue)
+    assert [o["clientOrderId"] for o in truth(client)["orders"]] == ["late-answer"]
+    t0 = time.perf_counter()
+    assert client.get("/api/v3/ping").status_code == 200  # only order placements are held back
+    assert time.perf_counter() - t0 < 0.3
+
+
 def test_not_found_lag_hides_new_orders_for_a_while(fake_client: SignedClient, clock: FakeClock) -> None:
     set_faults(fake_client, not_found_lag_s=30)
     placed = fake_client.signed("POST", "/api/v3/order", limit_buy(newClientOrderId="lagging")).json()
