@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -28,9 +29,28 @@ def settings() -> EngineSettings:
     )
 
 
-@pytest.fixture
-async def engine(db_url: str, fake: FakeExchange, settings: EngineSettings) -> AsyncIterator[Engine]:
+async def go_live(engine: Engine) -> None:
+    """Straight to LIVE without the guards: order-flow tests; tests/engine/test_sessions.py tests arming."""
+    for trigger in ("arm", "go_live"):
+        await engine.sessions.transition(trigger, "ops")
+
+
+@asynccontextmanager
+async def running(
+    db_url: str, fake: FakeExchange, settings: EngineSettings, *, live: bool = False
+) -> AsyncIterator[Engine]:
+    """An engine started on `db_url` (replay, reconcile: its report is `engine.report`), stopped after."""
     eng = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
     await eng.start()
-    yield eng
-    await eng.stop()
+    try:
+        if live:
+            await go_live(eng)
+        yield eng
+    finally:
+        await eng.stop()
+
+
+@pytest.fixture
+async def engine(db_url: str, fake: FakeExchange, settings: EngineSettings) -> AsyncIterator[Engine]:
+    async with running(db_url, fake, settings) as eng:
+        yield eng

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
-from engine.config import EngineSettings
+from engine.config import EngineSettings, RiskLimits
 from engine.errors import (
     ExchangeRejected,
     ExchangeUnavailable,
@@ -14,16 +15,18 @@ from engine.errors import (
     IdempotencyConflict,
     InvalidTransition,
     OrderRejected,
+    PreflightFailed,
     SessionHalted,
     UnknownOrder,
 )
 from engine.fsm.order_table import OrderState
 from engine.fsm.session_table import SessionState
-from engine.persistence.sql_journal import SqlJournal
+from engine.order import decide_create
 from engine.replay import replay
 from engine.runtime import Engine
 from engine.types import OrderRequest, OrderType, Side, TimeInForce, VenueStatus
-from tests.fakes import FakeExchange, FrozenClock
+from tests.engine.conftest import go_live, running
+from tests.fakes import FakeExchange
 from tests.waiting import eventually_async as eventually
 
 
@@ -35,12 +38,6 @@ def limit(cid: str = "c1", qty: str = "0.001", price: str = "65000.00") -> Order
 
 def triggers(engine: Engine, cid: str) -> list[str]:
     return [r.trigger for r in engine.journal.stream("order", cid)]
-
-
-async def go_live(engine: Engine) -> None:
-    # Bypass the guards: this file tests order flows; tests/engine/test_sessions.py tests arming
-    for trigger in ("arm", "go_live"):
-        await engine.sessions.transition(trigger, "ops")
 
 
 async def test_safe_mode_sends_test_orders_only(engine: Engine, fake: FakeExchange) -> None:
@@ -187,8 +184,6 @@ async def test_cancel_refused_because_it_filled_meanwhile(engine: Engine, fake: 
     await go_live(engine)
     placed = await engine.orders.submit(limit(), "trader")
     # The venue filled it, but the update has not reached us: the cancel fails with -2011
-    from dataclasses import replace
-
     fake.orders["c1"] = replace(fake.orders["c1"], status=VenueStatus.FILLED, executed_qty=Decimal("0.001"))
     with pytest.raises(ExchangeRejected):
         await engine.orders.cancel("BTCUSDT", "c1", None, "trader")
@@ -200,23 +195,18 @@ async def test_restart_from_live_comes_back_on_hold_and_reconciles(
     db_url: str, settings: EngineSettings
 ) -> None:
     fake = FakeExchange()
-    first = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
-    await first.start()
-    await go_live(first)
-    await first.orders.submit(limit("a"), "trader")
-    await first.orders.submit(limit("b"), "trader")
-    fake.fill("a", Decimal("0.001"), VenueStatus.FILLED)  # filled while we are down: never delivered
-    fake.listeners.clear()
-    await first.stop()
+    async with running(db_url, fake, settings, live=True) as first:
+        await first.orders.submit(limit("a"), "trader")
+        await first.orders.submit(limit("b"), "trader")
+        fake.fill("a", Decimal("0.001"), VenueStatus.FILLED)  # filled while we are down: never delivered
+        fake.listeners.clear()
 
-    second = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
-    report = await second.start()
-    assert report.open_orders == 2
-    assert second.sessions.current.state is SessionState.HOLD
-    assert second.sessions.current.hold_reason == "restart"
-    assert "a" not in second.orders.open  # reconciliation found the fill
-    assert second.orders.open["b"].state is OrderState.ACKED
-    await second.stop()
+    async with running(db_url, fake, settings) as second:
+        assert second.report.open_orders == 2
+        assert second.sessions.current.state is SessionState.HOLD
+        assert second.sessions.current.hold_reason == "restart"
+        assert "a" not in second.orders.open  # reconciliation found the fill
+        assert second.orders.open["b"].state is OrderState.ACKED
 
 
 async def test_orders_unknown_to_the_journal_are_adopted_at_start(
@@ -225,40 +215,35 @@ async def test_orders_unknown_to_the_journal_are_adopted_at_start(
     fake = FakeExchange()
     await fake.place(limit("foreign"))  # placed by hand on the venue: the journal never saw it
     fake.fill("foreign", Decimal("0.0004"))
-    eng = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
-    report = await eng.start()
-    assert report.problems == []
-    assert eng.sessions.current.state is SessionState.TESTNET
-    adopted = eng.orders.open["foreign"]
-    assert (adopted.state, adopted.filled_qty, adopted.mode) == (
-        OrderState.PARTIALLY_FILLED,
-        Decimal("0.0004"),
-        "live",
-    )
-    rows = eng.journal.stream("order", "foreign")
-    assert [(r.trigger, r.actor) for r in rows] == [("create", "reconciler"), ("adopt_partial", "reconciler")]
-    await eng.orders.cancel("BTCUSDT", "foreign", None, "trader")  # tracked now: it can be cancelled
-    assert adopted.state is OrderState.CANCELLED
-    assert (
-        replay(eng.journal.scan(), keep_terminal=True).terminal_orders["foreign"].state
-        is OrderState.CANCELLED
-    )
-    await eng.stop()
+    async with running(db_url, fake, settings) as eng:
+        assert eng.report.problems == []
+        assert eng.sessions.current.state is SessionState.TESTNET
+        adopted = eng.orders.open["foreign"]
+        assert (adopted.state, adopted.filled_qty, adopted.mode) == (
+            OrderState.PARTIALLY_FILLED,
+            Decimal("0.0004"),
+            "live",
+        )
+        rows = eng.journal.stream("order", "foreign")
+        assert [(r.trigger, r.actor) for r in rows] == [
+            ("create", "reconciler"),
+            ("adopt_partial", "reconciler"),
+        ]
+        await eng.orders.cancel("BTCUSDT", "foreign", None, "trader")  # tracked now: it can be cancelled
+        assert adopted.state is OrderState.CANCELLED
+        rebuilt = replay(eng.journal.scan(), keep_terminal=True).terminal_orders["foreign"]
+        assert rebuilt.state is OrderState.CANCELLED
 
 
 async def test_an_order_that_cannot_be_adopted_holds_the_session(
     db_url: str, settings: EngineSettings
 ) -> None:
-    from dataclasses import replace
-
     fake = FakeExchange()
     await fake.place(limit("odd"))
     fake.orders["odd"] = replace(fake.orders["odd"], side=None)  # the venue's answer lacks what we need
-    eng = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
-    report = await eng.start()
-    assert eng.sessions.current.state is SessionState.HOLD
-    assert "odd" in report.problems[0]
-    await eng.stop()
+    async with running(db_url, fake, settings) as eng:
+        assert eng.sessions.current.state is SessionState.HOLD
+        assert "odd" in eng.report.problems[0]
 
 
 async def test_crash_after_write_ahead_is_finished_by_reconciliation(
@@ -266,32 +251,22 @@ async def test_crash_after_write_ahead_is_finished_by_reconciliation(
 ) -> None:
     """The SENT row is durable but the process died before the venue answered (or before it sent)."""
     fake = FakeExchange()
-    eng = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
-    await eng.start()
-    await go_live(eng)
     order_req = limit("w1")
-    from engine.order import decide_create
+    async with running(db_url, fake, settings, live=True) as eng:
+        entries = [decide_create(order_req, "live", "trader")]
+        steps = [("preflight", {}, ""), ("send", {}, "")]
+        entries += eng.orders.store.chain(OrderState.NEW, 1, "w1", steps, "trader")
+        await eng.writer.append(entries)
+        await fake.place(order_req)  # the request did reach the venue
 
-    entries = [decide_create(order_req, "live", "trader")]
-    entries += eng.orders.store.chain(
-        OrderState.NEW, 1, "w1", [("preflight", {}, ""), ("send", {}, "")], "trader"
-    )
-    await eng.writer.append(entries)
-    await fake.place(order_req)  # the request did reach the venue
-    await eng.stop()
-
-    again = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
-    await again.start()
-    await eventually(
-        lambda: again.orders.open.get("w1") is not None and again.orders.open["w1"].state is OrderState.ACKED
-    )
-    assert triggers(again, "w1")[-2:] == ["mark_unknown", "reconcile_acked"]
-    await again.stop()
+    async with running(db_url, fake, settings) as again:
+        await eventually(
+            lambda: (o := again.orders.open.get("w1")) is not None and o.state is OrderState.ACKED
+        )
+        assert triggers(again, "w1")[-2:] == ["mark_unknown", "reconcile_acked"]
 
 
 async def test_each_live_order_runs_preflight_and_a_failure_holds(engine: Engine, fake: FakeExchange) -> None:
-    from engine.errors import PreflightFailed
-
     await go_live(engine)
     fake.skew_ms = 5_000.0  # the clock drifted after arming
     audit = Engine.audit_entry("trader", "api.live.order", {"clientOrderId": "c1"})
@@ -337,42 +312,42 @@ async def test_an_order_appearing_after_it_was_given_up_holds_the_session(
 
 
 async def test_max_position_counts_holdings_and_open_buys(db_url: str) -> None:
-    from engine.config import RiskLimits
-
     fake = FakeExchange()
+    fake.balances = {"BTC": Decimal("0.001")}  # already held
     cfg = EngineSettings(
         profile="testnet", symbols=("BTCUSDT",), risk=RiskLimits(max_position={"BTC": Decimal("0.0025")})
     )
-    eng = Engine(SqlJournal(db_url), fake, cfg, FrozenClock())
-    fake.balances = {"BTC": Decimal("0.001")}  # already held
-    await eng.start()
-    await go_live(eng)
-    assert (await eng.orders.submit(limit("p1"), "trader")).order.state is OrderState.ACKED  # 0.001 + 0.001
-    with pytest.raises(OrderRejected) as info:
-        await eng.orders.submit(limit("p2"), "trader")  # 0.001 held + 0.001 open + 0.001 > 0.0025
-    assert info.value.reason == "risk_max_position"
-    sell = OrderRequest(
-        "BTCUSDT", Side.SELL, OrderType.LIMIT, "p3", Decimal("0.001"), Decimal("65000.00"), TimeInForce.GTC
-    )
-    assert (await eng.orders.submit(sell, "trader")).order.state is OrderState.ACKED  # selling only reduces
-    await eng.stop()
+    async with running(db_url, fake, cfg, live=True) as eng:
+        assert (
+            await eng.orders.submit(limit("p1"), "trader")
+        ).order.state is OrderState.ACKED  # 0.001 + 0.001
+        with pytest.raises(OrderRejected) as info:
+            await eng.orders.submit(limit("p2"), "trader")  # 0.001 held + 0.001 open + 0.001 > 0.0025
+        assert info.value.reason == "risk_max_position"
+        sell = OrderRequest(
+            "BTCUSDT",
+            Side.SELL,
+            OrderType.LIMIT,
+            "p3",
+            Decimal("0.001"),
+            Decimal("65000.00"),
+            TimeInForce.GTC,
+        )
+        assert (
+            await eng.orders.submit(sell, "trader")
+        ).order.state is OrderState.ACKED  # selling only reduces
 
 
 async def test_a_journalled_rejected_order_working_on_the_venue_at_start_holds(
     db_url: str, settings: EngineSettings
 ) -> None:
     fake = FakeExchange()
-    eng = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
-    await eng.start()
-    await go_live(eng)
-    fake.fail_next = ExecutionStatusUnknown("503", reason="EXECUTION_STATUS_UNKNOWN", http_status=503)
-    with pytest.raises(ExecutionStatusUnknown):
-        await eng.orders.submit(limit("late"), "trader")
-    await eventually(lambda: "late" not in eng.orders.open, timeout=3)  # given up: REJECTED
-    await eng.stop()
+    async with running(db_url, fake, settings, live=True) as eng:
+        fake.fail_next = ExecutionStatusUnknown("503", reason="EXECUTION_STATUS_UNKNOWN", http_status=503)
+        with pytest.raises(ExecutionStatusUnknown):
+            await eng.orders.submit(limit("late"), "trader")
+        await eventually(lambda: "late" not in eng.orders.open, timeout=3)  # given up: REJECTED
     await fake.place(limit("late"))  # yet it is working on the venue (a lagging, delayed execution)
-    again = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
-    report = await again.start()
-    assert again.sessions.current.state is SessionState.HOLD
-    assert any("journalled REJECTED but working on the venue" in p for p in report.problems)
-    await again.stop()
+    async with running(db_url, fake, settings) as again:
+        assert again.sessions.current.state is SessionState.HOLD
+        assert any("journalled REJECTED but working on the venue" in p for p in again.report.problems)
