@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -52,3 +53,12 @@ def journal(journal_url: str) -> Iterator[SqlJournal]:
     j = SqlJournal(journal_url)
     yield j
     j.close()
+
+
+@pytest.fixture(scope="module")
+def sim_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+    """(simulator, API server on the testnet profile routed to it), shared by one test module."""
+    from tests.e2e.server import simulator_and_api  # the API stack is imported only by tests that use it
+
+    with simulator_and_api(tmp_path_factory.mktemp("stack")) as pair:
+        yield pair

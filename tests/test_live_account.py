@@ -19,6 +19,7 @@ from tests.e2e.server import ApiServer, simulator_and_api
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[Any, ApiServer]]:
+    # One stack per test, not the shared sim_stack: a test here changes the venue's account
     with simulator_and_api(tmp_path) as pair:
         yield pair
 

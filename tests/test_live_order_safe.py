@@ -5,13 +5,11 @@ Testnet profile against the local simulator; its ground truth proves no real ord
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.e2e.server import ApiServer, journal_rows, simulator_and_api
+from tests.e2e.server import ApiServer, journal_rows
 
 ORDER = {
     "symbol": "BTCUSDT",
@@ -23,18 +21,12 @@ ORDER = {
 }
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ApiServer]]:
-    with simulator_and_api(tmp_path_factory.mktemp("safe")) as pair:
-        yield pair
-
-
 def _truth(sim: Any) -> dict[str, Any]:
     return httpx.get(f"{sim.base_url}/_sim/ground_truth").json()
 
 
-def test_safe_mode_order_is_validated_never_executed(stack: tuple[Any, ApiServer]) -> None:
-    sim, api = stack
+def test_safe_mode_order_is_validated_never_executed(sim_stack: tuple[Any, ApiServer]) -> None:
+    sim, api = sim_stack
     assert api.settings.safe_mode is True
     r = api.client("trader").post("/api/live/order", json={**ORDER, "newClientOrderId": "safe-1"})
     assert r.status_code == 200, r.text
@@ -50,8 +42,8 @@ def test_safe_mode_order_is_validated_never_executed(stack: tuple[Any, ApiServer
     assert api.client("viewer").get("/api/live/open_orders").json()["orders"] == []
 
 
-def test_safe_mode_order_is_journaled_with_its_audit_row(stack: tuple[Any, ApiServer]) -> None:
-    _, api = stack
+def test_safe_mode_order_is_journaled_with_its_audit_row(sim_stack: tuple[Any, ApiServer]) -> None:
+    _, api = sim_stack
     api.client("trader").post("/api/live/order", json={**ORDER, "newClientOrderId": "safe-2"})
     auditor = api.client("auditor")
     steps = [(r["trigger"], r["to_state"]) for r in journal_rows(auditor, stream="order", stream_id="safe-2")]
@@ -74,8 +66,8 @@ def test_safe_mode_order_is_journaled_with_its_audit_row(stack: tuple[Any, ApiSe
     assert "e2e-sim-key" not in text
 
 
-def test_venue_rejection_of_a_test_order_is_422_with_its_code(stack: tuple[Any, ApiServer]) -> None:
-    sim, api = stack
+def test_venue_rejection_of_a_test_order_is_422_with_its_code(sim_stack: tuple[Any, ApiServer]) -> None:
+    sim, api = sim_stack
     # A filter the engine does not check locally: the venue's PERCENT_PRICE (price far below the market)
     api.runtime.engine.orders.last_prices.pop("BTCUSDT", None)  # no collar: let the venue judge
     r = api.client("trader").post(
@@ -90,8 +82,8 @@ def test_venue_rejection_of_a_test_order_is_422_with_its_code(stack: tuple[Any, 
     assert _truth(sim)["real_orders"] == 0
 
 
-def test_tested_order_cannot_be_cancelled(stack: tuple[Any, ApiServer]) -> None:
-    _, api = stack
+def test_tested_order_cannot_be_cancelled(sim_stack: tuple[Any, ApiServer]) -> None:
+    _, api = sim_stack
     api.client("trader").post("/api/live/order", json={**ORDER, "newClientOrderId": "safe-4"})
     r = api.client("trader").post(
         "/api/live/cancel", json={"symbol": "BTCUSDT", "origClientOrderId": "safe-4"}

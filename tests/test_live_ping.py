@@ -5,7 +5,6 @@ Runs the testnet profile against the local Binance simulator over real sockets (
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,17 +12,11 @@ import pytest
 
 from engine.config import PreflightSettings
 from engine.guardrails.preflight import skew_status
-from tests.e2e.server import ApiServer, journal_rows, simulator_and_api
+from tests.e2e.server import ApiServer, journal_rows
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ApiServer]]:
-    with simulator_and_api(tmp_path_factory.mktemp("ping")) as pair:
-        yield pair
-
-
-def test_ping_is_200_with_server_time_and_small_skew(stack: tuple[Any, ApiServer]) -> None:
-    sim, api = stack
+def test_ping_is_200_with_server_time_and_small_skew(sim_stack: tuple[Any, ApiServer]) -> None:
+    sim, api = sim_stack
     r = api.client("viewer").get("/api/live/ping")
     assert r.status_code == 200
     body = r.json()
@@ -34,8 +27,8 @@ def test_ping_is_200_with_server_time_and_small_skew(stack: tuple[Any, ApiServer
     assert abs(body["clock_skew_ms"]) < 250
 
 
-def test_skew_beyond_the_threshold_is_warn(stack: tuple[Any, ApiServer]) -> None:
-    sim, api = stack
+def test_skew_beyond_the_threshold_is_warn(sim_stack: tuple[Any, ApiServer]) -> None:
+    sim, api = sim_stack
     httpx.post(f"{sim.base_url}/_sim/faults", json={"clock_skew_ms": 1000}).raise_for_status()
     try:
         body = api.client("viewer").get("/api/live/ping").json()
@@ -57,8 +50,8 @@ def test_skew_rule_uses_the_configured_maximum(skew: float, expected: str) -> No
     assert skew_status(skew, PreflightSettings(time_skew_ms_max=250)) == expected
 
 
-def test_ping_writes_an_audit_row(stack: tuple[Any, ApiServer]) -> None:
-    _, api = stack
+def test_ping_writes_an_audit_row(sim_stack: tuple[Any, ApiServer]) -> None:
+    _, api = sim_stack
     before = len(journal_rows(api.client("auditor"), trigger="api.live.ping"))
     api.client("viewer").get("/api/live/ping")
     rows = journal_rows(api.client("auditor"), trigger="api.live.ping")

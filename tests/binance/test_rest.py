@@ -119,33 +119,30 @@ async def test_concurrent_minus_1021_share_one_resync() -> None:
     await client.aclose()
 
 
-async def test_read_timeout_after_send_is_execution_status_unknown_and_never_resent() -> None:
+@pytest.mark.parametrize(
+    ("failure", "expected", "reason"),
+    [
+        # the request left: the order may exist, so the outcome is unknown and nothing is resent
+        (httpx.ReadTimeout, ExecutionStatusUnknown, "EXECUTION_STATUS_UNKNOWN"),
+        # nothing left the machine: safe to call a plain "unavailable"
+        (httpx.ConnectError, ExchangeUnavailable, "EXCHANGE_UNAVAILABLE"),
+    ],
+)
+async def test_transport_failures_split_on_whether_the_request_was_sent(
+    failure: type[httpx.TransportError], expected: type[Exception], reason: str
+) -> None:
     venue = FakeVenue()
 
-    def timeout(r: httpx.Request, p: dict[str, str]) -> httpx.Response:
-        raise httpx.ReadTimeout("timed out", request=r)
+    def fail(r: httpx.Request, p: dict[str, str]) -> httpx.Response:
+        raise failure("transport failed", request=r)
 
-    venue.route("POST", "/api/v3/order", timeout)
+    venue.route("POST", "/api/v3/order", fail)
     client = client_for(venue)
-    with pytest.raises(ExecutionStatusUnknown) as ei:
+    with pytest.raises(expected) as ei:
         await client.order(ORDER)
-    assert ei.value.reason == "EXECUTION_STATUS_UNKNOWN"
-    assert isinstance(ei.value.__cause__, httpx.ReadTimeout)
+    assert ei.value.reason == reason  # type: ignore[attr-defined]
+    assert isinstance(ei.value.__cause__, failure)
     assert venue.count("POST", "/api/v3/order") == 1
-    await client.aclose()
-
-
-async def test_connect_error_before_send_is_exchange_unavailable() -> None:
-    venue = FakeVenue()
-
-    def refused(r: httpx.Request, p: dict[str, str]) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=r)
-
-    venue.route("POST", "/api/v3/order", refused)
-    client = client_for(venue)
-    with pytest.raises(ExchangeUnavailable) as ei:
-        await client.order(ORDER)
-    assert ei.value.reason == "EXCHANGE_UNAVAILABLE"
     await client.aclose()
 
 
