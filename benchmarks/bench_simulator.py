@@ -17,46 +17,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
-import json
 import multiprocessing
-import socket
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
+from common import (  # also puts the repository root on sys.path
+    hmac_signed_query,
+    save,
+    simulator_process,
+    table,
+)
 
 KEY, SECRET = "bench-key", "bench-secret"
 CONCURRENCY = 16
-RESULTS = Path(__file__).resolve().parent / "results" / "simulator.json"
 ORDER = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "IOC", "quantity": "0.001"}
 
 
-def _serve(port: int) -> None:
-    from adapters.simulator.server import run_simulator
-
-    big = 10**12
-    run_simulator("127.0.0.1", port, KEY, SECRET, weight_limit=big, order_limit_10s=big, order_limit_1d=big)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _signed(params: dict[str, str]) -> tuple[str, dict[str, str]]:
-    query = urlencode({**params, "timestamp": str(time.time_ns() // 1_000_000)})
-    sig = hmac.new(SECRET.encode(), query.encode(), hashlib.sha256).hexdigest()
-    return f"{query}&signature={sig}", {"X-MBX-APIKEY": KEY}
+    return hmac_signed_query(params, SECRET), {"X-MBX-APIKEY": KEY}
 
 
 Request = Callable[[int], tuple[str, str, str | None, dict[str, str]]]  # seq -> method, path, body, headers
@@ -143,20 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=2000, help="requests per row and mode")
     args = parser.parse_args()
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = multiprocessing.get_context("spawn").Process(target=_serve, args=(port,), daemon=True)
-    proc.start()
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{base}/api/v3/ping", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("simulator did not start") from None
-                time.sleep(0.05)
+    with simulator_process(KEY, SECRET) as base:
         rows = []
         for name, make in (("ping", ping), ("order/test", test_order), ("LIMIT order", limit_order)):
             run_sequential(base, make, min(200, args.orders))  # warm-up
@@ -166,38 +135,15 @@ def main() -> None:
             t0 = time.perf_counter()
             lat = asyncio.run(_run_concurrent(base, make, args.orders))
             rows.append(summarize(name, f"{CONCURRENCY} concurrent", lat, time.perf_counter() - t0))
-    finally:
-        proc.terminate()
-        proc.join(timeout=10)
     floor_by_mode = {r["mode"]: r["per_s"] for r in rows if r["row"] == "ping"}
     for r in rows:
         r["ratio_to_ping"] = r["per_s"] / floor_by_mode[r["mode"]]
     engine_rate = engine_floor(args.orders)
 
-    print(f"{'row':<12} {'mode':<14} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs ping':>8}")
-    for r in rows:
-        print(
-            f"{r['row']:<12} {r['mode']:<14} {r['per_s']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}"
-            f" {r['ratio_to_ping']:>8.2f}"
-        )
+    table("simulator: signed requests over loopback", rows)
     print(f"in-process engine.place(): {engine_rate:.0f} orders/s")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "simulator",
-                "orders_per_row": args.orders,
-                "concurrency": CONCURRENCY,
-                "cpus": multiprocessing.cpu_count(),
-                "python": sys.version.split()[0],
-                "rows": rows,
-                "engine_place_per_s": engine_rate,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {RESULTS}")
+    save("simulator", {"orders_per_row": args.orders, "concurrency": CONCURRENCY, "cpus": multiprocessing.cpu_count(),
+                       "python": sys.version.split()[0], "rows": rows, "engine_place_per_s": engine_rate})  # fmt: skip
 
 
 if __name__ == "__main__":
