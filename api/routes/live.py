@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
 
 from api.deps import EngineDep, Reader, RuntimeDep, Trader, json_body
 from api.errors import ApiError
@@ -17,26 +18,15 @@ from engine.runtime import Engine
 
 router = APIRouter(prefix="/api/live", tags=["live"])
 
-_ORDER_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": OrderBody.model_json_schema(ref_template="#/components/schemas/{model}")
-            }
-        },
-    }
-}
-_CANCEL_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": CancelBody.model_json_schema(ref_template="#/components/schemas/{model}")
-            }
-        },
-    }
-}
+
+def _json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI text for a route that reads its JSON body itself (to answer malformed JSON with a reason)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_ORDER_DOC = _json_body_doc(OrderBody)
+_CANCEL_DOC = _json_body_doc(CancelBody)
 
 
 def _qty(value: Decimal) -> str:
