@@ -7,6 +7,8 @@ import json
 import httpx
 import pytest
 
+from tests.e2e.server import journal_rows
+
 GOOD = {
     "symbol": "BTCUSDT",
     "side": "BUY",
@@ -140,3 +142,14 @@ def test_journal_still_verifies_after_all_that(auditor: httpx.Client) -> None:
     assert r.status_code == 200
     assert r.json()["ok"] is True
     assert r.json()["rows"] > 0
+
+
+def test_refused_live_calls_are_audited_too(trader: httpx.Client, auditor: httpx.Client) -> None:
+    assert trader.post("/api/live/order", content=b"{nope").status_code == 400
+    assert trader.post("/api/live/cancel", json={"symbol": "BTCUSDT"}).status_code == 422
+    refused = {
+        (r["trigger"], r["payload"].get("refused"))
+        for r in journal_rows(auditor, stream="audit")
+        if r["actor"] == "trader" and "refused" in r["payload"]
+    }
+    assert {("api.live.order", "malformed_json"), ("api.live.cancel", "invalid_body")} <= refused
