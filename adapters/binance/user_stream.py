@@ -12,7 +12,8 @@ those params sorted by name (any key type, weight 2). Events arrive as `{"subscr
                                    serverShutdown, make-before-break: the new connection subscribes first,
                                    then the old one closes; events seen on both are delivered once.
 
-Every break calls `on_gap(reason)` once (events may have been missed: reconcile through REST once
+A TRADE report whose cumulative quantity skips past the last one seen for its order also calls
+`on_gap` (a lost fill report on a live connection). Every break calls `on_gap(reason)` once (events may have been missed: reconcile through REST once
 `on_subscribed` fires again) and reconnects with exponential backoff plus jitter. The server's ping frames
 (every 20 s) are answered by the websockets library itself (pong with the ping's payload, as the docs
 require); our own keepalive pings are unsolicited, which the docs allow. The supervisor never dies silently:
@@ -55,6 +56,7 @@ WS_API_URLS = MappingProxyType(
 # web-socket-api.md: "A single connection to the API is only valid for 24 hours"; roll over well before
 DEFAULT_MAX_CONNECTION_AGE_S = 23.5 * 3600
 _DEDUP_WINDOW = 10_000
+_OPEN = frozenset({VenueStatus.NEW, VenueStatus.PARTIALLY_FILLED})
 
 
 class StreamState(StrEnum):
@@ -281,6 +283,7 @@ class UserDataStream:
         self._link: _Link | None = None
         self._links: set[_Link] = set()  # every open connection (two during a rollover)
         self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
+        self._filled: OrderedDict[tuple[str, int | None], Decimal] = OrderedDict()  # open orders' last z
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._requests = itertools.count(1)
@@ -593,6 +596,7 @@ class UserDataStream:
         if kind == "executionReport":
             order = parse_execution_report(event)
             if order is not None:
+                self._check_continuity(order)
                 if self.on_order is not None:
                     self._call(self.on_order, order)
                 return
@@ -611,6 +615,33 @@ class UserDataStream:
             self.unknown += 1
         if self.on_event is not None:
             self._call(self.on_event, event)
+
+    def _check_continuity(self, order: VenueOrder) -> None:
+        """A TRADE whose cumulative quantity before it (z - l) is above what we last saw for the order means
+        a fill report never arrived (the stream has no sequence numbers; this is the one hole it shows)."""
+        key = (order.symbol, order.order_id)
+        last = self._filled.get(key)
+        if order.fills and last is not None:
+            before = order.executed_qty - sum((f.qty for f in order.fills), Decimal(0))
+            if before > last:
+                self._missed(
+                    f"missed fill report(s) on {order.symbol} order {order.order_id}: {last} -> {before}"
+                )
+        if order.status in _OPEN:
+            self._filled[key] = max(order.executed_qty, last if last is not None else Decimal(0))
+            self._filled.move_to_end(key)
+            if len(self._filled) > _DEDUP_WINDOW:
+                self._filled.popitem(last=False)
+        else:
+            self._filled.pop(key, None)
+
+    def _missed(self, reason: str) -> None:
+        """An event is missing although the connection is fine: a gap for the consumer, not a break."""
+        self.gaps += 1
+        self.last_gap = reason
+        log.warning("user data stream gap: %s", reason)
+        if self.on_gap is not None:
+            self._call(self.on_gap, reason)
 
     @staticmethod
     def _call(cb: Callable[..., None], *args: Any) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from adapters.binance.rest import BinanceSpotClient
 from adapters.binance.user_stream import (
@@ -317,3 +319,66 @@ async def test_a_failing_callback_does_not_break_the_stream(
         assert stream.status()["gaps"] == 0
     finally:
         await stream.stop()
+
+
+async def test_a_skipped_fill_report_is_a_gap_on_a_live_connection(
+    live: tuple[UserDataStream, Collector], rest: BinanceSpotClient, admin: httpx.Client
+) -> None:
+    stream, seen = live
+    cid = f"us-{next(_ids)}"
+    payload = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "price": "60000"}
+    await rest.order({**payload, "quantity": "0.15000", "newClientOrderId": cid})  # fills 0.05 per price move
+    await eventually(lambda: seen.of(cid, "NEW") and len(seen.balances) == 1)
+    admin.post("/_sim/price", json={"symbol": "BTCUSDT", "price": "59990"})
+    await eventually(lambda: len(seen.of(cid, "TRADE")) == 1 and len(seen.balances) == 2)
+    admin.post("/_sim/ws_api/faults", json={"skip": 1})
+    admin.post("/_sim/price", json={"symbol": "BTCUSDT", "price": "59980"})  # this fill's report is lost
+    await eventually(lambda: len(seen.balances) == 3)
+    assert seen.gaps == []
+    admin.post("/_sim/price", json={"symbol": "BTCUSDT", "price": "59970"})
+    await eventually(lambda: seen.gaps)
+    assert "missed fill report(s)" in seen.gaps[0]
+    assert [o.status for o in seen.of(cid, "TRADE")] == [VenueStatus.PARTIALLY_FILLED, VenueStatus.FILLED]
+    status = stream.status()
+    assert (status["gaps"], status["connects"], status["level"]) == (1, 1, "OK")  # no reconnect needed
+
+
+async def test_ed25519_key_subscribes_by_signature(sim: SimulatorServer, rest: BinanceSpotClient) -> None:
+    private = Ed25519PrivateKey.generate()
+    public_pem = private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    private_pem = private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    sim.app.state.ws_api.register_ed25519("ed-key", public_pem)
+    seen = Collector()
+    stream = UserDataStream.for_profile(
+        "simulator", "ed-key", private_pem, key_type="ED25519", url=f"{sim.ws_url}/ws-api/v3",
+        on_order=seen.orders.append, on_subscribed=seen.subscribed.append,
+    )  # fmt: skip
+    await stream.start()
+    try:
+        await eventually(lambda: seen.subscribed)
+        cid = await buy(rest)
+        await eventually(lambda: seen.of(cid, "NEW"))
+    finally:
+        await stream.stop()
+
+
+async def test_shutdown_with_an_immediate_close_is_a_gap(
+    live: tuple[UserDataStream, Collector], rest: BinanceSpotClient, admin: httpx.Client
+) -> None:
+    stream, seen = live
+    admin.post("/_sim/ws_api/faults", json={"shutdown": 0}).raise_for_status()
+    await eventually(lambda: len(seen.subscribed) == 2)
+    assert len(seen.gaps) == 1  # the old connection closed before the new subscription was live
+    cid = await buy(rest)
+    await eventually(lambda: seen.of(cid, "NEW"))
+    assert stream.status()["level"] == "OK"
+
+
+async def test_reordered_events_are_all_delivered(
+    live: tuple[UserDataStream, Collector], rest: BinanceSpotClient, admin: httpx.Client
+) -> None:
+    stream, seen = live
+    admin.post("/_sim/ws_api/faults", json={"reorder": 1}).raise_for_status()
+    cid = await buy(rest)
+    await eventually(lambda: seen.of(cid, "NEW") and seen.balances)
+    assert stream.status()["gaps"] == 0

@@ -346,3 +346,12 @@ async def test_request_weight_is_shared_with_rest() -> None:
             await call(ws, "ping", rid=2)  # 3
             limited = await call(ws, "ping", rid=3)
             assert (limited["status"], limited["error"]["code"]) == (429, -1003)
+
+
+async def test_server_stop_sends_server_shutdown() -> None:
+    sim = SimulatorServer(KEY, SECRET).start()
+    async with connect(url(sim)) as ws:
+        await subscribe(sim, ws)
+        await asyncio.to_thread(sim.stop)
+        notice = await recv_until(ws, lambda m: "event" in m)
+        assert notice["event"]["e"] == "serverShutdown"
