@@ -30,7 +30,8 @@ Faults, POST /_sim/ws_api/faults (JSON, any subset; DELETE clears them); they ac
     drop: true           close every WS API connection now (code 1011)
     terminate: true      send `eventStreamTerminated` on every subscription and end them (sockets stay open)
     shutdown: float      send `serverShutdown` on every connection now and close them S seconds later
-GET /_sim/ws_api answers the connections, their subscriptions and the fault state.
+GET /_sim/ws_api answers the connections, their subscriptions and the fault state. DELETE /_sim/faults
+clears these faults too.
 """
 
 from __future__ import annotations
@@ -614,9 +615,15 @@ class WsApiHub:
                 done["shutdown"] = self.announce_shutdown(float(action.removeprefix("shutdown:")))
         return _json({"faults": asdict(self.faults), **done})
 
-    async def _clear_faults(self, request: Request) -> Response:
+    def clear_faults(self) -> None:
+        """Back to no stream faults; an event held back by `reorder` is sent now."""
         self.faults = StreamFaults()
-        self._held = None
+        held, self._held = self._held, None
+        if held is not None:
+            self._fan_out(held)
+
+    async def _clear_faults(self, request: Request) -> Response:
+        self.clear_faults()
         return _json({"faults": asdict(self.faults)})
 
     async def _state(self, request: Request) -> Response:

@@ -201,9 +201,9 @@ async def test_server_shutdown_rolls_over_without_gap_or_loss(
     done = asyncio.Event()
     placing = asyncio.create_task(_place_while(rest, done))
     await asyncio.sleep(0.2)
-    admin.post("/_sim/ws_api/faults", json={"shutdown": 0.5}).raise_for_status()
+    admin.post("/_sim/ws_api/faults", json={"shutdown": 1.5}).raise_for_status()
     await eventually(lambda: stream.status()["rollovers"] == 1)
-    await asyncio.sleep(0.8)  # past the old connection's close
+    await asyncio.sleep(1.8)  # past the old connection's close
     done.set()
     placed = await placing
     await eventually(lambda: all(seen.of(cid, "NEW") for cid in placed))
@@ -214,13 +214,13 @@ async def test_server_shutdown_rolls_over_without_gap_or_loss(
 
 
 async def test_compressed_24h_rollover_has_no_gap_and_no_duplicates(rest: BinanceSpotClient) -> None:
-    # the server ends connections at 1.5 s (its "24 h"); the client rolls over at 0.5 s, before that
-    with SimulatorServer(ws_max_lifetime_s=1.5) as short:
+    # the server ends connections at 2.5 s (its "24 h"); the client rolls over at 0.6 s, well before that
+    with SimulatorServer(ws_max_lifetime_s=2.5) as short:
         client = BinanceSpotClient(
             "testnet", short.api_key, short.api_secret, {"rest": short.base_url, "ws": short.ws_url}
         )
         seen = Collector()
-        stream = seen.stream(short, max_connection_age_s=0.5)
+        stream = seen.stream(short, max_connection_age_s=0.6)
         await stream.start()
         try:
             await eventually(lambda: seen.subscribed)
@@ -252,14 +252,14 @@ async def test_duplicated_event_is_delivered_once(
 
 
 async def test_server_pings_are_answered_by_the_library() -> None:
-    # the server pings every 0.2 s and drops a client silent for 0.4 s; our own pings are off
-    with SimulatorServer(ws_ping_interval=0.2, ws_ping_timeout=0.4) as sim:
+    # the server pings every 0.2 s and drops a client that does not answer within 1 s; our own pings are off
+    with SimulatorServer(ws_ping_interval=0.2, ws_ping_timeout=1.0) as sim:
         seen = Collector()
         stream = seen.stream(sim, ping_interval_s=None)
         await stream.start()
         try:
             await eventually(lambda: seen.subscribed)
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(2.5)
             status = stream.status()
         finally:
             await stream.stop()

@@ -355,3 +355,21 @@ async def test_server_stop_sends_server_shutdown() -> None:
         await asyncio.to_thread(sim.stop)
         notice = await recv_until(ws, lambda m: "event" in m)
         assert notice["event"]["e"] == "serverShutdown"
+
+
+async def test_clearing_all_faults_clears_stream_faults_and_releases_a_held_event(
+    sim: SimulatorServer, client: SignedClient, admin: httpx.Client
+) -> None:
+    async with connect(url(sim)) as ws:
+        await subscribe(sim, ws)
+        admin.post("/_sim/ws_api/faults", json={"reorder": 1, "skip": 0, "delay_ms": 5})
+        client.signed("POST", "/api/v3/order", limit_buy(price="50000", newClientOrderId="held"))
+        await events(ws, 1, "outboundAccountPosition")  # the report itself is held back
+        admin.delete("/_sim/faults").raise_for_status()
+        assert admin.get("/_sim/ws_api").json()["faults"] == {
+            "delay_ms": 0,
+            "duplicate": 0,
+            "skip": 0,
+            "reorder": 0,
+        }
+        assert (await events(ws, 1, "executionReport"))[0]["event"]["c"] == "held"
