@@ -392,7 +392,14 @@ class UserDataStream:
                 raise
             except Exception as exc:  # a bug here must not end the stream silently
                 log.exception("user data stream supervisor failed")
-                self._fail(f"internal error: {type(exc).__name__}: {exc}")
+                reason = f"internal error: {type(exc).__name__}: {exc}"
+                current, self._link = self._link, None
+                if current is not None:  # its state is unknown now: start over, and say events may be missing
+                    with contextlib.suppress(Exception):
+                        await self._close(current)
+                    self._gap(reason)
+                else:
+                    self._fail(reason)
                 await asyncio.sleep(self.backoff_delay(attempt))
                 attempt += 1
 

@@ -382,3 +382,31 @@ async def test_reordered_events_are_all_delivered(
     cid = await buy(rest)
     await eventually(lambda: seen.of(cid, "NEW") and seen.balances)
     assert stream.status()["gaps"] == 0
+
+
+async def test_a_supervisor_bug_is_logged_reported_and_survived(
+    sim: SimulatorServer, rest: BinanceSpotClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen = Collector()
+    stream = seen.stream(sim)
+    real_wait = stream._wait
+    calls = 0
+
+    async def buggy_once(link: Any) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("supervisor bug")
+        return await real_wait(link)
+
+    stream._wait = buggy_once  # type: ignore[method-assign]
+    await stream.start()
+    try:
+        await eventually(lambda: len(seen.subscribed) == 2)
+        assert seen.gaps == ["internal error: RuntimeError: supervisor bug"]
+        assert "user data stream supervisor failed" in caplog.text
+        cid = await buy(rest)
+        await eventually(lambda: seen.of(cid, "NEW"))
+        assert stream.status()["level"] == "OK"
+    finally:
+        await stream.stop()
