@@ -44,6 +44,7 @@ class GroupCommitWriter:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._in_flight = False
         # One thread owns the database writes: no lock contention inside the process
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
         self.commits = 0
@@ -52,6 +53,11 @@ class GroupCommitWriter:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def busy(self) -> bool:
+        """Groups queued or in a commit whose callbacks have not run yet."""
+        return bool(self._queue) or self._in_flight
 
     def submit(
         self, entries: Sequence[NewEntry], on_durable: OnDurable = _ignore, on_failed: OnFailed = _ignore
@@ -102,6 +108,7 @@ class GroupCommitWriter:
                 await self._wake.wait()
                 continue
             batch = [self._queue.popleft() for _ in range(min(self._max_groups, len(self._queue)))]
+            self._in_flight = True
             work: ThreadFuture[list[list[Record] | Exception]] = self._executor.submit(
                 self.journal.append_groups, [g.entries for g in batch]
             )
@@ -115,9 +122,11 @@ class GroupCommitWriter:
                 self._fail_queued(EngineStopped("the journal writer was cancelled", reason="engine_stopped"))
                 raise
             except Exception as exc:  # the database itself failed: every group in the batch learns it
+                self._in_flight = False
                 for group in batch:
                     self._call(group.on_failed, exc)
                 continue
+            self._in_flight = False
             self.commits += 1
             self._deliver(batch, results)
 
