@@ -48,7 +48,7 @@ def outcome_of(exc: BaseException) -> dict[str, Any]:
     return {"status": 500, "reason": "internal_error"}
 
 
-def slot_of(request: Request) -> AuditSlot:
+async def slot_of(request: Request) -> AuditSlot:
     slot: AuditSlot = request.state.audit
     return slot
 

@@ -35,9 +35,8 @@ def serve(
     port: int | None,
 ) -> None:
     """Run the API server."""
-    import uvicorn
-
     from api.app import create_app
+    from api.serving import serve
     from api.settings import load_settings
 
     settings = load_settings(profile, config_file, data_dir=data_dir, db_url=db_url, host=host, port=port)
@@ -50,9 +49,7 @@ def serve(
         f"propbot {settings.profile}: safe_mode={'on' if settings.safe_mode else 'OFF'}, "
         f"journal {_safe_url(settings.db_url)}, http://{settings.host}:{settings.port}"
     )
-    uvicorn.run(
-        create_app(settings, announce=click.echo), host=settings.host, port=settings.port, log_level="info"
-    )
+    serve(create_app(settings, announce=click.echo), settings.host, settings.port)
 
 
 def _safe_url(url: str) -> str:

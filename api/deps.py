@@ -16,8 +16,10 @@ from api.runtime import Runtime
 from engine.errors import EngineError
 from engine.runtime import Engine
 
+# Dependencies are `async def`: FastAPI runs a plain `def` dependency in its thread pool, per request
 
-def get_runtime(request: Request) -> Runtime:
+
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -25,7 +27,7 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_engine(runtime: RuntimeDep) -> Engine:
+async def get_engine(runtime: RuntimeDep) -> Engine:
     """Raises the start-up error (503) while the engine is not ready to take requests."""
     error = runtime.start_error
     if error is not None:
