@@ -353,6 +353,12 @@ class CheckpointLog:
             raise JournalCorrupt(problem.seq, problem.problem)
 
 
+def engine_log(data_dir: Path, path: Path | None = None) -> CheckpointLog:
+    """The engine's writable log: key <data_dir>/checkpoint_key.pem (created on first start), log at
+    `path` (default <data_dir>/checkpoints.jsonl)."""
+    return CheckpointLog(path or data_dir / LOG_FILE, private_key=load_or_create_key(data_dir))
+
+
 # -- the engine's side ----------------------------------------------------------------------------
 
 
