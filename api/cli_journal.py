@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from api.cli_common import DATA_DIR, DB, PROFILE, CliError
+from api.cli_common import CONFIG, DATA_DIR, DB, PROFILE, CliError
 from api.settings import Location, locate
 
 CHECKPOINTS = click.option(
@@ -43,9 +43,14 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 def _journal_location(
-    profile: str | None, data_dir: Path | None, db_url: str | None, *, must_exist: bool = True
+    profile: str | None,
+    data_dir: Path | None,
+    db_url: str | None,
+    *,
+    must_exist: bool = True,
+    config_file: Path | None = None,
 ) -> Location:
-    loc = locate(profile, data_dir=data_dir, db_url=db_url)
+    loc = locate(profile, config_file, data_dir=data_dir, db_url=db_url)
     path = _sqlite_path(loc.db_url)
     if must_exist and path is not None and not path.is_file():
         raise CliError(f"no journal at {path}")
@@ -101,6 +106,7 @@ def _broken(seq: int, problem: str) -> int:
 
 @journal.command("verify")
 @PROFILE
+@CONFIG
 @DATA_DIR
 @DB
 @CHECKPOINTS
@@ -113,6 +119,7 @@ def _broken(seq: int, problem: str) -> int:
 )
 def journal_verify(
     profile: str | None,
+    config_file: Path | None,
     data_dir: Path | None,
     db_url: str | None,
     checkpoints: Path | None,
@@ -124,7 +131,7 @@ def journal_verify(
     from engine.errors import JournalCorrupt
     from engine.replay import replay
 
-    loc = _journal_location(profile, data_dir, db_url, must_exist=False)
+    loc = _journal_location(profile, data_dir, db_url, must_exist=False, config_file=config_file)
     cplog = _checkpoint_log(loc, checkpoints, checkpoint_key, sign=False)
     path = _sqlite_path(loc.db_url)
     if path is not None and not path.is_file():
