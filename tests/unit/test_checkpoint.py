@@ -79,6 +79,7 @@ def _lines(path: Path) -> list[str]:
         ("drop a middle line", 2, "does not follow the line before it"),
         ("swap two lines", 1, "does not follow the line before it"),
         ("another key", 3, "signature does not verify"),
+        ("garble a middle signature", 2, "signature does not verify"),
     ],
 )
 def test_a_bad_line_is_an_error_naming_the_line(
@@ -95,6 +96,10 @@ def test_a_bad_line_is_an_error_naming_the_line(
         lines[1] = "{oops"
     elif damage == "drop a middle line":
         del lines[1]
+    elif damage == "garble a middle signature":
+        obj = json.loads(lines[1])
+        obj["sig"] = obj["sig"][::-1]
+        lines[1] = json.dumps(obj)
     elif damage == "swap two lines":
         lines[0], lines[1] = lines[1], lines[0]
     else:
@@ -107,6 +112,8 @@ def test_a_bad_line_is_an_error_naming_the_line(
     with pytest.raises(CheckpointCorrupt, match=f"line {line}: {fragment}") as info:
         reader.latest()
     assert info.value.line == line
+    with pytest.raises(CheckpointCorrupt, match=f"line {line}: {fragment}"):
+        reader.checkpoints(every_signature=True)
     assert isinstance(info.value, JournalCorrupt)  # start-up refuses, the API answers journal_corrupt
 
 
