@@ -1,4 +1,9 @@
-"""`propbot journal verify|show|export`: audit the journal from the command line (read-only)."""
+"""`propbot journal verify|show|export|backup|accept-loss`: audit the journal from the command line.
+
+verify compares the journal with the engine's signed checkpoint log (<data-dir>/checkpoints.jsonl by
+default) as start-up does; accept-loss is the one command that writes (a signed line to that log, never
+to the journal); backup writes a new file only.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +13,47 @@ from typing import Any
 
 import click
 
-from api.cli_common import DATA_DIR, DB, PROFILE, CliError
+from api.cli_common import CONFIG, DATA_DIR, DB, PROFILE, CliError
 from api.settings import Location, locate
+
+CHECKPOINTS = click.option(
+    "--checkpoints",
+    "checkpoints",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="the signed checkpoint log; default checkpoints.jsonl next to a SQLite journal (else in the "
+    "data dir) when it exists",
+)
+CHECKPOINT_KEY = click.option(
+    "--checkpoint-key",
+    "checkpoint_key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="the engine's checkpoint key; default checkpoint_key.pub (.pem to sign) next to the log",
+)
 
 
 @click.group()
 def journal() -> None:
-    """Audit the journal: verify the hash chain, show an order, export."""
+    """Audit the journal: verify the hash chain and the checkpoints, show an order, export, back up."""
 
 
-def _journal_location(profile: str | None, data_dir: Path | None, db_url: str | None) -> Location:
-    loc = locate(profile, data_dir=data_dir, db_url=db_url)
-    if loc.db_url.startswith("sqlite:///") and not loc.db_url.startswith("sqlite:///:memory:"):
-        path = Path(loc.db_url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise CliError(f"no journal at {path}")
+def _sqlite_path(url: str) -> Path | None:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    return None
+
+
+def _journal_location(
+    profile: str | None,
+    data_dir: Path | None,
+    db_url: str | None,
+    *,
+    must_exist: bool = True,
+    config_file: Path | None = None,
+) -> Location:
+    loc = locate(profile, config_file, data_dir=data_dir, db_url=db_url)
+    path = _sqlite_path(loc.db_url)
+    if must_exist and path is not None and not path.is_file():
+        raise CliError(f"no journal at {path}")
     return loc
 
 
@@ -32,24 +63,211 @@ def _open_journal(loc: Location) -> Any:
     return SqlJournal(loc.db_url)
 
 
+def _checkpoint_log(loc: Location, checkpoints: Path | None, key: Path | None, *, sign: bool) -> Any:
+    """The checkpoint log to compare with (None: there is none), opened with the public key, or with
+    the private key when `sign`."""
+    from engine.checkpoint import (
+        KEY_FILE,
+        LOG_FILE,
+        PUBLIC_KEY_FILE,
+        CheckpointLog,
+        load_private_key,
+        load_public_key,
+    )
+
+    db_file = _sqlite_path(loc.db_url)
+    path = checkpoints or (db_file.parent if db_file is not None else loc.data_dir) / LOG_FILE
+    if not path.is_file():
+        if checkpoints is not None:
+            raise CliError(f"no checkpoint log at {path}")
+        return None
+    name = KEY_FILE if sign else PUBLIC_KEY_FILE
+    candidates = [key] if key is not None else [path.parent / name, loc.data_dir / name]
+    found = next((c for c in candidates if c is not None and c.is_file()), None)
+    if found is None:
+        raise CliError(f"no checkpoint key for {path} (looked for {', '.join(str(c) for c in candidates)})")
+    try:
+        if sign:
+            return CheckpointLog(path, private_key=load_private_key(found))
+        return CheckpointLog(path, public_key=load_public_key(found))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _approval_rules(loc: Location) -> dict[str, Any]:
+    rules = loc.config.approvals
+    return {"approver_keys": dict(rules.public_keys), "require_token": rules.require_token}
+
+
+def _broken(seq: int, problem: str) -> int:
+    click.echo(f"journal BROKEN at seq {seq}: {problem}")
+    return 1
+
+
 @journal.command("verify")
 @PROFILE
+@CONFIG
 @DATA_DIR
 @DB
-def journal_verify(profile: str | None, data_dir: Path | None, db_url: str | None) -> int:
-    """Recheck every row (chain, versions, FSM edges); exit 1 naming the first bad seq."""
+@CHECKPOINTS
+@CHECKPOINT_KEY
+@click.option(
+    "--check-approvals",
+    is_flag=True,
+    help="re-verify every arm/go_live approval with the config's approvals.public_keys "
+    "(and require one when approvals.require_token is on)",
+)
+def journal_verify(
+    profile: str | None,
+    config_file: Path | None,
+    data_dir: Path | None,
+    db_url: str | None,
+    checkpoints: Path | None,
+    checkpoint_key: Path | None,
+    check_approvals: bool,
+) -> int:
+    """Recheck every row (chain, time order, versions, FSM edges) and the signed checkpoints; exit 1
+    printing "BROKEN at seq N: problem" for the first damage found, 0 with "OK" otherwise."""
     from engine.errors import JournalCorrupt
     from engine.replay import replay
 
-    store = _open_journal(_journal_location(profile, data_dir, db_url))
+    loc = _journal_location(profile, data_dir, db_url, must_exist=False, config_file=config_file)
+    cplog = _checkpoint_log(loc, checkpoints, checkpoint_key, sign=False)
+    path = _sqlite_path(loc.db_url)
+    if path is not None and not path.is_file():
+        latest = cplog.latest() if cplog is not None else None
+        if latest is None:
+            raise CliError(f"no journal at {path}")
+        return _broken(1, f"no journal file at {path}; checkpoint at seq {latest.seq} ({latest.at})")
+    rules = _approval_rules(loc) if check_approvals else {}
+    store = _open_journal(loc)
     try:
-        result = replay(store.scan())
+        result = replay(store.scan(), **rules)
+        if cplog is not None:
+            cplog.check(result, store.hash_at)
     except JournalCorrupt as exc:
-        click.echo(f"journal BROKEN at seq {exc.seq}: {exc.problem}")
-        return 1
+        return _broken(exc.seq, exc.problem)
     finally:
         store.close()
     click.echo(f"journal OK: {result.rows} rows, last seq {result.last_seq}, last hash {result.last_hash}")
+    if cplog is None:
+        click.echo("checkpoints: none (no checkpoint log): a truncated tail or a rewrite is not detectable")
+    else:
+        latest = cplog.latest()
+        reached = f"seq {latest.seq} of {latest.at} ({latest.kind}) reached" if latest else "log is empty"
+        click.echo(f"checkpoints OK: {reached}, log {cplog.path}")
+    return 0
+
+
+@journal.command("accept-loss")
+@PROFILE
+@DATA_DIR
+@DB
+@CHECKPOINTS
+@click.option(
+    "--key", "checkpoint_key", type=click.Path(path_type=Path, dir_okay=False),
+    help="the engine's checkpoint private key; default checkpoint_key.pem next to the log",
+)  # fmt: skip
+@click.option("--reason", required=True, help="why the loss is accepted (journaled in the signed line)")
+def journal_accept_loss(
+    profile: str | None,
+    data_dir: Path | None,
+    db_url: str | None,
+    checkpoints: Path | None,
+    checkpoint_key: Path | None,
+    reason: str,
+) -> int:
+    """Accept the journal as it is now against the checkpoints it falls short of (a restored backup,
+    a lost -wal file): append a signed accepted_loss line (seq now, old seq) so start-up proceeds.
+    The journal must still verify on its own; exit 1 when it does not."""
+    from engine.errors import JournalCorrupt
+    from engine.replay import replay
+
+    if not reason.strip():
+        raise CliError("--reason must say why")
+    loc = _journal_location(profile, data_dir, db_url)
+    cplog = _checkpoint_log(loc, checkpoints, checkpoint_key, sign=True)
+    if cplog is None:
+        raise CliError(f"no checkpoint log at {loc.data_dir}; give --checkpoints")
+    store = _open_journal(loc)
+    try:
+        result = replay(store.scan())
+        problem = cplog.compare(result, store.hash_at)
+    except JournalCorrupt as exc:
+        return _broken(exc.seq, exc.problem)
+    finally:
+        store.close()
+    if problem is None:
+        click.echo(f"journal reaches the checkpoints (last seq {result.last_seq}): nothing to accept")
+        return 0
+    latest = cplog.latest()
+    cp = cplog.append(
+        result.last_seq, result.last_hash, kind="accepted_loss",
+        old_seq=latest.seq if latest else None, old_hash=latest.hash if latest else None, reason=reason,
+    )  # fmt: skip
+    click.echo(f"was: {problem.problem}")
+    click.echo(
+        f"accepted: journal at seq {cp.seq} (hash {cp.hash}) replaces checkpoint seq "
+        f"{cp.old_seq}; signed line appended to {cplog.path}"
+    )
+    return 0
+
+
+@journal.command("backup")
+@PROFILE
+@DATA_DIR
+@DB
+@CHECKPOINTS
+@CHECKPOINT_KEY
+@click.option("--to", "target", required=True, type=click.Path(path_type=Path, dir_okay=False))
+def journal_backup(
+    profile: str | None,
+    data_dir: Path | None,
+    db_url: str | None,
+    checkpoints: Path | None,
+    checkpoint_key: Path | None,
+    target: Path,
+) -> int:
+    """A consistent copy of a SQLite journal (SQLite's online backup: the -wal content included, safe
+    while the engine writes), then verified (chain, and checkpoints when there is a log); prints rows
+    and head. Never overwrites. PostgreSQL: use pg_dump (exit 2)."""
+    import os
+    import sqlite3
+
+    from engine.errors import JournalCorrupt
+    from engine.persistence.database import sqlite_url
+    from engine.persistence.sql_journal import SqlJournal
+    from engine.replay import replay
+
+    loc = _journal_location(profile, data_dir, db_url)
+    source = _sqlite_path(loc.db_url)
+    if source is None:
+        raise CliError(
+            "journal backup copies SQLite journals only; for PostgreSQL use pg_dump (not implemented)"
+        )
+    if target.exists():
+        raise CliError(f"{target} exists; refusing to overwrite")
+    cplog = _checkpoint_log(loc, checkpoints, checkpoint_key, sign=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # owner-only from the start
+    src = sqlite3.connect(source)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    copy = SqlJournal(sqlite_url(target))
+    try:
+        result = replay(copy.scan())
+        if cplog is not None:
+            cplog.check(result, copy.hash_at)
+    except JournalCorrupt as exc:
+        click.echo(f"backup written to {target}, but it does not verify:")
+        return _broken(exc.seq, exc.problem)
+    finally:
+        copy.close()
+    click.echo(f"backup OK: {target}: {result.rows} rows, head seq {result.last_seq} hash {result.last_hash}")
     return 0
 
 

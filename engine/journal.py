@@ -20,10 +20,12 @@ SCHEMA_VERSION = 1
 GENESIS_HASH = "0" * 64
 STREAMS = ("session", "order", "audit")
 
-_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+# allow_nan=False: NaN and Infinity are not JSON; a payload holding one is refused before it is journaled
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
 
 
 def canonical_json(payload: dict[str, Any]) -> str:
+    """Raises ValueError for NaN/Infinity anywhere in the payload (json's "Out of range float values")."""
     return _dumps(payload)
 
 
@@ -76,7 +78,10 @@ class NewEntry:
     """A decided transition, not yet stored. `version` is the stream's next version (optimistic lock).
 
     The payload is encoded when the entry is decided, on the caller's thread: the journal's single
-    writer thread is the group-commit bottleneck, so it only hashes and inserts."""
+    writer thread is the group-commit bottleneck, so it only hashes and inserts.
+
+    Raises:
+        ValueError: the payload holds NaN or Infinity (not JSON: it would not replay the same)."""
 
     stream: str
     stream_id: str

@@ -1,8 +1,12 @@
 """Rebuild state from the journal and verify it in the same pass.
 
 Verify checks, row by row: seq contiguous, prev_hash equals the previous row's hash, the hash recomputes,
-every order/session row is a legal edge of its FSM from the aggregate's current state, and per-stream
-versions are contiguous. The first failure raises JournalCorrupt naming the row's seq.
+created_at never goes backwards, the payload is a JSON object of a known schema_version, every
+order/session row is a legal edge of its FSM from the aggregate's current state, and per-stream versions
+are contiguous. With `approver_keys`, every approval in an arm/go_live row is re-verified against its
+signed token; with `require_token`, an arm/go_live row without one is refused. The first failure raises
+JournalCorrupt naming the row's seq: no damage (a NULL, a wrong type, invalid JSON) escapes as another
+exception.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from engine.errors import JournalCorrupt
 from engine.fsm.machines import ORDER_EDGES, SESSION_EDGES
 from engine.fsm.order_table import ORDER_CREATE_TRIGGER, ORDER_INITIAL, ORDER_TERMINAL
 from engine.fsm.session_table import SESSION_CREATE_TRIGGER
-from engine.journal import GENESIS_HASH, SCHEMA_VERSION, RawRow, row_hash
+from engine.guardrails.approvals import verify_journaled
+from engine.journal import GENESIS_HASH, RAW_COLUMNS, SCHEMA_VERSION, RawRow, row_hash
 from engine.order import Order
 from engine.session import TradingSession
 
@@ -45,12 +50,80 @@ class ReplayResult:
     terminal_orders: dict[str, Order] = field(default_factory=dict)
 
 
-def replay(rows: Iterable[RawRow], *, keep_terminal: bool = False) -> ReplayResult:
+# Python type of each raw column (None allowed only where listed): used to name the damage of a bad row
+_COLUMN_TYPES: tuple[type, ...] = (int, str, str, int, str, str, str, str, str, str, int, str, str, str)
+_NULLABLE = frozenset({"from_state", "to_state"})
+_TS_LEN = len("2026-01-01T00:00:00.000000Z")
+_GUARDED = frozenset({"arm", "go_live"})
+
+
+def _diagnose(row: Any, exc: BaseException) -> str:
+    """What is wrong with a row that made replay raise something other than JournalCorrupt."""
+    if not isinstance(row, tuple | list) or len(row) != len(RAW_COLUMNS):
+        return (
+            f"row has {len(row) if isinstance(row, tuple | list) else 'no'} columns, not {len(RAW_COLUMNS)}"
+        )
+    for name, want, value in zip(RAW_COLUMNS, _COLUMN_TYPES, row, strict=True):
+        if value is None:
+            if name not in _NULLABLE:
+                return f"NULL in column {name}"
+        elif type(value) is not want:
+            return f"column {name} holds {type(value).__name__} {value!r:.40}, not {want.__name__}"
+    return f"row cannot be read: {exc!r:.200}"
+
+
+def _check_guarded(
+    seq: int, sid: str, trigger: str, payload: dict[str, Any], sess: TradingSession | None,
+    approver_keys: dict[str, str] | None, require_token: bool,
+) -> None:  # fmt: skip
+    approval = payload.get("approval")
+    if not approval:
+        if require_token:
+            raise JournalCorrupt(seq, f"{trigger} without an approval")
+        return
+    if approver_keys is not None:
+        problem = verify_journaled(approval, public_keys=approver_keys, session_id=sid)
+        if problem:
+            raise JournalCorrupt(seq, problem)
+    if not isinstance(approval, dict):
+        raise JournalCorrupt(seq, "approval is not an object")
+    if trigger == "arm" and sess is not None and approval.get("nonce") in sess.used_nonces:
+        raise JournalCorrupt(seq, "approval nonce was already used in this session")
+
+
+def replay(
+    rows: Iterable[RawRow],
+    *,
+    keep_terminal: bool = False,
+    approver_keys: dict[str, str] | None = None,
+    require_token: bool = False,
+) -> ReplayResult:
     """Fold rows (in seq order) into state, verifying as it goes.
 
+    approver_keys: approver id -> Ed25519 public key (base64), the keys in force; when given, every
+    journaled approval must verify with them. require_token: arm/go_live rows must carry an approval.
+
     Raises:
-        JournalCorrupt: the first row that breaks the chain, the versions or the FSM.
+        JournalCorrupt: the first row that breaks the chain, the versions, the FSM, the clock or a
+        signature, or cannot be read at all (NULL, wrong type, invalid JSON, unknown schema_version).
     """
+    try:
+        return _replay(rows, keep_terminal, approver_keys, require_token)
+    except _RowUnreadable as bad:
+        expect_seq, row, exc = bad.args
+        raise JournalCorrupt(expect_seq, _diagnose(row, exc)) from exc
+
+
+class _RowUnreadable(Exception):
+    """(seq being read, the raw row, the original exception): turned into JournalCorrupt by replay."""
+
+
+def _replay(
+    rows: Iterable[RawRow],
+    keep_terminal: bool,
+    approver_keys: dict[str, str] | None,
+    require_token: bool,
+) -> ReplayResult:
     res = ReplayResult(keep_terminal=keep_terminal)
     orders = res.open_orders
     sessions = res.sessions
@@ -59,67 +132,97 @@ def replay(rows: Iterable[RawRow], *, keep_terminal: bool = False) -> ReplayResu
     apply_order = order_mod.apply
     expect_seq = 1
     prev = GENESIS_HASH
-    for row in rows:
-        seq, stream, sid, version, trigger, frm, to, payload_json, _, reason, schema, _, prev_hash, digest = row  # fmt: skip
-        if seq != expect_seq:
-            raise JournalCorrupt(seq, f"seq gap: expected {expect_seq}")
-        if prev_hash != prev:
-            raise JournalCorrupt(seq, "prev_hash does not match the previous row's hash")
-        # Columns seq..created_at are row_hash's arguments after prev_hash, in the same order
-        if row_hash(prev, *row[:12]) != digest:
-            raise JournalCorrupt(seq, "hash does not match the row's content")
-        payload = loads(payload_json) if payload_json != "{}" else {}
-        if schema != SCHEMA_VERSION:
-            payload = upcast(payload, schema)
-        if stream == "order":
-            current = orders.get(sid)
-            if current is None:
-                if trigger != ORDER_CREATE_TRIGGER or version != 1 or frm is not None or to != ORDER_INITIAL:
-                    problem = (
-                        "row after a terminal state"
-                        if sid in finished
-                        else "order stream must start with create"
-                    )
-                    raise JournalCorrupt(seq, problem)
-                if sid in finished:
-                    raise JournalCorrupt(seq, "order created twice")
+    prev_created = ""
+    guarded = approver_keys is not None or require_token
+    row: Any = None
+    try:
+        for row in rows:
+            seq, stream, sid, version, trigger, frm, to, payload_json, _, reason, schema, created, prev_hash, digest = row  # fmt: skip
+            if seq != expect_seq:
+                if type(seq) is not int:
+                    raise JournalCorrupt(expect_seq, f"seq {seq!r:.40} is not an integer")
+                raise JournalCorrupt(seq, f"seq gap: expected {expect_seq}")
+            if prev_hash != prev:
+                raise JournalCorrupt(seq, "prev_hash does not match the previous row's hash")
+            # Columns seq..created_at are row_hash's arguments after prev_hash, in the same order
+            if row_hash(prev, *row[:12]) != digest:
+                raise JournalCorrupt(seq, "hash does not match the row's content")
+            if created < prev_created or len(created) != _TS_LEN:
+                problem = (
+                    f"created_at {created!r:.40} is not a timestamp"
+                    if len(created) != _TS_LEN
+                    else f"created_at {created} is before the previous row's {prev_created}"
+                )
+                raise JournalCorrupt(seq, problem)
+            try:
+                payload = loads(payload_json) if payload_json != "{}" else {}
+            except ValueError:
+                raise JournalCorrupt(seq, "payload is not valid JSON") from None
+            if type(payload) is not dict:
+                raise JournalCorrupt(seq, f"payload is a JSON {type(payload).__name__}, not an object")
+            if schema != SCHEMA_VERSION:
+                if type(schema) is not int or not 1 <= schema < SCHEMA_VERSION or schema not in UPCASTERS:
+                    raise JournalCorrupt(seq, f"unknown schema_version {schema!r:.20}")
+                payload = upcast(payload, schema)
+            if stream == "order":
+                current = orders.get(sid)
+                if current is None:
+                    if (
+                        trigger != ORDER_CREATE_TRIGGER
+                        or version != 1
+                        or frm is not None
+                        or to != ORDER_INITIAL
+                    ):
+                        problem = (
+                            "row after a terminal state"
+                            if sid in finished
+                            else "order stream must start with create"
+                        )
+                        raise JournalCorrupt(seq, problem)
+                    if sid in finished:
+                        raise JournalCorrupt(seq, "order created twice")
+                else:
+                    if version != current.version + 1:
+                        raise JournalCorrupt(seq, f"version {version} after {current.version}")
+                    if frm != current.state or (frm, trigger, to) not in ORDER_EDGES:
+                        raise JournalCorrupt(seq, f"illegal order transition {frm} --{trigger}--> {to}")
+                try:
+                    updated = apply_order(current, trigger, to or "", version, payload)
+                except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
+                    raise JournalCorrupt(seq, f"payload cannot be applied: {exc!r}") from exc
+                if updated.state in ORDER_TERMINAL:
+                    orders.pop(sid, None)
+                    finished.add(sid)
+                    res.finished_orders += 1
+                    if keep_terminal:
+                        res.terminal_orders[sid] = updated
+                elif current is None:
+                    orders[sid] = updated
+            elif stream == "session":
+                sess = sessions.get(sid)
+                if sess is None:
+                    if trigger != SESSION_CREATE_TRIGGER or version != 1 or frm is not None:
+                        raise JournalCorrupt(seq, "session stream must start with open")
+                elif version != sess.version + 1:
+                    raise JournalCorrupt(seq, f"version {version} after {sess.version}")
+                elif frm != sess.state or (frm, trigger, to) not in SESSION_EDGES:
+                    raise JournalCorrupt(seq, f"illegal session transition {frm} --{trigger}--> {to}")
+                if guarded and trigger in _GUARDED:
+                    _check_guarded(seq, sid, trigger, payload, sess, approver_keys, require_token)
+                try:
+                    sessions[sid] = session_mod.apply(sess, sid, trigger, to or "", version, payload, reason)
+                except (KeyError, ValueError) as exc:
+                    raise JournalCorrupt(seq, f"payload cannot be applied: {exc!r}") from exc
+            elif stream == "audit":
+                if version != 1:
+                    raise JournalCorrupt(seq, "audit rows are single-version")
             else:
-                if version != current.version + 1:
-                    raise JournalCorrupt(seq, f"version {version} after {current.version}")
-                if frm != current.state or (frm, trigger, to) not in ORDER_EDGES:
-                    raise JournalCorrupt(seq, f"illegal order transition {frm} --{trigger}--> {to}")
-            try:
-                updated = apply_order(current, trigger, to or "", version, payload)
-            except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
-                raise JournalCorrupt(seq, f"payload cannot be applied: {exc!r}") from exc
-            if updated.state in ORDER_TERMINAL:
-                orders.pop(sid, None)
-                finished.add(sid)
-                res.finished_orders += 1
-                if keep_terminal:
-                    res.terminal_orders[sid] = updated
-            elif current is None:
-                orders[sid] = updated
-        elif stream == "session":
-            sess = sessions.get(sid)
-            if sess is None:
-                if trigger != SESSION_CREATE_TRIGGER or version != 1 or frm is not None:
-                    raise JournalCorrupt(seq, "session stream must start with open")
-            elif version != sess.version + 1:
-                raise JournalCorrupt(seq, f"version {version} after {sess.version}")
-            elif frm != sess.state or (frm, trigger, to) not in SESSION_EDGES:
-                raise JournalCorrupt(seq, f"illegal session transition {frm} --{trigger}--> {to}")
-            try:
-                sessions[sid] = session_mod.apply(sess, sid, trigger, to or "", version, payload, reason)
-            except (KeyError, ValueError) as exc:
-                raise JournalCorrupt(seq, f"payload cannot be applied: {exc!r}") from exc
-        elif stream == "audit":
-            if version != 1:
-                raise JournalCorrupt(seq, "audit rows are single-version")
-        else:
-            raise JournalCorrupt(seq, f"unknown stream {stream!r}")
-        prev = digest
-        expect_seq = seq + 1
+                raise JournalCorrupt(seq, f"unknown stream {stream!r}")
+            prev = digest
+            prev_created = created
+            expect_seq = seq + 1
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, ArithmeticError) as exc:
+        raise _RowUnreadable(expect_seq, row, exc) from exc
     res.rows = expect_seq - 1
     res.last_seq = expect_seq - 1
     res.last_hash = prev

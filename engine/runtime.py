@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +50,10 @@ class StartReport:
 
 
 class Engine:
+    # Issue 8: set by the composition root to CheckpointLog.check against this journal; raises
+    # JournalCorrupt when the replayed journal is short of, or contradicts, its signed checkpoints
+    checkpoint_check: Callable[[ReplayResult], None] | None = None
+
     def __init__(
         self, journal: Journal, exchange: ExchangePort, settings: EngineSettings, clock: Clock | None = None
     ) -> None:
@@ -83,6 +88,8 @@ class Engine:
         t0 = loop.time()
         result: ReplayResult = await asyncio.to_thread(lambda: replay(self.journal.scan()))
         self.opens += 1
+        if self.checkpoint_check is not None:  # issue 8
+            await asyncio.to_thread(self.checkpoint_check, result)
         self.report = StartReport(
             result.rows, len(result.open_orders), result.finished_orders, loop.time() - t0
         )

@@ -7,6 +7,7 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
+from engine.persistence.database import prepare_sqlite_file
 from engine.persistence.tables import metadata
 
 config = context.config
@@ -28,7 +29,9 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(_url())
+    url = _url()
+    prepare_sqlite_file(url)  # a journal file created by `alembic upgrade head` by hand is 0600 too
+    engine = create_engine(url)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():

@@ -3,6 +3,10 @@ session, the action and a nonce, and usable once. The engine holds public keys o
 
 Token text: base64url(claims JSON) "." base64url(signature over the claims bytes).
 Claims: {"approver", "session_id", "action", "nonce", "expires_at" (epoch seconds)}.
+
+What is journaled (Approval.as_payload, in the arm row and again in go_live) carries the token's signed
+body and signature, so `replay(..., approver_keys=...)` re-verifies every approval from the journal alone
+(verify_journaled): a row rewritten with a made-up approval does not verify without the approver's key.
 """
 
 from __future__ import annotations
@@ -37,14 +41,21 @@ class Approval:
     action: str
     nonce: str
     expires_at: float
+    # The token's two halves as signed (base64url, as in the token text): what replay re-verifies
+    signed_body: str = ""
+    signature: str = ""
 
     def as_payload(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "approver": self.approver,
             "action": self.action,
             "nonce": self.nonce,
             "expires_at": self.expires_at,
         }
+        if self.signed_body:
+            out["signed_body"] = self.signed_body
+            out["signature"] = self.signature
+        return out
 
 
 def sign_approval(private_key: Ed25519PrivateKey, claims: dict[str, Any]) -> str:
@@ -75,7 +86,7 @@ def verify_approval(
         claims = json.loads(body)
         approval = Approval(
             str(claims["approver"]), str(claims["session_id"]), str(claims["action"]),
-            str(claims["nonce"]), float(claims["expires_at"]),
+            str(claims["nonce"]), float(claims["expires_at"]), body_text, sig_text,
         )  # fmt: skip
     except (ValueError, KeyError, TypeError) as exc:
         raise ApprovalRejected("approval token is malformed", reason="approval_malformed") from exc
@@ -108,3 +119,33 @@ def verify_approval(
     if approval.nonce in used_nonces:
         raise ApprovalRejected("approval was already used", reason="approval_reused")
     return approval
+
+
+def verify_journaled(approval: Any, *, public_keys: dict[str, str], session_id: str) -> str | None:
+    """Re-check an approval as journaled (Approval.as_payload plus "requester"): the signature over the
+    signed body with the approver's key, and that the journaled fields are the signed claims.
+
+    Returns None when it holds, else the problem (for JournalCorrupt)."""
+    if not isinstance(approval, dict):
+        return "approval is not an object"
+    body_text, sig_text = approval.get("signed_body"), approval.get("signature")
+    if not isinstance(body_text, str) or not isinstance(sig_text, str) or not body_text:
+        return "approval carries no signed token"
+    approver = approval.get("approver")
+    key_b64 = public_keys.get(approver) if isinstance(approver, str) else None
+    if key_b64 is None:
+        return f"approver {approver!r} is not a configured approver"
+    try:
+        body = _b64d(body_text)
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(key_b64)).verify(_b64d(sig_text), body)
+        claims = json.loads(body)
+    except (InvalidSignature, ValueError, TypeError):
+        return f"approval by {approver!r} has no valid signature"
+    if not isinstance(claims, dict):
+        return "approval claims are not an object"
+    for name in ("approver", "action", "nonce", "expires_at"):
+        if claims.get(name) != approval.get(name):
+            return f"journaled approval {name} {approval.get(name)!r} is not the signed {claims.get(name)!r}"
+    if claims.get("session_id") != session_id:
+        return f"approval is signed for session {claims.get('session_id')!r}, not {session_id!r}"
+    return None

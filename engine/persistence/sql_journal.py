@@ -8,10 +8,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, Integer, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from engine.errors import EngineError, VersionConflict
+from engine.errors import EngineError, JournalCorrupt, VersionConflict
 from engine.journal import (
     GENESIS_HASH,
     RAW_COLUMNS,
@@ -49,6 +49,7 @@ class SqlJournal:
         # One long-lived writer connection: a pool checkout and reset per append cost more than the INSERT
         self._wconn: Connection | None = None
         self._wlock = threading.Lock()
+        self._last_created = ""
         if create:
             metadata.create_all(self._writer)
 
@@ -120,11 +121,17 @@ class SqlJournal:
     def _tail(self, conn: Connection) -> tuple[int, str]:
         if not self._sqlite:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHAIN_LOCK})
-        row = conn.exec_driver_sql("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").first()
-        return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+        row = conn.exec_driver_sql(
+            "SELECT seq, hash, created_at FROM journal ORDER BY seq DESC LIMIT 1"
+        ).first()
+        if row is None:
+            return 0, GENESIS_HASH
+        self._last_created = max(self._last_created, str(row[2]))
+        return int(row[0]), str(row[1])
 
     def _build(self, group: Sequence[NewEntry], seq: int, prev: str) -> list[Record]:
-        created = format_ts(self._now())
+        # created_at never goes backwards (replay refuses that): a clock stepped back keeps the last time
+        created = max(format_ts(self._now()), self._last_created)
         out = []
         for e in group:
             seq += 1
@@ -197,6 +204,20 @@ class SqlJournal:
         with self._reader.connect() as conn:
             return int(conn.execute(stmt).scalar() or 0)
 
+    def hash_at(self, seq: int) -> str | None:
+        """The stored hash of row `seq`, or None when there is no such row (checkpoint comparison)."""
+        with self._reader.connect() as conn:
+            value = conn.execute(select(journal.c.hash).where(journal.c.seq == seq)).scalar()
+        return None if value is None else str(value)
+
+    def head(self) -> tuple[int, str]:
+        """(last seq, its hash), (0, GENESIS_HASH) when empty."""
+        with self._reader.connect() as conn:
+            row = conn.execute(
+                select(journal.c.seq, journal.c.hash).order_by(journal.c.seq.desc()).limit(1)
+            ).first()
+        return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+
     def last_seq(self) -> int:
         with self._reader.connect() as conn:
             return int(conn.execute(select(func.max(journal.c.seq))).scalar() or 0)
@@ -211,19 +232,56 @@ class SqlJournal:
         sql = f"SELECT {_COLUMNS} FROM journal WHERE seq > {{after}} ORDER BY seq LIMIT {int(batch_size)}"
         after = 0
         while True:
-            raw = self._reader.raw_connection()
+            try:
+                raw = self._reader.raw_connection()
+            except Exception as exc:  # the connect hook's PRAGMAs run on the raw driver connection
+                raise self._read_failure(exc, after) from exc
             try:
                 cur = raw.cursor()
                 cur.execute(sql.format(after=int(after)))
                 rows = cur.fetchall()
                 cur.close()
                 raw.rollback()
+            except Exception as exc:  # a driver error (not wrapped by SQLAlchemy on a raw connection)
+                raise self._read_failure(exc, after) from exc
             finally:
                 raw.close()
             if not rows:
                 return
             yield from rows
-            after = rows[-1][0]
+            last = rows[-1][0]
+            if type(last) is not int:  # keyset paging needs an integer seq; replay names the bad row
+                return
+            after = last
+
+    def _read_failure(self, exc: Exception, after: int) -> EngineError:
+        """A failed read is damage (JournalCorrupt) when the journal table is gone or is not the table
+        the code knows, or the file is not a database; otherwise the database is unavailable."""
+        problem = self.schema_problem()
+        if problem is not None:
+            return JournalCorrupt(0 if problem.startswith("no journal table") else after + 1, problem)
+        return JournalUnavailable(f"journal read failed: {type(exc).__name__}: {exc}"[:300])
+
+    def schema_problem(self) -> str | None:
+        """None when the journal table exists with every column the code reads, else what is wrong."""
+        try:
+            with self._reader.connect() as conn:
+                insp = inspect(conn)
+                if not insp.has_table("journal"):
+                    return "no journal table"
+                have = {c["name"]: c["type"] for c in insp.get_columns("journal")}
+        except Exception as exc:
+            orig = getattr(exc, "orig", exc)
+            if "not a database" in str(orig):
+                return f"no journal table: the file is not a readable SQLite database ({orig})"[:300]
+            return None
+        missing = [c for c in RAW_COLUMNS if c not in have]
+        if missing:
+            return f"journal table lacks columns {', '.join(missing)}"
+        for name in ("seq", "version", "schema_version"):
+            if not isinstance(have[name], Integer):
+                return f"journal column {name} is {have[name]}, not an integer"
+        return None
 
     def close(self) -> None:
         with self._wlock:

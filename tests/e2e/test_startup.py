@@ -53,6 +53,7 @@ def test_tampered_journal_answers_503_naming_the_row(tmp_path: Path) -> None:
         api.client("viewer").get("/api/live/ping")
     db = tmp_path / "journal.db"
     with sqlite3.connect(db) as conn:
+        conn.execute("DROP TRIGGER journal_no_update")  # the file's owner can drop the append-only trigger
         conn.execute("UPDATE journal SET actor = 'mallory' WHERE seq = 2")  # tampering, on purpose
     with ApiServer(paper_settings(tmp_path), tokens=tokens) as api:
         r = api.client("viewer").get("/api/live/ping")

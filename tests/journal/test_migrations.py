@@ -5,11 +5,17 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
+from engine.persistence.migrate import alembic_config
+from engine.persistence.sql_journal import SqlJournal
 from engine.persistence.tables import metadata
+from tests.journal.test_sql_journal import entry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,3 +42,24 @@ def test_a_new_sqlite_journal_is_owner_only(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "journal.db"
     upgrade(f"sqlite:///{path}")
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_append_only_revision_downgrades_and_upgrades(journal_url: str) -> None:
+    """0002 adds only triggers (outside the metadata compared above): down removes them, up restores."""
+    cfg = alembic_config(journal_url)
+    engine = create_engine(journal_url)
+    command.downgrade(cfg, "0001")
+    j0 = SqlJournal(journal_url)
+    j0.append([entry("a", 1)])
+    j0.close()
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM journal"))  # allowed again without the triggers
+    command.upgrade(cfg, "head")
+    j = SqlJournal(journal_url)
+    j.append([entry("a", 1)])  # the triggers are per row: there must be one to refuse
+    j.close()
+    with pytest.raises(DBAPIError, match="journal is append-only"), engine.begin() as conn:
+        conn.execute(text("DELETE FROM journal"))
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    engine.dispose()

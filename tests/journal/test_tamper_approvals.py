@@ -1,0 +1,161 @@
+"""Verify re-checks every journaled approval: the arm row carries the token's signed body and signature,
+so a rewritten row naming an unconfigured approver, a forged signature or edited claims is JournalCorrupt
+at that row when replay is given the approver keys; with require_token an arm without approval is too."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from api.cli import main
+from engine.config import ApprovalSettings, EngineSettings
+from engine.errors import JournalCorrupt
+from engine.guardrails.approvals import sign_approval
+from engine.guardrails.preflight import Check
+from engine.journal import canonical_json
+from engine.persistence.sql_journal import SqlJournal
+from engine.replay import replay
+from engine.runtime import Engine
+from tests.fakes import FakeExchange, FrozenClock
+from tests.journal import attacker
+
+KEYS = {name: Ed25519PrivateKey.generate() for name in ("alice", "bob")}
+PUBLIC = {name: base64.b64encode(k.public_key().public_bytes_raw()).decode() for name, k in KEYS.items()}
+ARM_SEQ = 2  # open, arm, go_live
+
+
+def claims(clock: FrozenClock, **over: Any) -> dict[str, Any]:
+    return {"approver": "bob", "session_id": "testnet", "action": "arm", "nonce": uuid.uuid4().hex,
+            "expires_at": clock.now().timestamp() + 600, **over}  # fmt: skip
+
+
+async def armed_journal(url: str) -> None:
+    """open → arm (alice asks, bob approves) → go_live, through the engine's own SessionService."""
+    clock = FrozenClock()
+    settings = EngineSettings(profile="testnet", safe_mode=False, symbols=("BTCUSDT",),
+                              approvals=ApprovalSettings(public_keys=PUBLIC, ttl_s=900))  # fmt: skip
+    eng = Engine(SqlJournal(url), FakeExchange(), settings, clock)
+    await eng.start()
+    ok = Check("risk_headroom", True)
+    await eng.sessions.guarded("arm", "alice", sign_approval(KEYS["bob"], claims(clock)), ok)
+    await eng.sessions.guarded("go_live", "alice", None, ok)
+    await eng.stop()
+    eng.journal.close()
+
+
+def verify(url: str, **kw: Any) -> int:
+    j = SqlJournal(url)
+    try:
+        return replay(j.scan(), **kw).rows
+    finally:
+        j.close()
+
+
+def edit_arm_approval(url: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
+    def mutate(rows: attacker.Rows) -> attacker.Rows:
+        row = rows[ARM_SEQ - 1]
+        assert row[4] == "arm"
+        payload = json.loads(row[7])
+        payload["approval"] = change(dict(payload["approval"]))
+        row[7] = canonical_json(payload)
+        return rows
+
+    attacker.rewrite(url, mutate, recompute_from=ARM_SEQ - 1)
+
+
+async def test_the_arm_row_carries_the_signed_token_and_replay_reverifies_it(journal_url: str) -> None:
+    await armed_journal(journal_url)
+    j = SqlJournal(journal_url)
+    arm = j.stream("session", "testnet")[1]
+    j.close()
+    approval = arm.payload["approval"]
+    assert {"approver", "action", "nonce", "expires_at", "requester", "signed_body", "signature"} <= set(
+        approval
+    )
+    assert json.loads(base64.urlsafe_b64decode(approval["signed_body"] + "=="))["approver"] == "bob"
+    assert verify(journal_url, approver_keys=PUBLIC, require_token=True) == 3
+
+
+def _forged_by_mallory(a: dict[str, Any]) -> dict[str, Any]:
+    mallory = Ed25519PrivateKey.generate()
+    token = sign_approval(mallory, {k: a[k] for k in ("approver", "action", "nonce", "expires_at")}
+                          | {"session_id": "testnet"})  # fmt: skip
+    body, sig = token.split(".")
+    return {**a, "signed_body": body, "signature": sig}
+
+
+def _signed_for_live(a: dict[str, Any]) -> dict[str, Any]:
+    token = sign_approval(KEYS["bob"], {k: a[k] for k in ("approver", "action", "nonce", "expires_at")}
+                          | {"session_id": "live"})  # fmt: skip
+    body, sig = token.split(".")
+    return {**a, "signed_body": body, "signature": sig}
+
+
+FORGERIES: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any] | None], str]] = {
+    "an unconfigured approver": (
+        lambda a: {**a, "approver": "carol"},
+        "approver 'carol' is not a configured",
+    ),
+    "a signature by another key": (_forged_by_mallory, "approval by 'bob' has no valid signature"),
+    "an unsigned approval (the old format)": (
+        lambda a: {k: v for k, v in a.items() if k not in ("signed_body", "signature")},
+        "approval carries no signed token",
+    ),
+    "a longer expiry than signed": (
+        lambda a: {**a, "expires_at": a["expires_at"] + 86400},
+        "journaled approval expires_at",
+    ),
+    "a token for another session": (_signed_for_live, "signed for session 'live', not 'testnet'"),
+}
+
+
+@pytest.mark.parametrize("kind", list(FORGERIES))
+async def test_a_forged_approval_is_corrupt_at_its_row(
+    journal_url: str, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    change, fragment = FORGERIES[kind]
+    await armed_journal(journal_url)
+    edit_arm_approval(journal_url, change)
+    assert verify(journal_url) == 3  # the chain alone accepts the forgery: that was the hole
+    with pytest.raises(JournalCorrupt) as info:
+        verify(journal_url, approver_keys=PUBLIC)
+    assert info.value.seq == ARM_SEQ
+    assert fragment in info.value.problem
+
+
+async def test_require_token_refuses_an_arm_row_without_approval(journal_url: str) -> None:
+    await armed_journal(journal_url)
+    edit_arm_approval(journal_url, lambda a: None)
+    assert verify(journal_url, approver_keys=PUBLIC) == 3  # approvals not required: nothing to check
+    with pytest.raises(JournalCorrupt, match=f"seq {ARM_SEQ}: arm without an approval"):
+        verify(journal_url, approver_keys=PUBLIC, require_token=True)
+
+
+async def test_cli_verify_check_approvals_uses_the_configs_keys(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.persistence.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    upgrade(url)
+    await armed_journal(url)
+    edit_arm_approval(url, lambda a: {**a, "approver": "carol"})
+    config = tmp_path / "config.yaml"
+    keys = "".join(f"\n    {name}: {key}" for name, key in PUBLIC.items())
+    config.write_text(
+        f"profile: paper\nexchange: paper\napprovals:\n  require_token: true\n  public_keys:{keys}\n"
+    )
+    capsys.readouterr()
+    args = ["journal", "verify", "--db", url, "--config", str(config)]
+    assert main(args) == 0  # without the flag: the chain only
+    assert main([*args, "--check-approvals"]) == 1
+    assert (
+        f"journal BROKEN at seq {ARM_SEQ}: approver 'carol' is not a configured approver"
+        in capsys.readouterr().out
+    )
