@@ -21,6 +21,7 @@ from api.auth import OperatorStore
 from api.runtime import Hook, Runtime
 from api.settings import Settings
 from engine.audit import AuditSlot
+from engine.checkpoint import engine_log
 from engine.errors import EngineError
 from engine.fsm.order_table import OrderState
 from engine.persistence.migrate import upgrade
@@ -115,7 +116,8 @@ def build_runtime(settings: Settings) -> Runtime:
     """Wire everything; nothing connects until Runtime.start()."""
     journal = SqlJournal(settings.db_url)
     exchange = build_exchange(settings)
-    engine = Engine(journal, exchange, settings.engine)
+    # The signed journal heads live beside the data, outside the database they protect (docs/SECURITY.md)
+    engine = Engine(journal, exchange, settings.engine, checkpoints=engine_log(settings.data_dir))
     status_sources: dict[str, Any] = {}
     hold_checks: list[Any] = []
     start_hooks: list[Hook] = []

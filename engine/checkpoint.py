@@ -166,8 +166,15 @@ class CheckpointLog:
         self._public = public_key or (private_key.public_key() if private_key else None)
         self._lock = threading.Lock()
         self._prev_line: str | None = None  # SHA-256 of the last line, once known
+        self._known_size = -1  # the file size after our last append: another writer changes it
 
     # -- writing ----------------------------------------------------------------------------------
+
+    def _size_on_disk(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return -1
 
     def append(
         self,
@@ -190,6 +197,8 @@ class CheckpointLog:
             raise ValueError("this checkpoint log was opened with the public key only")
         stamp = at if isinstance(at, str) else format_ts(at or datetime.now(UTC))
         with self._lock:
+            if self._prev_line is not None and self._size_on_disk() != self._known_size:
+                self._prev_line = None  # another writer (e.g. `propbot journal accept-loss`) appended since
             if self._prev_line is None:
                 self._drop_torn_tail()
                 lines = self._verified_lines()
@@ -207,6 +216,7 @@ class CheckpointLog:
             try:
                 os.write(fd, (line + "\n").encode())
                 os.fsync(fd)
+                self._known_size = os.fstat(fd).st_size
             finally:
                 os.close(fd)
             if created:  # the new directory entry must survive a crash too

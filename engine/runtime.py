@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from engine.audit import audit_entry
+from engine.checkpoint import Checkpointer, CheckpointLog
 from engine.config import EngineSettings
 from engine.journal import Journal, NewEntry
 from engine.orders import OrderService
@@ -50,18 +50,19 @@ class StartReport:
 
 
 class Engine:
-    # Issue 8: set by the composition root to CheckpointLog.check against this journal; raises
-    # JournalCorrupt when the replayed journal is short of, or contradicts, its signed checkpoints
-    checkpoint_check: Callable[[ReplayResult], None] | None = None
-
     def __init__(
-        self, journal: Journal, exchange: ExchangePort, settings: EngineSettings, clock: Clock | None = None
-    ) -> None:
+        self, journal: Journal, exchange: ExchangePort, settings: EngineSettings, clock: Clock | None = None,
+        *, checkpoints: CheckpointLog | None = None,
+    ) -> None:  # fmt: skip
+        """`checkpoints`: the signed log of journal heads kept outside the database (engine.checkpoint);
+        start-up refuses a journal short of it or contradicting it, and every commit moves it on."""
         self.journal = journal
         self.exchange = exchange
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.writer = GroupCommitWriter(journal)
+        self.checkpoints = checkpoints
+        checkpointer = Checkpointer(checkpoints) if checkpoints is not None else None
+        self.writer = GroupCommitWriter(journal, checkpointer=checkpointer)
         self.sessions = SessionService(self.writer, exchange, settings, self.clock)
         self.orders = OrderService(self.writer, journal, exchange, self.sessions, settings, self.clock)
         self.preflight = self.sessions.preflight
@@ -86,10 +87,18 @@ class Engine:
             return self.report
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        result: ReplayResult = await asyncio.to_thread(lambda: replay(self.journal.scan()))
+        rules = self.settings.approvals
+        # Every arm/go_live row must carry an approval that verifies against the approver keys in force
+        result: ReplayResult = await asyncio.to_thread(
+            lambda: replay(
+                self.journal.scan(), approver_keys=rules.public_keys, require_token=rules.require_token
+            )
+        )
         self.opens += 1
-        if self.checkpoint_check is not None:  # issue 8
-            await asyncio.to_thread(self.checkpoint_check, result)
+        if self.checkpoints is not None:
+            await asyncio.to_thread(self.checkpoints.check, result, self.journal.hash_at)
+            if self.writer.checkpointer is not None:  # a checkpoint even before the first new write
+                self.writer.checkpointer.note(result.last_seq, result.last_hash)
         self.report = StartReport(
             result.rows, len(result.open_orders), result.finished_orders, loop.time() - t0
         )

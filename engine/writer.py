@@ -14,6 +14,7 @@ from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from engine.checkpoint import Checkpointer
 from engine.errors import EngineStopped
 from engine.journal import Journal, NewEntry, Record
 from engine.metrics import Metrics
@@ -36,8 +37,13 @@ def _ignore(_: object) -> None:
 
 
 class GroupCommitWriter:
-    def __init__(self, journal: Journal, *, max_groups: int = 1024, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, journal: Journal, *, max_groups: int = 1024, metrics: Metrics | None = None,
+        checkpointer: Checkpointer | None = None,
+    ) -> None:  # fmt: skip
         self.journal = journal
+        # Told the new head after every commit (a tuple store); it signs it into its own log off the loop
+        self.checkpointer = checkpointer
         self.metrics = metrics or Metrics()
         self._max_groups = max_groups
         self._queue: collections.deque[_Group] = collections.deque()
@@ -131,6 +137,11 @@ class GroupCommitWriter:
             self._deliver(batch, results)
 
     def _deliver(self, batch: list[_Group], results: list[list[Record] | Exception]) -> None:
+        head = max(
+            (r[-1] for r in results if isinstance(r, list) and r), key=lambda rec: rec.seq, default=None
+        )
+        if head is not None and self.checkpointer is not None:
+            self.checkpointer.note(head.seq, head.hash)
         for group, result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
                 self._call(group.on_failed, result)
@@ -164,4 +175,6 @@ class GroupCommitWriter:
                 raise
             except Exception:
                 log.exception("journal writer failed while closing")
+        if self.checkpointer is not None:
+            await self.checkpointer.close()
         self._executor.shutdown(wait=True)

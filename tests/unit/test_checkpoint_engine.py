@@ -1,10 +1,9 @@
-"""The Checkpointer next to a running engine, wired the way the group-commit writer is to call it
-(note after each commit batch, close after the last): the log follows the head, a restart checks it."""
+"""The Checkpointer inside a running engine (the group-commit writer notes each commit batch's head and
+closes it after the last): the log follows the head, a restart checks it."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from engine.checkpoint import Checkpointer, engine_log
 from engine.config import EngineSettings
 from engine.errors import JournalCorrupt
-from engine.journal import NewEntry, Record
 from engine.persistence.migrate import upgrade
 from engine.persistence.sql_journal import SqlJournal
 from engine.runtime import Engine
@@ -21,24 +19,12 @@ from tests.journal import attacker
 
 
 def engine(url: str, data_dir: Path) -> tuple[Engine, Checkpointer]:
-    journal = SqlJournal(url)
-    eng = Engine(
-        journal, FakeExchange(), EngineSettings(profile="testnet", symbols=("BTCUSDT",)), FrozenClock()
-    )
-    log = engine_log(data_dir)
-    eng.checkpoint_check = lambda result: log.check(result, journal.hash_at)
-    checkpointer = Checkpointer(log, interval_s=0.05)
-    committed = eng.writer.append
-
-    async def append(entries: Sequence[NewEntry]) -> list[Record]:
-        # stands in for GroupCommitWriter._run calling note(head) after each commit batch
-        records = await committed(entries)
-        if records:
-            checkpointer.note(records[-1].seq, records[-1].hash)
-        return records
-
-    eng.writer.append = append  # type: ignore[method-assign]
-    return eng, checkpointer
+    """An engine with its checkpoint log, as the composition root builds it: the writer notes the head
+    after each commit batch and closes the checkpointer after its last commit."""
+    settings = EngineSettings(profile="testnet", symbols=("BTCUSDT",))
+    eng = Engine(SqlJournal(url), FakeExchange(), settings, FrozenClock(), checkpoints=engine_log(data_dir))
+    assert eng.writer.checkpointer is not None
+    return eng, eng.writer.checkpointer
 
 
 async def test_checkpoints_follow_the_engine_and_a_restart_checks_them(tmp_path: Path) -> None:
