@@ -27,7 +27,9 @@ from engine.config import (
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PROFILES = ("paper", "testnet", "live")
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+# The variables PropBot reads; set-but-empty in the process environment is refused for these only
+_OURS = ("SAFE_MODE", "EXCHANGE_PROFILE")
+_OUR_PREFIXES = ("PROPBOT_", "BINANCE_API_")
 
 __all__ = [
     "CONFIG_DIR",
@@ -78,19 +80,27 @@ class Settings:
 
 
 def _bool(env: Mapping[str, str], key: str) -> bool | None:
+    """Exactly `true` or `false`: yes/no/on/off/1/0/True are refused, not guessed at."""
     raw = env.get(key)
-    if raw is None or raw.strip() == "":
+    if raw is None:
         return None
-    value = raw.strip().lower()
-    if value in _TRUE:
+    if raw == "true":
         return True
-    if value in _FALSE:
+    if raw == "false":
         return False
     raise ConfigError(f"{key} must be true or false")
 
 
+def _no_empty(env: Mapping[str, str]) -> None:
+    for key, value in env.items():
+        if (key in _OURS or key.startswith(_OUR_PREFIXES)) and not value.strip():
+            # an empty SAFE_MODE= would otherwise silently override the .env value
+            raise ConfigError(f"environment variable {key} is set but empty; unset it or give a value")
+
+
 def _merged_env(env: Mapping[str, str] | None, env_file: Path | None) -> dict[str, str]:
     base = dict(os.environ if env is None else env)
+    _no_empty(base)
     path = env_file or (Path(base["PROPBOT_ENV_FILE"]) if base.get("PROPBOT_ENV_FILE") else None)
     # ./.env is read only for the real process environment: tests passing `env` stay hermetic
     if path is None and env is None and Path(".env").is_file():
