@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -16,12 +17,21 @@ CLIENT_ORDER_ID = r"^[.A-Z:/a-z0-9_-]{1,36}$"
 M = TypeVar("M", bound=BaseModel)
 _MAX = Decimal("1e15")
 _MAX_PLACES = 18
+# Decimal() also takes "١", "１", "0.00_1", " 1 ", "1e3", "NaN": a string is plain ASCII digits only
+# (\Z, not $, which would let a trailing newline through)
+_PLAIN_DECIMAL = re.compile(r"\A[0-9]+(?:\.[0-9]+)?\Z")
 
 
 def _positive(value: Any) -> Decimal:
     if isinstance(value, float):
         # never reached from JSON (floats are parsed as Decimal); refuse rather than guess
         raise ValueError("must be a decimal string or number")
+    if isinstance(value, str) and not _PLAIN_DECIMAL.match(value):
+        if value.strip().startswith("-"):
+            raise ValueError("must be greater than zero")
+        raise ValueError("must be a plain decimal string of ASCII digits, such as 12.345")
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise ValueError("must be a finite decimal")
     try:
         dec = parse_decimal(value, "value")
     except ValueError as exc:
