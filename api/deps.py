@@ -71,11 +71,26 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of two equal keys; a proxy or validator in front may read the first
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey("a key appears twice in one JSON object")  # the key is not echoed
+        out[key] = value
+    return out
+
+
 async def json_body(request: Request, *, optional: bool = False) -> dict[str, Any]:
     """The body as a JSON object; numbers with a fraction become Decimal, never float.
 
     Raises:
-        ApiError: 400 malformed_json, 422 invalid_body (not an object, or missing when required).
+        ApiError: 400 malformed_json, 400 duplicate_key, 422 invalid_body (not an object, or missing when
+            required).
     """
     try:
         raw = await request.body()
@@ -86,7 +101,11 @@ async def json_body(request: Request, *, optional: bool = False) -> dict[str, An
             return {}
         raise ApiError(422, "invalid_body", [{"field": "(body)", "error": "a JSON object is required"}])
     try:
-        data = json.loads(raw, parse_float=Decimal, parse_constant=_no_constants)
+        data = json.loads(
+            raw, parse_float=Decimal, parse_constant=_no_constants, object_pairs_hook=_unique_keys
+        )
+    except _DuplicateKey as exc:
+        raise ApiError(400, "duplicate_key", str(exc)) from None
     except (ValueError, RecursionError) as exc:
         detail = (
             f"line {exc.lineno} column {exc.colno}: {exc.msg}"
