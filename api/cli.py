@@ -38,10 +38,13 @@ def serve(
     import uvicorn
 
     from api.app import create_app
+    from api.auth import OperatorStore
     from api.settings import load_settings
 
     settings = load_settings(profile, config_file, data_dir=data_dir, db_url=db_url, host=host, port=port)
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # an unusable data dir fails here, in one line
+    # A broken or group/world-writable operators.json is refused now, not on the first request
+    OperatorStore(settings.data_dir / "operators.json").operators()
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(
             f"warning: binding {settings.host}, not loopback: the API is reachable from the network", err=True
