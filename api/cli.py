@@ -45,6 +45,12 @@ def serve(
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # an unusable data dir fails here, in one line
     # A broken or group/world-writable operators.json is refused now, not on the first request
     OperatorStore(settings.data_dir / "operators.json").operators()
+    if settings.unofficial_hosts:
+        click.echo(
+            f"WARNING: LIVE profile routed to unofficial hosts (REST {settings.rest_url}, WebSocket "
+            f"{settings.ws_url}) because PROPBOT_LIVE_ALLOW_UNOFFICIAL_HOSTS=true: real money, not Binance",
+            err=True,
+        )
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(
             f"warning: binding {settings.host}, not loopback: the API is reachable from the network", err=True
