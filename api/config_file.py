@@ -62,7 +62,11 @@ _StrictLoader.add_constructor(_BOOL_TAG, _StrictLoader.construct_strict_bool)
 
 
 def _decimal(value: Any) -> Decimal:
-    return parse_decimal(value, "value")
+    try:
+        return parse_decimal(value, "value")
+    except ValueError:
+        # parse_decimal's message quotes the value; the error already names the key and line
+        raise ValueError('must be a finite, non-negative decimal (a quoted string such as "0.5")') from None
 
 
 Dec = Annotated[Decimal, BeforeValidator(_decimal)]

@@ -107,11 +107,12 @@ async def json_body(request: Request, *, optional: bool = False) -> dict[str, An
     except _DuplicateKey as exc:
         raise ApiError(400, "duplicate_key", str(exc)) from None
     except (ValueError, RecursionError) as exc:
-        detail = (
-            f"line {exc.lineno} column {exc.colno}: {exc.msg}"
-            if isinstance(exc, json.JSONDecodeError)
-            else str(exc)
-        )
+        if isinstance(exc, json.JSONDecodeError):
+            detail = f"line {exc.lineno} column {exc.colno}: {exc.msg}"
+        elif isinstance(exc, UnicodeDecodeError):
+            detail = f"not UTF-8 at byte {exc.start}"  # str(exc) would quote the offending byte
+        else:
+            detail = str(exc)
         raise ApiError(400, "malformed_json", detail) from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_body", [{"field": "(body)", "error": "must be a JSON object"}])

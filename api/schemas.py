@@ -136,8 +136,21 @@ class EmptyBody(_Body):
 
 
 def parse_body(model: type[M], data: dict[str, Any]) -> M:
-    """Raises ApiError 422 invalid_body with one entry per bad field (inputs are never echoed)."""
+    """Raises ApiError 422 invalid_body with one entry per bad field (inputs are never echoed, and an
+    unknown key is not either: it is the client's text, so the answer lists the allowed fields)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ApiError(422, "invalid_body", field_errors(exc.errors())) from None
+        errors = exc.errors()
+        known = [e for e in errors if e.get("type") != "extra_forbidden"]
+        detail = field_errors(known)
+        unknown = len(errors) - len(known)
+        if unknown:
+            allowed = ", ".join(model.model_fields) or "none"
+            detail.append(
+                {
+                    "field": "(unknown)",
+                    "error": f"{unknown} unknown field(s); the allowed fields are {allowed}",
+                }
+            )
+        raise ApiError(422, "invalid_body", detail) from None

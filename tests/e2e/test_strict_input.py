@@ -100,3 +100,32 @@ def test_a_duplicate_key_in_a_session_body_is_refused(admin: httpx.Client) -> No
     r = admin.post("/api/session/hold", content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 400
     assert r.json()["reason"] == "duplicate_key"
+
+
+def test_an_unknown_field_is_reported_without_echoing_its_name(trader: httpx.Client) -> None:
+    r = trader.post("/api/live/order", json={**GOOD, "<img src=x>": 1, "quantity2": "1"})
+    assert r.status_code == 422
+    assert r.json()["detail"] == [
+        {
+            "field": "(unknown)",
+            "error": "2 unknown field(s); the allowed fields are symbol, side, type, timeInForce, quantity, "
+            "quoteOrderQty, price, stopPrice, newClientOrderId",
+        }
+    ]
+    assert "img" not in r.text
+    assert "quantity2" not in r.text
+
+
+def test_bad_fields_and_unknown_fields_are_both_reported() -> None:
+    with pytest.raises(ApiError) as info:
+        parse_body(OrderBody, {**GOOD, "side": "SIDEWAYS", "evil": 1})
+    assert [e["field"] for e in info.value.detail] == ["side", "(unknown)"]
+
+
+def test_a_body_that_is_not_utf8_is_refused_without_quoting_the_byte(trader: httpx.Client) -> None:
+    r = trader.post(
+        "/api/live/order", content=b'{"symbol": "\xfe"}', headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert r.json() == {"ok": False, "reason": "malformed_json", "detail": "not UTF-8 at byte 12"}
+    assert "0xfe" not in r.text

@@ -90,3 +90,10 @@ def test_the_shipped_configs_still_load() -> None:
     root = Path(__file__).resolve().parents[2] / "configs"
     for name in ("paper", "testnet", "live"):
         assert load_config_file(root / f"config.{name}.yaml").profile == name
+
+
+def test_a_bad_decimal_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    text = _refused(
+        _write(tmp_path, _BASE + "risk:\n  max_order_qty: 'sekrit-value'\n"), r" line 4: risk.max_order_qty: "
+    )
+    assert "sekrit" not in text
