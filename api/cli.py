@@ -5,13 +5,26 @@ Every error is one line on stderr and exit code 2; `journal verify` exits 1 when
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from api.cli_common import CONFIG, DATA_DIR, DB, PROFILE, CliError
 from api.settings import locate
+
+if TYPE_CHECKING:
+    import uvicorn
+
+# `propbot serve` limits. uvicorn has no header or body read timeout (an idle socket, or one sending
+# its headers a byte at a time, is held forever), so _TimedH11 closes a connection whose request is not
+# fully received within REQUEST_READ_TIMEOUT_S (bodies are at most 64 KiB, api.middleware)
+REQUEST_READ_TIMEOUT_S = 15.0
+KEEP_ALIVE_S = 5
+MAX_CONNECTIONS = 1000  # beyond this uvicorn answers 503 at once instead of queueing without bound
+MAX_HEADER_BYTES = 16 * 1024  # h11's cap on an incomplete request head; bigger is refused with 400
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,9 +72,79 @@ def serve(
         f"propbot {settings.profile}: safe_mode={'on' if settings.safe_mode else 'OFF'}, "
         f"journal {_safe_url(settings.db_url)}, http://{settings.host}:{settings.port}"
     )
-    uvicorn.run(
-        create_app(settings, announce=click.echo), host=settings.host, port=settings.port, log_level="info"
+    uvicorn.Server(
+        server_config(create_app(settings, announce=click.echo), settings.host, settings.port)
+    ).run()
+
+
+def server_config(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    read_timeout_s: float = REQUEST_READ_TIMEOUT_S,
+    limit_concurrency: int = MAX_CONNECTIONS,
+    log_level: str = "info",
+) -> uvicorn.Config:
+    """The uvicorn configuration of `propbot serve`: h11 with a request read deadline, no WebSockets."""
+    import uvicorn
+
+    protocol = type("TimedH11", (_timed_h11(),), {"read_timeout_s": read_timeout_s})
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=protocol,
+        ws="none",  # the API has no WebSocket routes: no upgrade path to keep open
+        timeout_keep_alive=KEEP_ALIVE_S,
+        limit_concurrency=limit_concurrency,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )
+
+
+def _timed_h11() -> type[asyncio.Protocol]:
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class TimedH11(H11Protocol):
+        """H11Protocol with a deadline on reading each request (head and body), armed when the
+        connection opens and at the first byte of each later request, disarmed once it is all in."""
+
+        read_timeout_s = REQUEST_READ_TIMEOUT_S
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._deadline is None and self.conn.their_state is h11.IDLE:
+                self._arm()  # a keep-alive connection starts its next request
+            super().data_received(data)
+            if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+                self._disarm()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(self.read_timeout_s, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+                self.logger.warning("closing a connection that did not send its request in time")
+                self.transport.close()
+
+    return TimedH11
 
 
 def _safe_url(url: str) -> str:

@@ -130,7 +130,7 @@ def test_serve_refuses_a_writable_store_before_starting(
     monkeypatch.chdir(tmp_path)
     for key in ("SAFE_MODE", "EXCHANGE_PROFILE", "PROPBOT_DATA_DIR", "PROPBOT_DB_URL", "PROPBOT_ENV_FILE"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setattr("uvicorn.run", lambda *a, **k: pytest.fail("serve started"))
+    monkeypatch.setattr("uvicorn.Server.run", lambda *a, **k: pytest.fail("serve started"))
     OperatorStore(tmp_path / "operators.json").add("alice", "admin")
     (tmp_path / "operators.json").chmod(0o622)
     assert main(["serve", "--profile", "paper", "--data-dir", str(tmp_path), "--port", "1"]) == 2

@@ -143,7 +143,7 @@ def test_serve_refuses_an_unofficial_live_config_in_one_line(
     for key, value in KEYS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("PROPBOT_LIVE_ALLOW_UNOFFICIAL_HOSTS", raising=False)
-    monkeypatch.setattr("uvicorn.run", lambda *a, **k: pytest.fail("serve started"))
+    monkeypatch.setattr("uvicorn.Server.run", lambda *a, **k: pytest.fail("serve started"))
     path = _live(tmp_path, "https://api.binance.com", "wss://evil.example")
     assert main(["serve", "--config", str(path), "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -158,7 +158,7 @@ def test_serve_warns_on_stderr_when_the_override_is_used(
     for key, value in {**KEYS, **ALLOW}.items():
         monkeypatch.setenv(key, value)
     started: list[bool] = []
-    monkeypatch.setattr("uvicorn.run", lambda *a, **k: started.append(True))
+    monkeypatch.setattr("uvicorn.Server.run", lambda *a, **k: started.append(True))
     path = _live(tmp_path, "https://rig.internal", "wss://rig.internal")
     assert main(["serve", "--config", str(path), "--data-dir", str(tmp_path)]) == 0
     assert started == [True]
