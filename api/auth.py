@@ -74,13 +74,33 @@ def write_private(path: Path, text: str) -> None:
         raise
 
 
+_SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise ValueError("a key is given twice")  # which of the two would count is a guess
+    return dict(pairs)
+
+
+def _valid_row(r: Any) -> bool:
+    return (
+        isinstance(r, dict)
+        and isinstance(r.get("id"), str)
+        and bool(OPERATOR_ID.match(r["id"]))
+        and r.get("role") in ROLES
+        and isinstance(r.get("token_sha256"), str)
+        and bool(_SHA256.match(r["token_sha256"]))
+    )
+
+
 def _parse_rows(path: Path, data: bytes) -> list[dict[str, Any]]:
+    """Raises OperatorError: not JSON, a duplicate key or id, or a row with a bad id, role or hash."""
     try:
-        rows = json.loads(data.decode("utf-8"))["operators"]
-        if not isinstance(rows, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("id"), str) and isinstance(r.get("role"), str)
-            for r in rows
-        ):
+        rows = json.loads(data.decode("utf-8"), object_pairs_hook=_unique)["operators"]
+        if not isinstance(rows, list) or not all(_valid_row(r) for r in rows):
+            raise TypeError
+        if len({r["id"] for r in rows}) != len(rows):
             raise TypeError
     except (ValueError, KeyError, TypeError):
         raise OperatorError(f"{path}: not a valid operators file") from None

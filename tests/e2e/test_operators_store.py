@@ -154,3 +154,33 @@ def test_operators_list_shows_ids_and_roles_never_secrets(
     assert len(hashes) == 2
     for secret in tokens + hashes:
         assert secret not in out
+
+
+_HASH = "a" * 64
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"operators": [{"id": "a", "role": "admin", "token_sha256": "%s", "role": "viewer"}]}'.replace(
+            "%s", _HASH
+        ),
+        '{"operators": [], "operators": [{"id": "a", "role": "admin", "token_sha256": "%s"}]}'.replace(
+            "%s", _HASH
+        ),
+        '{"operators": [{"id": "a", "role": "root", "token_sha256": "%s"}]}'.replace("%s", _HASH),
+        '{"operators": [{"id": "bad id", "role": "admin", "token_sha256": "%s"}]}'.replace("%s", _HASH),
+        '{"operators": [{"id": "a", "role": "admin", "token_sha256": "xyz"}]}',
+        '{"operators": [{"id": "a", "role": "admin"}]}',
+        '{"operators": [{"id": "a", "role": "admin", "token_sha256": "%s"}, '
+        '{"id": "a", "role": "viewer", "token_sha256": "%s"}]}'.replace("%s", _HASH, 1).replace(
+            "%s", "b" * 64
+        ),
+    ],
+)
+def test_an_ambiguous_or_malformed_store_is_refused(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "operators.json"
+    path.write_text(text)
+    path.chmod(0o600)
+    with pytest.raises(OperatorError, match="not a valid operators file"):
+        OperatorStore(path).authenticate("pbt_x")
