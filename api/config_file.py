@@ -200,12 +200,19 @@ def load_config_file(path: Path) -> ConfigFile:
         found = _line_of(root, first["loc"])
         at = f" line {found}" if found else ""
         raise ConfigError(f"{path}{at}: {where}: {first['msg']}{more}") from None
+
+    def where_is(*loc: str) -> str:
+        found = _line_of(root, loc)
+        return f"{path} line {found}" if found else str(path)
+
     if (cfg.profile == "paper") != (cfg.exchange == "paper"):
-        raise ConfigError(f"{path}: profile {cfg.profile} cannot use exchange {cfg.exchange}")
+        raise ConfigError(f"{where_is('exchange')}: profile {cfg.profile} cannot use exchange {cfg.exchange}")
     if cfg.exchange == "binance_spot" and cfg.routing is None:
         raise ConfigError(f"{path}: routing.base_url_rest and routing.base_url_ws are required")
     if cfg.ws.stall_after_s >= cfg.ws.error_after_s:
-        raise ConfigError(f"{path}: ws.stall_after_s must be less than ws.error_after_s")
+        raise ConfigError(
+            f"{where_is('ws', 'stall_after_s')}: ws.stall_after_s must be less than ws.error_after_s"
+        )
     return cfg
 
 

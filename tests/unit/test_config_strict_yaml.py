@@ -97,3 +97,11 @@ def test_a_bad_decimal_is_refused_without_echoing_it(tmp_path: Path) -> None:
         _write(tmp_path, _BASE + "risk:\n  max_order_qty: 'sekrit-value'\n"), r" line 4: risk.max_order_qty: "
     )
     assert "sekrit" not in text
+
+
+def test_consistency_errors_name_the_line(tmp_path: Path) -> None:
+    _refused(
+        _write(tmp_path, "profile: paper\n\nexchange: binance_spot\n"), r" line 3: profile paper cannot use"
+    )
+    text = _BASE + "ws:\n  error_after_s: 5\n  stall_after_s: 9\n"
+    _refused(_write(tmp_path, text), r" line 5: ws.stall_after_s must be less than ws.error_after_s$")
