@@ -36,11 +36,20 @@ def serve(
 ) -> None:
     """Run the API server."""
     from api.app import create_app
+    from api.auth import OperatorStore
     from api.serving import serve
     from api.settings import load_settings
 
     settings = load_settings(profile, config_file, data_dir=data_dir, db_url=db_url, host=host, port=port)
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # an unusable data dir fails here, in one line
+    # A broken or group/world-writable operators.json is refused now, not on the first request
+    OperatorStore(settings.data_dir / "operators.json").operators()
+    if settings.unofficial_hosts:
+        click.echo(
+            f"WARNING: LIVE profile routed to unofficial hosts (REST {settings.rest_url}, WebSocket "
+            f"{settings.ws_url}) because PROPBOT_LIVE_ALLOW_UNOFFICIAL_HOSTS=true: real money, not Binance",
+            err=True,
+        )
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(
             f"warning: binding {settings.host}, not loopback: the API is reachable from the network", err=True
@@ -102,20 +111,22 @@ def operators_list(profile: str | None, data_dir: Path | None) -> None:
 @cli.command()
 @click.option("--port", type=click.IntRange(0, 65535), default=8765)
 @click.option("--host", default="127.0.0.1", help="loopback only")
-@click.option("--api-key", default=None)
-@click.option("--api-secret", default=None)
+@click.option("--api-key", default=None, hidden=True)
+@click.option("--api-secret", default=None, hidden=True)
 def simulator(port: int, host: str, api_key: str | None, api_secret: str | None) -> int:
-    """Run the Binance-compatible simulator on loopback (a key pair is generated when none is given)."""
+    """Run the Binance-compatible simulator on loopback. Keys come from $PROPBOT_SIM_API_KEY and
+    $PROPBOT_SIM_API_SECRET (a pair is generated when neither is set)."""
     from api.bootstrap import run_simulator
 
-    if (api_key is None) != (api_secret is None):
-        raise CliError("give both --api-key and --api-secret, or neither")
+    if api_key is not None or api_secret is not None:
+        # a secret on the command line is visible to every user in `ps`
+        raise CliError(
+            "--api-key/--api-secret are not accepted (visible in ps): "
+            "set PROPBOT_SIM_API_KEY and PROPBOT_SIM_API_SECRET"
+        )
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise CliError(f"the simulator binds loopback addresses only, was {host}")
-    argv = ["--port", str(port), "--host", host]
-    if api_key is not None and api_secret is not None:
-        argv += ["--api-key", api_key, "--api-secret", api_secret]
-    return run_simulator(argv)
+    return run_simulator(["--port", str(port), "--host", host])
 
 
 def _register() -> None:

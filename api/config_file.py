@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
 
 from engine.types import parse_decimal
 
@@ -16,8 +17,56 @@ class ConfigError(ValueError):
     """The configuration (file, environment or arguments) is not usable; the message says why."""
 
 
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+
+
+class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently)
+    and knows only `true`/`false` as booleans (YAML 1.1's yes/no/on/off stay strings, so a StrictBool
+    field refuses them instead of reading `no` as False)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue  # an unhashable key: SafeConstructor reports it below
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {str(key)[:40]!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
+
+    def construct_strict_bool(self, node: yaml.Node) -> bool:
+        value = self.construct_scalar(node)
+        if value not in ("true", "false"):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a boolean must be true or false", node.start_mark
+            )
+        return bool(value == "true")
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|false)$"), list("tf"))
+_StrictLoader.add_constructor(_BOOL_TAG, _StrictLoader.construct_strict_bool)
+
+
 def _decimal(value: Any) -> Decimal:
-    return parse_decimal(value, "value")
+    try:
+        return parse_decimal(value, "value")
+    except ValueError:
+        # parse_decimal's message quotes the value; the error already names the key and line
+        raise ValueError('must be a finite, non-negative decimal (a quoted string such as "0.5")') from None
 
 
 Dec = Annotated[Decimal, BeforeValidator(_decimal)]
@@ -33,8 +82,8 @@ class Routing(_Model):
 
 
 class Approvals(_Model):
-    two_man_rule: bool = True
-    require_token: bool = True
+    two_man_rule: StrictBool = True
+    require_token: StrictBool = True
     ttl_s: float = Field(900.0, gt=0, le=86400)
     # operator id -> Ed25519 public key (raw 32 bytes, base64); private keys never live here
     public_keys: dict[str, str] = Field(default_factory=dict)
@@ -67,12 +116,12 @@ class Risk(_Model):
 
 
 class Ws(_Model):
-    enabled: bool = False
+    enabled: StrictBool = False
     stream: Literal["bookTicker", "aggTrade"] = "bookTicker"
     symbol: str | None = Field(None, pattern=r"^[A-Z0-9]{2,20}$")  # default: the first symbol
     stall_after_s: float = Field(5.0, gt=0)
     error_after_s: float = Field(15.0, gt=0)
-    cancel_on_disconnect: bool = True
+    cancel_on_disconnect: StrictBool = True
 
 
 class Orders(_Model):
@@ -104,7 +153,7 @@ class ConfigFile(_Model):
     profile: Literal["paper", "testnet", "live"]
     exchange: Literal["paper", "binance_spot"]
     routing: Routing | None = None
-    safe_mode: bool = True
+    safe_mode: StrictBool = True
     symbols: list[Annotated[str, Field(pattern=r"^[A-Z0-9]{2,20}$")]] = Field(
         default_factory=lambda: ["BTCUSDT", "ETHUSDT", "BNBUSDT"], min_length=1
     )
@@ -127,11 +176,24 @@ def load_config_file(path: Path) -> ConfigFile:
         ConfigError: unreadable file, bad YAML, unknown keys, wrong types or an inconsistent profile.
     """
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} line {text_line(path, exc.start)}: not UTF-8") from None
+    loader = _StrictLoader(text)
+    try:
+        root = loader.get_single_node()
+        raw = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = exc.problem or exc.context or "not valid YAML"
+        raise ConfigError(f"{path}{line}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({type(exc).__name__})") from None
+    finally:
+        loader.dispose()
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: must be a YAML mapping")
     try:
@@ -140,11 +202,44 @@ def load_config_file(path: Path) -> ConfigFile:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{path}: {where}: {first['msg']}{more}") from None
+        found = _line_of(root, first["loc"])
+        at = f" line {found}" if found else ""
+        raise ConfigError(f"{path}{at}: {where}: {first['msg']}{more}") from None
+
+    def where_is(*loc: str) -> str:
+        found = _line_of(root, loc)
+        return f"{path} line {found}" if found else str(path)
+
     if (cfg.profile == "paper") != (cfg.exchange == "paper"):
-        raise ConfigError(f"{path}: profile {cfg.profile} cannot use exchange {cfg.exchange}")
+        raise ConfigError(f"{where_is('exchange')}: profile {cfg.profile} cannot use exchange {cfg.exchange}")
     if cfg.exchange == "binance_spot" and cfg.routing is None:
         raise ConfigError(f"{path}: routing.base_url_rest and routing.base_url_ws are required")
     if cfg.ws.stall_after_s >= cfg.ws.error_after_s:
-        raise ConfigError(f"{path}: ws.stall_after_s must be less than ws.error_after_s")
+        raise ConfigError(
+            f"{where_is('ws', 'stall_after_s')}: ws.stall_after_s must be less than ws.error_after_s"
+        )
     return cfg
+
+
+def text_line(path: Path, offset: int) -> int:
+    """The 1-based line of a byte offset in a file."""
+    return path.read_bytes().count(b"\n", 0, offset) + 1
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the YAML node at a pydantic error location (the deepest one found)."""
+    line: int | None = None
+    for part in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+            if child is not None:
+                key = next(k for k, v in node.value if v is child)
+                line = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line if line is not None else (node.start_mark.line + 1 if node is not None else None)

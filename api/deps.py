@@ -81,11 +81,26 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of two equal keys; a proxy or validator in front may read the first
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey("a key appears twice in one JSON object")  # the key is not echoed
+        out[key] = value
+    return out
+
+
 async def json_body(request: Request, *, optional: bool = False) -> dict[str, Any]:
     """The body as a JSON object; numbers with a fraction become Decimal, never float.
 
     Raises:
-        ApiError: 400 malformed_json, 422 invalid_body (not an object, or missing when required).
+        ApiError: 400 malformed_json, 400 duplicate_key, 422 invalid_body (not an object, or missing when
+            required).
     """
     try:
         raw = await request.body()
@@ -96,13 +111,18 @@ async def json_body(request: Request, *, optional: bool = False) -> dict[str, An
             return {}
         raise ApiError(422, "invalid_body", [{"field": "(body)", "error": "a JSON object is required"}])
     try:
-        data = json.loads(raw, parse_float=Decimal, parse_constant=_no_constants)
-    except (ValueError, RecursionError) as exc:
-        detail = (
-            f"line {exc.lineno} column {exc.colno}: {exc.msg}"
-            if isinstance(exc, json.JSONDecodeError)
-            else str(exc)
+        data = json.loads(
+            raw, parse_float=Decimal, parse_constant=_no_constants, object_pairs_hook=_unique_keys
         )
+    except _DuplicateKey as exc:
+        raise ApiError(400, "duplicate_key", str(exc)) from None
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            detail = f"line {exc.lineno} column {exc.colno}: {exc.msg}"
+        elif isinstance(exc, UnicodeDecodeError):
+            detail = f"not UTF-8 at byte {exc.start}"  # str(exc) would quote the offending byte
+        else:
+            detail = str(exc)
         raise ApiError(400, "malformed_json", detail) from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_body", [{"field": "(body)", "error": "must be a JSON object"}])

@@ -11,6 +11,15 @@ from dataclasses import replace
 from engine.journal import RAW_COLUMNS, Journal, JournalQuery, Record
 
 PAGE = 1000
+# OWASP CSV injection: a spreadsheet runs a cell starting with one of these as a formula
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A text cell a spreadsheet would read as a formula gets a leading single quote; others pass."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def pages(journal: Journal, q: JournalQuery) -> Iterator[list[Record]]:
@@ -32,16 +41,19 @@ def export_jsonl(journal: Journal, q: JournalQuery) -> Iterator[bytes]:
 
 
 def export_csv(journal: Journal, q: JournalQuery) -> Iterator[bytes]:
-    """RAW_COLUMNS as the header; the payload column holds the row's canonical JSON text."""
+    """RAW_COLUMNS as the header; the payload column holds the row's canonical JSON text.
+
+    Text cells that start with = + - @ tab or CR are prefixed with ' (see csv_cell), so such a cell
+    differs from the journal by that quote; the JSON lines export is the exact one.
+    """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(RAW_COLUMNS)
     for rows in pages(journal, q):
         for r in rows:
-            writer.writerow(
-                [r.seq, r.stream, r.stream_id, r.version, r.trigger, r.from_state or "", r.to_state or "",
-                 r.payload_json, r.actor, r.reason, r.schema_version, r.created_at, r.prev_hash, r.hash]
-            )  # fmt: skip
+            cells = [r.seq, r.stream, r.stream_id, r.version, r.trigger, r.from_state or "", r.to_state or "",
+                     r.payload_json, r.actor, r.reason, r.schema_version, r.created_at, r.prev_hash, r.hash]  # fmt: skip
+            writer.writerow([csv_cell(c) for c in cells])
         yield buf.getvalue().encode()
         buf.seek(0)
         buf.truncate()

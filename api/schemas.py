@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -16,12 +17,21 @@ CLIENT_ORDER_ID = r"^[.A-Z:/a-z0-9_-]{1,36}$"
 M = TypeVar("M", bound=BaseModel)
 _MAX = Decimal("1e15")
 _MAX_PLACES = 18
+# Decimal() also takes "١", "１", "0.00_1", " 1 ", "1e3", "NaN": a string is plain ASCII digits only
+# (\Z, not $, which would let a trailing newline through)
+_PLAIN_DECIMAL = re.compile(r"\A[0-9]+(?:\.[0-9]+)?\Z")
 
 
 def _positive(value: Any) -> Decimal:
     if isinstance(value, float):
         # never reached from JSON (floats are parsed as Decimal); refuse rather than guess
         raise ValueError("must be a decimal string or number")
+    if isinstance(value, str) and not _PLAIN_DECIMAL.match(value):
+        if value.strip().startswith("-"):
+            raise ValueError("must be greater than zero")
+        raise ValueError("must be a plain decimal string of ASCII digits, such as 12.345")
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise ValueError("must be a finite decimal")
     try:
         dec = parse_decimal(value, "value")
     except ValueError as exc:
@@ -126,8 +136,21 @@ class EmptyBody(_Body):
 
 
 def parse_body(model: type[M], data: dict[str, Any]) -> M:
-    """Raises ApiError 422 invalid_body with one entry per bad field (inputs are never echoed)."""
+    """Raises ApiError 422 invalid_body with one entry per bad field (inputs are never echoed, and an
+    unknown key is not either: it is the client's text, so the answer lists the allowed fields)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ApiError(422, "invalid_body", field_errors(exc.errors())) from None
+        errors = exc.errors()
+        known = [e for e in errors if e.get("type") != "extra_forbidden"]
+        detail = field_errors(known)
+        unknown = len(errors) - len(known)
+        if unknown:
+            allowed = ", ".join(model.model_fields) or "none"
+            detail.append(
+                {
+                    "field": "(unknown)",
+                    "error": f"{unknown} unknown field(s); the allowed fields are {allowed}",
+                }
+            )
+        raise ApiError(422, "invalid_body", detail) from None

@@ -1,26 +1,108 @@
 """How PropBot's API is served: one uvicorn configuration for `propbot serve` and for the benchmark's
 bare-endpoint floor, so the two are measured on the same stack.
 
-httptools instead of h11 (the pure-Python parser was the largest item of a request's profile) and uvloop;
-no access-log line per request (every /api/live call already has its audit row, and a log line per
-order cost more than the order's own decision).
+- httptools instead of h11 (the pure-Python parser was the largest item of an order's profile) and uvloop;
+- no access-log line per request (every /api/live call already has its audit row, and a log line per
+  order cost more than the order's own decision);
+- limits: uvicorn has no header or body read timeout (an idle socket, or one sending its head a byte at a
+  time, is held forever), so `TimedHttpTools` closes a connection whose request is not fully received
+  within REQUEST_READ_TIMEOUT_S and answers 400 to an unfinished request head over MAX_HEADER_BYTES;
+  keep-alive is short, the connection count bounded, WebSockets off (the API has no WebSocket route).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+REQUEST_READ_TIMEOUT_S = 15.0  # bodies are at most 64 KiB (api.middleware)
+KEEP_ALIVE_S = 5
+MAX_CONNECTIONS = 1000  # beyond this uvicorn answers 503 at once instead of queueing without bound
+MAX_HEADER_BYTES = 16 * 1024  # an unfinished request head longer than this is refused with 400
 
 
-def server_config(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.Config:
+class TimedHttpTools(HttpToolsProtocol):
+    """HttpToolsProtocol with a deadline on reading each request (head and body), armed when the
+    connection opens and at the first byte of each later request, disarmed once the request is in,
+    and a cap on the bytes of a request head that has not ended yet. Relies on uvicorn's protocol
+    callbacks (connection_made, data_received, on_headers_complete, on_message_complete): recheck them
+    when uvicorn is upgraded (tests/e2e/test_strict_server_limits.py does)."""
+
+    read_timeout_s = REQUEST_READ_TIMEOUT_S
+    max_head_bytes = MAX_HEADER_BYTES
+    _deadline: asyncio.TimerHandle | None = None
+    _in_head = True
+    _head_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None:
+            self._arm()  # a keep-alive connection starts its next request
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._in_head and self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
+            self._disarm()
+            self.send_400_response("Request head too large.")
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()
+        self._in_head = True
+        self._head_bytes = 0
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.read_timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.logger.warning("closing a connection that did not send its request in time")
+            self.transport.close()
+
+
+def server_config(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    read_timeout_s: float = REQUEST_READ_TIMEOUT_S,
+    limit_concurrency: int = MAX_CONNECTIONS,
+    log_level: str = "info",
+    **overrides: Any,
+) -> uvicorn.Config:
+    protocol = type("TimedHttpTools", (TimedHttpTools,), {"read_timeout_s": read_timeout_s})
     options: dict[str, Any] = {
         "host": host,
         "port": port,
-        "log_level": "info",
+        "log_level": log_level,
         "access_log": False,
-        "http": "httptools",
+        "http": protocol,
         "loop": "uvloop",
+        "ws": "none",
+        "timeout_keep_alive": KEEP_ALIVE_S,
+        "limit_concurrency": limit_concurrency,
+        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,  # if h11 is ever chosen again
         **overrides,
     }
     return uvicorn.Config(app, **options)

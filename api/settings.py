@@ -7,11 +7,13 @@ error messages show `**********`, never the value.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -25,9 +27,32 @@ from engine.config import (
     RiskLimits,
 )
 
+log = logging.getLogger(__name__)
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PROFILES = ("paper", "testnet", "live")
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+# The variables PropBot reads; set-but-empty in the process environment is refused for these only
+_OURS = ("SAFE_MODE", "EXCHANGE_PROFILE")
+_OUR_PREFIXES = ("PROPBOT_", "BINANCE_API_")
+# The live profile's hard floor: Binance's official Spot endpoints only (scheme://netloc, exactly)
+LIVE_REST = frozenset(
+    f"https://{host}{port}"
+    for host in ("api.binance.com", "api-gcp.binance.com", *(f"api{i}.binance.com" for i in range(1, 5)))
+    for port in ("", ":443")
+)
+LIVE_WS = frozenset(
+    {
+        "wss://stream.binance.com:9443",
+        "wss://stream.binance.com:443",
+        "wss://stream.binance.com",
+        "wss://data-stream.binance.vision",
+        "wss://data-stream.binance.vision:443",
+        "wss://ws-api.binance.com:443",
+        "wss://ws-api.binance.com",
+        "wss://ws-api.binance.com:9443",
+    }
+)
+ALLOW_UNOFFICIAL = "PROPBOT_LIVE_ALLOW_UNOFFICIAL_HOSTS"
 
 __all__ = [
     "CONFIG_DIR",
@@ -71,6 +96,8 @@ class Settings:
     http_timeout_s: float = 10.0
     paper_price_interval_s: float = 1.0
     paper_seed: int | None = None
+    # live only: PROPBOT_LIVE_ALLOW_UNOFFICIAL_HOSTS=true let routing leave Binance's official hosts
+    unofficial_hosts: bool = False
 
     @property
     def safe_mode(self) -> bool:
@@ -78,19 +105,27 @@ class Settings:
 
 
 def _bool(env: Mapping[str, str], key: str) -> bool | None:
+    """Exactly `true` or `false`: yes/no/on/off/1/0/True are refused, not guessed at."""
     raw = env.get(key)
-    if raw is None or raw.strip() == "":
+    if raw is None:
         return None
-    value = raw.strip().lower()
-    if value in _TRUE:
+    if raw == "true":
         return True
-    if value in _FALSE:
+    if raw == "false":
         return False
     raise ConfigError(f"{key} must be true or false")
 
 
+def _no_empty(env: Mapping[str, str]) -> None:
+    for key, value in env.items():
+        if (key in _OURS or key.startswith(_OUR_PREFIXES)) and not value.strip():
+            # an empty SAFE_MODE= would otherwise silently override the .env value
+            raise ConfigError(f"environment variable {key} is set but empty; unset it or give a value")
+
+
 def _merged_env(env: Mapping[str, str] | None, env_file: Path | None) -> dict[str, str]:
     base = dict(os.environ if env is None else env)
+    _no_empty(base)
     path = env_file or (Path(base["PROPBOT_ENV_FILE"]) if base.get("PROPBOT_ENV_FILE") else None)
     # ./.env is read only for the real process environment: tests passing `env` stay hermetic
     if path is None and env is None and Path(".env").is_file():
@@ -129,6 +164,56 @@ def _window(start: str, end: str) -> MaintenanceWindow:
     h1, m1 = start.split(":")
     h2, m2 = end.split(":")
     return MaintenanceWindow(time(int(h1), int(m1)), time(int(h2), int(m2)))
+
+
+def _official(url: str, allowed: frozenset[str], scheme: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme != scheme or parts.query or parts.fragment or parts.path not in ("", "/"):
+        return False
+    return f"{parts.scheme}://{parts.netloc}" in allowed
+
+
+def _https_host(url: str, scheme: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == scheme and bool(parts.hostname) and "@" not in parts.netloc
+
+
+def live_floor(cfg: ConfigFile, path: Path, env: Mapping[str, str]) -> bool:
+    """The live profile's checks no config may weaken. Returns True when the test-rig override let the
+    routing leave Binance's official hosts (it never relaxes https/wss or the approval rules).
+
+    Raises:
+        ConfigError: approvals weakened, a non-TLS URL, or an unofficial host without the override.
+    """
+    if cfg.profile != "live":
+        return False
+    if not (cfg.approvals.two_man_rule and cfg.approvals.require_token):
+        raise ConfigError(
+            f"{path}: the live profile needs approvals.two_man_rule and approvals.require_token true"
+        )
+    if cfg.routing is None:
+        raise ConfigError(f"{path}: routing.base_url_rest and routing.base_url_ws are required")
+    rest, ws = cfg.routing.base_url_rest, cfg.routing.base_url_ws
+    if not _https_host(rest, "https") or not _https_host(ws, "wss"):
+        raise ConfigError(
+            f"{path}: the live profile needs https:// (REST) and wss:// (WebSocket) routing URLs"
+        )
+    if _official(rest, LIVE_REST, "https") and _official(ws, LIVE_WS, "wss"):
+        return False
+    if _bool(env, ALLOW_UNOFFICIAL):
+        log.warning(
+            "LIVE PROFILE ON UNOFFICIAL HOSTS (%s=true): REST %s, WebSocket %s are not Binance's; "
+            "real-money orders go wherever these point",
+            ALLOW_UNOFFICIAL,
+            rest,
+            ws,
+        )
+        return True
+    raise ConfigError(
+        f"{path}: the live profile routes only to Binance's official hosts "
+        f"(REST: {', '.join(sorted({u.removesuffix(':443') for u in LIVE_REST}))}; "
+        f"WebSocket: {', '.join(sorted(LIVE_WS))}); a test rig sets {ALLOW_UNOFFICIAL}=true"
+    )
 
 
 def engine_settings(cfg: ConfigFile, safe_mode: bool) -> EngineSettings:
@@ -224,6 +309,7 @@ def load_settings(
     """
     loc = locate(profile, config_file, data_dir=data_dir, db_url=db_url, env=env, env_file=env_file)
     cfg, merged, path, folder, url = loc.config, loc.env, loc.config_path, loc.data_dir, loc.db_url
+    unofficial = live_floor(cfg, path, merged)
     env_safe = _bool(merged, "SAFE_MODE")
     safe_mode = cfg.safe_mode if env_safe is None else env_safe
     # Paper never loads exchange keys at all, whatever the environment holds
@@ -255,4 +341,5 @@ def load_settings(
         http_timeout_s=cfg.binance.timeout_s,
         paper_price_interval_s=cfg.paper.price_interval_s,
         paper_seed=cfg.paper.seed,
+        unofficial_hosts=unofficial,
     )

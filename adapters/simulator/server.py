@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -143,27 +144,50 @@ def run_simulator(
     return state
 
 
-def main(argv: Sequence[str] | None = None, *, runner: Callable[..., Any] = run_simulator) -> int:
-    """`propbot simulator --port N --api-key K --api-secret S` (a fresh key pair is printed if none is given)."""
+KEY_ENV, SECRET_ENV = "PROPBOT_SIM_API_KEY", "PROPBOT_SIM_API_SECRET"
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    runner: Callable[..., Any] = run_simulator,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """`propbot simulator --port N`, the key pair from $PROPBOT_SIM_API_KEY / $PROPBOT_SIM_API_SECRET
+    (command-line flags would show the secret in `ps`); a fresh pair is printed when neither is set."""
     parser = argparse.ArgumentParser(
-        prog="propbot simulator", description="Binance-Spot-compatible simulator"
+        prog="propbot simulator",
+        description=f"Binance-Spot-compatible simulator; keys from ${KEY_ENV} and ${SECRET_ENV}",
     )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--api-key", default=None)
-    parser.add_argument("--api-secret", default=None)
+    # Still parsed, only to say where the keys go now
+    parser.add_argument("--api-key", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--api-secret", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--weight-limit", type=int, default=6000)
     parser.add_argument("--ws-ping-interval", type=float, default=20.0)
     args = parser.parse_args(argv)
-    if (args.api_key is None) != (args.api_secret is None):
-        parser.error("give both --api-key and --api-secret, or neither")
+    if args.api_key is not None or args.api_secret is not None:
+        parser.error(
+            f"--api-key/--api-secret are not accepted (visible in ps): set {KEY_ENV} and {SECRET_ENV}"
+        )
+    environ = os.environ if env is None else env
+    given_key, given_secret = environ.get(KEY_ENV), environ.get(SECRET_ENV)
+    if (given_key is None) != (given_secret is None):
+        parser.error(f"set both {KEY_ENV} and {SECRET_ENV}, or neither")
+    if (
+        given_key is not None
+        and given_secret is not None
+        and not (given_key.strip() and given_secret.strip())
+    ):
+        parser.error(f"{KEY_ENV} and {SECRET_ENV} must not be empty")
     try:
         _check_loopback(args.host)
     except ValueError as exc:
         parser.error(str(exc))
-    key = args.api_key or secrets.token_hex(32)
-    secret = args.api_secret or secrets.token_hex(32)
-    if args.api_key is None:
+    key = given_key or secrets.token_hex(32)
+    secret = given_secret or secrets.token_hex(32)
+    if given_key is None:
         print(f"generated API key:    {key}\ngenerated API secret: {secret}")
     print(f"Binance simulator on http://{args.host}:{args.port} (REST /api/v3, streams /ws, admin /_sim)")
     runner(

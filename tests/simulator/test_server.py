@@ -29,7 +29,7 @@ def test_public_surface() -> None:
 
 def test_main_generates_keys_when_none_given(capsys: pytest.CaptureFixture[str]) -> None:
     calls: list[dict[str, Any]] = []
-    assert main(["--port", "9999"], runner=lambda **kw: calls.append(kw)) == 0
+    assert main(["--port", "9999"], runner=lambda **kw: calls.append(kw), env={}) == 0
     out = capsys.readouterr().out
     (kw,) = calls
     assert kw["port"] == 9999
@@ -39,17 +39,31 @@ def test_main_generates_keys_when_none_given(capsys: pytest.CaptureFixture[str])
     assert kw["api_secret"] in out
 
 
-def test_main_uses_given_keys(capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_takes_the_keys_from_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
     calls: list[dict[str, Any]] = []
-    main(["--api-key", "K", "--api-secret", "S"], runner=lambda **kw: calls.append(kw))
-    assert (calls[0]["api_key"], calls[0]["api_secret"]) == ("K", "S")
-    assert "generated" not in capsys.readouterr().out
+    env = {"PROPBOT_SIM_API_KEY": "sim-key-1", "PROPBOT_SIM_API_SECRET": "sim-secret-1"}
+    main([], runner=lambda **kw: calls.append(kw), env=env)
+    assert (calls[0]["api_key"], calls[0]["api_secret"]) == ("sim-key-1", "sim-secret-1")
+    out = capsys.readouterr().out
+    assert "generated" not in out
+    assert "sim-secret-1" not in out
 
 
-@pytest.mark.parametrize("argv", [["--api-key", "only"], ["--host", "0.0.0.0"], ["--host", "10.0.0.1"]])
-def test_main_refuses_bad_arguments(argv: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--api-key", "K", "--api-secret", "S"], {}),  # a secret in argv shows in `ps`
+        (["--api-key", "only"], {}),
+        ([], {"PROPBOT_SIM_API_KEY": "only"}),
+        ([], {"PROPBOT_SIM_API_SECRET": "only"}),
+        ([], {"PROPBOT_SIM_API_KEY": "", "PROPBOT_SIM_API_SECRET": "S"}),
+        (["--host", "0.0.0.0"], {}),
+        (["--host", "10.0.0.1"], {}),
+    ],
+)
+def test_main_refuses_bad_arguments(argv: list[str], env: dict[str, str]) -> None:
     with pytest.raises(SystemExit):
-        main(argv, runner=lambda **kw: pytest.fail("must not run"))
+        main(argv, runner=lambda **kw: pytest.fail("must not run"), env=env)
 
 
 def test_server_refuses_non_loopback_and_missing_keys() -> None:

@@ -1,0 +1,125 @@
+"""`propbot serve`'s uvicorn limits: a request must arrive within the read deadline (slowloris sockets
+are closed), a keep-alive and a connection limit are set, and 400 slow sockets do not stop the server
+answering a normal request."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from api.serving import KEEP_ALIVE_S, MAX_CONNECTIONS, MAX_HEADER_BYTES, server_config
+
+_SLOW = 400
+
+
+async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, int]]:
+    srv = uvicorn.Server(server_config(_app, "127.0.0.1", 0, read_timeout_s=1.0, log_level="error"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    port = srv.servers[0].sockets[0].getsockname()[1]
+    yield "127.0.0.1", port
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    sock.settimeout(3)
+    try:
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_the_config_sets_the_limits() -> None:
+    config = server_config(_app, "127.0.0.1", 0)
+    assert config.timeout_keep_alive == KEEP_ALIVE_S == 5
+    assert config.limit_concurrency == MAX_CONNECTIONS
+    assert config.h11_max_incomplete_event_size == MAX_HEADER_BYTES
+    assert config.ws == "none"
+
+
+def test_slow_sockets_are_closed_and_do_not_block_a_normal_request(server: tuple[str, int]) -> None:
+    host, port = server
+    slow = []
+    for _ in range(_SLOW):
+        sock = socket.create_connection((host, port))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        slow.append(sock)
+    idle = socket.create_connection((host, port))  # connects, then never sends a byte
+    # Drip one more header byte per socket while a normal client asks
+    stop = threading.Event()
+
+    def drip() -> None:
+        while not stop.is_set():
+            for sock in slow:
+                with contextlib.suppress(OSError):
+                    sock.send(b"X")
+            time.sleep(0.2)
+
+    dripper = threading.Thread(target=drip, daemon=True)
+    dripper.start()
+    try:
+        started = time.monotonic()
+        r = httpx.get(f"http://{host}:{port}/", timeout=5)
+        assert r.status_code == 200
+        assert time.monotonic() - started < 3
+        time.sleep(1.5)  # past the 1 s read deadline
+        assert _closed_by_peer(idle)
+        assert all(_closed_by_peer(sock) for sock in slow[:20])
+    finally:
+        stop.set()
+        dripper.join(timeout=5)
+        for sock in [*slow, idle]:
+            sock.close()
+
+
+def test_a_slow_body_is_cut_off(server: tuple[str, int]) -> None:
+    with socket.create_connection(server) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        time.sleep(1.5)
+        assert _closed_by_peer(sock)
+
+
+def test_a_prompt_keep_alive_client_is_not_cut_off(server: tuple[str, int]) -> None:
+    host, port = server
+    with httpx.Client(base_url=f"http://{host}:{port}") as client:
+        for _ in range(3):
+            assert client.get("/").status_code == 200
+            time.sleep(0.6)  # 1.8 s on one connection, longer than the read deadline
+
+
+def test_an_unfinished_request_head_over_the_cap_is_refused(server: tuple[str, int]) -> None:
+    with socket.create_connection(server) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEADER_BYTES + 1))
+        sock.settimeout(0.9)  # answered before the read deadline, not closed by it
+        assert sock.recv(4096).startswith(b"HTTP/1.1 400 ")
