@@ -133,17 +133,34 @@ class OperatorStore:
         self._lock = threading.Lock()
         self._data: bytes | None = None
         self._rows: list[dict[str, Any]] = []
+        self._stat_key: tuple[int, ...] | None = None
 
     def _load(self) -> list[dict[str, Any]]:
         """Raises OperatorError: unreadable, invalid, or group/world-writable store."""
         with self._lock:
-            # The bytes, not (mtime, size), decide whether to re-parse: a rotation writes a file of the
-            # same size, possibly within one mtime tick, and the old token must stop working at once
+            # A write is an os.replace, so a new inode: (inode, ctime, mtime, size) changes with every
+            # rotation, even one of the same size within one mtime tick, and costs one stat per request
+            # instead of a read; the bytes then decide whether to re-parse
+            try:
+                st = os.stat(self.path)
+                key: tuple[int, ...] | None = (
+                    st.st_ino,
+                    st.st_ctime_ns,
+                    st.st_mtime_ns,
+                    st.st_size,
+                    st.st_mode,
+                )
+            except FileNotFoundError:
+                key = None
+            if key is not None and key == self._stat_key:
+                return self._rows
+            self._stat_key = None  # set again only once this read succeeded: a refusal is not cached
             data = _read_store(self.path)
             if data is None:
                 self._data, self._rows = None, []
             elif data != self._data:
                 self._rows, self._data = _parse_rows(self.path, data), data
+            self._stat_key = key
             return self._rows
 
     @contextmanager
