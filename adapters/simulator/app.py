@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters.simulator import admin, market, restrictions, streams, trading
-from adapters.simulator.auth import authenticate, parse_params
+from adapters.simulator.auth import authenticate, load_ed25519_public_key, parse_params
 from adapters.simulator.faults import Faults
 from adapters.simulator.state import SimulatorState, wall_clock_ms
 from adapters.simulator.weights import RateLimited, RateLimiter
@@ -165,7 +165,8 @@ async def dispatch(request: Request) -> Response:
         if parse_error is not None:
             raise parse_error
         if ep.signed:
-            authenticate(query, body, params, request.headers.get("x-mbx-apikey"), state.keys, now)
+            api_key = request.headers.get("x-mbx-apikey")
+            authenticate(query, body, params, api_key, state.keys, now, state.ed25519_keys)
         result = ep.handler(state, params)
     except VenueError as exc:
         if ep.free_on_success and not isinstance(exc, RateLimited):
@@ -203,17 +204,25 @@ def create_simulator_app(
     ws_max_lifetime_s: float = 86_400.0,
     extra_keys: dict[str, str] | None = None,
     api_restrictions: dict[str, Any] | None = None,
+    ed25519_keys: dict[str, str] | None = None,
 ) -> tuple[Starlette, SimulatorState]:
     """Build the simulator app around a matching engine (a fresh default one if None).
+
+    `ed25519_keys` registers API keys of type Ed25519: api key -> public key (PEM, or base64 of the raw
+    32 bytes); requests with such a key must carry the base64 Ed25519 signature (rest-api.md "Ed25519 Keys").
 
     `api_restrictions` switches GET /sapi/v1/account/apiRestrictions on from the start (fields over
     restrictions.DEFAULT_RESTRICTIONS); without it the path is 404, as on Spot Testnet.
 
     Raises:
-        ValueError: no API key or secret, or a bad api_restrictions field.
+        ValueError: no API key or secret, a bad api_restrictions field, or an Ed25519 public key that does
+            not parse.
     """
     if not api_key or not api_secret:
         raise ValueError("the simulator needs an api_key and an api_secret")
+    public_keys = {k: load_ed25519_public_key(v) for k, v in (ed25519_keys or {}).items()}
+    if clash := sorted(set(public_keys) & ({api_key} | set(extra_keys or {}))):
+        raise ValueError(f"an API key is HMAC or Ed25519, not both: {clash}")
     clock = clock_ms or wall_clock_ms
     limiter = RateLimiter(weight_limit, order_limit_10s, order_limit_1d, ban_base_s)
     faults = Faults()
@@ -226,6 +235,7 @@ def create_simulator_app(
         clock_ms=clock,
         limiter=limiter,
         faults=faults,
+        ed25519_keys=public_keys,
     )
     if api_restrictions is not None:
         state.api_restrictions = restrictions.build(api_restrictions, state.now_ms())

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -151,7 +152,22 @@ def main(argv: Sequence[str] | None = None, *, runner: Callable[..., Any] = run_
     parser.add_argument("--api-secret", default=None)
     parser.add_argument("--weight-limit", type=int, default=6000)
     parser.add_argument("--ws-ping-interval", type=float, default=20.0)
+    parser.add_argument(
+        "--ed25519-key",
+        action="append",
+        default=[],
+        metavar="API_KEY=PUBLIC_KEY",
+        help="register an Ed25519 API key; PUBLIC_KEY is a PEM file or base64 of the raw key (repeatable)",
+    )
     args = parser.parse_args(argv)
+    ed25519_keys: dict[str, str] = {}
+    for item in args.ed25519_key:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            parser.error(f"--ed25519-key wants API_KEY=PUBLIC_KEY, was {item!r}")
+        if not value.strip().startswith("-----BEGIN") and Path(value).is_file():
+            value = Path(value).read_text()
+        ed25519_keys[name] = value
     if (args.api_key is None) != (args.api_secret is None):
         parser.error("give both --api-key and --api-secret, or neither")
     try:
@@ -170,5 +186,6 @@ def main(argv: Sequence[str] | None = None, *, runner: Callable[..., Any] = run_
         api_secret=secret,
         ws_ping_interval=args.ws_ping_interval,
         weight_limit=args.weight_limit,
+        **({"ed25519_keys": ed25519_keys} if ed25519_keys else {}),
     )
     return 0
