@@ -2,7 +2,7 @@
 
 Every REST request goes through one dispatcher, in Binance's order: latency fault → endpoint lookup →
 parameters → forced/real rate limits (weight charged up front) → 5xx fault → key, timestamp and
-signature → handler (the matching engine) → weight for failed order requests → headers. Errors are
+signature → unread parameters (-1104, errors.md) → handler (the matching engine) → weight for failed order requests → headers. Errors are
 always `{"code": .., "msg": ..}` with Binance's HTTP status.
 """
 
@@ -43,32 +43,82 @@ class Endpoint:
     order_counts: bool = False  # answer carries X-MBX-ORDER-COUNT-* headers
     # an optional endpoint answers 404 (an unknown path) while this says it is off
     available: Callable[[SimulatorState], bool] | None = None
+    # the parameters the endpoint reads (rest-api.md); anything else is -1104. Signed endpoints read
+    # timestamp, recvWindow and signature as well
+    params: frozenset[str] = frozenset()
 
     def weight_of(self, params: dict[str, str]) -> int:
         return self.weight(params) if callable(self.weight) else self.weight
+
+    def check_read(self, params: dict[str, str]) -> None:
+        """errors.md -1104 UNREAD_PARAMETERS: a parameter the endpoint does not read is an error.
+
+        Raises:
+            VenueError: -1104 with the counts of read and sent parameters.
+        """
+        known = self.params | _AUTH if self.signed else self.params
+        read = sum(1 for name in params if name in known)
+        if read != len(params):
+            raise VenueError(
+                -1104,
+                f"Not all sent parameters were read; read '{read}' parameter(s) but was sent '{len(params)}'.",
+            )
+
+
+_AUTH = frozenset({"timestamp", "recvWindow", "signature"})
+_SYMBOLS = frozenset({"symbol", "symbols", "symbolStatus"})
+# rest-api.md "New order (TRADE)" parameters
+_ORDER = frozenset({
+    "symbol", "side", "type", "timeInForce", "quantity", "quoteOrderQty", "price", "newClientOrderId",
+    "strategyId", "strategyType", "stopPrice", "trailingDelta", "icebergQty", "newOrderRespType",
+    "selfTradePreventionMode", "pegPriceType", "pegOffsetValue", "pegOffsetType",
+})  # fmt: skip
+_ORDER_ID = frozenset({"symbol", "orderId", "origClientOrderId"})
 
 
 ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("GET", "/api/v3/ping"): Endpoint(market.ping, 1),
     ("GET", "/api/v3/time"): Endpoint(market.server_time, 1),
-    ("GET", "/api/v3/exchangeInfo"): Endpoint(market.exchange_info, 20),
-    ("GET", "/api/v3/ticker/bookTicker"): Endpoint(market.book_ticker, market.ticker_weight),
-    ("GET", "/api/v3/ticker/price"): Endpoint(market.ticker_price, market.ticker_weight),
-    ("GET", "/api/v3/depth"): Endpoint(market.depth, market.depth_weight),
-    ("GET", "/api/v3/account"): Endpoint(trading.account, 20, signed=True),
+    ("GET", "/api/v3/exchangeInfo"): Endpoint(
+        market.exchange_info, 20, params=_SYMBOLS | {"permissions", "showPermissionSets"}
+    ),
+    ("GET", "/api/v3/ticker/bookTicker"): Endpoint(market.book_ticker, market.ticker_weight, params=_SYMBOLS),
+    ("GET", "/api/v3/ticker/price"): Endpoint(market.ticker_price, market.ticker_weight, params=_SYMBOLS),
+    ("GET", "/api/v3/depth"): Endpoint(
+        market.depth, market.depth_weight, params=frozenset({"symbol", "limit", "symbolStatus"})
+    ),
+    ("GET", "/api/v3/account"): Endpoint(
+        trading.account, 20, signed=True, params=frozenset({"omitZeroBalances"})
+    ),
     ("POST", "/api/v3/order/test"): Endpoint(
-        trading.test_order, lambda p: 20 if p.get("computeCommissionRates") == "true" else 1, signed=True
+        trading.test_order,
+        lambda p: 20 if p.get("computeCommissionRates") == "true" else 1,
+        signed=True,
+        params=_ORDER | {"computeCommissionRates"},
     ),
     ("POST", "/api/v3/order"): Endpoint(
-        trading.new_order, 1, signed=True, free_on_success=True, order_counts=True
+        trading.new_order, 1, signed=True, free_on_success=True, order_counts=True, params=_ORDER
     ),
-    ("GET", "/api/v3/order"): Endpoint(trading.query_order, 4, signed=True),
-    ("DELETE", "/api/v3/order"): Endpoint(trading.cancel_order, 1, signed=True, free_on_success=True),
-    ("GET", "/api/v3/openOrders"): Endpoint(trading.open_orders, trading.open_orders_weight, signed=True),
+    ("GET", "/api/v3/order"): Endpoint(trading.query_order, 4, signed=True, params=_ORDER_ID),
+    ("DELETE", "/api/v3/order"): Endpoint(
+        trading.cancel_order,
+        1,
+        signed=True,
+        free_on_success=True,
+        params=_ORDER_ID | {"newClientOrderId", "cancelRestrictions"},
+    ),
+    ("GET", "/api/v3/openOrders"): Endpoint(
+        trading.open_orders, trading.open_orders_weight, signed=True, params=frozenset({"symbol"})
+    ),
     ("DELETE", "/api/v3/openOrders"): Endpoint(
-        trading.cancel_open_orders, 1, signed=True, free_on_success=True
+        trading.cancel_open_orders, 1, signed=True, free_on_success=True, params=frozenset({"symbol"})
     ),
-    ("GET", "/api/v3/myTrades"): Endpoint(trading.my_trades, trading.my_trades_weight, signed=True),
+    ("GET", "/api/v3/myTrades"): Endpoint(
+        trading.my_trades,
+        trading.my_trades_weight,
+        signed=True,
+        params=frozenset({"symbol", "orderId", "startTime", "endTime", "fromId", "limit"}),
+    ),
     ("GET", "/api/v3/rateLimit/order"): Endpoint(trading.order_rate_limit, 40, signed=True),
     # Live only (off by default). SAPI counts weight in its own per-endpoint pools, not modelled: 0 here
     ("GET", "/sapi/v1/account/apiRestrictions"): Endpoint(
@@ -167,6 +217,7 @@ async def dispatch(request: Request) -> Response:
         if ep.signed:
             api_key = request.headers.get("x-mbx-apikey")
             authenticate(query, body, params, api_key, state.keys, now, state.ed25519_keys)
+        ep.check_read(params)
         result = ep.handler(state, params)
     except VenueError as exc:
         if ep.free_on_success and not isinstance(exc, RateLimited):
