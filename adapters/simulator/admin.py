@@ -4,6 +4,8 @@
     DELETE /_sim/faults        clear every fault, forced bans and not-found lags
     GET    /_sim/ground_truth  {"orders": engine.ground_truth(), "real_orders", "test_orders", "lost_responses"}
     POST   /_sim/price         {"symbol": .., "price": ".."} -> engine.set_price
+    POST   /_sim/market        {"quiet": true|false}: a quiet market's prices do not move by themselves
+                               (only /_sim/price moves them); answers {"quiet": ..}
     GET    /_sim/state         faults, weights per IP, order counts, connected WebSocket clients
     POST   /_sim/api_restrictions  switch GET /sapi/v1/account/apiRestrictions on (live-like); the JSON
                                object's fields overlay restrictions.DEFAULT_RESTRICTIONS; answers the body
@@ -106,6 +108,18 @@ async def set_price(request: Request) -> Response:
     return _json({"symbol": symbol, "price": str(state.engine.prices[symbol])})
 
 
+async def set_market(request: Request) -> Response:
+    state = _state(request)
+    try:
+        body = await _body(request)
+    except FaultSpecError as exc:
+        return _json({"error": str(exc)}, 400)
+    if not isinstance(body.get("quiet"), bool):
+        return _json({"error": "expected {'quiet': true|false}"}, 400)
+    state.quiet_market = body["quiet"]
+    return _json({"quiet": state.quiet_market})
+
+
 async def get_state(request: Request) -> Response:
     state = _state(request)
     now = state.now_ms()
@@ -120,6 +134,7 @@ async def get_state(request: Request) -> Response:
             "real_orders": state.real_orders,
             "test_orders": state.test_orders,
             "api_restrictions": state.api_restrictions,
+            "quiet_market": state.quiet_market,
         }
     )
 
@@ -144,6 +159,7 @@ def routes() -> list[BaseRoute]:
         Route("/_sim/faults", clear_faults, methods=["DELETE"]),
         Route("/_sim/ground_truth", ground_truth, methods=["GET"]),
         Route("/_sim/price", set_price, methods=["POST"]),
+        Route("/_sim/market", set_market, methods=["POST"]),
         Route("/_sim/state", get_state, methods=["GET"]),
         Route("/_sim/api_restrictions", set_api_restrictions, methods=["POST"]),
         Route("/_sim/api_restrictions", clear_api_restrictions, methods=["DELETE"]),

@@ -256,11 +256,13 @@ def create_simulator_app(
     extra_keys: dict[str, str] | None = None,
     api_restrictions: dict[str, Any] | None = None,
     ed25519_keys: dict[str, str] | None = None,
+    quiet_market: bool = False,
 ) -> tuple[Starlette, SimulatorState]:
     """Build the simulator app around a matching engine (a fresh default one if None).
 
     `ed25519_keys` registers API keys of type Ed25519: api key -> public key (PEM, or base64 of the raw
     32 bytes); requests with such a key must carry the base64 Ed25519 signature (rest-api.md "Ed25519 Keys").
+    `quiet_market` starts with prices that do not move by themselves (switch with POST /_sim/market).
 
     `api_restrictions` switches GET /sapi/v1/account/apiRestrictions on from the start (fields over
     restrictions.DEFAULT_RESTRICTIONS); without it the path is 404, as on Spot Testnet.
@@ -287,6 +289,7 @@ def create_simulator_app(
         limiter=limiter,
         faults=faults,
         ed25519_keys=public_keys,
+        quiet_market=quiet_market,
     )
     if api_restrictions is not None:
         state.api_restrictions = restrictions.build(api_restrictions, state.now_ms())

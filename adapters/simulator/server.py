@@ -159,6 +159,9 @@ def main(argv: Sequence[str] | None = None, *, runner: Callable[..., Any] = run_
         metavar="API_KEY=PUBLIC_KEY",
         help="register an Ed25519 API key; PUBLIC_KEY is a PEM file or base64 of the raw key (repeatable)",
     )
+    parser.add_argument(
+        "--quiet-market", action="store_true", help="prices do not move by themselves (POST /_sim/market)"
+    )
     args = parser.parse_args(argv)
     ed25519_keys: dict[str, str] = {}
     for item in args.ed25519_key:
@@ -187,5 +190,6 @@ def main(argv: Sequence[str] | None = None, *, runner: Callable[..., Any] = run_
         ws_ping_interval=args.ws_ping_interval,
         weight_limit=args.weight_limit,
         **({"ed25519_keys": ed25519_keys} if ed25519_keys else {}),
+        **({"quiet_market": True} if args.quiet_market else {}),
     )
     return 0

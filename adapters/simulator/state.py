@@ -44,6 +44,7 @@ class SimulatorState:
     requests: int = 0
     # GET /sapi/v1/account/apiRestrictions answer; None = no /sapi (404), as on Spot Testnet
     api_restrictions: dict[str, Any] | None = None
+    quiet_market: bool = False  # True: the price driver does not move prices (only POST /_sim/price does)
     ed25519_keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)  # api key -> public key
     _hidden: list[_Hidden] = field(default_factory=list)
 
