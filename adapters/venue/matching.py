@@ -2,7 +2,12 @@
 
 Aggressive orders fill against a synthetic book around each symbol's reference price (adapters.venue.book);
 resting LIMIT orders fill at their own price when set_price moves the reference through them, at most
-`level_qty` per move so partial fills happen. User orders never match each other. One re-entrant lock
+`level_qty` per move so partial fills happen. An aggressive order that crosses the account's own resting
+orders meets them in price order together with the synthetic book, and self-trade prevention decides
+(faqs/stp_faq.md): NONE trades with itself, EXPIRE_TAKER / EXPIRE_MAKER / EXPIRE_BOTH expire the taker's,
+the maker's or both remaining quantities, DECREMENT (and TRANSFER, which is DECREMENT within one account)
+prevents the smaller quantity on both and expires the smaller order (both when equal). The taker's mode
+decides; expired orders are EXPIRED_IN_MATCH with `preventedQuantity`. One re-entrant lock
 guards every public method; listeners run under it, in event order, and must be quick.
 
 Where Binance is not documented the choices are: a cancel whose orderId and origClientOrderId disagree
@@ -145,8 +150,10 @@ class MatchingEngine(VenueState):
         self._orders[o.order_id] = o
         self._by_client[(o.symbol, o.client_order_id)] = o
         self._emit_order(o, "NEW")
-        trades = [self._fill(o, price, qty, maker=False, now=now) for price, qty in plan]
-        if o.remaining > 0 and o.type != "MARKET" and o.time_in_force == "GTC":
+        trades = self._sweep(o, plan, now)
+        if o.status == "EXPIRED_IN_MATCH":
+            self._release(o, o.locked)
+        elif o.remaining > 0 and o.type != "MARKET" and o.time_in_force == "GTC":
             self._open[o.symbol][o.order_id] = o
             self._release(o, o.locked - o.lock_needed())
         elif o.status != "FILLED" or self._ran_dry(o, plan):
@@ -155,6 +162,91 @@ class MatchingEngine(VenueState):
             self._release(o, o.locked)
         self._update_time = now
         return responses.placed(o, spec.resp_type, now, trades)
+
+    def _sweep(self, o: Order, plan: list[book.Level], now: int) -> list[Trade]:
+        """Fill `o` from the planned synthetic levels and the account's own crossing resting orders, best
+        price first (own order first on a tie), applying STP whenever an own order is met."""
+        makers = self._own_crossing(o, plan)
+        trades: list[Trade] = []
+        i = 0
+        while o.remaining > 0 and o.status != "EXPIRED_IN_MATCH":
+            level = plan[i] if i < len(plan) else None
+            maker = makers[0] if makers else None
+            if maker is not None and (
+                level is None or (maker.price <= level[0] if o.is_buy else maker.price >= level[0])
+            ):
+                trade = self._self_match(o, maker, now)
+                if trade is not None:
+                    trades.append(trade)
+                if not maker.is_open:
+                    makers.pop(0)
+                continue
+            if level is None:
+                break
+            qty = min(level[1], o.remaining)
+            if qty > 0:
+                trades.append(self._fill(o, level[0], qty, maker=False, now=now))
+            i += 1
+        return trades
+
+    def _own_crossing(self, o: Order, plan: list[book.Level]) -> list[Order]:
+        """The account's resting orders on the other side that `o` would trade with, in match order.
+
+        A MARKET or FOK order only meets own orders priced within its planned synthetic levels: its
+        locked funds (MARKET) and its all-or-nothing check (FOK) were sized on that plan.
+        """
+        if o.type == "LIMIT_MAKER":
+            return []
+        bounded = o.type == "MARKET" or o.time_in_force == "FOK"
+        if bounded and not plan:
+            return []
+        limit = plan[-1][0] if bounded else o.price
+        found = [
+            m
+            for m in self._open[o.symbol].values()
+            if m.is_buy != o.is_buy and (m.price <= limit if o.is_buy else m.price >= limit)
+        ]
+        found.sort(key=lambda m: (m.price if o.is_buy else -m.price, m.order_id))
+        return found
+
+    def _self_match(self, taker: Order, maker: Order, now: int) -> Trade | None:
+        """One meeting of the taker with the account's own resting order; the taker's STP mode decides
+        (TRANSFER is DECREMENT within one account, faqs/stp_faq.md). Returns the taker's trade for NONE."""
+        mode = "DECREMENT" if taker.stp_mode == "TRANSFER" else taker.stp_mode
+        if mode == "NONE":
+            qty = min(taker.remaining, maker.remaining)
+            self._fill(maker, maker.price, qty, maker=True, now=now)
+            if not maker.is_open:
+                del self._open[maker.symbol][maker.order_id]
+                self._release(maker, maker.locked)
+            else:
+                self._release(maker, maker.locked - maker.lock_needed())
+            return self._fill(taker, maker.price, qty, maker=False, now=now)
+        match_id = self._next_prevented_id.get(taker.symbol, 0)
+        self._next_prevented_id[taker.symbol] = match_id + 1
+        if mode == "DECREMENT":
+            qty = min(taker.remaining, maker.remaining)
+            expire_taker, expire_maker = taker.remaining == qty, maker.remaining == qty
+            self._prevent(maker, qty, match_id, expire_maker, now)
+            self._prevent(taker, qty, match_id, expire_taker, now)
+            return None
+        if mode in ("EXPIRE_MAKER", "EXPIRE_BOTH"):
+            self._prevent(maker, maker.remaining, match_id, True, now)
+        if mode in ("EXPIRE_TAKER", "EXPIRE_BOTH"):
+            self._prevent(taker, taker.remaining, match_id, True, now)
+        return None
+
+    def _prevent(self, o: Order, qty: Decimal, match_id: int, expire: bool, now: int) -> None:
+        o.prevented_qty += qty
+        o.prevented_match_id = match_id
+        o.update_time = now
+        if expire or o.remaining <= 0:
+            o.status = "EXPIRED_IN_MATCH"
+            self._open[o.symbol].pop(o.order_id, None)
+            self._release(o, o.locked)
+        elif o.order_id in self._open[o.symbol]:
+            self._release(o, o.locked - o.lock_needed())
+        self._emit_order(o, "TRADE_PREVENTION")
 
     def _ran_dry(self, o: Order, plan: list[book.Level]) -> bool:
         # A quoteOrderQty order expired when the whole book was not enough to spend its amount
@@ -189,7 +281,10 @@ class MatchingEngine(VenueState):
             self.ledger.credit(o.quote_asset, quote, fee)
         o.executed_qty += qty
         o.cum_quote += quote
-        o.status = "FILLED" if o.executed_qty >= o.orig_qty else "PARTIALLY_FILLED"
+        if o.remaining > 0:
+            o.status = "PARTIALLY_FILLED"
+        else:  # nothing left: FILLED, or EXPIRED_IN_MATCH when STP took part of it (faqs/stp_faq.md)
+            o.status = "FILLED" if not o.prevented_qty else "EXPIRED_IN_MATCH"
         o.update_time = now
         t = Trade(
             self._next_trade_id, o.order_id, o.symbol, price, qty, quote, fee, fee_asset, now, o.is_buy, maker

@@ -79,6 +79,7 @@ class VenueState:
         self._next_order_id = 1
         self._next_trade_id = 1
         self._next_agg_id = 1
+        self._next_prevented_id: dict[str, int] = {}  # preventedMatchId counts per symbol from 0
         self._book_update_id = 1
         self._update_time = self._clock()
 
