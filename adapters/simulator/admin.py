@@ -4,6 +4,10 @@
     DELETE /_sim/faults        clear every fault, forced bans and not-found lags
     GET    /_sim/ground_truth  {"orders": engine.ground_truth(), "real_orders", "test_orders", "lost_responses"}
     POST   /_sim/price         {"symbol": .., "price": ".."} -> engine.set_price
+    POST   /_sim/oto           {"working": {order params}, "pending": {order params}}: an OTO-like pair of
+                               the account (MatchingEngine.place_oto): working leg NEW on the book, pending
+                               leg PENDING_NEW with the same orderListId until the working leg fills;
+                               answers Binance's order-list shape, 400 {"code","msg"} when refused
     POST   /_sim/market        {"quiet": true|false}: a quiet market's prices do not move by themselves
                                (only /_sim/price moves them); answers {"quiet": ..}
     GET    /_sim/state         faults, weights per IP, order counts, connected WebSocket clients
@@ -38,6 +42,7 @@ from starlette.routing import BaseRoute, Route
 from adapters.simulator import restrictions
 from adapters.simulator.faults import Faults, FaultSpecError
 from adapters.simulator.state import SimulatorState
+from adapters.venue.errors import VenueError
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -108,6 +113,24 @@ async def set_price(request: Request) -> Response:
     return _json({"symbol": symbol, "price": str(state.engine.prices[symbol])})
 
 
+async def place_oto(request: Request) -> Response:
+    state = _state(request)
+    try:
+        body = await _body(request)
+        working, pending = body["working"], body["pending"]
+        if not isinstance(working, dict) or not isinstance(pending, dict):
+            raise FaultSpecError("working and pending must be objects")
+    except (FaultSpecError, KeyError) as exc:
+        return _json({"error": f"expected {{'working': {{..}}, 'pending': {{..}}}}: {exc}"}, 400)
+    try:
+        answer = state.engine.place_oto(
+            {k: str(v) for k, v in working.items()}, {k: str(v) for k, v in pending.items()}
+        )
+    except VenueError as exc:
+        return _json({"code": exc.code, "msg": exc.msg}, exc.http_status)
+    return _json(answer)
+
+
 async def set_market(request: Request) -> Response:
     state = _state(request)
     try:
@@ -160,6 +183,7 @@ def routes() -> list[BaseRoute]:
         Route("/_sim/ground_truth", ground_truth, methods=["GET"]),
         Route("/_sim/price", set_price, methods=["POST"]),
         Route("/_sim/market", set_market, methods=["POST"]),
+        Route("/_sim/oto", place_oto, methods=["POST"]),
         Route("/_sim/state", get_state, methods=["GET"]),
         Route("/_sim/api_restrictions", set_api_restrictions, methods=["POST"]),
         Route("/_sim/api_restrictions", clear_api_restrictions, methods=["DELETE"]),

@@ -122,6 +122,7 @@ class MatchingEngine(VenueState):
         plan: list[book.Level],
         lock_asset: str,
         lock_amount: Decimal,
+        order_list_id: int = -1,
     ) -> dict[str, Any]:
         now = self._clock()
         o = Order(
@@ -144,6 +145,7 @@ class MatchingEngine(VenueState):
             working_time=now,
             lock_asset=lock_asset,
             locked=lock_amount,
+            order_list_id=order_list_id,
         )
         self._next_order_id += 1
         self.ledger.lock(lock_asset, lock_amount)
@@ -151,6 +153,12 @@ class MatchingEngine(VenueState):
         self._by_client[(o.symbol, o.client_order_id)] = o
         self._emit_order(o, "NEW")
         trades = self._sweep(o, plan, now)
+        self._settle(o, plan, now)
+        self._run_triggers(now)
+        return responses.placed(o, spec.resp_type, now, trades)
+
+    def _settle(self, o: Order, plan: list[book.Level], now: int) -> None:
+        """After the taker phase: rest, expire, or release what a finished order still holds."""
         if o.status == "EXPIRED_IN_MATCH":
             self._release(o, o.locked)
         elif o.remaining > 0 and o.type != "MARKET" and o.time_in_force == "GTC":
@@ -161,7 +169,95 @@ class MatchingEngine(VenueState):
         else:
             self._release(o, o.locked)
         self._update_time = now
-        return responses.placed(o, spec.resp_type, now, trades)
+
+    # ----- order lists (OTO) ---------------------------------------------------------------------------
+
+    def place_oto(self, working: dict[str, str], pending: dict[str, str]) -> dict[str, Any]:
+        """An OTO-like pair: the working leg goes on the book now (NEW), the pending leg is accepted as
+        PENDING_NEW with the same orderListId and goes on the book when the working leg fully fills
+        (rest-api.md "New Order list - OTO"; faqs/spot_glossary.md "Pending order"). Cancelling either
+        leg cancels the list.
+
+        Raises:
+            VenueError: as for place() for either leg; -1128 when the legs' symbols differ or the working
+                leg is not LIMIT/LIMIT_MAKER. Nothing is executed then.
+        """
+        with self._lock:
+            wspec, wrules = self._precheck(working)
+            pspec, prules = self._precheck(pending)
+            if pspec.symbol != wspec.symbol or wspec.type not in ("LIMIT", "LIMIT_MAKER"):
+                raise e.VenueError(-1128, "Combination of optional parameters invalid.")
+            if pspec.client_order_id is not None and pspec.client_order_id == wspec.client_order_id:
+                raise e.rejected(e.DUPLICATE_ORDER)
+            plan, asset, amount = self._engine_checks(wspec, wrules)
+            list_id, self._next_list_id = self._next_list_id, self._next_list_id + 1
+            now = self._clock()
+            w_answer = self._execute(wspec, wrules, plan, asset, amount, order_list_id=list_id)
+            w = self._orders[int(w_answer["orderId"])]
+            p = Order(
+                order_id=self._next_order_id,
+                symbol=pspec.symbol,
+                client_order_id=pspec.client_order_id or self._new_client_id(),
+                side=pspec.side,
+                type=pspec.type,
+                time_in_force=pspec.time_in_force or "GTC",
+                price=pspec.price or _ZERO,
+                orig_qty=pspec.quantity or _ZERO,
+                orig_quote_qty=pspec.quote_qty or _ZERO,
+                stop_price=pspec.stop_price or _ZERO,
+                stp_mode=pspec.stp_mode,
+                time=now,
+                base_asset=prules.base_asset,
+                quote_asset=prules.quote_asset,
+                status="PENDING_NEW",
+                update_time=now,
+                order_list_id=list_id,
+                list_partner=w.order_id,
+            )
+            self._next_order_id += 1
+            w.list_partner = p.order_id
+            self._orders[p.order_id] = p
+            self._by_client[(p.symbol, p.client_order_id)] = p
+            self._pending[p.order_id] = (p, pspec, prules)
+            self._emit_order(p, "NEW")
+            if w.status == "FILLED":
+                self._triggered.append(w.order_id)
+            self._run_triggers(now)
+            return {
+                "orderListId": list_id,
+                "contingencyType": "OTO",
+                "listStatusType": "EXEC_STARTED",
+                "listOrderStatus": "EXECUTING",
+                "listClientOrderId": self._new_client_id(),
+                "transactionTime": now,
+                "symbol": w.symbol,
+                "orders": [
+                    {"symbol": x.symbol, "orderId": x.order_id, "clientOrderId": x.client_order_id}
+                    for x in (w, p)
+                ],
+                "orderReports": [responses.result(w, now), responses.result(p, now)],
+            }
+
+    def _run_triggers(self, now: int) -> None:
+        """Place the pending legs whose working legs filled; one that the engine refuses now expires."""
+        while self._triggered:
+            working = self._orders[self._triggered.pop(0)]
+            entry = self._pending.pop(working.list_partner, None) if working.list_partner else None
+            if entry is None:
+                continue
+            p, spec, rules = entry
+            p.update_time = now
+            try:
+                plan, asset, amount = self._engine_checks(spec, rules)
+            except e.VenueError:
+                p.status = "EXPIRED"
+                self._emit_order(p, "EXPIRED")
+                continue
+            p.status, p.working_time, p.lock_asset, p.locked = "NEW", now, asset, amount
+            self.ledger.lock(asset, amount)
+            self._emit_order(p, "NEW")
+            self._sweep(p, plan, now)
+            self._settle(p, plan, now)
 
     def _sweep(self, o: Order, plan: list[book.Level], now: int) -> list[Trade]:
         """Fill `o` from the planned synthetic levels and the account's own crossing resting orders, best
@@ -285,6 +381,8 @@ class MatchingEngine(VenueState):
             o.status = "PARTIALLY_FILLED"
         else:  # nothing left: FILLED, or EXPIRED_IN_MATCH when STP took part of it (faqs/stp_faq.md)
             o.status = "FILLED" if not o.prevented_qty else "EXPIRED_IN_MATCH"
+            if o.status == "FILLED" and o.list_partner in self._pending:
+                self._triggered.append(o.order_id)  # its pending leg goes on the book after this match
         o.update_time = now
         t = Trade(
             self._next_trade_id, o.order_id, o.symbol, price, qty, quote, fee, fee_asset, now, o.is_buy, maker
@@ -320,7 +418,7 @@ class MatchingEngine(VenueState):
             if cancel_restrictions is not None and cancel_restrictions not in _RESTRICTIONS:
                 raise e.err(e.BAD_CANCEL_RESTRICTIONS)
             o = self._find(symbol, order_id, orig_client_order_id, e.UNKNOWN_ORDER, e.UNKNOWN_ORDER)
-            if not o.is_open:
+            if not o.is_open and o.status != "PENDING_NEW":
                 raise e.err(e.UNKNOWN_ORDER)
             if cancel_restrictions is not None and o.status != _RESTRICTIONS[cancel_restrictions]:
                 raise e.err(e.CANCEL_RESTRICTED)
@@ -344,10 +442,14 @@ class MatchingEngine(VenueState):
         cancel_id = new_client_order_id or self._new_client_id()
         o.status = "CANCELED"
         o.update_time = now
-        del self._open[o.symbol][o.order_id]
+        self._open[o.symbol].pop(o.order_id, None)
+        self._pending.pop(o.order_id, None)
         self._release(o, o.locked)
         self._update_time = now
         self._emit_order(o, "CANCELED", cancelClientOrderId=cancel_id)
+        partner = self._orders.get(o.list_partner) if o.list_partner is not None else None
+        if partner is not None and (partner.is_open or partner.status == "PENDING_NEW"):
+            self._cancel(partner, None)  # cancelling one leg of an order list cancels the list
         return responses.canceled(o, cancel_id, now)
 
     # ----- prices --------------------------------------------------------------------------------------
@@ -392,6 +494,7 @@ class MatchingEngine(VenueState):
                 self._release(o, o.locked - o.lock_needed())
         if crossed:
             self._update_time = now
+        self._run_triggers(now)
         self._book_update_id += 1
         if self._listeners:
             self._emit("book", responses.book_stream(self._book_update_id, self._ticker(symbol)))

@@ -51,6 +51,9 @@ class Order:
     # Self-trade prevention (faqs/stp_faq.md): quantity expired by STP, and the last prevented match's id
     prevented_qty: Decimal = _ZERO
     prevented_match_id: int | None = None
+    # Order lists (OTO): the list's id (-1 for none) and the other leg's orderId
+    order_list_id: int = -1
+    list_partner: int | None = None
     # What this order still holds locked in the ledger, in `lock_asset`
     lock_asset: str = ""
     locked: Decimal = _ZERO

@@ -14,7 +14,7 @@ def ack(o: Order, transact_time: int) -> dict[str, Any]:
     return {
         "symbol": o.symbol,
         "orderId": o.order_id,
-        "orderListId": -1,
+        "orderListId": o.order_list_id,
         "clientOrderId": o.client_order_id,
         "transactTime": transact_time,
     }
@@ -79,7 +79,7 @@ def order(o: Order) -> dict[str, Any]:
     out: dict[str, Any] = {
         "symbol": o.symbol,
         "orderId": o.order_id,
-        "orderListId": -1,
+        "orderListId": o.order_list_id,
         "clientOrderId": o.client_order_id,
         "price": fmt(o.price),
         "origQty": fmt(o.orig_qty),
@@ -109,7 +109,7 @@ def canceled(o: Order, cancel_client_id: str, transact_time: int) -> dict[str, A
         "symbol": o.symbol,
         "origClientOrderId": o.client_order_id,
         "orderId": o.order_id,
-        "orderListId": -1,
+        "orderListId": o.order_list_id,
         "clientOrderId": cancel_client_id,
         "transactTime": transact_time,
         "price": fmt(o.price),

@@ -80,6 +80,10 @@ class VenueState:
         self._next_trade_id = 1
         self._next_agg_id = 1
         self._next_prevented_id: dict[str, int] = {}  # preventedMatchId counts per symbol from 0
+        # PENDING_NEW legs of order lists by orderId, with what places them once the working leg fills
+        self._pending: dict[int, tuple[Order, Any, SymbolRules]] = {}
+        self._triggered: list[int] = []  # working legs that filled: their pending legs go on the book next
+        self._next_list_id = 0
         self._book_update_id = 1
         self._update_time = self._clock()
 
@@ -191,6 +195,9 @@ class VenueState:
                 lookup_symbol(symbol, self.rules)
             books = [self._open[symbol]] if symbol is not None else list(self._open.values())
             found = [o for b in books for o in b.values()]
+            # pending order-list legs are accepted by the engine, not yet on the book (spot_glossary.md
+            # "PENDING_NEW"); openOrders lists them with that status
+            found += [p for p, _, _ in self._pending.values() if symbol is None or p.symbol == symbol]
             return [responses.order(o) for o in sorted(found, key=lambda o: o.order_id)]
 
     def account(self, omit_zero_balances: bool = False) -> dict[str, Any]:
