@@ -27,6 +27,7 @@ from adapters.simulator.state import SimulatorState, wall_clock_ms
 from adapters.simulator.weights import RateLimited, RateLimiter
 from adapters.venue.errors import VenueError
 from adapters.venue.matching import MatchingEngine
+from adapters.venue.symbols import DEFAULT_PRICES, DEFAULT_SYMBOLS, generated_symbols
 
 log = logging.getLogger(__name__)
 
@@ -257,12 +258,15 @@ def create_simulator_app(
     api_restrictions: dict[str, Any] | None = None,
     ed25519_keys: dict[str, str] | None = None,
     quiet_market: bool = False,
+    extra_symbols: int = 0,
 ) -> tuple[Starlette, SimulatorState]:
     """Build the simulator app around a matching engine (a fresh default one if None).
 
     `ed25519_keys` registers API keys of type Ed25519: api key -> public key (PEM, or base64 of the raw
     32 bytes); requests with such a key must carry the base64 Ed25519 signature (rest-api.md "Ed25519 Keys").
     `quiet_market` starts with prices that do not move by themselves (switch with POST /_sim/market).
+    `extra_symbols` adds that many generated symbols (S001USDT, ...) to a default engine's three, for an
+    exchangeInfo of a real venue's size; it cannot be combined with a given `engine`.
 
     `api_restrictions` switches GET /sapi/v1/account/apiRestrictions on from the start (fields over
     restrictions.DEFAULT_RESTRICTIONS); without it the path is 404, as on Spot Testnet.
@@ -279,9 +283,16 @@ def create_simulator_app(
     clock = clock_ms or wall_clock_ms
     limiter = RateLimiter(weight_limit, order_limit_10s, order_limit_1d, ban_base_s)
     faults = Faults()
+    if engine is not None and extra_symbols:
+        raise ValueError("extra_symbols needs the default engine; give the engine its symbols instead")
     if engine is None:
+        more_rules, more_prices = generated_symbols(extra_symbols)
         # the engine stamps transactTime/updateTime with server time, clock-skew fault included
-        engine = MatchingEngine(clock_ms=lambda: clock() + faults.clock_skew_ms)
+        engine = MatchingEngine(
+            symbols={**DEFAULT_SYMBOLS, **more_rules},
+            prices={**DEFAULT_PRICES, **more_prices},
+            clock_ms=lambda: clock() + faults.clock_skew_ms,
+        )
     state = SimulatorState(
         engine=engine,
         keys={api_key: api_secret, **(extra_keys or {})},

@@ -162,7 +162,12 @@ def main(argv: Sequence[str] | None = None, *, runner: Callable[..., Any] = run_
     parser.add_argument(
         "--quiet-market", action="store_true", help="prices do not move by themselves (POST /_sim/market)"
     )
+    parser.add_argument(
+        "--extra-symbols", type=int, default=0, help="add N generated symbols (S001USDT, ...) to exchangeInfo"
+    )
     args = parser.parse_args(argv)
+    if not 0 <= args.extra_symbols <= 5000:
+        parser.error("--extra-symbols must be in 0..5000")
     ed25519_keys: dict[str, str] = {}
     for item in args.ed25519_key:
         name, sep, value = item.partition("=")
@@ -191,5 +196,6 @@ def main(argv: Sequence[str] | None = None, *, runner: Callable[..., Any] = run_
         weight_limit=args.weight_limit,
         **({"ed25519_keys": ed25519_keys} if ed25519_keys else {}),
         **({"quiet_market": True} if args.quiet_market else {}),
+        **({"extra_symbols": args.extra_symbols} if args.extra_symbols else {}),
     )
     return 0
