@@ -62,7 +62,7 @@ class MatchingEngine(VenueState):
             return self._execute(spec, rules, plan, lock_asset, lock_amount)
 
     def _precheck(self, params: dict[str, str]) -> tuple[OrderSpec, SymbolRules]:
-        spec, rules = parse_order(params, self.rules)
+        spec, rules = parse_order(params, self.rules, self.stp_modes)
         check_filters(spec, rules, self.prices[spec.symbol], len(self._open[spec.symbol]))
         return spec, rules
 

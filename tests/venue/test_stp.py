@@ -153,3 +153,20 @@ def test_exchange_info_shows_the_allowed_modes(venue: MatchingEngine) -> None:
         "DECREMENT",
     }
     assert sym["defaultSelfTradePreventionMode"] == "EXPIRE_MAKER"
+
+
+def test_the_symbols_own_allowed_modes_are_shown_and_enforced() -> None:
+    # faqs/stp_faq.md example: default NONE, allowed NONE / EXPIRE_TAKER / EXPIRE_BOTH
+    venue = MatchingEngine(stp_modes={"BTCUSDT": ("NONE", ("NONE", "EXPIRE_TAKER", "EXPIRE_BOTH"))})
+    (sym,) = venue.exchange_info(["BTCUSDT"])["symbols"]
+    assert sym["defaultSelfTradePreventionMode"] == "NONE"
+    assert sym["allowedSelfTradePreventionModes"] == ["NONE", "EXPIRE_TAKER", "EXPIRE_BOTH"]
+    with pytest.raises(VenueError) as ei:
+        venue.place(limit("BUY", "0.01", AT, selfTradePreventionMode="EXPIRE_MAKER"))
+    assert ei.value.code == -1013
+    placed = venue.place(limit("BUY", "0.01", "60000.00", newOrderRespType="RESULT"))
+    assert placed["selfTradePreventionMode"] == "NONE"
+    (eth,) = venue.exchange_info(["ETHUSDT"])["symbols"]  # other symbols keep the defaults
+    assert eth["defaultSelfTradePreventionMode"] == "EXPIRE_MAKER"
+    with pytest.raises(ValueError):
+        MatchingEngine(stp_modes={"BTCUSDT": ("EXPIRE_MAKER", ("NONE",))})
