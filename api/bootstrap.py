@@ -20,6 +20,7 @@ from adapters.venue import MatchingEngine
 from api.auth import OperatorStore
 from api.runtime import Hook, Runtime
 from api.settings import Settings
+from engine.audit import AuditSlot
 from engine.errors import EngineError
 from engine.fsm.order_table import OrderState
 from engine.persistence.migrate import upgrade
@@ -59,7 +60,7 @@ def _cancel_open_on(engine: Engine, symbol: str) -> Hook:
             o for o in list(engine.orders.open.values()) if o.symbol == symbol and o.state in _CANCELLABLE
         ]
         for order in targets:
-            audit = Engine.audit_entry(
+            audit = AuditSlot(
                 "system", "cancel_on_disconnect", {"symbol": symbol, "clientOrderId": order.client_order_id}
             )
             try:

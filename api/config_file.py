@@ -50,6 +50,11 @@ class Preflight(_Model):
     ping_timeout_ms: float = Field(1500.0, gt=0)
     permissions_required: list[str] = Field(default_factory=lambda: ["SPOT_TRADE"])
     maintenance_windows: list[Window] = Field(default_factory=list)
+    # Measured in the background; arming and live orders need checks younger than these ages
+    max_age_s: float = Field(5.0, gt=0, le=300)
+    account_max_age_s: float = Field(60.0, gt=0, le=3600)
+    refresh_s: float = Field(1.0, gt=0, le=60)
+    account_refresh_s: float = Field(20.0, gt=0, le=1800)
 
 
 class Risk(_Model):

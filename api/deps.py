@@ -54,6 +54,14 @@ def require(permission: str) -> Callable[..., Coroutine[Any, Any, Operator]]:
             raise ApiError(503, "operators_unavailable", str(exc)) from None
         if operator is None:
             raise ApiError(401, "unauthorized", "the token is not valid")
+        # Known from here on, refused or not: the audit trail (api.audit_trail) names who called
+        request.state.operator = operator
+        slot = getattr(request.state, "audit", None)
+        if slot is not None:
+            slot.actor = operator.id
+            # Reads that journal a row are limited per operator; orders are bounded by the engine's caps
+            if permission == "read" and not runtime.read_limiter.allow(operator.id):
+                raise ApiError(429, "rate_limited", "too many calls from this operator; slow down")
         if not operator.may(permission):
             raise ApiError(403, "forbidden", f"role {operator.role} may not {permission}")
         return operator

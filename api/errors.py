@@ -33,7 +33,13 @@ from engine.errors import (
 log = logging.getLogger(__name__)
 
 # Reasons of engine errors that are not a caller's mistake but a service that cannot answer now
-_UNAVAILABLE_REASONS = {"not_ready", "journal_unavailable", "journal_corrupt", "exchange_unavailable"}
+_UNAVAILABLE_REASONS = {
+    "not_ready",
+    "engine_stopped",
+    "journal_unavailable",
+    "journal_corrupt",
+    "exchange_unavailable",
+}
 # Approval refusals about who signed (authority) rather than about timing or state
 _APPROVAL_FORBIDDEN = {"approval_bad_signature", "approval_unknown_approver", "approval_same_operator"}
 _HTTP_REASONS = {

@@ -8,24 +8,27 @@ answering 503 with the reason, while /api/status and /healthz keep working.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from api.audit_trail import RateLimiter
 from api.auth import OperatorStore
 from api.settings import Settings
 from engine.errors import EngineError, ExchangeError, JournalCorrupt
-from engine.fsm.session_table import SessionState
 from engine.journal import Journal
 from engine.runtime import Engine
+from engine.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
 _TICK_S = 1.0
-_MARKET_REFRESH_S = 30.0
-_START_RETRY_S = 5.0
+_CONNECT_RETRY_S = 1.0
+_CONNECT_RETRY_MAX_S = 30.0
+# Journal-writing reads (ping, account, open orders) per operator: a flood is answered 429, unjournaled
+_READS_PER_S = 20.0
+_READ_BURST = 40.0
 
 
 class Runtime:
@@ -52,7 +55,8 @@ class Runtime:
         self.start_hooks = start_hooks or []
         self.stop_hooks = stop_hooks or []
         self.start_error: EngineError | None = None
-        self._ticker: asyncio.Task[None] | None = None
+        self.supervisor = Supervisor(self._report)
+        self.read_limiter = RateLimiter(_READS_PER_S, _READ_BURST)
         self._hooks_started = False
 
     @property
@@ -60,7 +64,8 @@ class Runtime:
         return self.engine.ready and self.start_error is None
 
     async def start(self) -> None:
-        """Migrate the journal, start the engine (replay → verify → reconcile) and the side services."""
+        """Migrate the journal, open the engine once (replay → verify → restore), then connect it
+        (reconcile; retried in the background until the venue answers) and start the side services."""
         try:
             await asyncio.to_thread(self.prepare_journal)
         except Exception as exc:  # unreachable database, no permission, bad URL: serve 503, do not crash
@@ -68,66 +73,56 @@ class Runtime:
             self.start_error = EngineError(
                 f"journal cannot be prepared ({type(exc).__name__})", reason="journal_unavailable"
             )
-        else:
-            await self._start_engine()
-        self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="propbot-ticker")
-
-    async def _start_engine(self) -> None:
+            return
         try:
-            await self.engine.start()
+            await self.engine.open()
         except JournalCorrupt as exc:
             log.error("journal does not verify: %s", exc)
             self.start_error = exc
             return
+        if not await self._connect():
+            self.supervisor.start("connect", self._connect_until_done)
+        self.supervisor.start("hold_checks", self._hold_checks_forever)
+
+    async def _connect(self) -> bool:
+        try:
+            await self.engine.connect()
         except ExchangeError as exc:
-            # The venue is unreachable: keep serving (503) and retry from the ticker
-            log.warning("engine start failed, will retry: %s (%s)", exc, exc.reason)
+            # The venue is unreachable: keep serving (503) and retry in the background
+            log.warning("engine connect failed, will retry: %s (%s)", exc, exc.reason)
             self.start_error = exc
-            return
+            return False
         self.start_error = None
         if not self._hooks_started:
             self._hooks_started = True
             for hook in self.start_hooks:
                 await hook()
+        return True
 
-    async def _tick(self) -> None:
-        since_refresh = since_retry = 0.0
+    async def _connect_until_done(self) -> None:
+        delay = _CONNECT_RETRY_S
+        while not await self._connect():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _CONNECT_RETRY_MAX_S)
+
+    async def _hold_checks_forever(self) -> None:
         while True:
             await asyncio.sleep(_TICK_S)
-            since_refresh += _TICK_S
-            since_retry += _TICK_S
-            try:
-                if isinstance(self.start_error, ExchangeError) and since_retry >= _START_RETRY_S:
-                    since_retry = 0.0
-                    await self._start_engine()
-                if not self.ready:
-                    continue
-                await self.engine.sessions.expire_if_due()
+            if self.ready:
                 await self.apply_hold_checks()
-                if since_refresh >= _MARKET_REFRESH_S:
-                    since_refresh = 0.0
-                    await self.engine.orders.refresh_market()
-            except EngineError as exc:
-                log.warning("background check failed: %s (%s)", exc, exc.reason)
 
     async def apply_hold_checks(self) -> list[str]:
-        """HOLD the session when a component demands it (e.g. an IP ban); returns the causes found."""
+        """HOLD the session when a component demands it (e.g. an IP ban), once; returns the causes."""
         causes = [c for c in (check() for check in self.hold_checks) if c]
-        session = self.engine.sessions.current
-        if causes and session.state is not SessionState.HOLD:
-            await self.engine.sessions.hold("; ".join(causes)[:500])
+        if causes:
+            await self.engine.sessions.hold_once("; ".join(causes)[:500])
         return causes
 
-    async def hold_if(self, cause: str) -> None:
-        """HOLD for `cause` unless already on HOLD (polling status must not add a row per poll)."""
-        if self.engine.sessions.current.state is not SessionState.HOLD:
-            await self.engine.sessions.hold(cause)
+    async def _report(self, component: str, error: str) -> None:
+        await self.engine.audit("system", "component.error", {"component": component, "error": error})
 
     async def stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        await self.supervisor.stop()
         for hook in reversed(self.stop_hooks):
             try:
                 await hook()

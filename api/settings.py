@@ -150,11 +150,14 @@ def engine_settings(cfg: ConfigFile, safe_mode: bool) -> EngineSettings:
             p.ping_timeout_ms,
             tuple(p.permissions_required),
             tuple(_window(w.start, w.end) for w in p.maintenance_windows),
+            p.max_age_s,
+            p.account_max_age_s,
+            p.refresh_s,
+            p.account_refresh_s,
         ),
         approvals=ApprovalSettings(a.two_man_rule, a.require_token, a.ttl_s, dict(a.public_keys)),
         unknown_grace_s=cfg.orders.unknown_grace_s,
         reconcile_interval_s=cfg.orders.reconcile_interval_s,
-        cancel_on_disconnect=cfg.ws.enabled and cfg.ws.cancel_on_disconnect,
     )
 
 

@@ -8,6 +8,7 @@ from engine.config import EngineSettings
 from engine.errors import (
     ApprovalRejected,
     EngineError,
+    EngineStopped,
     ExchangeError,
     ExchangeRejected,
     ExchangeUnavailable,
@@ -34,6 +35,7 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineSettings",
+    "EngineStopped",
     "ExchangeError",
     "ExchangePort",
     "ExchangeRejected",

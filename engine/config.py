@@ -40,6 +40,11 @@ class PreflightSettings:
     # The config's names; Binance reports "SPOT", not "SPOT_TRADE" (engine.guardrails.preflight maps them)
     permissions_required: tuple[str, ...] = ("SPOT_TRADE",)
     maintenance_windows: tuple[MaintenanceWindow, ...] = ()
+    # The verdict is measured in the background and read without I/O; a check older than its age fails
+    max_age_s: float = 5.0  # clock and ping
+    account_max_age_s: float = 60.0  # account, permissions, key restrictions, symbol status
+    refresh_s: float = 1.0
+    account_refresh_s: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,8 @@ class EngineSettings:
     # How long "not found" may mean "not visible yet" for an order whose send outcome is unknown
     unknown_grace_s: float = 60.0
     reconcile_interval_s: float = 0.25
-    cancel_on_disconnect: bool = False
+    # Orders on symbols outside `symbols` skip the price collar's fresh price: refused unless enabled
+    allow_unlisted_symbols: bool = False
 
 
 def fingerprint(settings: EngineSettings) -> str:

@@ -10,6 +10,7 @@ EngineError
 ├── PreflightFailed          a preflight check failed; the session went to HOLD (API: 409)
 ├── ApprovalRejected         two-man-rule approval refused (API: 403/409)
 ├── OrderRejected            refused locally: filters, risk caps (API: 422/409)
+├── EngineStopped            the engine is stopping or stopped: nothing more is journaled (API: 503)
 └── ExchangeError            the venue answered badly or not at all
     ├── ExchangeRejected     final: the venue said no; do not retry as is
     ├── ExchangeUnavailable  retryable: the request was not executed (not sent, 429, 418, busy)
@@ -83,6 +84,10 @@ class ApprovalRejected(EngineError):
 
 class OrderRejected(EngineError):
     reason = "order_rejected"
+
+
+class EngineStopped(EngineError):
+    reason = "engine_stopped"
 
 
 class ExchangeError(EngineError):

@@ -1,11 +1,22 @@
-"""The open orders in memory and the one way they change: decide → append (group commit) → apply."""
+"""The orders in memory and the one way they change: decide (synchronously) → queue to the group-commit
+writer → apply in the writer's durability callback.
+
+Exclusivity without locks held across I/O: an order with a decided group that is not yet durable is
+*busy*; the next command on it waits for that group (a commit, milliseconds) and then decides against the
+applied state. Venue calls never happen inside that window: while a request is out, the order's own FSM
+state (SENT, CANCEL_PENDING) is what keeps other commands off it.
+
+Reservations: a create that is decided but not yet applied already counts against the risk caps, so a
+burst of concurrent submits cannot all pass a check that each made before any of them was recorded.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Sequence
-from typing import Any
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from engine import order as order_mod
 from engine.errors import EngineError
@@ -13,10 +24,17 @@ from engine.fsm.order_table import OrderState
 from engine.journal import Journal, NewEntry, Record
 from engine.order import Order, decide_from
 from engine.reconcile import plan_sync
-from engine.types import VenueOrder
+from engine.types import OrderRequest, VenueOrder
 from engine.writer import GroupCommitWriter
 
-_STRIPES = 256
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _observe(fut: asyncio.Future[Any]) -> None:
+    # Nobody may await a fire-and-forget commit: retrieve its exception so asyncio does not warn
+    if not fut.cancelled():
+        fut.exception()
 
 
 class OrderStore:
@@ -24,15 +42,15 @@ class OrderStore:
         self.writer = writer
         self.journal = journal
         self.open: dict[str, Order] = {}
-        # Striped locks: one per order would cost memory for 100k orders; 256 keep contention negligible
-        self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.reserved: dict[str, OrderRequest] = {}  # creates decided, not yet durable
+        self._busy: dict[str, asyncio.Future[Order]] = {}
+        self._by_order_id: dict[tuple[str, int], str] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    def lock(self, client_order_id: str) -> asyncio.Lock:
-        return self._locks[hash(client_order_id) % _STRIPES]
+    # -- reading -------------------------------------------------------------------------------
 
     def find(self, client_order_id: str) -> Order | None:
-        """The order from memory if open, else rebuilt from its journal stream."""
+        """The order from memory if open, else rebuilt from its journal stream (a database read)."""
         order = self.open.get(client_order_id)
         if order is not None:
             return order
@@ -41,8 +59,24 @@ class OrderStore:
             rebuilt = order_mod.apply(rebuilt, rec.trigger, rec.to_state or "", rec.version, rec.payload)
         return rebuilt
 
+    async def find_async(self, client_order_id: str) -> Order | None:
+        order = self.open.get(client_order_id)
+        return order if order is not None else await asyncio.to_thread(self.find, client_order_id)
+
     def find_by_order_id(self, symbol: str, order_id: int) -> Order | None:
-        return next((o for o in self.open.values() if o.order_id == order_id and o.symbol == symbol), None)
+        cid = self._by_order_id.get((symbol, order_id))
+        return self.open.get(cid) if cid is not None else None
+
+    def busy(self, client_order_id: str) -> bool:
+        return client_order_id in self._busy
+
+    async def idle(self, client_order_id: str) -> None:
+        """Wait until no decided group of this order is pending. asyncio.wait neither raises the group's
+        error here nor cancels the group if this waiter is cancelled."""
+        while (pending := self._busy.get(client_order_id)) is not None:
+            await asyncio.wait([pending])
+
+    # -- writing -------------------------------------------------------------------------------
 
     @staticmethod
     def chain(
@@ -60,42 +94,119 @@ class OrderStore:
             state, version = OrderState(entry.to_state or ""), entry.version
         return out
 
-    async def commit(
-        self, order: Order | None, entries: list[NewEntry], prefix: Sequence[NewEntry] = ()
-    ) -> Order:
-        """Append `prefix` + `entries` in one group (durable when this returns), then apply `entries`.
+    def commit(
+        self,
+        order: Order | None,
+        entries: list[NewEntry],
+        prefix: Sequence[NewEntry] = (),
+        *,
+        reserve: OrderRequest | None = None,
+        on_durable: Callable[[], None] | None = None,
+        on_failed: Callable[[BaseException], None] | None = None,
+    ) -> asyncio.Future[Order]:
+        """Queue `prefix` + `entries` as one group; the returned future resolves once they are durable
+        *and applied* (or fails with VersionConflict / JournalUnavailable, nothing written or applied).
+        Synchronous: call it in the same step that read the state `entries` were decided from.
 
         Raises:
-            VersionConflict: nothing was written or applied.
+            EngineStopped: the writer is closed; nothing was queued.
         """
-        records: list[Record] = await self.writer.append([*prefix, *entries])
-        for rec, entry in zip(records[len(prefix) :], entries, strict=True):
-            order = order_mod.apply(order, rec.trigger, rec.to_state or "", rec.version, entry.payload)
-        assert order is not None
+        cid = entries[0].stream_id
+        if cid in self._busy:
+            raise EngineError(f"order {cid} has a pending commit", reason="order_busy")
+        done: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_observe)
+        skip = len(prefix)
+
+        def durable(records: list[Record]) -> None:
+            current = order
+            for rec, entry in zip(records[skip:], entries, strict=True):
+                current = order_mod.apply(
+                    current, rec.trigger, rec.to_state or "", rec.version, entry.payload
+                )
+            assert current is not None
+            self._place(current)
+            self._release(cid)
+            if on_durable is not None:
+                on_durable()
+            if not done.done():
+                done.set_result(current)
+
+        def failed(exc: BaseException) -> None:
+            self._release(cid)
+            if on_failed is not None:
+                on_failed(exc)
+            if not done.done():
+                done.set_exception(exc)
+
+        self.writer.submit([*prefix, *entries], durable, failed)
+        self._busy[cid] = done
+        if reserve is not None:
+            self.reserved[cid] = reserve
+        return done
+
+    def _place(self, order: Order) -> None:
+        cid = order.client_order_id
         if order.terminal:
-            self.open.pop(order.client_order_id, None)
+            self.open.pop(cid, None)
+            if order.order_id is not None:
+                self._by_order_id.pop((order.symbol, order.order_id), None)
         else:
-            self.open[order.client_order_id] = order
-        return order
+            self.open[cid] = order
+            if order.order_id is not None:
+                self._by_order_id[(order.symbol, order.order_id)] = cid
 
-    async def sync(self, order: Order, vo: VenueOrder) -> None:
-        """Journal whatever moves `order` to the venue's view (nothing when it is already there)."""
+    def _release(self, cid: str) -> None:
+        self._busy.pop(cid, None)
+        self.reserved.pop(cid, None)
+
+    def restore(self, orders: dict[str, Order]) -> None:
+        """The open orders replay rebuilt (start-up only)."""
+        self.open = {}
+        self._by_order_id = {}
+        for order in orders.values():
+            self._place(order)
+
+    def sync_now(self, order: Order, vo: VenueOrder) -> asyncio.Future[Order] | None:
+        """Decide and queue whatever moves `order` to the venue's view; None when it is already there."""
         steps = plan_sync(order, vo)
-        if steps:
-            actor = "reconciler" if order.state is OrderState.UNKNOWN else "system"
-            entries = self.chain(
-                order.state, order.version, order.client_order_id, [(t, p, "") for t, p in steps], actor
-            )
-            await self.commit(order, entries)
+        if not steps:
+            return None
+        actor = "reconciler" if order.state is OrderState.UNKNOWN else "system"
+        entries = self.chain(
+            order.state, order.version, order.client_order_id, [(t, p, "") for t, p in steps], actor
+        )
+        return self.commit(order, entries)
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    async def sync(self, client_order_id: str, vo: VenueOrder) -> Order | None:
+        """Bring the open order to the venue's view; None when it is not open (any more)."""
+        await self.idle(client_order_id)
+        order = self.open.get(client_order_id)
+        if order is None:
+            return None
+        pending = self.sync_now(order, vo)
+        return order if pending is None else await pending
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """A task owned by the store: cancelled and awaited by close(); its failure is logged, not lost."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, EngineError):
+            log.error("order task failed: %r", exc, exc_info=exc)
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, EngineError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

@@ -1,17 +1,26 @@
-"""OrderService: placing and cancelling. Decide → append (write-ahead) → apply → call the venue → record
-the outcome; the store applies, the reconciler finishes what the venue answers later or never."""
+"""OrderService: placing and cancelling.
+
+Every command is decided in one synchronous step against memory that already counts pending work (the
+store's reservations), queued to the group-commit writer, and applied in the writer's durability
+callback (engine.order_store). The venue call and the recording of its answer run in a task the store
+owns; the caller only waits for it, so a caller that is cancelled (a client hanging up, a timeout)
+neither splits durable from applied nor leaves a SENT order without anyone to finish it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from engine.audit import AuditSlot
 from engine.config import EngineSettings
 from engine.errors import (
+    EngineError,
     ExchangeError,
     ExchangeRejected,
     ExchangeUnavailable,
@@ -34,8 +43,9 @@ from engine.order_store import OrderStore
 from engine.ports import Clock, ExchangePort
 from engine.reconcile import plan_sync
 from engine.reconciler import Reconciler
+from engine.session import TradingSession
 from engine.sessions import SessionService
-from engine.types import OrderRequest, Side, SymbolRules, VenueOrder
+from engine.types import OrderRequest, Side, SymbolRules
 from engine.writer import GroupCommitWriter
 
 S = OrderState
@@ -45,7 +55,7 @@ _MODE = {
     SessionState.ARMED: "test",
     SessionState.LIVE: "live",
 }
-_STRIPES = 256
+Refusal = tuple[str, Any]  # (reason, detail)
 
 
 @dataclass(slots=True)
@@ -80,62 +90,93 @@ class OrderService:
 
     # -- placing -------------------------------------------------------------------------------
 
-    async def submit(self, req: OrderRequest, actor: str, audit: NewEntry | None = None) -> Placement:
+    async def submit(self, req: OrderRequest, actor: str, audit: AuditSlot | None = None) -> Placement:
         """Place `req` in the mode the session allows.
 
         Raises:
-            IdempotencyConflict, SessionHalted, OrderRejected, ExchangeError subclasses.
+            IdempotencyConflict, SessionHalted, PreflightFailed, OrderRejected, ExchangeError subclasses.
         """
         if not CLIENT_ORDER_ID.match(req.client_order_id):
             # The API validates too; the engine does not rely on it (ids go into the journal's hash encoding)
             raise OrderRejected(
                 "clientOrderId must match [.A-Z:/a-z0-9_-]{1,36}", reason="invalid_client_order_id"
             )
-        if self._sessions.current.state is SessionState.LIVE and req.client_order_id not in self.open:
-            try:
-                await self._sessions.preflight_or_hold(self.risk_headroom(), actor)
-            except PreflightFailed:
-                if audit is not None:
-                    await self.store.writer.append([audit])
+        cid = req.client_order_id
+        while self.store.busy(cid) or self._sessions.busy:
+            await self.store.idle(cid)
+            await self._sessions.idle()
+        # ---- one synchronous step from reading the state to queueing the decision ----
+        known = self.open.get(cid)
+        if known is not None:
+            return self._same_request(known, req)
+        session = self._sessions.current
+        mode = _MODE.get(session.state, "none")
+        now_s = self._clock.now().timestamp()
+        refusal = self._refusal(req, session, mode, now_s)
+        self._rate.record(now_s)  # every decided order counts, refused ones too (a message is a message)
+        steps: list[tuple[str, dict[str, Any], str]] = [("preflight", {}, "")]
+        if refusal is not None:
+            steps.append(("reject", {"reason": refusal[0], "detail": refusal[1]}, refusal[0]))
+        else:
+            steps.append(("send_test" if mode == "test" else "send", {}, ""))
+        entries = [decide_create(req, mode, actor), *self.store.chain(S.NEW, 1, cid, steps, actor)]
+        outcome = {"decision": steps[-1][0], **({"reason": refusal[0]} if refusal else {})}
+        first = self._commit_audited(None, entries, audit, outcome, reserve=None if refusal else req)
+        # ---- end of the synchronous step ----
+        flow = self.store.spawn(self._after_submit(first, req, refusal, mode, session))
+        return await asyncio.shield(flow)
+
+    async def _after_submit(
+        self,
+        first: asyncio.Future[Order],
+        req: OrderRequest,
+        refusal: Refusal | None,
+        mode: str,
+        session: TradingSession,
+    ) -> Placement:
+        try:
+            order = await first
+        except VersionConflict:
+            # The id exists already (finished, or created by another process just now): answer with it
+            known = await self.store.find_async(req.client_order_id)
+            if known is None:
                 raise
-        async with self.store.lock(req.client_order_id):
-            # Open orders are in memory; a finished one is found through the create row's version conflict
-            known = self.open.get(req.client_order_id)
-            if known is not None:
-                return self._same_request(known, req)
-            session = self._sessions.current
-            mode = _MODE.get(session.state, "none")
-            refusal = self._refusal(req, session.state)
-            steps: list[tuple[str, dict[str, Any], str]] = [("preflight", {}, "")]
-            if refusal is not None:
-                steps.append(("reject", {"reason": refusal[0], "detail": refusal[1]}, refusal[0]))
-            else:
-                steps.append(("send_test" if mode == "test" else "send", {}, ""))
-            entries = [
-                decide_create(req, mode, actor),
-                *self.store.chain(S.NEW, 1, req.client_order_id, steps, actor),
-            ]
-            try:
-                order = await self.store.commit(None, entries, prefix=[audit] if audit else [])
-            except VersionConflict:
-                # The id exists already (finished, or created by another writer just now): answer with it
-                known = self.find(req.client_order_id)
-                if known is None:
-                    raise
-                return self._same_request(known, req)
-            if refusal is not None:
-                if refusal[0] == "session_hold":
-                    raise SessionHalted(
-                        f"session is on HOLD: {session.hold_reason}", detail=self._state(order)
-                    )
-                raise OrderRejected(refusal[1], reason=refusal[0], detail=self._state(order))
-            self._rate.record(self._clock.now().timestamp())
-            if mode == "test":
-                return await self._send_test(order)
-            return await self._send(order)
+            return self._same_request(known, req)
+        if refusal is not None:
+            reason, detail = refusal
+            state = self._state(order)
+            if reason == "session_hold":
+                raise SessionHalted(f"session is on HOLD: {session.hold_reason}", detail=state)
+            if reason == "preflight_failed":
+                await self._sessions.preflight.hold_for(
+                    [f for f in detail if "stale_s" not in (f["detail"] or {})]
+                )
+                raise PreflightFailed("preflight failed before a live order", detail=detail)
+            raise OrderRejected(str(detail), reason=reason, detail=state)
+        if mode == "test":
+            return await self._send_test(order)
+        return await self._send(order)
+
+    def _commit_audited(
+        self, order: Order | None, entries: list[NewEntry], audit: AuditSlot | None, outcome: dict[str, Any],
+        reserve: OrderRequest | None = None,
+    ) -> asyncio.Future[Order]:  # fmt: skip
+        """The store's commit with the call's audit row first in the same group."""
+        if audit is None:
+            return self.store.commit(order, entries, reserve=reserve)
+        prefix = [audit.claim(outcome)]
+        try:
+            return self.store.commit(order, entries, prefix, reserve=reserve, on_failed=audit.unclaim)
+        except EngineError:
+            audit.unclaim()
+            raise
 
     def risk_headroom(self) -> Check:
-        return risk_headroom(len(self.open), self._settings.risk.max_open_orders)
+        return risk_headroom(self.open_count(), self._settings.risk.max_open_orders)
+
+    def open_count(self) -> int:
+        """Open orders plus creates decided and not yet durable: what every cap counts."""
+        return len(self.store.open) + len(self.store.reserved)
 
     def _same_request(self, known: Order, req: OrderRequest) -> Placement:
         if known.request.to_payload() != req.to_payload():
@@ -145,20 +186,24 @@ class OrderService:
             )
         return Placement(known, existing=True)
 
-    def _refusal(self, req: OrderRequest, state: SessionState) -> tuple[str, str] | None:
-        if state is SessionState.HOLD:
-            return "session_hold", self._sessions.current.hold_reason
-        last = self._last_price(req.symbol)
+    def _refusal(self, req: OrderRequest, session: TradingSession, mode: str, now_s: float) -> Refusal | None:
+        """Why the order may not go out now, from memory alone (no I/O), or None."""
+        if session.state is SessionState.HOLD:
+            return "session_hold", session.hold_reason
+        if mode == "live" and self._settings.safe_mode:
+            return "safe_mode_config", "config has safe_mode on: live orders are not allowed"
+        if req.symbol not in self._settings.symbols and not self._settings.allow_unlisted_symbols:
+            return "symbol_not_configured", f"{req.symbol} is not in the configured symbols"
+        if mode == "live":
+            # The open-orders cap is the risk check's below (a refusal, not a HOLD)
+            failed = self._sessions.preflight.failures(Check("risk", True))
+            if failed:
+                return "preflight_failed", failed
+        last = self.last_prices.get(req.symbol)
         rules = self.rules.get(req.symbol)
         return (
             check_filters(req, rules, last)
-            or check_risk(
-                req,
-                self._settings.risk,
-                last,
-                len(self.open),
-                self._rate.count(self._clock.now().timestamp()),
-            )
+            or check_risk(req, self._settings.risk, last, self.open_count(), self._rate.count(now_s))
             or check_position(req, rules, self._settings.risk, self._held(rules), self._open_buys(req.symbol))
         )
 
@@ -166,17 +211,22 @@ class OrderService:
         return self.balances.get(rules.base_asset, Decimal(0)) if rules else Decimal(0)
 
     def _open_buys(self, symbol: str) -> Decimal:
-        return sum(
-            ((o.request.quantity or Decimal(0)) - o.filled_qty for o in self.open.values()
+        """Base quantity still to be bought by open BUYs and by BUYs reserved but not yet durable."""
+        open_part = sum(
+            ((o.request.quantity or Decimal(0)) - o.filled_qty for o in self.store.open.values()
              if o.symbol == symbol and o.request.side is Side.BUY),
             Decimal(0),
         )  # fmt: skip
-
-    def _last_price(self, symbol: str) -> Decimal | None:
-        return self.last_prices.get(symbol)
+        reserved = sum(
+            (r.quantity or Decimal(0) for r in self.store.reserved.values()
+             if r.symbol == symbol and r.side is Side.BUY),
+            Decimal(0),
+        )  # fmt: skip
+        return open_part + reserved
 
     async def refresh_market(self) -> None:
-        """Exchange filters, last prices and holdings for local checks; called at start and periodically."""
+        """Exchange filters, last prices and holdings for local checks: a background job, never on the
+        order path."""
         self.rules = await self._exchange.symbol_rules()
         if self._settings.risk.max_position:
             account = await self._exchange.account()
@@ -192,34 +242,50 @@ class OrderService:
         try:
             answer = await self._exchange.place_test(order.request)
         except ExchangeError as exc:
-            await self.store.commit(
-                order, [order.decide("reject", self._error_payload(exc), "system", exc.reason)]
-            )
+            payload, reason = self._error_payload(exc), exc.reason
+            await self._record(order, lambda o: [o.decide("reject", payload, "system", reason)])
             raise
-        await self.store.commit(order, [order.decide("test_ok", {}, "system")])
+        await self._record(order, lambda o: [o.decide("test_ok", {}, "system")])
         return Placement(order, exchange=dict(answer))
 
     async def _send(self, order: Order) -> Placement:
         started = asyncio.get_running_loop().time()
+        cid = order.client_order_id
+
+        def from_sent(trigger: str, exc: ExchangeError) -> Callable[[Order], list[NewEntry]]:
+            # A pushed update may have moved the order already: then the answer adds nothing
+            return lambda o: (
+                [o.decide(trigger, self._error_payload(exc), "system", exc.reason)]
+                if o.state is S.SENT
+                else []
+            )
+
         try:
             vo = await self._exchange.place(order.request)
         except ExecutionStatusUnknown as exc:
-            await self.store.commit(
-                order, [order.decide("mark_unknown", self._error_payload(exc), "system", exc.reason)]
-            )
-            self.store.spawn(self.reconciler.resolve_unknown(order.client_order_id))
+            await self._record(order, from_sent("mark_unknown", exc))
+            self.reconciler.watch_unknown(cid)
             raise
         except (ExchangeRejected, ExchangeUnavailable) as exc:
             # Both mean "not executed": a refusal, or a request that never reached the matching engine
-            await self.store.commit(
-                order, [order.decide("reject", self._error_payload(exc), "system", exc.reason)]
-            )
+            await self._record(order, from_sent("reject", exc))
             if exc.reason == "IP_BANNED":
-                await self._sessions.hold(f"IP_BANNED: {exc}")
+                await self._sessions.hold_once(f"IP_BANNED: {exc}")
             raise
-        await self.store.sync(order, vo)
+        await self.store.sync(cid, vo)
         self.store.writer.metrics.send_latency.observe(asyncio.get_running_loop().time() - started)
         return Placement(order, exchange=vo.raw)
+
+    async def _record(self, order: Order, decide: Callable[[Order], list[NewEntry]]) -> Order:
+        """Decide from the order's applied state once it is idle, and commit (nothing when it is no
+        longer open or `decide` has nothing to add)."""
+        cid = order.client_order_id
+        await self.store.idle(cid)
+        current = self.store.open.get(cid)
+        if current is None:
+            return order
+        entries = decide(current)
+        return await self.store.commit(current, entries) if entries else current
 
     @staticmethod
     def _error_payload(exc: ExchangeError) -> dict[str, Any]:
@@ -233,46 +299,73 @@ class OrderService:
         client_order_id: str | None,
         order_id: int | None,
         actor: str,
-        audit: NewEntry | None = None,
+        audit: AuditSlot | None = None,
     ) -> Placement:
         """Raises UnknownOrder, InvalidTransition, ExchangeError subclasses."""
-        order = (
-            self.open.get(client_order_id)
-            if client_order_id
-            else self.store.find_by_order_id(symbol, order_id or 0)
-        )
-        if order is None and client_order_id:
-            known = self.find(client_order_id)
+        cid = client_order_id
+        if not cid:
+            by_id = self.store.find_by_order_id(symbol, order_id or 0)
+            if by_id is None:
+                raise UnknownOrder(f"no open order {order_id} on {symbol}")
+            cid = by_id.client_order_id
+        await self.store.idle(cid)
+        # ---- synchronous from here to the commit ----
+        order = self.open.get(cid)
+        if order is None or order.symbol != symbol:
+            known = order or await self.store.find_async(cid)
             if known is not None and known.symbol == symbol:
                 raise InvalidTransition("order", known.state.value, "request_cancel")
-        if order is None or order.symbol != symbol:
             raise UnknownOrder(f"no open order {client_order_id or order_id} on {symbol}")
-        async with self.store.lock(order.client_order_id):
-            await self.store.commit(
-                order, [order.decide("request_cancel", {}, actor)], prefix=[audit] if audit else []
-            )
-            try:
-                vo = await self._exchange.cancel(symbol, order.client_order_id)
-            except ExecutionStatusUnknown:
-                self.store.spawn(self.reconciler.resolve_unknown(order.client_order_id))
-                raise
-            except ExchangeError as exc:
-                await self._cancel_failed(order, exc)
-                raise
-            await self.store.sync(order, vo)
-            return Placement(order, exchange=vo.raw)
+        entries = [order.decide("request_cancel", {}, actor)]
+        first = self._commit_audited(order, entries, audit, {"decision": "request_cancel"})
+        # ---- end of the synchronous step ----
+        return await asyncio.shield(self.store.spawn(self._after_cancel(first)))
+
+    async def _after_cancel(self, first: asyncio.Future[Order]) -> Placement:
+        order = await first
+        try:
+            vo = await self._exchange.cancel(order.symbol, order.client_order_id)
+        except ExecutionStatusUnknown:
+            self.reconciler.watch_unknown(order.client_order_id)
+            raise
+        except ExchangeError as exc:
+            await self._cancel_failed(order, exc)
+            raise
+        await self.store.sync(order.client_order_id, vo)
+        return Placement(order, exchange=vo.raw)
 
     async def _cancel_failed(self, order: Order, exc: ExchangeError) -> None:
         # The venue refused the cancel: it may have filled meanwhile, so ask before deciding
         with contextlib.suppress(ExchangeError):
             vo = await self._exchange.query(order.symbol, order.client_order_id)
             if vo is not None and plan_sync(order, vo):
-                await self.store.sync(order, vo)
+                await self.store.sync(order.client_order_id, vo)
                 return
-        trigger = "cancel_failed_partial" if order.filled_qty else "cancel_failed"
-        await self.store.commit(
-            order, [order.decide(trigger, self._error_payload(exc), "system", exc.reason)]
+
+        def failed(o: Order) -> list[NewEntry]:
+            if o.state is not S.CANCEL_PENDING:
+                return []
+            trigger = "cancel_failed_partial" if o.filled_qty else "cancel_failed"
+            return [o.decide(trigger, self._error_payload(exc), "system", exc.reason)]
+
+        await self._record(order, failed)
+
+    async def cancel_all(self, actor: str, symbol: str | None = None) -> list[str]:
+        """Request a cancel of every cancellable open order (optionally on one symbol); returns the ids
+        whose cancel did not go through. Each is an ordinary cancel, journaled as one."""
+        targets = [
+            o.client_order_id for o in list(self.open.values())
+            if (symbol is None or o.symbol == symbol) and o.state in (S.ACKED, S.PARTIALLY_FILLED)
+        ]  # fmt: skip
+        failed: list[str] = []
+        results = await asyncio.gather(
+            *(self.cancel(self.open[cid].symbol, cid, None, actor) for cid in targets if cid in self.open),
+            return_exceptions=True,
         )
+        for cid, result in zip(targets, results, strict=False):
+            if isinstance(result, EngineError):
+                failed.append(cid)
+        return failed
 
     # -- delegated to the store and the reconciler ---------------------------------------------
 
@@ -280,15 +373,8 @@ class OrderService:
     def open(self) -> dict[str, Order]:
         return self.store.open
 
-    @open.setter
-    def open(self, orders: dict[str, Order]) -> None:
-        self.store.open = orders
-
     def find(self, client_order_id: str) -> Order | None:
         return self.store.find(client_order_id)
-
-    def on_venue_update(self, vo: VenueOrder) -> None:
-        self.reconciler.on_venue_update(vo)
 
     async def reconcile_open(self) -> list[str]:
         return await self.reconciler.reconcile_open()

@@ -22,6 +22,8 @@ _RECONCILE = {
     V.EXPIRED: "reconcile_expired",
     V.EXPIRED_IN_MATCH: "reconcile_expired",
 }
+# Statuses this planner understands; any other is journaled and holds, never an exception (the reconciler)
+KNOWN_STATUSES = frozenset(_RECONCILE)
 _WORKING = (S.SENT, S.ACKED, S.PARTIALLY_FILLED, S.CANCEL_PENDING)
 
 

@@ -1,21 +1,25 @@
 """Reconciliation: pushed venue updates, UNKNOWN resolution by client order id (never by resending),
-and the startup pass that finishes what a crash interrupted."""
+and the connect-time pass that finishes what a crash interrupted. Venue queries run with nothing held;
+each decision is taken afterwards against the order's applied state (engine.order_store)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from engine.config import EngineSettings
-from engine.errors import ExchangeError
+from engine.errors import EngineError, ExchangeError
 from engine.fsm.order_table import OrderState
 from engine.order import CLIENT_ORDER_ID, Order, decide_create
 from engine.order_store import OrderStore
 from engine.ports import ExchangePort
+from engine.reconcile import KNOWN_STATUSES
 from engine.sessions import SessionService
 from engine.types import VenueOrder, VenueStatus
 
 S = OrderState
+log = logging.getLogger(__name__)
 
 
 class Reconciler:
@@ -26,28 +30,52 @@ class Reconciler:
         self._exchange = exchange
         self._sessions = sessions
         self._settings = settings
+        self._resolving: set[str] = set()
 
     def on_venue_update(self, vo: VenueOrder) -> None:
-        """Listener for pushed updates (fills of resting orders, expiries, foreign cancels)."""
-        if vo.client_order_id in self._store.open:
-            self._store.spawn(self._locked_sync(vo))
-        elif vo.status is not VenueStatus.REJECTED:
-            self._store.spawn(self._check_closed(vo))
+        """Listener for pushed updates (fills of resting orders, expiries, foreign cancels). Decides at
+        once when the order is idle, so updates apply in the order the venue sent them."""
+        store = self._store
+        if vo.status not in KNOWN_STATUSES:
+            store.spawn(
+                self._sessions.hold_once(
+                    f"venue reported unknown order status {vo.raw.get('status')!r}"[:300]
+                )
+            )
+            return
+        order = store.open.get(vo.client_order_id)
+        if order is None:
+            if vo.status is not VenueStatus.REJECTED:
+                store.spawn(self._check_closed(vo))
+            return
+        if store.busy(vo.client_order_id):
+            store.spawn(store.sync(vo.client_order_id, vo))
+            return
+        try:
+            store.sync_now(order, vo)
+        except EngineError as exc:  # the writer is closed (stopping): the next start reconciles it
+            log.info("venue update for %s not journaled: %s", vo.client_order_id, exc.reason)
 
     async def _check_closed(self, vo: VenueOrder) -> None:
         """An update for an order the journal closed as REJECTED (e.g. absent past the UNKNOWN grace)
         means the venue has it after all: a mismatch no rule explains, so HOLD for an operator."""
-        order = await asyncio.to_thread(self._store.find, vo.client_order_id)
+        order = await self._store.find_async(vo.client_order_id)
         if order is not None and order.state is S.REJECTED and order.order_id is None:
-            await self._sessions.hold(
+            await self._sessions.hold_once(
                 f"order {vo.client_order_id} is journalled REJECTED but the venue shows it {vo.status.value}"
             )
 
-    async def _locked_sync(self, vo: VenueOrder) -> None:
-        async with self._store.lock(vo.client_order_id):
-            order = self._store.open.get(vo.client_order_id)
-            if order is not None:
-                await self._store.sync(order, vo)
+    def watch_unknown(self, client_order_id: str) -> None:
+        """Resolve an UNKNOWN (or CANCEL_PENDING with an unknown outcome) order in the background, once."""
+        if client_order_id not in self._resolving:
+            self._resolving.add(client_order_id)
+            self._store.spawn(self._resolve(client_order_id))
+
+    async def _resolve(self, client_order_id: str) -> None:
+        try:
+            await self.resolve_unknown(client_order_id)
+        finally:
+            self._resolving.discard(client_order_id)
 
     async def resolve_unknown(self, client_order_id: str) -> None:
         """Query by client order id until the venue shows the order or the grace period ends.
@@ -57,6 +85,7 @@ class Reconciler:
         deadline = loop.time() + self._settings.unknown_grace_s
         delay = self._settings.reconcile_interval_s
         while True:
+            await store.idle(client_order_id)
             order = store.open.get(client_order_id)
             if order is None or order.state not in (S.UNKNOWN, S.CANCEL_PENDING):
                 return
@@ -64,80 +93,72 @@ class Reconciler:
                 vo = await self._exchange.query(order.symbol, client_order_id)
             except ExchangeError:
                 vo = None
-            async with store.lock(client_order_id):
-                if vo is not None:
-                    await store.sync(order, vo)
-                    if order.state is not S.CANCEL_PENDING:
-                        return
-                if loop.time() >= deadline:
-                    await self._give_up(order, vo)
+            if vo is not None and vo.status in KNOWN_STATUSES:
+                order = await store.sync(client_order_id, vo) or order
+                if order.state is not S.CANCEL_PENDING:
                     return
+            if loop.time() >= deadline:
+                await self._give_up(client_order_id, vo)
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    async def _give_up(self, order: Order, vo: VenueOrder | None) -> None:
+    async def _give_up(self, client_order_id: str, vo: VenueOrder | None) -> None:
+        store = self._store
+        await store.idle(client_order_id)
+        order = store.open.get(client_order_id)
+        if order is None:
+            return
         grace = f"{self._settings.unknown_grace_s:g}s"
         if order.state is S.UNKNOWN:  # unseen for the whole grace period: taken as never placed
             reason = f"not found by clientOrderId after {grace}"
-            await self._store.commit(order, [order.decide("reconcile_rejected", {}, "reconciler", reason)])
-        elif vo is not None:  # CANCEL_PENDING, and the venue still shows it working: the cancel did not land
+            await store.commit(order, [order.decide("reconcile_rejected", {}, "reconciler", reason)])
+        elif order.state is not S.CANCEL_PENDING:
+            return
+        elif vo is not None:  # the venue still shows it working: the cancel did not land
             trigger = "cancel_failed_partial" if order.filled_qty else "cancel_failed"
-            await self._store.commit(
-                order, [order.decide(trigger, {}, "reconciler", f"still open after {grace}")]
-            )
+            await store.commit(order, [order.decide(trigger, {}, "reconciler", f"still open after {grace}")])
         else:
-            await self._sessions.hold(
+            await self._sessions.hold_once(
                 f"order {order.client_order_id}: cancel outcome unknown, venue does not show it"
             )
 
     async def reconcile_open(self) -> list[str]:
-        """Startup: finish what a crash interrupted and compare every open order with the venue.
-        Returns problems it could not explain (the caller puts the session on HOLD)."""
+        """Connect time: finish what a crash interrupted and compare every open order with the venue.
+        Idempotent (a retry after a failure plans nothing twice). Returns problems it could not explain
+        (the caller puts the session on HOLD)."""
         store = self._store
         problems: list[str] = []
         for order in list(store.open.values()):
-            async with store.lock(order.client_order_id):
-                if order.state in (S.NEW, S.PREFLIGHT, S.TEST):
-                    # Crashed before the request left (or a test order): nothing reached the venue
-                    steps: list[tuple[str, dict[str, Any], str]] = (
-                        [("preflight", {}, "")] if order.state is S.NEW else []
-                    )
-                    steps.append(("reject", {"reason": "restart"}, "restart before send"))
-                    entries = store.chain(
-                        order.state, order.version, order.client_order_id, steps, "reconciler"
-                    )
-                    await store.commit(order, entries)
-                    continue
-                if order.state is S.SENT:
-                    await store.commit(
-                        order, [order.decide("mark_unknown", {}, "reconciler", "restart after send")]
-                    )
+            await self._finish_interrupted(order)
+        for order in list(store.open.values()):
+            cid = order.client_order_id
             if order.state is S.UNKNOWN:
-                store.spawn(self.resolve_unknown(order.client_order_id))
+                self.watch_unknown(cid)
                 continue
             try:
-                vo = await self._exchange.query(order.symbol, order.client_order_id)
+                vo = await self._exchange.query(order.symbol, cid)
             except ExchangeError as exc:
-                problems.append(f"{order.client_order_id}: query failed ({exc.reason})")
+                problems.append(f"{cid}: query failed ({exc.reason})")
                 continue
-            async with store.lock(order.client_order_id):
-                if vo is not None:
-                    await store.sync(order, vo)
-                    if order.state is S.CANCEL_PENDING:  # the cancel's outcome died with the process
-                        store.spawn(self.resolve_unknown(order.client_order_id))
-                elif self._exchange.venue == "paper":
-                    # The paper venue lives in memory: its resting orders are gone after a restart
-                    await store.commit(
-                        order, [order.decide("expire", {}, "reconciler", "paper venue restarted")]
-                    )
-                else:
-                    problems.append(f"{order.client_order_id}: open in the journal, unknown to the venue")
+            if vo is not None:
+                if vo.status not in KNOWN_STATUSES:
+                    problems.append(f"{cid}: unknown venue status {vo.raw.get('status')!r}")
+                    continue
+                order = await store.sync(cid, vo) or order
+                if order.state is S.CANCEL_PENDING:  # the cancel's outcome died with the process
+                    self.watch_unknown(cid)
+            elif self._exchange.venue == "paper":
+                # The paper venue lives in memory: its resting orders are gone after a restart
+                await self._expire_paper(cid)
+            else:
+                problems.append(f"{cid}: open in the journal, unknown to the venue")
         try:
             venue_open = await self._exchange.open_orders(None)
         except ExchangeError as exc:
             return [*problems, f"open orders query failed ({exc.reason})"]
         for vo in venue_open:
-            known = store.find(vo.client_order_id)
+            known = await store.find_async(vo.client_order_id)
             if known is None:
                 if not await self._adopt(vo):
                     problems.append(
@@ -148,6 +169,28 @@ class Reconciler:
                     f"{vo.client_order_id}: journalled {known.state.value} but working on the venue"
                 )
         return problems
+
+    async def _finish_interrupted(self, order: Order) -> None:
+        store = self._store
+        cid = order.client_order_id
+        await store.idle(cid)
+        if order.state in (S.NEW, S.PREFLIGHT, S.TEST):
+            # Crashed before the request left (or a test order): nothing reached the venue
+            steps: list[tuple[str, dict[str, Any], str]] = (
+                [("preflight", {}, "")] if order.state is S.NEW else []
+            )
+            steps.append(("reject", {"reason": "restart"}, "restart before send"))
+            await store.commit(order, store.chain(order.state, order.version, cid, steps, "reconciler"))
+        elif order.state is S.SENT:
+            await store.commit(order, [order.decide("mark_unknown", {}, "reconciler", "restart after send")])
+
+    async def _expire_paper(self, client_order_id: str) -> None:
+        await self._store.idle(client_order_id)
+        order = self._store.open.get(client_order_id)
+        if order is not None and order.state in (S.ACKED, S.PARTIALLY_FILLED, S.CANCEL_PENDING):
+            await self._store.commit(
+                order, [order.decide("expire", {}, "reconciler", "paper venue restarted")]
+            )
 
     async def _adopt(self, vo: VenueOrder) -> bool:
         """Journal a working order the journal does not know, so it is tracked (and can be cancelled) from
@@ -166,6 +209,8 @@ class Reconciler:
         create = decide_create(req, mode, "reconciler", reason)
         steps = [(trigger, payload, reason)]
         entries = [create, *self._store.chain(S.NEW, 1, req.client_order_id, steps, "reconciler")]
-        async with self._store.lock(req.client_order_id):
-            await self._store.commit(None, entries)
+        await self._store.idle(req.client_order_id)
+        if req.client_order_id in self._store.open:
+            return True
+        await self._store.commit(None, entries)
         return True

@@ -1,20 +1,37 @@
-"""The engine as one object: start (replay → verify → reconcile → accept orders), audit, stop."""
+"""The engine as one object.
+
+Lifecycle, each step once and in order:
+- `open()`: replay → verify → restore the session (journal only; once, a second call is a no-op) and
+  register the venue listener (once);
+- `connect()`: refresh market data and the preflight verdict, reconcile with the venue, start the
+  background components. Retryable and idempotent: the runtime calls it again until it succeeds;
+- `stop()`: in reverse dependency order: venue sources (updates arriving from now on are refused cleanly
+  and reconciled at the next start) and background components, the store's tasks, then the writer,
+  which commits and applies everything queued before it closes, and last the venue client.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.audit import audit_entry
 from engine.config import EngineSettings
 from engine.journal import Journal, NewEntry
 from engine.orders import OrderService
 from engine.ports import Clock, ExchangePort
 from engine.replay import ReplayResult, replay
 from engine.sessions import SessionService
+from engine.supervisor import Supervisor
+from engine.types import VenueOrder
 from engine.writer import GroupCommitWriter
+
+log = logging.getLogger(__name__)
+_MARKET_REFRESH_S = 30.0
+_APPROVAL_CHECK_S = 1.0
 
 
 class SystemClock:
@@ -42,38 +59,97 @@ class Engine:
         self.writer = GroupCommitWriter(journal)
         self.sessions = SessionService(self.writer, exchange, settings, self.clock)
         self.orders = OrderService(self.writer, journal, exchange, self.sessions, settings, self.clock)
-        self.ready = False
+        self.preflight = self.sessions.preflight
+        self.supervisor = Supervisor(self._report_failure)
+        self.opened = False
+        self.connected = False
+        self.stopping = False
         self.report = StartReport()
+        self.opens = 0  # replays run: 1 for the life of an engine
 
-    async def start(self) -> StartReport:
-        """Raises JournalCorrupt (naming the first bad seq) when the journal does not verify."""
+    @property
+    def ready(self) -> bool:
+        return self.connected and not self.stopping
+
+    async def open(self) -> StartReport:
+        """Replay and verify the journal and restore the session; once.
+
+        Raises:
+            JournalCorrupt: naming the first bad seq.
+        """
+        if self.opened:
+            return self.report
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         result: ReplayResult = await asyncio.to_thread(lambda: replay(self.journal.scan()))
+        self.opens += 1
         self.report = StartReport(
             result.rows, len(result.open_orders), result.finished_orders, loop.time() - t0
         )
-        self.orders.open = result.open_orders
+        self.orders.store.restore(result.open_orders)
         await self.sessions.restore(result.sessions)
-        self.exchange.on_update(self.orders.on_venue_update)
+        self.exchange.on_update(self._on_update)
+        self.opened = True
+        return self.report
+
+    async def connect(self) -> StartReport:
+        """Reconcile with the venue and start the background components; retry until it returns.
+
+        Raises:
+            ExchangeError: the venue could not be reached; nothing half-done needs undoing.
+        """
+        if self.connected:
+            return self.report
+        await self.open()
         await self.orders.refresh_market()
+        await self.preflight.refresh()
         problems = await self.orders.reconcile_open()
         if problems:
             self.report.problems = problems
             await self.sessions.hold(f"reconciliation: {'; '.join(problems)}"[:500])
-        self.ready = True
+        self.supervisor.start("preflight", self.preflight.run)
+        self.supervisor.start("market_data_refresh", self._refresh_market_forever)
+        self.supervisor.start("approval_expiry", self._expire_forever)
+        self.connected = True
         return self.report
+
+    async def start(self) -> StartReport:
+        await self.open()
+        return await self.connect()
+
+    def _on_update(self, vo: VenueOrder) -> None:
+        if self.stopping:
+            # The venue keeps the truth: the next start's reconciliation journals it
+            log.info("update for %s arrived while stopping: left to the next start", vo.client_order_id)
+            return
+        self.orders.reconciler.on_venue_update(vo)
+
+    async def _refresh_market_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_MARKET_REFRESH_S)
+            await self.orders.refresh_market()
+
+    async def _expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_APPROVAL_CHECK_S)
+            await self.sessions.expire_if_due()
+
+    async def _report_failure(self, component: str, error: str) -> None:
+        await self.writer.append(
+            [audit_entry("system", "component.error", {"component": component, "error": error})]
+        )
 
     async def audit(self, actor: str, action: str, detail: dict[str, Any]) -> None:
         await self.writer.append([self.audit_entry(actor, action, detail)])
 
     @staticmethod
     def audit_entry(actor: str, action: str, detail: dict[str, Any]) -> NewEntry:
-        """One row per API call, written before the call's side effect (single-version stream)."""
-        return NewEntry("audit", f"{action}-{uuid.uuid4().hex}", 1, action, None, None, detail, actor)
+        return audit_entry(actor, action, detail)
 
     async def stop(self) -> None:
-        self.ready = False
-        await self.orders.close()
+        """Idempotent; see the module docstring for the order."""
+        self.stopping = True  # venue sources first: from here on their updates are refused cleanly
+        await self.supervisor.stop()
+        await self.orders.close()  # a send cut short stays SENT: the next start resolves it by query
         await self.writer.close()
         await self.exchange.close()

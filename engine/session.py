@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from engine.errors import ApprovalRejected, EngineError, PreflightFailed
 from engine.fsm.machines import SESSION_FSM, Probe, fire
-from engine.fsm.session_table import SESSION_CREATE_TRIGGER, SessionState
+from engine.fsm.session_table import SESSION_CREATE_TRIGGER, SESSION_GUARDED, SessionState
+from engine.guardrails.approvals import Approval
 from engine.journal import NewEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """What must hold for arm / go_live, checked by the aggregate itself so that no caller can skip it:
+    a verified approval (unless tokens are not required), safe_mode off for go_live, and a fresh,
+    passing preflight verdict (the failed checks, empty when it passed)."""
+
+    require_token: bool
+    safe_mode: bool
+    now_s: float
+    preflight_failures: tuple[dict[str, Any], ...]
+    approval: Approval | None = None  # arm: the token just verified; go_live uses the one held since arm
 
 
 class TradingSession:
@@ -35,9 +51,24 @@ class TradingSession:
     def is_paper(self) -> bool:
         return self.profile == "paper"
 
-    def decide(self, trigger: str, payload: dict[str, Any], actor: str, reason: str = "") -> NewEntry:
-        """Raises InvalidTransition when `trigger` is not legal now."""
+    def decide(
+        self,
+        trigger: str,
+        payload: dict[str, Any],
+        actor: str,
+        reason: str = "",
+        *,
+        guard: Guard | None = None,
+    ) -> NewEntry:
+        """The next transition as a journal entry, without mutating the session.
+
+        Raises:
+            InvalidTransition: `trigger` is not legal now.
+            ApprovalRejected, PreflightFailed, EngineError(safe_mode_config): a guarded trigger's guard.
+        """
         dest = fire(SESSION_FSM, Probe(self.state, is_paper=self.is_paper), trigger)
+        if trigger in SESSION_GUARDED:
+            payload = {**payload, "approval": self._check(trigger, guard, actor)}
         payload = {"venue": self.venue, **payload}
         return NewEntry(
             "session",
@@ -50,6 +81,32 @@ class TradingSession:
             actor,
             reason,
         )
+
+    def _check(self, trigger: str, guard: Guard | None, actor: str) -> dict[str, Any] | None:
+        """The approval payload to journal, once every guard of `trigger` holds."""
+        if guard is None:
+            raise ApprovalRejected(f"{trigger} needs the two-man rule's checks", reason="approval_required")
+        if trigger == "go_live" and guard.safe_mode:
+            raise EngineError(
+                "config has safe_mode on: live trading is not allowed", reason="safe_mode_config"
+            )
+        if trigger == "arm":
+            approval = (
+                {**guard.approval.as_payload(), "requester": actor} if guard.approval is not None else None
+            )
+            if approval is not None and approval["nonce"] in self.used_nonces:
+                raise ApprovalRejected("approval was already used", reason="approval_reused")
+        else:
+            approval = self.approval
+            if approval is not None and not approval["expires_at"] > guard.now_s:
+                raise ApprovalRejected("the arm approval has expired", reason="approval_expired")
+        if guard.require_token and approval is None:
+            raise ApprovalRejected(
+                "a second operator's approval token is required", reason="approval_required"
+            )
+        if guard.preflight_failures:
+            raise PreflightFailed(f"preflight failed before {trigger}", detail=list(guard.preflight_failures))
+        return approval
 
     def snapshot(self) -> dict[str, Any]:
         return {

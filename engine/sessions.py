@@ -1,4 +1,10 @@
-"""SessionService: the one active trading session, its transitions and the two-man rule."""
+"""SessionService: the one active trading session, its transitions and the two-man rule.
+
+Transitions are decided synchronously against the applied session and applied in the writer's durability
+callback (engine.writer); while one is pending the session is busy and the next command waits for it, so
+two commands never decide from the same state. `arm` and `go_live` go only through `guarded`, and the
+aggregate itself refuses them without a Guard (approval, safe mode, a fresh passing preflight verdict).
+"""
 
 from __future__ import annotations
 
@@ -8,25 +14,33 @@ from typing import Any
 
 from engine.config import EngineSettings, fingerprint
 from engine.errors import ApprovalRejected, EngineError, PreflightFailed
-from engine.fsm.session_table import SessionState
-from engine.guardrails.approvals import verify_approval
-from engine.guardrails.preflight import Check, failures, run_preflight
-from engine.journal import NewEntry
+from engine.fsm.session_table import SESSION_GUARDED, SessionState
+from engine.guardrails.approvals import Approval, verify_approval
+from engine.guardrails.preflight import Check, PreflightMonitor
+from engine.journal import NewEntry, Record
 from engine.ports import Clock, ExchangePort
-from engine.session import TradingSession, apply, decide_open
+from engine.session import Guard, TradingSession, apply, decide_open
 from engine.writer import GroupCommitWriter
+
+_LIVE_STATES = (SessionState.ARMED, SessionState.LIVE)
 
 
 class SessionService:
     def __init__(
-        self, writer: GroupCommitWriter, exchange: ExchangePort, settings: EngineSettings, clock: Clock
-    ) -> None:
+        self, writer: GroupCommitWriter, exchange: ExchangePort, settings: EngineSettings, clock: Clock,
+        session_id: str | None = None,
+    ) -> None:  # fmt: skip
         self._writer = writer
         self._exchange = exchange
         self._settings = settings
         self._clock = clock
-        self._lock = asyncio.Lock()
+        self._session_id = session_id or settings.profile
+        self._pending: asyncio.Future[TradingSession] | None = None
         self.session: TradingSession | None = None
+        self.preflight = PreflightMonitor(
+            exchange, settings.preflight, settings.symbols, clock, self.hold_once,
+            lambda: self.session is not None and self.session.state in _LIVE_STATES,
+        )  # fmt: skip
 
     @property
     def current(self) -> TradingSession:
@@ -34,94 +48,120 @@ class SessionService:
             raise EngineError("session not started", reason="not_ready")
         return self.session
 
+    @property
+    def busy(self) -> bool:
+        return self._pending is not None
+
+    async def idle(self) -> None:
+        while (pending := self._pending) is not None:
+            await asyncio.wait([pending])
+
     async def restore(self, replayed: dict[str, TradingSession]) -> None:
         """Adopt the replayed session of this profile or open one. ARMED/LIVE never survive a restart."""
-        sid = self._settings.profile
+        sid = self._session_id
         self.session = replayed.get(sid)
         if self.session is None:
-            await self._append(decide_open(sid, self._settings.profile, self._exchange.venue, "system"))
-        elif self.session.state in (SessionState.ARMED, SessionState.LIVE):
+            await self._commit(decide_open(sid, self._settings.profile, self._exchange.venue, "system"))
+        elif self.session.state in _LIVE_STATES:
             await self.transition("hold", "system", reason="restart")
 
     async def transition(
         self, trigger: str, actor: str, *, reason: str = "", payload: dict[str, Any] | None = None
     ) -> TradingSession:
-        """Raises InvalidTransition when `trigger` is illegal in the current state."""
-        async with self._lock:
-            await self._append(self.current.decide(trigger, payload or {}, actor, reason))
-        return self.current
+        """Any unguarded trigger (disarm, hold, resume, expire).
+
+        Raises:
+            InvalidTransition: `trigger` is illegal in the current state.
+            ApprovalRejected: `trigger` is arm or go_live, which only `guarded` may fire.
+        """
+        await self.idle()
+        return await self._commit(self.current.decide(trigger, payload or {}, actor, reason))
 
     async def hold(self, reason: str, actor: str = "system") -> TradingSession:
         return await self.transition("hold", actor, reason=reason)
 
-    async def _append(self, entry: NewEntry) -> None:
-        (rec,) = await self._writer.append([entry])
-        self.session = apply(self.session, rec.stream_id, rec.trigger, rec.to_state or "", rec.version,
-                             entry.payload, rec.reason)  # fmt: skip
+    async def hold_once(self, reason: str, actor: str = "system") -> bool:
+        """HOLD unless already on HOLD (a detector's fault episode is journaled once); True if it held."""
+        await self.idle()
+        if self.current.state is SessionState.HOLD:
+            return False
+        await self._commit(self.current.decide("hold", {}, actor, reason))
+        return True
 
-    # -- arming: preflight + second operator's approval ----------------------------------------
+    def _commit(self, entry: NewEntry) -> asyncio.Future[TradingSession]:
+        """Queue one decided entry; the future resolves once it is durable and applied."""
+        if self._pending is not None:
+            raise EngineError("a session transition is pending", reason="session_busy")
+        done: asyncio.Future[TradingSession] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
 
-    async def preflight(self, risk_ok: Check) -> list[Check]:
-        return await run_preflight(self._exchange, self._settings.preflight, self._clock.now(),
-                                   self._settings.symbols, risk_ok)  # fmt: skip
+        def durable(records: list[Record]) -> None:
+            (rec,) = records
+            self.session = apply(self.session, rec.stream_id, rec.trigger, rec.to_state or "", rec.version,
+                                 entry.payload, rec.reason)  # fmt: skip
+            self._pending = None
+            if not done.done():
+                done.set_result(self.session)
 
-    async def preflight_or_hold(self, risk_ok: Check, actor: str) -> None:
-        """Before each real order: every check must pass, else HOLD and refuse.
+        def failed(exc: BaseException) -> None:
+            self._pending = None
+            if not done.done():
+                done.set_exception(exc)
+
+        self._writer.submit([entry], durable, failed)
+        self._pending = done
+        return done
+
+    # -- arming: preflight verdict + second operator's approval --------------------------------
+
+    async def guarded(self, trigger: str, actor: str, token: str | None, risk: Check) -> TradingSession:
+        """arm / go_live, refused unless every guard passes; a failing verdict also HOLDs (once).
 
         Raises:
-            PreflightFailed: with the failed checks as detail; the session is on HOLD by then.
+            ApprovalRejected, PreflightFailed, InvalidTransition, EngineError(safe_mode_config).
         """
-        failed = failures(await self.preflight(risk_ok))
-        if failed:
-            await self.hold(f"preflight_failed: {', '.join(f['check'] for f in failed)}", actor)
-            raise PreflightFailed("preflight failed before a live order", detail=failed)
-
-    async def guarded(self, trigger: str, actor: str, token: str | None, risk_ok: Check) -> TradingSession:
-        """arm / go_live: refuse (and HOLD on preflight failure) unless every guard passes.
-
-        Raises:
-            ApprovalRejected, PreflightFailed, InvalidTransition.
-        """
+        if trigger not in SESSION_GUARDED:
+            raise EngineError(f"{trigger} is not a guarded transition", reason="invalid_transition")
+        await self.idle()
         session = self.current
-        session.decide(trigger, {}, actor)  # illegal trigger fails before any check runs
-        if trigger == "go_live" and self._settings.safe_mode:
-            raise EngineError(
-                "config has safe_mode on: live trading is not allowed", reason="safe_mode_config"
-            )
-        approval = self._approval(trigger, actor, token)
-        checks = await self.preflight(risk_ok)
-        failed = failures(checks)
-        if failed:
-            await self.hold(f"preflight_failed: {', '.join(f['check'] for f in failed)}", actor)
-            raise PreflightFailed("preflight failed", detail=failed)
-        risk = {k: str(v) for k, v in asdict(self._settings.risk).items()}
-        payload: dict[str, Any] = {"approval": approval, "checks": [c.name for c in checks],
-                                   "config_hash": fingerprint(self._settings), "risk_limits": risk}  # fmt: skip
-        return await self.transition(trigger, actor, payload=payload)
+        session.decide(trigger, {}, actor, guard=_OPEN_GUARD)  # an illegal trigger fails before any check
+        now_s = self._clock.now().timestamp()
+        approval = self._approval(trigger, actor, token, now_s) if trigger == "arm" else None
+        failed = tuple(self.preflight.failures(risk))
+        guard = Guard(
+            self._settings.approvals.require_token, self._settings.safe_mode, now_s, failed, approval
+        )
+        risk_limits = {k: str(v) for k, v in asdict(self._settings.risk).items()}
+        payload: dict[str, Any] = {"checks": [c.name for c in self.preflight.verdict(risk)],
+                                   "config_hash": fingerprint(self._settings), "risk_limits": risk_limits}  # fmt: skip
+        try:
+            entry = session.decide(trigger, payload, actor, guard=guard)
+        except PreflightFailed:
+            await self.preflight.hold_for([f for f in failed if "stale_s" not in (f["detail"] or {})])
+            raise
+        return await self._commit(entry)
 
-    def _approval(self, trigger: str, actor: str, token: str | None) -> dict[str, Any] | None:
+    def _approval(self, trigger: str, actor: str, token: str | None, now_s: float) -> Approval | None:
         rules = self._settings.approvals
-        if trigger == "go_live":
-            # go_live re-checks the approval given at arm time: still valid, same action chain
-            held = self.current.approval
-            if rules.require_token and (held is None or held["expires_at"] <= self._clock.now().timestamp()):
-                raise ApprovalRejected("the arm approval has expired", reason="approval_expired")
-            return held
         if not rules.require_token:
             return None
         if not token:
             raise ApprovalRejected(
                 "a second operator's approval token is required", reason="approval_required"
             )
-        approval = verify_approval(
+        return verify_approval(
             token, public_keys=rules.public_keys, requester=actor if rules.two_man_rule else "",
-            session_id=self.current.session_id, action=trigger, now_s=self._clock.now().timestamp(),
+            session_id=self.current.session_id, action=trigger, now_s=now_s,
             used_nonces=self.current.used_nonces, max_ttl_s=rules.ttl_s,
         )  # fmt: skip
-        return {**approval.as_payload(), "requester": actor}
 
     async def expire_if_due(self) -> None:
+        await self.idle()
         session, approval = self.current, self.current.approval
-        live = session.state in (SessionState.ARMED, SessionState.LIVE)
-        if live and approval is not None and approval["expires_at"] <= self._clock.now().timestamp():
-            await self.transition("expire", "system", reason="approval ttl ended")
+        live = session.state in _LIVE_STATES
+        if live and approval is not None and not approval["expires_at"] > self._clock.now().timestamp():
+            await self._commit(session.decide("expire", {}, "system", "approval ttl ended"))
+
+
+# Only to ask the FSM whether a guarded trigger is legal at all, before any check runs: never committed
+_OPEN_GUARD = Guard(require_token=False, safe_mode=False, now_s=0.0, preflight_failures=())

@@ -1,15 +1,38 @@
-"""Group commit: concurrent callers' transitions share one transaction; each caller is answered only
-after the commit that holds its own rows."""
+"""Group commit with apply-on-durable: concurrent callers' groups share one transaction, and each group's
+`on_durable` callback runs on the event loop, inside the writer, right after the commit that holds it and
+before anyone is answered. Durable and applied are one step that no caller's cancellation can split: the
+caller only waits; it does not carry the apply."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
+from engine.errors import EngineStopped
 from engine.journal import Journal, NewEntry, Record
 from engine.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+OnDurable = Callable[[list[Record]], None]
+OnFailed = Callable[[BaseException], None]
+
+
+@dataclass(slots=True)
+class _Group:
+    entries: Sequence[NewEntry]
+    on_durable: OnDurable
+    on_failed: OnFailed
+
+
+def _ignore(_: object) -> None:
+    return None
 
 
 class GroupCommitWriter:
@@ -17,57 +40,128 @@ class GroupCommitWriter:
         self.journal = journal
         self.metrics = metrics or Metrics()
         self._max_groups = max_groups
-        self._queue: asyncio.Queue[tuple[Sequence[NewEntry], asyncio.Future[list[Record]]]] | None = None
+        self._queue: collections.deque[_Group] = collections.deque()
+        self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._in_flight = False
         # One thread owns the database writes: no lock contention inside the process
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
         self.commits = 0
         self.rows = 0
 
-    async def append(self, entries: Sequence[NewEntry]) -> list[Record]:
-        """Durably append `entries` as one all-or-nothing group.
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def busy(self) -> bool:
+        """Groups queued or in a commit whose callbacks have not run yet."""
+        return bool(self._queue) or self._in_flight
+
+    def submit(
+        self, entries: Sequence[NewEntry], on_durable: OnDurable = _ignore, on_failed: OnFailed = _ignore
+    ) -> None:
+        """Queue `entries` as one all-or-nothing group. Synchronous, so a caller can decide and queue
+        without an `await` in between. Exactly one of the callbacks runs later, on the loop:
+        `on_durable(records)` once the group is committed (in journal order with every other group),
+        or `on_failed(exc)` (VersionConflict: nothing of the group was written; JournalUnavailable).
 
         Raises:
-            VersionConflict: a stream version was taken; none of `entries` was written.
+            EngineStopped: the writer is closing or closed; nothing was queued.
         """
-        if self._queue is None:
-            self._queue = asyncio.Queue()
+        if self._closed:
+            raise EngineStopped("the journal writer is closed", reason="engine_stopped")
+        if self._task is None:
+            self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="journal-group-commit")
-        fut: asyncio.Future[list[Record]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((entries, fut))
-        return await fut
+        assert self._wake is not None
+        self._queue.append(_Group(entries, on_durable, on_failed))
+        self._wake.set()
+
+    async def append(self, entries: Sequence[NewEntry]) -> list[Record]:
+        """Durably append `entries` and return their records (for callers with nothing to apply).
+
+        Raises:
+            VersionConflict, JournalUnavailable, EngineStopped.
+        """
+        done: asyncio.Future[list[Record]] = asyncio.get_running_loop().create_future()
+
+        def durable(records: list[Record]) -> None:
+            if not done.done():
+                done.set_result(records)
+
+        def failed(exc: BaseException) -> None:
+            if not done.done():
+                done.set_exception(exc)
+
+        self.submit(entries, durable, failed)
+        return await done
 
     async def _run(self) -> None:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
+        assert self._wake is not None
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_groups and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            groups = [entries for entries, _ in batch]
-            try:
-                results = await loop.run_in_executor(self._executor, self.journal.append_groups, groups)
-            except Exception as exc:  # the database itself failed: every caller in the batch learns it
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
+            if not self._queue:
+                if self._closed:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
                 continue
+            batch = [self._queue.popleft() for _ in range(min(self._max_groups, len(self._queue)))]
+            self._in_flight = True
+            work: ThreadFuture[list[list[Record] | Exception]] = self._executor.submit(
+                self.journal.append_groups, [g.entries for g in batch]
+            )
+            try:
+                results = await asyncio.wrap_future(work)
+            except asyncio.CancelledError:
+                # Cancelled mid-commit (loop shutdown): the thread still finishes the transaction, so
+                # apply what it committed before giving up, or memory would lag the journal
+                with contextlib.suppress(Exception):
+                    self._deliver(batch, work.result())
+                self._fail_queued(EngineStopped("the journal writer was cancelled", reason="engine_stopped"))
+                raise
+            except Exception as exc:  # the database itself failed: every group in the batch learns it
+                self._in_flight = False
+                for group in batch:
+                    self._call(group.on_failed, exc)
+                continue
+            self._in_flight = False
             self.commits += 1
-            for (_, fut), result in zip(batch, results, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(result, Exception):
-                    fut.set_exception(result)
-                else:
-                    self.rows += len(result)
-                    self.metrics.observe(result)
-                    fut.set_result(result)
+            self._deliver(batch, results)
+
+    def _deliver(self, batch: list[_Group], results: list[list[Record] | Exception]) -> None:
+        for group, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                self._call(group.on_failed, result)
+                continue
+            self.rows += len(result)
+            self.metrics.observe(result)
+            self._call(group.on_durable, result)
+
+    @staticmethod
+    def _call(callback: Callable[[object], None] | OnDurable | OnFailed, arg: object) -> None:
+        try:
+            callback(arg)  # type: ignore[arg-type]
+        except Exception:
+            # An apply that raises is a bug; the rows are durable, and replay at the next start rebuilds them
+            log.exception("journal callback failed")
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        while self._queue:
+            self._call(self._queue.popleft().on_failed, exc)
 
     async def close(self) -> None:
+        """Refuse new groups, commit and apply every queued one, then stop. Idempotent."""
+        self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-            self._queue = None
+            assert self._wake is not None
+            self._wake.set()
+            try:
+                await asyncio.shield(self._task)
+            except asyncio.CancelledError:
+                self._task.cancel()
+                raise
+            except Exception:
+                log.exception("journal writer failed while closing")
         self._executor.shutdown(wait=True)

@@ -81,6 +81,9 @@ async def set_faults(request: Request) -> Response:
 async def clear_faults(request: Request) -> Response:
     state = _state(request)
     state.faults = Faults()
+    ws_api = getattr(request.app.state, "ws_api", None)
+    if ws_api is not None:  # the user data stream's faults (adapters/simulator/ws_api.py)
+        ws_api.clear_faults()
     state.limiter.clear_bans()
     state.clear_hidden()
     return _json({"faults": state.faults.snapshot()})

@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.simulator import admin, market, restrictions, streams, trading
+from adapters.simulator import admin, market, restrictions, streams, trading, ws_api
 from adapters.simulator.auth import authenticate, load_ed25519_public_key, parse_params
 from adapters.simulator.faults import Faults
 from adapters.simulator.state import SimulatorState, wall_clock_ms
@@ -312,12 +312,16 @@ def create_simulator_app(
         max_lifetime_s=ws_max_lifetime_s,
     )
     state.hub = hub
+    ws_api_hub = ws_api.WsApiHub(state)  # /ws-api/v3 and the User Data Stream
+    ws_api_hub.ed25519_keys.update(public_keys)  # a key registered at start is Ed25519 on both APIs
     methods = ["GET", "POST", "PUT", "DELETE"]
     routes = [
         *admin.routes(),
         *hub.routes(),
+        *ws_api_hub.routes(),
         Route("/{path:path}", dispatch, methods=methods),
     ]
     app = Starlette(routes=routes, lifespan=hub.lifespan)
     app.state.sim = state
+    app.state.ws_api = ws_api_hub
     return app, state

@@ -40,6 +40,9 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.sim_state.hub is not None:
             await self.sim_state.hub.shutdown()
+        ws_api = getattr(getattr(self.config.app, "state", None), "ws_api", None)
+        if ws_api is not None:  # the WebSocket API's connections get serverShutdown too
+            await ws_api.shutdown()
         await super().shutdown(sockets=sockets)
 
 

@@ -1,4 +1,5 @@
-"""The seed's /api/live/* endpoints. Every call writes an audit row (secrets never go into it)."""
+"""The seed's /api/live/* endpoints. Every call writes exactly one audit row (api.audit_trail owns that
+rule; secrets never go into it)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from api.deps import EngineDep, Reader, RuntimeDep, Trader, json_body
-from api.errors import ApiError
-from api.schemas import SYMBOL, CancelBody, M, OrderBody, parse_body
-from engine.errors import EngineError, IdempotencyConflict, InvalidTransition, UnknownOrder
+from api.audit_trail import Audit, AuditedRoute
+from api.deps import EngineDep, Reader, Trader, json_body
+from api.schemas import SYMBOL, CancelBody, OrderBody, parse_body
+from engine.errors import EngineError
 from engine.guardrails.preflight import missing_permissions, skew_status
 from engine.orders import Placement
 from engine.runtime import Engine
 
-router = APIRouter(prefix="/api/live", tags=["live"])
+router = APIRouter(prefix="/api/live", tags=["live"], route_class=AuditedRoute)
 
 
 def _json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
@@ -52,9 +53,9 @@ def _answer(p: Placement) -> dict[str, Any]:
     return out
 
 
-def _with_order(exc: EngineError, engine: Engine, cid: str) -> EngineError:
+async def _with_order(exc: EngineError, engine: Engine, cid: str) -> EngineError:
     """Name the order and its journaled state in the error, whatever the venue said."""
-    found = engine.orders.find(cid)
+    found = await engine.orders.store.find_async(cid)
     extra = {"clientOrderId": cid, "state": found.state.value if found else None}
     if isinstance(exc.detail, dict):
         exc.detail = {**exc.detail, **extra}
@@ -64,9 +65,9 @@ def _with_order(exc: EngineError, engine: Engine, cid: str) -> EngineError:
 
 
 @router.get("/ping")
-async def ping(op: Reader, engine: EngineDep) -> dict[str, Any]:
+async def ping(op: Reader, engine: EngineDep, audit: Audit) -> dict[str, Any]:
     """Venue ping with server time and clock skew; WARN when the skew exceeds preflight.time_skew_ms_max."""
-    await engine.audit(op.id, "api.live.ping", {"venue": engine.exchange.venue})
+    audit.detail["venue"] = engine.exchange.venue
     result = await engine.exchange.ping()
     return {
         "ok": True,
@@ -80,16 +81,15 @@ async def ping(op: Reader, engine: EngineDep) -> dict[str, Any]:
 
 
 @router.get("/account")
-async def account(op: Reader, engine: EngineDep, runtime: RuntimeDep) -> dict[str, Any]:
-    """Balances and permissions; missing permissions or canTrade=false put the session on HOLD."""
-    await engine.audit(op.id, "api.live.account", {"venue": engine.exchange.venue})
+async def account(op: Reader, engine: EngineDep, audit: Audit) -> dict[str, Any]:
+    """Balances and permissions. A read: the preflight monitor, not this call, HOLDs the session when
+    canTrade is false or permissions are missing."""
+    audit.detail["venue"] = engine.exchange.venue
     info = await engine.exchange.account()
     missing = missing_permissions(info.permissions, engine.settings.preflight)
     problems = ([] if info.can_trade else ["canTrade is false"]) + (
         [f"missing permissions {', '.join(missing)}"] if missing else []
     )
-    if problems:
-        await runtime.hold_if(f"account: {'; '.join(problems)}")
     return {
         "ok": True,
         "canTrade": info.can_trade,
@@ -107,58 +107,37 @@ async def account(op: Reader, engine: EngineDep, runtime: RuntimeDep) -> dict[st
     }
 
 
-async def _audited_body(request: Request, model: type[M], engine: Engine, actor: str, action: str) -> M:
-    """The validated body; a refused one is audited too (a bad call is still a call)."""
-    try:
-        return parse_body(model, await json_body(request))
-    except ApiError as exc:
-        await engine.audit(actor, action, {"refused": exc.reason})
-        raise
-
-
 @router.post("/order", openapi_extra=_ORDER_DOC)
-async def place_order(request: Request, op: Trader, engine: EngineDep) -> dict[str, Any]:
+async def place_order(request: Request, op: Trader, engine: EngineDep, audit: Audit) -> dict[str, Any]:
     """Place an order in the session's mode: paper, test (SAFE_MODE, /order/test) or live."""
-    action = "api.live.order"
-    body = await _audited_body(request, OrderBody, engine, op.id, action)
-    req = body.to_request()
-    detail = {"request": req.to_payload(), "venue": engine.exchange.venue}
+    audit.detail["venue"] = engine.exchange.venue
+    req = parse_body(OrderBody, await json_body(request)).to_request()
+    audit.detail["request"] = req.to_payload()
     try:
-        placement = await engine.orders.submit(req, op.id, audit=Engine.audit_entry(op.id, action, detail))
-    except IdempotencyConflict:
-        # Refused before anything was written: the audit row goes on its own
-        await engine.audit(op.id, action, {**detail, "refused": "idempotency_conflict"})
-        raise
+        placement = await engine.orders.submit(req, op.id, audit=audit)
     except EngineError as exc:
-        raise _with_order(exc, engine, req.client_order_id) from None
+        raise await _with_order(exc, engine, req.client_order_id) from None
     if placement.existing:
-        await engine.audit(op.id, action, {**detail, "idempotent_replay": True})
+        request.state.audit_outcome = {"idempotent_replay": True}
     return _answer(placement)
 
 
 @router.post("/cancel", openapi_extra=_CANCEL_DOC)
-async def cancel_order(request: Request, op: Trader, engine: EngineDep) -> dict[str, Any]:
+async def cancel_order(request: Request, op: Trader, engine: EngineDep, audit: Audit) -> dict[str, Any]:
     """Cancel an open order by symbol + orderId or origClientOrderId."""
-    action = "api.live.cancel"
-    body = await _audited_body(request, CancelBody, engine, op.id, action)
-    detail = {**body.model_dump(exclude_none=True), "venue": engine.exchange.venue}
+    audit.detail["venue"] = engine.exchange.venue
+    body = parse_body(CancelBody, await json_body(request))
+    audit.detail.update(body.model_dump(exclude_none=True))
     try:
         placement = await engine.orders.cancel(
-            body.symbol,
-            body.origClientOrderId,
-            body.orderId,
-            op.id,
-            audit=Engine.audit_entry(op.id, action, detail),
+            body.symbol, body.origClientOrderId, body.orderId, op.id, audit=audit
         )
-    except (UnknownOrder, InvalidTransition) as exc:
-        await engine.audit(op.id, action, {**detail, "refused": exc.reason})
-        raise
     except EngineError as exc:
         cid = body.origClientOrderId or ""
         if not cid and body.orderId is not None:
             known = engine.orders.store.find_by_order_id(body.symbol, body.orderId)
             cid = known.client_order_id if known else ""
-        raise (_with_order(exc, engine, cid) if cid else exc) from None
+        raise (await _with_order(exc, engine, cid) if cid else exc) from None
     return _answer(placement)
 
 
@@ -166,10 +145,11 @@ async def cancel_order(request: Request, op: Trader, engine: EngineDep) -> dict[
 async def open_orders(
     op: Reader,
     engine: EngineDep,
+    audit: Audit,
     symbol: Annotated[str | None, Query(pattern=SYMBOL)] = None,
 ) -> dict[str, Any]:
     """Open orders on the venue (one symbol or all), each with the engine's own state for it."""
-    await engine.audit(op.id, "api.live.open_orders", {"symbol": symbol, "venue": engine.exchange.venue})
+    audit.detail.update({"symbol": symbol, "venue": engine.exchange.venue})
     orders = await engine.exchange.open_orders(symbol)
     items = []
     for vo in orders:

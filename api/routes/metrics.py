@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
+from api.audit_trail import UNJOURNALED
 from api.deps import Reader, RuntimeDep
 from api.runtime import Runtime
 
@@ -39,6 +40,11 @@ def render(runtime: Runtime) -> str:
     ]
     lines += ["# TYPE propbot_open_orders gauge", f"propbot_open_orders {len(engine.orders.open)}",
               "# TYPE propbot_journal_commits_total counter", f"propbot_journal_commits_total {engine.writer.commits}"]  # fmt: skip
+    lines += ["# HELP propbot_calls_unjournaled_total Calls with no audit row: no operator (401), throttled (429).",
+              "# TYPE propbot_calls_unjournaled_total counter"]  # fmt: skip
+    lines += [
+        f"propbot_calls_unjournaled_total{_labels(reason=r)} {n}" for r, n in sorted(UNJOURNALED.items())
+    ]
     session = engine.sessions.session
     if session is not None:
         lines += [

@@ -9,13 +9,10 @@ from fastapi import APIRouter
 
 from api.deps import Reader, RuntimeDep
 from api.runtime import Runtime
-from engine.errors import EngineError
-from engine.guardrails.preflight import Check
+from engine.guardrails.preflight import HOLDING_CHECKS, Check
 
 router = APIRouter(tags=["status"])
 _RANK = {"OK": 0, "WARN": 1, "ERROR": 2}
-# Failed preflight items that make trading unsafe (HOLD) rather than merely degraded
-_HOLDING_CHECKS = {"permissions", "can_trade", "account"}
 
 
 def _component(level: str, detail: Any) -> dict[str, Any]:
@@ -32,12 +29,12 @@ async def _journal(runtime: Runtime) -> dict[str, Any]:
     return _component("OK", {"last_seq": last, "rows_at_start": runtime.engine.report.rows})
 
 
-def _from_checks(checks: list[Check]) -> dict[str, dict[str, Any]]:
+def _from_checks(checks: list[Check], monitor: dict[str, Any]) -> dict[str, dict[str, Any]]:
     by = {c.name: c for c in checks}
     ping = by.get("ping")
     skew = by.get("clock_skew")
     failed = [c for c in checks if not c.ok]
-    holding = [c for c in failed if c.name in _HOLDING_CHECKS]
+    holding = [c for c in failed if c.name in HOLDING_CHECKS]
     return {
         "exchange": _component("OK" if ping and ping.ok else "ERROR", ping.detail if ping else None),
         "clock_skew": _component(
@@ -48,6 +45,11 @@ def _from_checks(checks: list[Check]) -> dict[str, dict[str, Any]]:
             {
                 "failed": [{"check": c.name, "detail": c.detail} for c in failed],
                 "checked": [c.name for c in checks],
+                "measured": {
+                    "refreshes": monitor["refreshes"],
+                    "age_s": monitor["age_s"],
+                    "last_error": monitor["last_error"],
+                },
             },
         ),
     }
@@ -82,22 +84,17 @@ async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
     """Session state and hold reason, and each component's OK/WARN/ERROR with detail."""
     engine = runtime.engine
     components: dict[str, dict[str, Any]] = {"journal": await _journal(runtime)}
+    # A read: every verdict here was measured by a background component; nothing is sent or written
     if runtime.ready:
-        checks = await engine.sessions.preflight(engine.orders.risk_headroom())
-        components.update(_from_checks(checks))
-        holding = [f"{c.name} failed" for c in checks if not c.ok and c.name in _HOLDING_CHECKS]
-        try:
-            # A named cause (e.g. an IP ban) first: it explains the failed preflight items that follow
-            await runtime.apply_hold_checks()
-            if holding:
-                await runtime.hold_if(f"preflight: {', '.join(holding)}")
-        except EngineError as exc:
-            components["journal"] = _component("ERROR", {"reason": exc.reason})
+        verdict = engine.preflight.verdict(engine.orders.risk_headroom())
+        components.update(_from_checks(verdict, engine.preflight.status()))
     else:
         error = runtime.start_error
         detail = {"reason": error.reason, "message": str(error)} if error else {"reason": "not_ready"}
         for name in ("exchange", "clock_skew", "preflight"):
             components[name] = _component("ERROR", detail)
+    for name, comp in {**engine.supervisor.status(), **runtime.supervisor.status()}.items():
+        components[f"task.{name}"] = _component(comp["status"], comp)
     clock = runtime.status_sources.get("clock")
     if clock is not None:
         components["clock_skew"] = _with_server_clock(components["clock_skew"], clock())

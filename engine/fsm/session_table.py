@@ -20,7 +20,7 @@ SESSION_TRANSITIONS: list[dict[str, object]] = [
         "trigger": "arm",
         "source": S.TESTNET,
         "dest": S.ARMED,
-    },  # guards live in the service: preflight, approval
+    },  # guarded by the aggregate itself: approval, preflight (engine.session.Guard)
     {"trigger": "go_live", "source": S.ARMED, "dest": S.LIVE},
     {"trigger": "disarm", "source": [S.ARMED, S.LIVE], "dest": S.TESTNET},
     {"trigger": "expire", "source": [S.ARMED, S.LIVE], "dest": S.TESTNET},  # the approval's TTL ended
@@ -32,4 +32,6 @@ SESSION_TRANSITIONS: list[dict[str, object]] = [
 ]
 
 SESSION_CREATE_TRIGGER = "open"
+# Triggers the session aggregate refuses without its Guard (engine.session): approval, safe mode, preflight
+SESSION_GUARDED = frozenset({"arm", "go_live"})
 SESSION_TRADING_STATES = frozenset({S.PAPER, S.TESTNET, S.ARMED, S.LIVE})

@@ -1,17 +1,31 @@
-"""Preflight: the checks that must pass before arming, going live and every real order (DESIGN.md §5)."""
+"""Preflight: the checks that must pass before arming, going live and every real order (DESIGN.md §5).
+
+The checks that need the venue run in the background (`PreflightMonitor`): the clock on a short timer, the
+account, key and symbol checks on a longer one, each kept as a time-stamped `Check`. Arming, going live and
+each LIVE order read the latest verdict without any network I/O and require it to be fresh and passing;
+a stale check fails as `stale`. The monitor is the component that detects a fault, so it alone decides
+the HOLD, once per episode (an episode ends when every check passes again).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from engine.config import PreflightSettings
 from engine.errors import ExchangeError
-from engine.ports import ExchangePort
+from engine.ports import Clock, ExchangePort
+
+log = logging.getLogger(__name__)
 
 # The config speaks the client's names; Binance reports account permissions as SPOT, MARGIN, …
 PERMISSION_ALIASES = {"SPOT_TRADE": "SPOT", "MARGIN_TRADE": "MARGIN"}
+# Failed checks that make trading unsafe in any session state (HOLD), not only once armed
+HOLDING_CHECKS = frozenset({"permissions", "can_trade", "account"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +33,7 @@ class Check:
     name: str
     ok: bool
     detail: Any = None
+    at_s: float = 0.0  # epoch seconds of the measurement; 0 for checks computed when read
 
 
 def skew_status(skew_ms: float, settings: PreflightSettings) -> str:
@@ -29,43 +44,45 @@ def missing_permissions(have: tuple[str, ...], settings: PreflightSettings) -> l
     return [p for p in settings.permissions_required if PERMISSION_ALIASES.get(p, p) not in have]
 
 
-async def run_preflight(
-    exchange: ExchangePort,
-    settings: PreflightSettings,
-    now: datetime,
-    symbols: tuple[str, ...],
-    risk_ok: Check,
-) -> list[Check]:
-    """Every check, each OK or not with a detail; I/O goes only through the exchange port."""
-    checks: list[Check] = []
+async def clock_checks(exchange: ExchangePort, settings: PreflightSettings, now_s: float) -> list[Check]:
     try:
         ping = await exchange.ping()
-        checks.append(
-            Check("clock_skew", abs(ping.clock_skew_ms) <= settings.time_skew_ms_max,
-                  {"clock_skew_ms": ping.clock_skew_ms, "max": settings.time_skew_ms_max})
-        )  # fmt: skip
-        checks.append(Check("ping", ping.rtt_ms <= settings.ping_timeout_ms, {"rtt_ms": ping.rtt_ms}))
     except ExchangeError as exc:
-        checks.append(Check("ping", False, {"reason": exc.reason, "detail": str(exc)}))
+        failed = {"reason": exc.reason, "detail": str(exc)}
+        return [Check("ping", False, failed, now_s), Check("clock_skew", False, failed, now_s)]
+    return [
+        Check("clock_skew", abs(ping.clock_skew_ms) <= settings.time_skew_ms_max,
+              {"clock_skew_ms": ping.clock_skew_ms, "max": settings.time_skew_ms_max}, now_s),
+        Check("ping", ping.rtt_ms <= settings.ping_timeout_ms, {"rtt_ms": ping.rtt_ms}, now_s),
+    ]  # fmt: skip
+
+
+async def account_checks(
+    exchange: ExchangePort, settings: PreflightSettings, symbols: tuple[str, ...], now_s: float
+) -> list[Check]:
+    checks: list[Check] = []
     try:
         account = await exchange.account()
-        checks.append(Check("can_trade", account.can_trade))
         missing = missing_permissions(account.permissions, settings)
+        checks.append(Check("can_trade", account.can_trade, None, now_s))
         checks.append(
-            Check("permissions", not missing, {"missing": missing, "have": list(account.permissions)})
+            Check("permissions", not missing, {"missing": missing, "have": list(account.permissions)}, now_s)
         )
     except ExchangeError as exc:
-        checks.append(Check("account", False, {"reason": exc.reason, "detail": str(exc)}))
-    checks.extend(await _key_checks(exchange))
-    active = [f"{w.start}-{w.end}" for w in settings.maintenance_windows if w.active(now.time())]
+        checks.append(Check("account", False, {"reason": exc.reason, "detail": str(exc)}, now_s))
+    checks.extend(replace(c, at_s=now_s) for c in await _key_checks(exchange))
     try:
         rules = await exchange.symbol_rules()
         halted = {s: rules[s].status for s in symbols if s in rules and rules[s].status != "TRADING"}
     except ExchangeError as exc:
         halted = {"*": exc.reason}
-    checks.append(Check("maintenance", not active and not halted, {"windows": active, "symbols": halted}))
-    checks.append(risk_ok)
+    checks.append(Check("symbols", not halted, {"not_trading": halted}, now_s))
     return checks
+
+
+def maintenance_check(settings: PreflightSettings, now: datetime) -> Check:
+    active = [f"{w.start}-{w.end}" for w in settings.maintenance_windows if w.active(now.time())]
+    return Check("maintenance", not active, {"windows": active})
 
 
 def risk_headroom(open_now: int, limit: int) -> Check:
@@ -94,5 +111,134 @@ async def _key_checks(exchange: ExchangePort) -> list[Check]:
     return [Check("key_restrictions", not wrong, {"problems": wrong})]
 
 
+def _named(check: Check) -> str:
+    """A check's name, with the venue's reason when it failed on an error (e.g. "account (IP_BANNED)")."""
+    reason = check.detail.get("reason") if isinstance(check.detail, dict) else None
+    return f"{check.name} ({reason})" if reason else check.name
+
+
 def failures(checks: list[Check]) -> list[dict[str, Any]]:
     return [{"check": c.name, "detail": c.detail} for c in checks if not c.ok]
+
+
+HoldFn = Callable[[str], Awaitable[bool]]
+
+
+class PreflightMonitor:
+    """Runs the venue checks in the background and serves the latest verdict without I/O."""
+
+    def __init__(
+        self,
+        exchange: ExchangePort,
+        settings: PreflightSettings,
+        symbols: tuple[str, ...],
+        clock: Clock,
+        hold: HoldFn,
+        holds_now: Callable[[], bool],
+    ) -> None:
+        self._exchange = exchange
+        self._settings = settings
+        self._symbols = symbols
+        self._clock = clock
+        self._hold = hold  # journal a HOLD unless already on HOLD; True when it wrote one
+        self._holds_now = holds_now  # True while the session state makes any failure a HOLD (ARMED, LIVE)
+        self._clock_checks: list[Check] = []
+        self._account_checks: list[Check] = []
+        self._episode = False  # a HOLD was journaled for the current run of failures
+        self._refresh_lock = asyncio.Lock()
+        self.refreshes = 0
+        self.last_error: str | None = None
+
+    def _now_s(self) -> float:
+        return self._clock.now().timestamp()
+
+    # -- reading (no I/O) ----------------------------------------------------------------------
+
+    def verdict(self, risk: Check) -> list[Check]:
+        """Every check as of now: a measured check older than its allowed age fails as stale."""
+        now = self._clock.now()
+        now_s = now.timestamp()
+        out: list[Check] = []
+        measured = [(c, self._settings.max_age_s) for c in self._clock_checks] + [
+            (c, self._settings.account_max_age_s) for c in self._account_checks
+        ]
+        if not self._clock_checks:
+            out.append(Check("clock_skew", False, {"stale": "never measured"}))
+        if not self._account_checks:
+            out.append(Check("account", False, {"stale": "never measured"}))
+        for check, max_age in measured:
+            age = now_s - check.at_s
+            if not age <= max_age:  # also catches a NaN age
+                out.append(
+                    Check(check.name, False, {"stale_s": round(age, 3), "max_age_s": max_age}, check.at_s)
+                )
+            else:
+                out.append(check)
+        out.append(maintenance_check(self._settings, now))
+        out.append(risk)
+        return out
+
+    def failures(self, risk: Check) -> list[dict[str, Any]]:
+        return failures(self.verdict(risk))
+
+    def status(self) -> dict[str, Any]:
+        """For /api/status: the latest measurements and how old they are."""
+        now_s = self._now_s()
+        checks = self._clock_checks + self._account_checks
+        oldest = min((now_s - c.at_s for c in checks), default=None)
+        return {
+            "refreshes": self.refreshes,
+            "age_s": round(oldest, 3) if oldest is not None else None,
+            "last_error": self.last_error,
+            "checks": [{"check": c.name, "ok": c.ok, "detail": c.detail, "at_s": c.at_s} for c in checks],
+        }
+
+    # -- measuring (background) ----------------------------------------------------------------
+
+    async def refresh(self, *, clock: bool = True, account: bool = True) -> None:
+        """Measure now (the timer calls this; so may an operator's explicit request, never an order)."""
+        async with self._refresh_lock:
+            now_s = self._now_s()
+            if clock:
+                self._clock_checks = await clock_checks(self._exchange, self._settings, now_s)
+            if account:
+                self._account_checks = await account_checks(
+                    self._exchange, self._settings, self._symbols, now_s
+                )
+            self.refreshes += 1
+        await self.review()
+
+    async def review(self, risk: Check | None = None) -> None:
+        """HOLD once per episode when the verdict fails in a way that demands it."""
+        checks = self._clock_checks + self._account_checks + ([risk] if risk else [])
+        failed = [c for c in checks if not c.ok]
+        if not failed:
+            self._episode = False
+            return
+        holding = [c for c in failed if c.name in HOLDING_CHECKS]
+        if self._episode or not (holding or self._holds_now()):
+            return
+        self._episode = True
+        await self._hold(f"preflight_failed: {', '.join(_named(c) for c in (holding or failed))}")
+
+    async def hold_for(self, failed: list[dict[str, Any]]) -> None:
+        """A guarded action was refused on a failing verdict: HOLD, once per episode."""
+        if failed and not self._episode:
+            self._episode = True
+            await self._hold(f"preflight_failed: {', '.join(f['check'] for f in failed)}")
+
+    async def run(self) -> None:
+        """Forever: the clock every `refresh_s`, the rest every `account_refresh_s`."""
+        next_account = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() >= next_account
+            try:
+                await self.refresh(clock=True, account=due)
+                self.last_error = None
+            except Exception as exc:  # caught here so the supervisor's restart is the rare case
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("preflight refresh failed: %s", self.last_error)
+            if due:
+                next_account = loop.time() + self._settings.account_refresh_s
+            await asyncio.sleep(self._settings.refresh_s)

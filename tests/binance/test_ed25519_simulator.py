@@ -93,3 +93,8 @@ def test_a_key_that_is_not_ed25519_is_refused_at_start() -> None:
         SimulatorServer(ed25519_keys={ED_KEY: "bm90IGEga2V5"})
     with pytest.raises(ValueError):
         SimulatorServer(ed25519_keys={"simkey": base64.b64encode(bytes(32)).decode()})
+
+
+def test_a_key_registered_at_start_is_ed25519_on_the_websocket_api_too(sim: SimulatorServer) -> None:
+    assert ED_KEY in sim.app.state.ws_api.ed25519_keys
+    assert RAW_KEY in sim.app.state.ws_api.ed25519_keys

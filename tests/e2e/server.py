@@ -119,6 +119,8 @@ def sim_settings(
             "time_skew_ms_max": 250,
             "ping_timeout_ms": 1500,
             "permissions_required": ["SPOT_TRADE"],
+            "refresh_s": 0.5,  # the background monitor measures often, so tests see a fault quickly
+            "account_refresh_s": 0.5,
         },
         "binance": {"poll_interval_s": 0.1, "timeout_s": 5},
         "orders": {"unknown_grace_s": 2, "reconcile_interval_s": 0.05},

@@ -54,7 +54,11 @@ BAD_ORDER_BODIES = [
     (json.dumps(_without("price")).encode(), 422, "invalid_body"),
     (json.dumps(_without("timeInForce")).encode(), 422, "invalid_body"),
     (json.dumps({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET"}).encode(), 422, "invalid_body"),
-    (json.dumps({**GOOD, "symbol": "XYZUSDT"}).encode(), 422, "unknown_symbol"),
+    (
+        json.dumps({**GOOD, "symbol": "XYZUSDT"}).encode(),
+        422,
+        "symbol_not_configured",
+    ),  # not in config.symbols
     (json.dumps({**GOOD, "quantity": "0.001000001"}).encode(), 422, "bad_precision"),
     (json.dumps({**GOOD, "quantity": "0.000015"}).encode(), 422, "filter_failure"),
     (json.dumps({**GOOD, "price": "10000"}).encode(), 409, "risk_price_collar"),
@@ -148,8 +152,8 @@ def test_refused_live_calls_are_audited_too(trader: httpx.Client, auditor: httpx
     assert trader.post("/api/live/order", content=b"{nope").status_code == 400
     assert trader.post("/api/live/cancel", json={"symbol": "BTCUSDT"}).status_code == 422
     refused = {
-        (r["trigger"], r["payload"].get("refused"))
+        (r["trigger"], r["payload"]["outcome"].get("reason"))
         for r in journal_rows(auditor, stream="audit")
-        if r["actor"] == "trader" and "refused" in r["payload"]
+        if r["actor"] == "trader" and "reason" in r["payload"].get("outcome", {})
     }
     assert {("api.live.order", "malformed_json"), ("api.live.cancel", "invalid_body")} <= refused

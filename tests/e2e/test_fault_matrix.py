@@ -110,11 +110,13 @@ def test_clock_skew_is_fixed_by_a_resync_in_safe_mode(safe: tuple[Any, ApiServer
 def test_clock_skew_beyond_the_limit_refuses_live_orders_and_holds(live: tuple[Any, ApiServer]) -> None:
     sim, api = live
     sim_fault(sim.base_url, {"clock_skew_ms": 2000})
-    r = order(api, "skew-live-1")
-    assert (r.status_code, r.json()["reason"]) == (409, "preflight_failed")
-    session = api.client("viewer").get("/api/session").json()["session"]
-    assert session["state"] == "HOLD"
+    # the preflight monitor measures the clock in the background (every second) and holds at once
+    session = eventually(
+        lambda: (s := api.client("viewer").get("/api/session").json()["session"])["state"] == "HOLD" and s
+    )
     assert "clock_skew" in session["hold_reason"]
+    r = order(api, "skew-live-1")
+    assert (r.status_code, r.json()["reason"]) == (409, "session_hold")
     agree(sim, api)
     assert ground_truth(sim.base_url)["real_orders"] == 0
 
@@ -139,9 +141,9 @@ def test_418_ban_holds_the_session_and_places_nothing(live: tuple[Any, ApiServer
     session = eventually(
         lambda: (s := api.client("viewer").get("/api/session").json()["session"])["state"] == "HOLD" and s
     )
-    # the per-order preflight meets the ban first: refused with the venue's reason, session on HOLD
-    assert session["hold_reason"] == "preflight_failed: ping, account"
-    assert {item["detail"]["reason"] for item in r.json()["detail"]["items"]} == {"IP_BANNED"}
+    # whoever meets the ban first holds: the order's own send, or the preflight monitor's next measurement
+    assert session["hold_reason"].startswith(("IP_BANNED", "preflight_failed", "rate_limit")), session
+    assert "IP_BANNED" in r.text
     agree(sim, api)
     assert ground_truth(sim.base_url)["real_orders"] == 0
 

@@ -88,7 +88,7 @@ def test_idempotent_resend_places_nothing(
         if a["payload"].get("request", {}).get("clientOrderId") == "e2e-idem-1"
     ]
     assert len(audits) == 2
-    assert audits[1]["payload"]["idempotent_replay"] is True
+    assert audits[1]["payload"]["outcome"] == {"status": 200, "idempotent_replay": True}
 
     conflict = trader.post("/api/live/order", json={**body, "quantity": "0.002"})
     assert conflict.status_code == 409

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.e2e.server import ApiServer, simulator_and_api
+from tests.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +47,15 @@ def test_server_clock_follows_a_venue_clock_jump(stack: tuple[Any, ApiServer]) -
     before = clock_skew(api)["detail"]["server_clock"]["sync_count"]
     httpx.post(f"{sim.base_url}/_sim/faults", json={"clock_skew_ms": 1000}).raise_for_status()
     try:
-        component = clock_skew(api)
-        assert component["status"] == "WARN"  # over the profile's 250 ms
+        # measured by the preflight monitor in the background; the status read only reports it
+        component = eventually(lambda: (c := clock_skew(api))["status"] == "WARN" and c)  # over 250 ms
         clock = component["detail"]["server_clock"]
         assert 750 < clock["offset_ms"] < 1250  # the resynced offset the client now signs with
         assert clock["level"] == "WARN"  # over ServerClock's own 500 ms warning line
         assert clock["sync_count"] > before
     finally:
         httpx.delete(f"{sim.base_url}/_sim/faults").raise_for_status()
-    assert abs(clock_skew(api)["detail"]["server_clock"]["offset_ms"]) < 250
+    eventually(lambda: abs(clock_skew(api)["detail"]["server_clock"]["offset_ms"]) < 250)
 
 
 def test_paper_status_has_no_server_clock(viewer: httpx.Client) -> None:

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from engine.audit import AuditSlot
 from engine.config import EngineSettings, RiskLimits
 from engine.errors import (
     ExchangeRejected,
@@ -26,7 +27,7 @@ from engine.replay import replay
 from engine.runtime import Engine
 from engine.types import OrderRequest, OrderType, Side, TimeInForce, VenueStatus
 from tests.engine.conftest import go_live, running
-from tests.fakes import FakeExchange
+from tests.fakes import FakeExchange, FrozenClock
 from tests.waiting import eventually_async as eventually
 
 
@@ -198,8 +199,8 @@ async def test_restart_from_live_comes_back_on_hold_and_reconciles(
     async with running(db_url, fake, settings, live=True) as first:
         await first.orders.submit(limit("a"), "trader")
         await first.orders.submit(limit("b"), "trader")
-        fake.fill("a", Decimal("0.001"), VenueStatus.FILLED)  # filled while we are down: never delivered
         fake.listeners.clear()
+    fake.fill("a", Decimal("0.001"), VenueStatus.FILLED)  # filled while we are down: never delivered
 
     async with running(db_url, fake, settings) as second:
         assert second.report.open_orders == 2
@@ -266,16 +267,39 @@ async def test_crash_after_write_ahead_is_finished_by_reconciliation(
         assert triggers(again, "w1")[-2:] == ["mark_unknown", "reconcile_acked"]
 
 
-async def test_each_live_order_runs_preflight_and_a_failure_holds(engine: Engine, fake: FakeExchange) -> None:
+async def test_a_drift_measured_while_live_holds_once_and_orders_are_refused(
+    engine: Engine, fake: FakeExchange
+) -> None:
     await go_live(engine)
     fake.skew_ms = 5_000.0  # the clock drifted after arming
-    audit = Engine.audit_entry("trader", "api.live.order", {"clientOrderId": "c1"})
-    with pytest.raises(PreflightFailed) as info:
-        await engine.orders.submit(limit(), "trader", audit=audit)
-    assert [f["check"] for f in info.value.detail] == ["clock_skew"]
+    await engine.preflight.refresh()  # the background monitor measures it: the detector holds
+    await engine.preflight.refresh()  # the same episode: no second HOLD row
     assert engine.sessions.current.state is SessionState.HOLD
+    holds = [r for r in engine.journal.stream("session", "testnet") if r.trigger == "hold"]
+    assert [r.reason for r in holds] == ["preflight_failed: clock_skew"]
+    audit = AuditSlot("trader", "api.live.order", {"clientOrderId": "c1"})
+    with pytest.raises(SessionHalted):
+        await engine.orders.submit(limit(), "trader", audit=audit)
     assert fake.placed == []
-    assert engine.journal.stream("audit", audit.stream_id)  # the refused call is still audited
+    assert triggers(engine, "c1") == ["create", "preflight", "reject"]
+    assert audit.claimed  # the refused call's audit row went in with its order rows
+
+
+async def test_a_stale_verdict_refuses_a_live_order_without_any_venue_call(
+    engine: Engine, fake: FakeExchange
+) -> None:
+    await go_live(engine)
+    clock = engine.clock
+    assert isinstance(clock, FrozenClock)
+    clock.advance(engine.settings.preflight.max_age_s + 1)  # the monitor has not measured since
+    calls_before = len(fake.placed)
+    with pytest.raises(PreflightFailed) as info:
+        await engine.orders.submit(limit(), "trader")
+    failed = {f["check"]: f["detail"] for f in info.value.detail}
+    assert set(failed) == {"clock_skew", "ping"}
+    assert all("stale_s" in d for d in failed.values())
+    assert len(fake.placed) == calls_before
+    assert triggers(engine, "c1") == ["create", "preflight", "reject"]
 
 
 async def test_cancel_with_unknown_outcome_that_did_not_land_returns_to_acked(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -38,6 +40,18 @@ def token(approver: str, clock: FrozenClock, *, action: str = "arm", session: st
 @pytest.fixture
 def clock() -> FrozenClock:
     return FrozenClock()
+
+
+@asynccontextmanager
+async def running_engine(
+    db_url: str, fake: FakeExchange, settings: EngineSettings, clock: FrozenClock
+) -> AsyncIterator[Engine]:
+    eng = Engine(SqlJournal(db_url), fake, settings, clock)
+    await eng.start()
+    try:
+        yield eng
+    finally:
+        await eng.stop()
 
 
 @pytest.fixture
@@ -106,17 +120,27 @@ async def test_failed_preflight_refuses_and_holds(
     live_engine: Engine, fake: FakeExchange, clock: FrozenClock
 ) -> None:
     fake.skew_ms = 900.0
-    fake.permissions = ("MARGIN",)
+    await live_engine.preflight.refresh()  # measured in the background; TESTNET does not hold on skew
+    assert live_engine.sessions.current.state is SessionState.TESTNET
     with pytest.raises(PreflightFailed) as info:
         await live_engine.sessions.guarded("arm", "alice", token("bob", clock), RISK_OK)
-    failed = {f["check"] for f in info.value.detail}
-    assert failed == {"clock_skew", "permissions"}
+    assert {f["check"] for f in info.value.detail} == {"clock_skew"}
     session = live_engine.sessions.current
     assert session.state is SessionState.HOLD
     assert "clock_skew" in session.hold_reason
     # resume goes back to TESTNET, never to LIVE
     await live_engine.sessions.transition("resume", "alice")
     assert live_engine.sessions.current.state is SessionState.TESTNET
+
+
+async def test_missing_permissions_hold_the_session_in_any_state(
+    live_engine: Engine, fake: FakeExchange
+) -> None:
+    fake.permissions = ("MARGIN",)
+    await live_engine.preflight.refresh()
+    await live_engine.preflight.refresh()
+    holds = [r for r in live_engine.journal.stream("session", "testnet") if r.trigger == "hold"]
+    assert [r.reason for r in holds] == ["preflight_failed: permissions"]  # once per episode
 
 
 async def test_approval_ttl_expiry_disarms(live_engine: Engine, clock: FrozenClock) -> None:
@@ -127,11 +151,18 @@ async def test_approval_ttl_expiry_disarms(live_engine: Engine, clock: FrozenClo
     assert live_engine.sessions.current.state is SessionState.TESTNET
 
 
-async def test_go_live_is_refused_while_config_has_safe_mode_on(engine: Engine) -> None:
-    await engine.sessions.transition("arm", "alice")
-    with pytest.raises(EngineError) as info:
-        await engine.sessions.guarded("go_live", "alice", None, RISK_OK)
-    assert info.value.reason == "safe_mode_config"
+async def test_go_live_is_refused_while_config_has_safe_mode_on(
+    db_url: str, fake: FakeExchange, clock: FrozenClock
+) -> None:
+    settings = EngineSettings(
+        profile="testnet", symbols=("BTCUSDT",), approvals=ApprovalSettings(public_keys=PUBLIC)
+    )
+    async with running_engine(db_url, fake, settings, clock) as eng:
+        await eng.sessions.guarded("arm", "alice", token("bob", clock), RISK_OK)  # arming is allowed
+        with pytest.raises(EngineError) as info:
+            await eng.sessions.guarded("go_live", "alice", None, RISK_OK)
+        assert info.value.reason == "safe_mode_config"
+        assert eng.sessions.current.state is SessionState.ARMED
 
 
 async def test_arm_from_paper_is_illegal(db_url: str, fake: FakeExchange) -> None:
@@ -157,6 +188,7 @@ async def test_live_key_restrictions_are_part_of_preflight(
     live_engine: Engine, fake: FakeExchange, clock: FrozenClock, restrictions: dict[str, bool], ok: bool
 ) -> None:
     fake.restrictions = restrictions
+    await live_engine.preflight.refresh()
     if ok:
         await live_engine.sessions.guarded("arm", "alice", token("bob", clock), RISK_OK)
         assert live_engine.sessions.current.state is SessionState.ARMED

@@ -1,0 +1,42 @@
+"""The audit row of one operator call, as a slot that exactly one party fills.
+
+The engine claims the slot when a call reaches a decision, to put the row into the same commit as the
+order's first rows (write-ahead: the row is durable before anything reaches the venue). If that commit
+fails, the slot is released again. Whoever finishes the call (the API's audit trail) writes the row
+itself when nobody claimed it: refusals before any decision, idempotent replays, reads.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from engine.journal import NewEntry
+
+
+def audit_entry(actor: str, action: str, detail: dict[str, Any]) -> NewEntry:
+    """One row per call (a single-version stream of its own)."""
+    return NewEntry("audit", f"{action}-{uuid.uuid4().hex}", 1, action, None, None, detail, actor)
+
+
+class AuditSlot:
+    __slots__ = ("action", "actor", "claimed", "detail")
+
+    def __init__(self, actor: str, action: str, detail: dict[str, Any] | None = None) -> None:
+        self.actor = actor
+        self.action = action
+        self.detail: dict[str, Any] = dict(detail or {})
+        self.claimed = False
+
+    def claim(self, outcome: dict[str, Any]) -> NewEntry:
+        """The row, with the call's outcome as decided; the caller commits it with its own rows."""
+        self.claimed = True
+        return audit_entry(self.actor, self.action, {**self.detail, "outcome": outcome})
+
+    def unclaim(self, _exc: BaseException | None = None) -> None:
+        """The commit holding the row failed: the row was not written."""
+        self.claimed = False
+
+    def entry(self, outcome: dict[str, Any]) -> NewEntry:
+        """The row for a call that no decision claimed."""
+        return audit_entry(self.actor, self.action, {**self.detail, "outcome": outcome})

@@ -1,0 +1,88 @@
+"""Every /api/live/* call writes exactly one audit row with the operator, the action and the outcome;
+a 401 has no operator and is counted, never journaled (api.audit_trail)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.e2e.server import ApiServer, journal_rows
+
+ORDER = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.001",
+         "price": "60000.00"}  # fmt: skip
+
+
+def audits(auditor: httpx.Client, action: str) -> list[dict[str, Any]]:
+    return journal_rows(auditor, stream="audit", trigger=action)
+
+
+def test_a_viewers_refused_order_writes_its_audit_row(viewer: httpx.Client, auditor: httpx.Client) -> None:
+    before = len(audits(auditor, "api.live.order"))
+    r = viewer.post("/api/live/order", json={**ORDER, "newClientOrderId": "viewer-1"})
+    assert (r.status_code, r.json()["reason"]) == (403, "forbidden")
+    rows = audits(auditor, "api.live.order")
+    assert len(rows) == before + 1
+    assert rows[-1]["actor"] == "viewer"
+    assert rows[-1]["payload"]["outcome"] == {"status": 403, "reason": "forbidden"}
+    assert journal_rows(auditor, stream="order", stream_id="viewer-1") == []  # no order id was reached
+
+
+def test_each_call_writes_exactly_one_row(trader: httpx.Client, auditor: httpx.Client) -> None:
+    cases = [
+        ("post", "/api/live/order", {"json": {**ORDER, "newClientOrderId": "one-1"}}, 200),
+        ("post", "/api/live/order", {"json": {**ORDER, "newClientOrderId": "one-1"}}, 200),  # replay
+        (
+            "post",
+            "/api/live/order",
+            {"json": {**ORDER, "quantity": "0.002", "newClientOrderId": "one-1"}},
+            409,
+        ),
+        ("post", "/api/live/order", {"content": b"{oops"}, 400),
+        (
+            "post",
+            "/api/live/order",
+            {"json": {**ORDER, "symbol": "XYZUSDT", "newClientOrderId": "one-2"}},
+            422,
+        ),
+        ("post", "/api/live/cancel", {"json": {"symbol": "BTCUSDT", "origClientOrderId": "one-1"}}, 200),
+        ("post", "/api/live/cancel", {"json": {"symbol": "BTCUSDT", "origClientOrderId": "nope"}}, 404),
+        ("get", "/api/live/ping", {}, 200),
+        ("get", "/api/live/open_orders", {"params": {"symbol": "bad symbol"}}, 422),
+    ]
+    for method, path, kwargs, status in cases:
+        action = path.strip("/").replace("/", ".")
+        before = len(audits(auditor, action))
+        r = getattr(trader, method)(path, **kwargs)
+        assert r.status_code == status, (path, r.text)
+        rows = audits(auditor, action)
+        assert len(rows) == before + 1, (path, status)
+        assert rows[-1]["actor"] == "trader"
+        assert (
+            rows[-1]["payload"]["outcome"].get("status", 200) == status
+            or "decision" in rows[-1]["payload"]["outcome"]
+        )
+
+
+def test_an_unauthenticated_call_is_counted_not_journaled(api: ApiServer, auditor: httpx.Client) -> None:
+    before = len(journal_rows(auditor, stream="audit"))
+    anonymous = httpx.Client(base_url=api.base_url)
+    for _ in range(20):
+        assert anonymous.post("/api/live/order", json=ORDER).status_code == 401
+    assert len(journal_rows(auditor, stream="audit")) == before
+    metrics = auditor.get("/metrics").text
+    line = next(
+        x
+        for x in metrics.splitlines()
+        if x.startswith('propbot_calls_unjournaled_total{reason="unauthorized"}')
+    )
+    assert float(line.split()[-1]) >= 20
+
+
+def test_a_read_flood_is_throttled_without_growing_the_journal(api: ApiServer, auditor: httpx.Client) -> None:
+    viewer = api.client("viewer")
+    before = len(journal_rows(auditor, stream="audit"))
+    codes = [viewer.get("/api/live/ping").status_code for _ in range(120)]
+    assert codes.count(429) > 0
+    grown = len(journal_rows(auditor, stream="audit")) - before
+    assert grown == codes.count(200) < 120

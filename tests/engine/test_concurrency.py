@@ -1,0 +1,302 @@
+"""The engine's promises under concurrency, cancellation, restarts and shutdown: each test runs commands
+at once (asyncio.gather), cancels them mid-flight, or stops the engine while work is arriving."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from engine.config import EngineSettings, RiskLimits
+from engine.errors import ApprovalRejected, EngineError, ExchangeUnavailable, OrderRejected
+from engine.fsm.order_table import OrderState
+from engine.guardrails.preflight import Check
+from engine.order import Order
+from engine.persistence.sql_journal import SqlJournal
+from engine.replay import replay
+from engine.runtime import Engine
+from engine.types import OrderRequest, OrderType, Side, SymbolRules, TimeInForce, VenueOrder, VenueStatus
+from tests.approvals import approval_token
+from tests.engine.conftest import go_live, running
+from tests.fakes import FakeExchange, FrozenClock
+
+
+def limit(cid: str, qty: str = "0.001", side: Side = Side.BUY) -> OrderRequest:
+    return OrderRequest(
+        "BTCUSDT", side, OrderType.LIMIT, cid, Decimal(qty), Decimal("65000.00"), TimeInForce.GTC
+    )
+
+
+class SlowFake(FakeExchange):
+    """Every place() takes `delay_s` (per client id if listed), so concurrent submits overlap in flight."""
+
+    def __init__(self, delay_s: float = 0.02, per_id: dict[str, float] | None = None) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.per_id = per_id or {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def place(self, req: OrderRequest) -> VenueOrder:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.per_id.get(req.client_order_id, self.delay_s))
+            return await super().place(req)
+        finally:
+            self.in_flight -= 1
+
+
+def snapshot(order: Order) -> tuple[Any, ...]:
+    return (order.state, order.version, order.filled_qty, order.order_id, frozenset(order.trade_ids or ()))
+
+
+def assert_memory_is_the_journal(eng: Engine) -> None:
+    """Replaying the journal (which also verifies it) gives exactly the orders and session in memory."""
+    rebuilt = replay(eng.journal.scan())
+    assert {c: snapshot(o) for c, o in rebuilt.open_orders.items()} == {
+        c: snapshot(o) for c, o in eng.orders.open.items()
+    }
+    again = rebuilt.sessions[eng.sessions.current.session_id]
+    assert (again.state, again.version) == (eng.sessions.current.state, eng.sessions.current.version)
+
+
+async def submit_all(eng: Engine, reqs: list[OrderRequest]) -> list[Any]:
+    return await asyncio.gather(*(eng.orders.submit(r, "trader") for r in reqs), return_exceptions=True)
+
+
+def refused(results: list[Any], reason: str) -> int:
+    return sum(isinstance(r, OrderRejected) and r.reason == reason for r in results)
+
+
+# -- risk caps are exact under any concurrency ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cap", "burst"), [(3, 3), (3, 20)])  # at the bound and far past it
+async def test_max_open_orders_holds_under_concurrent_submits(
+    db_url: str, settings: EngineSettings, cap: int, burst: int
+) -> None:
+    fake = SlowFake()
+    cfg = replace(settings, risk=RiskLimits(max_open_orders=cap))
+    async with running(db_url, fake, cfg, live=True) as eng:
+        results = await submit_all(eng, [limit(f"o{i}") for i in range(burst)])
+        assert len(fake.placed) == min(cap, burst)
+        assert refused(results, "risk_max_open_orders") == max(0, burst - cap)
+        assert len(eng.orders.open) == min(cap, burst)
+        assert_memory_is_the_journal(eng)
+
+
+async def test_orders_per_minute_holds_under_concurrent_submits(
+    db_url: str, settings: EngineSettings
+) -> None:
+    fake = SlowFake()
+    cfg = replace(settings, risk=RiskLimits(max_orders_per_minute=5))
+    async with running(db_url, fake, cfg, live=True) as eng:
+        results = await submit_all(eng, [limit(f"r{i}") for i in range(20)])
+        assert len(fake.placed) == 5
+        assert refused(results, "risk_order_rate") == 15
+
+
+async def test_max_position_holds_under_concurrent_buys(db_url: str, settings: EngineSettings) -> None:
+    fake = SlowFake()
+    fake.balances = {"BTC": Decimal("0.002")}
+    cfg = replace(settings, risk=RiskLimits(max_position={"BTC": Decimal("0.005")}))
+    async with running(db_url, fake, cfg, live=True) as eng:
+        await eng.orders.refresh_market()
+        results = await submit_all(eng, [limit(f"p{i}") for i in range(10)])
+        assert len(fake.placed) == 3  # 0.002 held + 3 × 0.001 reaches the cap exactly
+        assert refused(results, "risk_max_position") == 7
+
+
+async def test_max_notional_holds_for_every_concurrent_order(db_url: str, settings: EngineSettings) -> None:
+    fake = SlowFake()
+    cfg = replace(settings, risk=RiskLimits(max_order_notional=Decimal("100")))
+    async with running(db_url, fake, cfg, live=True) as eng:
+        ok = [limit(f"n{i}", "0.0015") for i in range(5)]  # 97.5 each
+        big = [limit(f"b{i}", "0.002") for i in range(5)]  # 130 each
+        results = await submit_all(eng, ok + big)
+        assert len(fake.placed) == 5
+        assert refused(results, "risk_max_notional") == 5
+
+
+async def test_a_refused_or_failed_order_releases_its_reservation(
+    db_url: str, settings: EngineSettings
+) -> None:
+    fake = SlowFake()
+    fake.fail_next = ExchangeUnavailable("busy", reason="EXCHANGE_UNAVAILABLE")
+    cfg = replace(settings, risk=RiskLimits(max_open_orders=2))
+    async with running(db_url, fake, cfg, live=True) as eng:
+        results = await submit_all(eng, [limit("f1"), limit("f2")])
+        assert sum(isinstance(r, ExchangeUnavailable) for r in results) == 1
+        assert eng.orders.open_count() == 1  # the failed send released its place
+        assert (await eng.orders.submit(limit("f3"), "trader")).order.state is OrderState.ACKED
+        assert eng.orders.store.reserved == {}
+
+
+# -- durable and applied are one step -------------------------------------------------------------
+
+
+class SlowJournal(SqlJournal):
+    """Each commit takes `delay_s` in the writer thread: a window to cancel a caller mid-commit."""
+
+    delay_s = 0.0
+
+    def append_groups(self, groups: Any) -> Any:
+        import time
+
+        time.sleep(self.delay_s)
+        return super().append_groups(groups)
+
+
+async def test_a_submit_cancelled_mid_commit_leaves_journal_and_memory_equal(
+    db_url: str, settings: EngineSettings
+) -> None:
+    fake = FakeExchange()
+    journal = SlowJournal(db_url)
+    eng = Engine(journal, fake, replace(settings, safe_mode=False), FrozenClock())
+    await eng.start()
+    try:
+        await go_live(eng)
+        journal.delay_s = 0.2
+        task = asyncio.create_task(eng.orders.submit(limit("cx"), "trader"))
+        await asyncio.sleep(0.05)  # the SENT group is in the writer's transaction now
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        journal.delay_s = 0.0
+        await eng.orders.store.idle("cx")
+        for _ in range(100):  # the send itself goes on in the store's task and is recorded
+            if eng.orders.open.get("cx") and eng.orders.open["cx"].state is OrderState.ACKED:
+                break
+            await asyncio.sleep(0.01)
+        assert eng.orders.open["cx"].state is OrderState.ACKED
+        assert [r.client_order_id for r in fake.placed] == ["cx"]  # sent once, not lost, not twice
+        assert_memory_is_the_journal(eng)
+        # a resubmit of the same id is the same order, not a second one
+        assert (await eng.orders.submit(limit("cx"), "trader")).existing
+    finally:
+        await eng.stop()
+
+
+# -- lifecycle ----------------------------------------------------------------------------------
+
+
+class FlakyStartFake(FakeExchange):
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def symbol_rules(self) -> dict[str, SymbolRules]:
+        if self.failures:
+            self.failures -= 1
+            raise ExchangeUnavailable("venue down", reason="EXCHANGE_UNAVAILABLE")
+        return await super().symbol_rules()
+
+
+async def test_three_failed_connects_then_a_good_one_leave_one_listener_and_one_replay(
+    db_url: str, settings: EngineSettings
+) -> None:
+    fake = FlakyStartFake(failures=3)
+    eng = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
+    try:
+        for _ in range(3):
+            with pytest.raises(ExchangeUnavailable):
+                await eng.start()
+        await eng.start()
+        assert eng.ready
+        assert len(fake.listeners) == 1
+        assert eng.opens == 1
+        assert [r.trigger for r in eng.journal.stream("session", "testnet")] == ["open"]
+        await go_live(eng)
+        await eng.orders.submit(limit("once"), "trader")
+        fake.fill("once", Decimal("0.0004"))  # pushed once: processed once, by the one listener
+        await eng.orders.store.idle("once")
+        assert [r.trigger for r in eng.journal.stream("order", "once")].count("partial_fill") == 1
+    finally:
+        await eng.stop()
+
+
+async def test_a_fill_pushed_while_stopping_is_journaled_or_refused_cleanly(
+    db_url: str, settings: EngineSettings
+) -> None:
+    fake = FakeExchange()
+    async with running(db_url, fake, settings, live=True) as eng:
+        await submit_all(eng, [limit("s1"), limit("s2")])
+        fake.fill("s1", Decimal("0.001"), VenueStatus.FILLED)  # queued before stop: journaled by the drain
+        stopping = asyncio.create_task(eng.stop())
+        await asyncio.sleep(0)  # stop has begun: updates are refused from here on
+        fake.fill("s2", Decimal("0.001"), VenueStatus.FILLED)  # must neither raise nor be half-recorded
+        await stopping
+    rebuilt = replay(SqlJournal(db_url).scan())  # verifies
+    assert "s1" not in rebuilt.open_orders  # FILLED, journaled during the drain
+    assert rebuilt.open_orders["s2"].state is OrderState.ACKED  # refused, so still what the journal knew
+    async with running(db_url, fake, settings) as again:  # and the next start reconciles it
+        assert "s2" not in again.orders.open
+        assert again.journal.stream("order", "s2")[-1].trigger == "fill"
+
+
+async def test_append_after_close_raises_a_typed_error(db_url: str, settings: EngineSettings) -> None:
+    fake = FakeExchange()
+    async with running(db_url, fake, settings) as eng:
+        pass
+    with pytest.raises(EngineError) as info:
+        await eng.writer.append([eng.audit_entry("x", "late", {})])
+    assert info.value.reason == "engine_stopped"
+
+
+# -- no lock is held across venue I/O -----------------------------------------------------------
+
+
+async def test_an_order_on_a_slow_venue_call_delays_no_other_order(
+    db_url: str, settings: EngineSettings
+) -> None:
+    fake = SlowFake(delay_s=0.0, per_id={"slow": 2.0})
+    async with running(db_url, fake, settings, live=True) as eng:
+        resting = await eng.orders.submit(limit("resting"), "trader")
+        slow = asyncio.create_task(eng.orders.submit(limit("slow"), "trader"))
+        await asyncio.sleep(0.05)
+        assert fake.in_flight == 1  # the slow send is out
+        fast = await eng.orders.submit(limit("fast"), "trader")
+        cancelled = await eng.orders.cancel("BTCUSDT", "resting", None, "trader")
+        assert not slow.done()  # both finished while the slow call was still out
+        assert fast.order.state is OrderState.ACKED
+        assert cancelled.order.state is OrderState.CANCELLED
+        assert resting.order is cancelled.order
+        assert (await slow).order.state is OrderState.ACKED
+
+
+# -- SAFE_MODE and the two-man rule are the engine's own invariants ----------------------------
+
+
+@pytest.mark.parametrize("trigger", ["arm", "go_live"])
+async def test_guarded_triggers_cannot_be_fired_without_their_guard(engine: Engine, trigger: str) -> None:
+    if trigger == "go_live":  # legally armed first, through the two-man rule
+        token = approval_token("testnet", engine.clock.now().timestamp())
+        await engine.sessions.guarded("arm", "ops", token, Check("risk", True))
+    before = engine.sessions.current.state
+    with pytest.raises(ApprovalRejected):
+        await engine.sessions.transition(trigger, "ops")
+    with pytest.raises(ApprovalRejected):
+        engine.sessions.current.decide(trigger, {}, "ops")
+    assert engine.sessions.current.state is before
+
+
+async def test_live_orders_are_refused_while_safe_mode_is_on(db_url: str, settings: EngineSettings) -> None:
+    fake = FakeExchange()
+    async with running(db_url, fake, settings, live=True) as eng:
+        object.__setattr__(eng.settings, "safe_mode", True)  # as if the config had been flipped under it
+        with pytest.raises(OrderRejected) as info:
+            await eng.orders.submit(limit("safe"), "trader")
+        assert info.value.reason == "safe_mode_config"
+        assert fake.placed == []
+
+
+async def test_orders_outside_the_configured_symbols_are_refused(engine: Engine, fake: FakeExchange) -> None:
+    req = OrderRequest("ETHUSDT", Side.BUY, OrderType.MARKET, "eth-1", Decimal("0.01"))
+    with pytest.raises(OrderRejected) as info:
+        await engine.orders.submit(req, "trader")
+    assert info.value.reason == "symbol_not_configured"
+    assert [r.trigger for r in engine.journal.stream("order", "eth-1")] == ["create", "preflight", "reject"]
