@@ -179,6 +179,9 @@ async def dispatch(request: Request) -> Response:
     if state.faults.latency_ms:
         await asyncio.sleep(state.faults.latency_ms / 1000)
     ip = request.client.host if request.client else "unknown"
+    if state.faults.take("waf_403"):
+        # the WAF stands in front of the API: no JSON body, no weight headers, nothing executed
+        return Response("<html><body><h1>403 Forbidden</h1></body></html>", 403, media_type="text/html")
     headers: dict[str, str] = {}
     ep = ENDPOINTS.get((request.method, request.url.path))
     if ep is not None and ep.available is not None and not ep.available(state):

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from adapters.binance.governor import RateLimitGovernor
@@ -137,3 +138,21 @@ async def test_slow_orders_in_flight_do_not_block_a_cancel(sim: SimulatorServer)
             t.cancel()
         await asyncio.gather(*orders, return_exceptions=True)
         await client.aclose()
+
+
+async def test_a_waf_403_backs_the_client_off_without_sending(sim: SimulatorServer) -> None:
+    httpx.post(f"{sim.base_url}/_sim/faults", json={"waf_403": 1}).raise_for_status()
+    client = _client(sim)
+    try:
+        with pytest.raises(ExchangeUnavailable) as ei:
+            await client.ping()
+        assert (ei.value.reason, ei.value.http_status) == ("WAF_LIMIT", 403)
+        before = sim.state.requests
+        with pytest.raises(ExchangeUnavailable) as again:
+            await client.cancel({"symbol": "BTCUSDT", "origClientOrderId": "nothing"})
+        assert again.value.reason == "WAF_LIMIT"
+        assert sim.state.requests == before  # backing off: nothing reached the venue
+        assert client.governor.status()["waf_backoff_s"] > 0
+    finally:
+        await client.aclose()
+        httpx.delete(f"{sim.base_url}/_sim/faults").raise_for_status()
