@@ -220,6 +220,9 @@ class MatchingEngine(VenueState):
             self._by_client[(p.symbol, p.client_order_id)] = p
             self._pending[p.order_id] = (p, pspec, prules)
             self._emit_order(p, "NEW")
+            # rest-api.md "New Order list - OTO": when the working order fills at once, the answer still
+            # shows the pending order as PENDING_NEW (query it again for its new status)
+            reports = [responses.result(w, now), responses.result(p, now)]
             if w.status == "FILLED":
                 self._triggered.append(w.order_id)
             self._run_triggers(now)
@@ -235,7 +238,7 @@ class MatchingEngine(VenueState):
                     {"symbol": x.symbol, "orderId": x.order_id, "clientOrderId": x.client_order_id}
                     for x in (w, p)
                 ],
-                "orderReports": [responses.result(w, now), responses.result(p, now)],
+                "orderReports": reports,
             }
 
     def _run_triggers(self, now: int) -> None:

@@ -100,3 +100,15 @@ async def test_the_client_parses_both_legs(sim: SimulatorServer) -> None:
     assert legs["oto-p4"].status is VenueStatus.PENDING_NEW
     assert legs["oto-p4"].raw["orderListId"] == legs["oto-w4"].raw["orderListId"] >= 0
     assert legs["oto-p4"].orig_qty == Decimal("0.01")
+
+
+def test_a_working_leg_that_fills_at_once_still_answers_pending_new(
+    sim: SimulatorServer, client: SignedClient
+) -> None:
+    # rest-api.md: "the placement response will show the working order as FILLED but the pending order will
+    # still appear as PENDING_NEW. You need to query the status of the pending order again"
+    marketable = {**WORKING, "price": "65000.05", "newClientOrderId": "oto-w5"}
+    r = _oto(sim, marketable, {**PENDING, "newClientOrderId": "oto-p5"})
+    assert [o["status"] for o in r.json()["orderReports"]] == ["FILLED", "PENDING_NEW"]
+    again = client.signed("GET", "/api/v3/order", {"symbol": "BTCUSDT", "origClientOrderId": "oto-p5"}).json()
+    assert again["status"] == "NEW"
