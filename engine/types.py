@@ -31,16 +31,23 @@ class TimeInForce(StrEnum):
 
 
 class VenueStatus(StrEnum):
-    """Order status as a venue reports it (Binance's spelling)."""
+    """Order status as a venue reports it (Binance's spelling, enums.md "Order status").
+
+    UNRECOGNISED is not a Binance value: the adapter maps any status it does not know to it, keeping the
+    venue's own text in `VenueOrder.raw["status"]`, so a new venue value reaches the engine (to be
+    journaled and held) instead of raising.
+    """
 
     NEW = "NEW"
+    PENDING_NEW = "PENDING_NEW"  # a pending leg of an order list (e.g. OTO) until its working leg fills
     PARTIALLY_FILLED = "PARTIALLY_FILLED"
     FILLED = "FILLED"
     CANCELED = "CANCELED"
     PENDING_CANCEL = "PENDING_CANCEL"
     REJECTED = "REJECTED"
     EXPIRED = "EXPIRED"
-    EXPIRED_IN_MATCH = "EXPIRED_IN_MATCH"
+    EXPIRED_IN_MATCH = "EXPIRED_IN_MATCH"  # expired by self-trade prevention (STP)
+    UNRECOGNISED = "UNRECOGNISED"
 
 
 def parse_decimal(value: object, name: str) -> Decimal:

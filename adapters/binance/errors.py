@@ -7,14 +7,23 @@ The class says what the caller does next; the reason says why (binance_facts.md 
     │     INVALID_SYMBOL (-1121) · FILTER_FAILURE (-1013) · INSUFFICIENT_BALANCE (-2010 "insufficient balance")
     │     DUPLICATE_ORDER (-2010 "Duplicate order sent.") · ORDER_WOULD_TAKE (-2010 "would immediately match")
     │     MARKET_CLOSED ("Market is closed.") · TIMESTAMP_OUT_OF_WINDOW (-1021, after one resync-and-retry)
-    │     INVALID_SIGNATURE (-1022) · PERMISSION_DENIED (-2015, -2014, -1002, HTTP 401/403)
+    │     INVALID_SIGNATURE (-1022) · PERMISSION_DENIED (-2015, -2014, -1002, HTTP 401)
+    │     ACCOUNT_TRADING_DISABLED ("This account may not place or cancel orders.", "This action is
+    │         disabled on this account.": errors.md, messages for -2010/-2011; only support lifts it)
+    │     ORDER_ARCHIVED (-2026: canceled or expired with no executed qty over 90 days ago, errors.md; the
+    │         order is over and never traded, so reconciliation may close it as terminal without fills)
     │     UNKNOWN_ORDER (-2011, -2013) · INVALID_PARAMETER (other -11xx) · ORDER_REJECTED (other -20xx)
     │     UNKNOWN_ERROR (any other 4xx answer)
     ├── ExchangeUnavailable     retryable: the request was NOT executed
     │     RATE_LIMIT (429, -1003, -1015; also refused locally during Retry-After) · IP_BANNED (418)
-    │     EXCHANGE_UNAVAILABLE (connect failure before any byte was sent, -1001, -1008 busy)
+    │     WAF_LIMIT (HTTP 403: "a WAF rule has been violated ... a rate limit violation or a security
+    │         block", rest-api.md "HTTP Return Codes"; the governor backs off before anything is resent)
+    │     EXCHANGE_UNAVAILABLE (connect failure before any byte was sent, -1001 except on order placement,
+    │         -1008 busy)
     └── ExecutionStatusUnknown  the request MAY have executed: reconcile (GET /api/v3/order), never resend
-          EXECUTION_STATUS_UNKNOWN (HTTP 5xx, -1006, -1007, timeout or disconnect after the request was sent)
+          EXECUTION_STATUS_UNKNOWN (HTTP 5xx, -1006, -1007, timeout or disconnect after the request was sent;
+              -1001 DISCONNECTED on an order placement, `placement=True`: the internal error may have come
+              after the matching engine took the order, so it may be live)
           UNKNOWN_ERROR (-1000: "unknown error while processing" says nothing about execution)
 
 Transport failures are classified by whether the request can have left the process: httpx connect
@@ -52,6 +61,9 @@ class Reason(StrEnum):
     EXECUTION_STATUS_UNKNOWN = "EXECUTION_STATUS_UNKNOWN"
     EXCHANGE_UNAVAILABLE = "EXCHANGE_UNAVAILABLE"
     ORDER_REJECTED = "ORDER_REJECTED"
+    ORDER_ARCHIVED = "ORDER_ARCHIVED"
+    ACCOUNT_TRADING_DISABLED = "ACCOUNT_TRADING_DISABLED"
+    WAF_LIMIT = "WAF_LIMIT"
     UNKNOWN_ERROR = "UNKNOWN_ERROR"
 
 
@@ -71,6 +83,7 @@ _BY_CODE: dict[int, tuple[type[ExchangeError], Reason]] = {
     -1121: (ExchangeRejected, Reason.INVALID_SYMBOL),
     -2011: (ExchangeRejected, Reason.UNKNOWN_ORDER),
     -2013: (ExchangeRejected, Reason.UNKNOWN_ORDER),
+    -2026: (ExchangeRejected, Reason.ORDER_ARCHIVED),
     -2014: (ExchangeRejected, Reason.PERMISSION_DENIED),
     -2015: (ExchangeRejected, Reason.PERMISSION_DENIED),
 }
@@ -82,20 +95,29 @@ _BY_TEXT: tuple[tuple[str, Reason], ...] = (
     ("would immediately match", Reason.ORDER_WOULD_TAKE),
     ("not permitted for this account", Reason.PERMISSION_DENIED),
     ("trading is not enabled", Reason.PERMISSION_DENIED),
+    ("may not place or cancel orders", Reason.ACCOUNT_TRADING_DISABLED),
+    ("action is disabled on this account", Reason.ACCOUNT_TRADING_DISABLED),
     ("cancel restrictions", Reason.ORDER_REJECTED),
 )
 
 
-def _classify(http_status: int | None, code: int | None, msg: str) -> tuple[type[ExchangeError], Reason]:
+def _classify(
+    http_status: int | None, code: int | None, msg: str, placement: bool
+) -> tuple[type[ExchangeError], Reason]:
     text = msg.lower()
     if http_status == 418:
         return ExchangeUnavailable, Reason.IP_BANNED
     if http_status == 429:
         return ExchangeUnavailable, Reason.RATE_LIMIT
+    if http_status == 403:
+        # A WAF block (rest-api.md "HTTP Return Codes"), not an answer about the key: back off, retry later
+        return ExchangeUnavailable, Reason.WAF_LIMIT
+    if code == -1001 and placement:
+        return ExecutionStatusUnknown, Reason.EXECUTION_STATUS_UNKNOWN
     if code in (-1006, -1007) or (http_status is not None and http_status >= 500):
         # 5xx: "execution status UNKNOWN — do not treat as failure" (whatever code came with it)
         return ExecutionStatusUnknown, Reason.EXECUTION_STATUS_UNKNOWN
-    if code in (-2010, -2011, -1013):
+    if code in (-2010, -2011, -1013, -1010, -2038):
         for needle, reason in _BY_TEXT:
             if needle in text:
                 return ExchangeRejected, reason
@@ -105,7 +127,7 @@ def _classify(http_status: int | None, code: int | None, msg: str) -> tuple[type
         return ExchangeRejected, Reason.INVALID_PARAMETER
     if code is not None and -2099 <= code <= -2000:
         return ExchangeRejected, Reason.ORDER_REJECTED
-    if http_status in (401, 403):
+    if http_status == 401:
         return ExchangeRejected, Reason.PERMISSION_DENIED
     return ExchangeRejected, Reason.UNKNOWN_ERROR
 
@@ -116,9 +138,14 @@ def map_binance_error(
     msg: str = "",
     *,
     retry_after_s: float | None = None,
+    placement: bool = False,
 ) -> ExchangeError:
-    """The engine error for one Binance error answer (HTTP status and/or `{code, msg}`)."""
-    cls, reason = _classify(http_status, code, msg)
+    """The engine error for one Binance error answer (HTTP status and/or `{code, msg}`).
+
+    `placement` says the request placed an order (POST /api/v3/order and the like): then -1001 means the
+    order may be live (reconcile by query) rather than "not executed".
+    """
+    cls, reason = _classify(http_status, code, msg, placement)
     text = msg or f"HTTP {http_status}"
     return cls(text, reason=reason.value, code=code, http_status=http_status, retry_after_s=retry_after_s)
 

@@ -5,8 +5,11 @@ connector does): the percent-encoded query string is built once, those bytes are
 bytes are sent (httpx and our AiohttpTransport keep an encoded query as is). Bodies stay empty, so the
 signed payload is exactly the query string.
 
-Each request: in-flight slot (semaphore) → governor reservation (may await or refuse) → timestamp from
-ServerClock → send → governor learns from the headers → errors mapped by adapters.binance.errors.
+Each request: governor reservation (may await or refuse; no slot is held meanwhile) → in-flight slot of its
+lane → governor re-check (a 429/418 may have come while it queued) → timestamp from ServerClock → send →
+governor learns from the answer → errors mapped by adapters.binance.errors. Cancels have their own lane
+(`cancel_lane` slots and connections) and priority on the governor's headroom, so a cancel never queues
+behind throttled or slow orders, and a 429 -1015 (too many new orders) stops new orders only.
 A -1021 (timestamp outside recvWindow) is rejected before execution, so the client resyncs the clock
 once and resends with a fresh timestamp and signature.
 """
@@ -22,7 +25,12 @@ import httpx
 
 from adapters.binance.clock import ServerClock
 from adapters.binance.constants import API_KEY_HEADER
-from adapters.binance.errors import map_binance_error, map_transport_error, parse_error_body
+from adapters.binance.errors import (
+    map_binance_error,
+    map_transport_error,
+    parse_error_body,
+    request_was_sent,
+)
 from adapters.binance.governor import RateLimitGovernor
 from adapters.binance.signing import Secret, Signer, encode_params, make_signer, signed_query
 from adapters.binance.transport import AiohttpTransport
@@ -48,11 +56,18 @@ class BinanceSpotClient:
         max_in_flight: int = 16,
         key_type: str = "HMAC",
         timeout_s: float = 10.0,
+        cancel_lane: int = 4,
+        self_trade_prevention_mode: str | None = None,
     ) -> None:
+        """`self_trade_prevention_mode` (enums.md STP modes: NONE, EXPIRE_TAKER, EXPIRE_MAKER, EXPIRE_BOTH,
+        DECREMENT) is sent with every order that does not name its own; None sends nothing (the symbol's
+        default applies). `cancel_lane` is how many cancels may be in flight besides `max_in_flight`."""
         if not 0 < recv_window_ms <= 60000:
             raise ValueError(f"recv_window_ms must be in 1..60000, was {recv_window_ms}")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, was {max_in_flight}")
+        if cancel_lane < 1:
+            raise ValueError(f"cancel_lane must be at least 1, was {cancel_lane}")
         self.profile = profile
         self.base_urls = dict(base_urls)
         self._rest = self.base_urls["rest"].rstrip("/")
@@ -63,14 +78,18 @@ class BinanceSpotClient:
         self.clock = clock if clock is not None else ServerClock()
         self.clock.attach(self.server_time)
         self.governor = governor if governor is not None else RateLimitGovernor(clock=self.clock.now_s)
+        self.self_trade_prevention_mode = self_trade_prevention_mode
         self._slots = asyncio.Semaphore(max_in_flight)
+        self._cancel_slots = asyncio.Semaphore(cancel_lane)
         self._sync_lock = asyncio.Lock()
         self.in_flight = 0
         self.peak_in_flight = 0
         self.timestamp_retries = 0
         headers = {API_KEY_HEADER: self._api_key.reveal()} if self._api_key else {}
         self._http = httpx.AsyncClient(
-            transport=transport if transport is not None else AiohttpTransport(max_connections=max_in_flight),
+            transport=transport
+            if transport is not None
+            else AiohttpTransport(max_connections=max_in_flight + cancel_lane),
             timeout=httpx.Timeout(timeout_s),
             headers=headers,
         )
@@ -112,23 +131,48 @@ class BinanceSpotClient:
             dict[str, Any], await self._request("GET", "/api/v3/account", params, signed=True, weight=20)
         )
 
-    async def order_test(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def _with_stp(self, payload: dict[str, Any], mode: str | None) -> dict[str, Any]:
+        chosen = mode if mode is not None else self.self_trade_prevention_mode
+        if chosen is None or "selfTradePreventionMode" in payload:
+            return payload
+        return {**payload, "selfTradePreventionMode": chosen}
+
+    async def order_test(
+        self, payload: dict[str, Any], *, self_trade_prevention_mode: str | None = None
+    ) -> dict[str, Any]:
         weight = 20 if str(payload.get("computeCommissionRates", "")).lower() == "true" else 1
+        params = self._with_stp(payload, self_trade_prevention_mode)
         return cast(
             dict[str, Any],
-            await self._request("POST", "/api/v3/order/test", payload, signed=True, weight=weight),
+            await self._request("POST", "/api/v3/order/test", params, signed=True, weight=weight),
         )
 
-    async def order(self, payload: dict[str, Any]) -> dict[str, Any]:
-        # Successful orders cost 0 weight since 2026-04-02, failed ones 1: reserve 1
+    async def order(
+        self, payload: dict[str, Any], *, self_trade_prevention_mode: str | None = None
+    ) -> dict[str, Any]:
+        """POST /api/v3/order; `self_trade_prevention_mode` overrides the client's for this order (a
+        `selfTradePreventionMode` already in the payload wins over both)."""
+        # Weight 1, unfilled order count 1 (rest-api.md "New order"); a successful order costs 0 weight
+        # since 2026-04-02 (CHANGELOG.md 2026-03-27), a failed one the documented 1: reserve 1, and the
+        # answer's X-MBX-USED-WEIGHT-1M corrects the estimate
         return cast(
             dict[str, Any],
-            await self._request("POST", "/api/v3/order", payload, signed=True, weight=1, orders=1),
+            await self._request(
+                "POST",
+                "/api/v3/order",
+                self._with_stp(payload, self_trade_prevention_mode),
+                signed=True,
+                weight=1,
+                orders=1,
+            ),
         )
 
     async def cancel(self, params: dict[str, Any]) -> dict[str, Any]:
+        # Weight 1 (rest-api.md "Cancel order"), 0 when successful since 2026-04-02 (CHANGELOG.md
+        # 2026-03-27). Own lane and priority headroom: never queued behind orders
         return cast(
-            dict[str, Any], await self._request("DELETE", "/api/v3/order", params, signed=True, weight=1)
+            dict[str, Any],
+            await self._request("DELETE", "/api/v3/order", params, signed=True, weight=1, lane="cancel"),
         )
 
     async def query_order(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -182,8 +226,9 @@ class BinanceSpotClient:
         weight: int = 1,
         orders: int = 0,
         governed: bool = True,
+        lane: str = "default",
     ) -> Any:
-        kw = {"weight": weight, "orders": orders}
+        kw: dict[str, Any] = {"weight": weight, "orders": orders, "lane": lane}
         if not signed:
             return await self._send(method, path, params, signed=False, governed=governed, **kw)
         if self._signer is None:
@@ -216,22 +261,33 @@ class BinanceSpotClient:
         weight: int,
         orders: int,
         governed: bool = True,
+        lane: str = "default",
     ) -> Any:
-        async with self._slots:
-            # An ungoverned request (weight 0) reserves nothing, but a ban or Retry-After still stops it
-            await self.governor.acquire(weight, orders)
-            query = self._query(params, signed)
-            url = f"{self._rest}{path}?{query}" if query else f"{self._rest}{path}"
-            self.in_flight += 1
-            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-            try:
-                resp = await self._http.request(method, url)
-            except httpx.TransportError as exc:
-                raise map_transport_error(exc, what=f"{method} {path}") from exc
-            finally:
-                self.in_flight -= 1
-            if governed:
-                self.governor.record(resp.status_code, resp.headers)
+        cancel = lane == "cancel"
+        # Headroom first, holding no slot: a request throttled for a minute must not keep a cancel waiting.
+        # An ungoverned request (weight 0) reserves nothing, but a ban or Retry-After still stops it
+        ticket = await self.governor.acquire(weight, orders, priority=cancel)
+        sent = False
+        try:
+            async with self._cancel_slots if cancel else self._slots:
+                self.governor.check(orders=orders)  # a 429/418 may have come while this queued
+                query = self._query(params, signed)
+                url = f"{self._rest}{path}?{query}" if query else f"{self._rest}{path}"
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                sent = True
+                try:
+                    resp = await self._http.request(method, url)
+                except httpx.TransportError as exc:
+                    sent = request_was_sent(exc)
+                    raise map_transport_error(exc, what=f"{method} {path}") from exc
+                finally:
+                    self.in_flight -= 1
+                if governed:
+                    code = parse_error_body(resp.content)[0] if resp.status_code == 429 else None
+                    self.governor.record(resp.status_code, resp.headers, ticket, code=code)
+        finally:
+            self.governor.release(ticket, sent=sent)
         return self._decode(resp, method, path)
 
     def _query(self, params: Mapping[str, Any] | None, signed: bool) -> str:
@@ -252,7 +308,8 @@ class BinanceSpotClient:
                 retry_s = float(retry_after) if retry_after is not None else None
             except ValueError:
                 retry_s = None
-            raise map_binance_error(resp.status_code, code, msg, retry_after_s=retry_s)
+            placement = method == "POST" and path == "/api/v3/order"  # -1001 then: the order may be live
+            raise map_binance_error(resp.status_code, code, msg, retry_after_s=retry_s, placement=placement)
         try:
             return json.loads(resp.content)
         except ValueError as exc:

@@ -22,11 +22,28 @@ def _dec(value: Any) -> Decimal:
     return Decimal(str(value)) if value not in (None, "") else Decimal(0)
 
 
+def venue_status(value: Any) -> VenueStatus:
+    """A Binance order status (enums.md "Order status"); UNRECOGNISED for any value the engine does not
+    model (never an exception). The caller keeps the venue's text: VenueOrder.raw["status"]."""
+    if value == VenueStatus.UNRECOGNISED.value:  # not a Binance value: a venue sending it is unrecognised too
+        return VenueStatus.UNRECOGNISED
+    try:
+        return VenueStatus(value)
+    except (ValueError, TypeError):
+        return VenueStatus.UNRECOGNISED
+
+
 def venue_order_from_json(data: dict[str, Any]) -> VenueOrder:
-    """An order object from POST/GET/DELETE /api/v3/order (ACK, RESULT or FULL shape)."""
+    """An order object from POST/GET/DELETE /api/v3/order (ACK, RESULT or FULL shape).
+
+    Every status of enums.md maps to its own member (EXPIRED_IN_MATCH stays distinct from EXPIRED, and
+    PENDING_NEW is a pending order-list leg); an unknown one maps to VenueStatus.UNRECOGNISED with the
+    venue's text left in `raw["status"]`. `raw` is the venue's JSON as received, so STP's
+    `preventedQuantity` (rest-api.md, order responses) and `preventedMatches` travel in it.
+    """
     # A cancel answer names the cancelled order in origClientOrderId; clientOrderId is the cancel's own id
     client_id = data.get("origClientOrderId") or data.get("clientOrderId", "")
-    status = VenueStatus(data["status"]) if "status" in data else VenueStatus.NEW
+    status = venue_status(data["status"]) if "status" in data else VenueStatus.NEW
     fills = tuple(
         Fill(
             trade_id=int(f["tradeId"]),

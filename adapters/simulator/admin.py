@@ -4,6 +4,12 @@
     DELETE /_sim/faults        clear every fault, forced bans and not-found lags
     GET    /_sim/ground_truth  {"orders": engine.ground_truth(), "real_orders", "test_orders", "lost_responses"}
     POST   /_sim/price         {"symbol": .., "price": ".."} -> engine.set_price
+    POST   /_sim/oto           {"working": {order params}, "pending": {order params}}: an OTO-like pair of
+                               the account (MatchingEngine.place_oto): working leg NEW on the book, pending
+                               leg PENDING_NEW with the same orderListId until the working leg fills;
+                               answers Binance's order-list shape, 400 {"code","msg"} when refused
+    POST   /_sim/market        {"quiet": true|false}: a quiet market's prices do not move by themselves
+                               (only /_sim/price moves them); answers {"quiet": ..}
     GET    /_sim/state         faults, weights per IP, order counts, connected WebSocket clients
     POST   /_sim/api_restrictions  switch GET /sapi/v1/account/apiRestrictions on (live-like); the JSON
                                object's fields overlay restrictions.DEFAULT_RESTRICTIONS; answers the body
@@ -19,6 +25,8 @@ Fault keys (POST /_sim/faults):
     not_found_lag_s: float           orders placed from now on answer -2013 to GET order/openOrders for S s
     clock_skew_ms: int               server clock offset (serverTime, timestamp checks, engine times)
     rate_limit: {"status": 429, "count": N, "retry_after_s": R} | {"status": 418, "seconds": S}
+    waf_403: int                     next N REST requests answer HTTP 403 with an HTML body, before anything
+                                     else (a WAF rule, rest-api.md "HTTP Return Codes"); nothing executed
     ws_drop: true                    close every WebSocket connection now
     ws_stall: float                  keep sockets open but send nothing for S seconds
 """
@@ -36,6 +44,7 @@ from starlette.routing import BaseRoute, Route
 from adapters.simulator import restrictions
 from adapters.simulator.faults import Faults, FaultSpecError
 from adapters.simulator.state import SimulatorState
+from adapters.venue.errors import VenueError
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -109,6 +118,36 @@ async def set_price(request: Request) -> Response:
     return _json({"symbol": symbol, "price": str(state.engine.prices[symbol])})
 
 
+async def place_oto(request: Request) -> Response:
+    state = _state(request)
+    try:
+        body = await _body(request)
+        working, pending = body["working"], body["pending"]
+        if not isinstance(working, dict) or not isinstance(pending, dict):
+            raise FaultSpecError("working and pending must be objects")
+    except (FaultSpecError, KeyError) as exc:
+        return _json({"error": f"expected {{'working': {{..}}, 'pending': {{..}}}}: {exc}"}, 400)
+    try:
+        answer = state.engine.place_oto(
+            {k: str(v) for k, v in working.items()}, {k: str(v) for k, v in pending.items()}
+        )
+    except VenueError as exc:
+        return _json({"code": exc.code, "msg": exc.msg}, exc.http_status)
+    return _json(answer)
+
+
+async def set_market(request: Request) -> Response:
+    state = _state(request)
+    try:
+        body = await _body(request)
+    except FaultSpecError as exc:
+        return _json({"error": str(exc)}, 400)
+    if not isinstance(body.get("quiet"), bool):
+        return _json({"error": "expected {'quiet': true|false}"}, 400)
+    state.quiet_market = body["quiet"]
+    return _json({"quiet": state.quiet_market})
+
+
 async def get_state(request: Request) -> Response:
     state = _state(request)
     now = state.now_ms()
@@ -123,6 +162,7 @@ async def get_state(request: Request) -> Response:
             "real_orders": state.real_orders,
             "test_orders": state.test_orders,
             "api_restrictions": state.api_restrictions,
+            "quiet_market": state.quiet_market,
         }
     )
 
@@ -147,6 +187,8 @@ def routes() -> list[BaseRoute]:
         Route("/_sim/faults", clear_faults, methods=["DELETE"]),
         Route("/_sim/ground_truth", ground_truth, methods=["GET"]),
         Route("/_sim/price", set_price, methods=["POST"]),
+        Route("/_sim/market", set_market, methods=["POST"]),
+        Route("/_sim/oto", place_oto, methods=["POST"]),
         Route("/_sim/state", get_state, methods=["GET"]),
         Route("/_sim/api_restrictions", set_api_restrictions, methods=["POST"]),
         Route("/_sim/api_restrictions", clear_api_restrictions, methods=["DELETE"]),

@@ -2,7 +2,7 @@
 
 Every REST request goes through one dispatcher, in Binance's order: latency fault → endpoint lookup →
 parameters → forced/real rate limits (weight charged up front) → 5xx fault → key, timestamp and
-signature → handler (the matching engine) → weight for failed order requests → headers. Errors are
+signature → unread parameters (-1104, errors.md) → handler (the matching engine) → weight for failed order requests → headers. Errors are
 always `{"code": .., "msg": ..}` with Binance's HTTP status.
 """
 
@@ -21,12 +21,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters.simulator import admin, market, restrictions, streams, trading, ws_api
-from adapters.simulator.auth import authenticate, parse_params
+from adapters.simulator.auth import authenticate, load_ed25519_public_key, parse_params
 from adapters.simulator.faults import Faults
 from adapters.simulator.state import SimulatorState, wall_clock_ms
 from adapters.simulator.weights import RateLimited, RateLimiter
 from adapters.venue.errors import VenueError
 from adapters.venue.matching import MatchingEngine
+from adapters.venue.symbols import DEFAULT_PRICES, DEFAULT_SYMBOLS, generated_symbols
 
 log = logging.getLogger(__name__)
 
@@ -43,32 +44,82 @@ class Endpoint:
     order_counts: bool = False  # answer carries X-MBX-ORDER-COUNT-* headers
     # an optional endpoint answers 404 (an unknown path) while this says it is off
     available: Callable[[SimulatorState], bool] | None = None
+    # the parameters the endpoint reads (rest-api.md); anything else is -1104. Signed endpoints read
+    # timestamp, recvWindow and signature as well
+    params: frozenset[str] = frozenset()
 
     def weight_of(self, params: dict[str, str]) -> int:
         return self.weight(params) if callable(self.weight) else self.weight
+
+    def check_read(self, params: dict[str, str]) -> None:
+        """errors.md -1104 UNREAD_PARAMETERS: a parameter the endpoint does not read is an error.
+
+        Raises:
+            VenueError: -1104 with the counts of read and sent parameters.
+        """
+        known = self.params | _AUTH if self.signed else self.params
+        read = sum(1 for name in params if name in known)
+        if read != len(params):
+            raise VenueError(
+                -1104,
+                f"Not all sent parameters were read; read '{read}' parameter(s) but was sent '{len(params)}'.",
+            )
+
+
+_AUTH = frozenset({"timestamp", "recvWindow", "signature"})
+_SYMBOLS = frozenset({"symbol", "symbols", "symbolStatus"})
+# rest-api.md "New order (TRADE)" parameters
+_ORDER = frozenset({
+    "symbol", "side", "type", "timeInForce", "quantity", "quoteOrderQty", "price", "newClientOrderId",
+    "strategyId", "strategyType", "stopPrice", "trailingDelta", "icebergQty", "newOrderRespType",
+    "selfTradePreventionMode", "pegPriceType", "pegOffsetValue", "pegOffsetType",
+})  # fmt: skip
+_ORDER_ID = frozenset({"symbol", "orderId", "origClientOrderId"})
 
 
 ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("GET", "/api/v3/ping"): Endpoint(market.ping, 1),
     ("GET", "/api/v3/time"): Endpoint(market.server_time, 1),
-    ("GET", "/api/v3/exchangeInfo"): Endpoint(market.exchange_info, 20),
-    ("GET", "/api/v3/ticker/bookTicker"): Endpoint(market.book_ticker, market.ticker_weight),
-    ("GET", "/api/v3/ticker/price"): Endpoint(market.ticker_price, market.ticker_weight),
-    ("GET", "/api/v3/depth"): Endpoint(market.depth, market.depth_weight),
-    ("GET", "/api/v3/account"): Endpoint(trading.account, 20, signed=True),
+    ("GET", "/api/v3/exchangeInfo"): Endpoint(
+        market.exchange_info, 20, params=_SYMBOLS | {"permissions", "showPermissionSets"}
+    ),
+    ("GET", "/api/v3/ticker/bookTicker"): Endpoint(market.book_ticker, market.ticker_weight, params=_SYMBOLS),
+    ("GET", "/api/v3/ticker/price"): Endpoint(market.ticker_price, market.ticker_weight, params=_SYMBOLS),
+    ("GET", "/api/v3/depth"): Endpoint(
+        market.depth, market.depth_weight, params=frozenset({"symbol", "limit", "symbolStatus"})
+    ),
+    ("GET", "/api/v3/account"): Endpoint(
+        trading.account, 20, signed=True, params=frozenset({"omitZeroBalances"})
+    ),
     ("POST", "/api/v3/order/test"): Endpoint(
-        trading.test_order, lambda p: 20 if p.get("computeCommissionRates") == "true" else 1, signed=True
+        trading.test_order,
+        lambda p: 20 if p.get("computeCommissionRates") == "true" else 1,
+        signed=True,
+        params=_ORDER | {"computeCommissionRates"},
     ),
     ("POST", "/api/v3/order"): Endpoint(
-        trading.new_order, 1, signed=True, free_on_success=True, order_counts=True
+        trading.new_order, 1, signed=True, free_on_success=True, order_counts=True, params=_ORDER
     ),
-    ("GET", "/api/v3/order"): Endpoint(trading.query_order, 4, signed=True),
-    ("DELETE", "/api/v3/order"): Endpoint(trading.cancel_order, 1, signed=True, free_on_success=True),
-    ("GET", "/api/v3/openOrders"): Endpoint(trading.open_orders, trading.open_orders_weight, signed=True),
+    ("GET", "/api/v3/order"): Endpoint(trading.query_order, 4, signed=True, params=_ORDER_ID),
+    ("DELETE", "/api/v3/order"): Endpoint(
+        trading.cancel_order,
+        1,
+        signed=True,
+        free_on_success=True,
+        params=_ORDER_ID | {"newClientOrderId", "cancelRestrictions"},
+    ),
+    ("GET", "/api/v3/openOrders"): Endpoint(
+        trading.open_orders, trading.open_orders_weight, signed=True, params=frozenset({"symbol"})
+    ),
     ("DELETE", "/api/v3/openOrders"): Endpoint(
-        trading.cancel_open_orders, 1, signed=True, free_on_success=True
+        trading.cancel_open_orders, 1, signed=True, free_on_success=True, params=frozenset({"symbol"})
     ),
-    ("GET", "/api/v3/myTrades"): Endpoint(trading.my_trades, trading.my_trades_weight, signed=True),
+    ("GET", "/api/v3/myTrades"): Endpoint(
+        trading.my_trades,
+        trading.my_trades_weight,
+        signed=True,
+        params=frozenset({"symbol", "orderId", "startTime", "endTime", "fromId", "limit"}),
+    ),
     ("GET", "/api/v3/rateLimit/order"): Endpoint(trading.order_rate_limit, 40, signed=True),
     # Live only (off by default). SAPI counts weight in its own per-endpoint pools, not modelled: 0 here
     ("GET", "/sapi/v1/account/apiRestrictions"): Endpoint(
@@ -128,6 +179,9 @@ async def dispatch(request: Request) -> Response:
     if state.faults.latency_ms:
         await asyncio.sleep(state.faults.latency_ms / 1000)
     ip = request.client.host if request.client else "unknown"
+    if state.faults.take("waf_403"):
+        # the WAF stands in front of the API: no JSON body, no weight headers, nothing executed
+        return Response("<html><body><h1>403 Forbidden</h1></body></html>", 403, media_type="text/html")
     headers: dict[str, str] = {}
     ep = ENDPOINTS.get((request.method, request.url.path))
     if ep is not None and ep.available is not None and not ep.available(state):
@@ -165,7 +219,9 @@ async def dispatch(request: Request) -> Response:
         if parse_error is not None:
             raise parse_error
         if ep.signed:
-            authenticate(query, body, params, request.headers.get("x-mbx-apikey"), state.keys, now)
+            api_key = request.headers.get("x-mbx-apikey")
+            authenticate(query, body, params, api_key, state.keys, now, state.ed25519_keys)
+        ep.check_read(params)
         result = ep.handler(state, params)
     except VenueError as exc:
         if ep.free_on_success and not isinstance(exc, RateLimited):
@@ -203,29 +259,51 @@ def create_simulator_app(
     ws_max_lifetime_s: float = 86_400.0,
     extra_keys: dict[str, str] | None = None,
     api_restrictions: dict[str, Any] | None = None,
+    ed25519_keys: dict[str, str] | None = None,
+    quiet_market: bool = False,
+    extra_symbols: int = 0,
 ) -> tuple[Starlette, SimulatorState]:
     """Build the simulator app around a matching engine (a fresh default one if None).
+
+    `ed25519_keys` registers API keys of type Ed25519: api key -> public key (PEM, or base64 of the raw
+    32 bytes); requests with such a key must carry the base64 Ed25519 signature (rest-api.md "Ed25519 Keys").
+    `quiet_market` starts with prices that do not move by themselves (switch with POST /_sim/market).
+    `extra_symbols` adds that many generated symbols (S001USDT, ...) to a default engine's three, for an
+    exchangeInfo of a real venue's size; it cannot be combined with a given `engine`.
 
     `api_restrictions` switches GET /sapi/v1/account/apiRestrictions on from the start (fields over
     restrictions.DEFAULT_RESTRICTIONS); without it the path is 404, as on Spot Testnet.
 
     Raises:
-        ValueError: no API key or secret, or a bad api_restrictions field.
+        ValueError: no API key or secret, a bad api_restrictions field, or an Ed25519 public key that does
+            not parse.
     """
     if not api_key or not api_secret:
         raise ValueError("the simulator needs an api_key and an api_secret")
+    public_keys = {k: load_ed25519_public_key(v) for k, v in (ed25519_keys or {}).items()}
+    if clash := sorted(set(public_keys) & ({api_key} | set(extra_keys or {}))):
+        raise ValueError(f"an API key is HMAC or Ed25519, not both: {clash}")
     clock = clock_ms or wall_clock_ms
     limiter = RateLimiter(weight_limit, order_limit_10s, order_limit_1d, ban_base_s)
     faults = Faults()
+    if engine is not None and extra_symbols:
+        raise ValueError("extra_symbols needs the default engine; give the engine its symbols instead")
     if engine is None:
+        more_rules, more_prices = generated_symbols(extra_symbols)
         # the engine stamps transactTime/updateTime with server time, clock-skew fault included
-        engine = MatchingEngine(clock_ms=lambda: clock() + faults.clock_skew_ms)
+        engine = MatchingEngine(
+            symbols={**DEFAULT_SYMBOLS, **more_rules},
+            prices={**DEFAULT_PRICES, **more_prices},
+            clock_ms=lambda: clock() + faults.clock_skew_ms,
+        )
     state = SimulatorState(
         engine=engine,
         keys={api_key: api_secret, **(extra_keys or {})},
         clock_ms=clock,
         limiter=limiter,
         faults=faults,
+        ed25519_keys=public_keys,
+        quiet_market=quiet_market,
     )
     if api_restrictions is not None:
         state.api_restrictions = restrictions.build(api_restrictions, state.now_ms())
@@ -238,6 +316,7 @@ def create_simulator_app(
     )
     state.hub = hub
     ws_api_hub = ws_api.WsApiHub(state)  # /ws-api/v3 and the User Data Stream
+    ws_api_hub.ed25519_keys.update(public_keys)  # a key registered at start is Ed25519 on both APIs
     methods = ["GET", "POST", "PUT", "DELETE"]
     routes = [
         *admin.routes(),

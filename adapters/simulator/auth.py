@@ -1,16 +1,25 @@
-"""Binance's request rules: parameter parsing, HMAC signatures and the timestamp/recvWindow window.
+"""Binance's request rules: parameter parsing, HMAC and Ed25519 signatures and the timestamp/recvWindow window.
 
 Everything here is pure (bytes and integers in, dicts or VenueError out) so it can be tested without a server.
-The checks follow binance_facts.md §2: the signature is HMAC-SHA256 hex over the raw query string joined
-with nothing to the raw body, each exactly as received minus its `signature` parameter.
+The checks follow binance_facts.md §2 and rest-api.md "SIGNED (TRADE and USER_DATA) Endpoint security":
+the signature payload is the raw query string joined with nothing to the raw body, each exactly as received
+minus its `signature` parameter. An HMAC key's signature is HMAC-SHA256 hex (case-insensitive); an Ed25519
+key's is the base64 Ed25519 signature of the payload (case-sensitive), percent-encoded on the wire
+(rest-api.md "Ed25519 Keys").
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from decimal import Decimal, InvalidOperation
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
 from adapters.venue.errors import VenueError
 
@@ -86,6 +95,45 @@ def verify_signature(query: bytes, body: bytes, secret: str) -> None:
         raise VenueError(-1022, "Signature for this request is not valid.")
 
 
+def load_ed25519_public_key(text: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM ("-----BEGIN PUBLIC KEY-----", what Binance asks you to register),
+    or base64 of the raw 32 bytes or of the DER SubjectPublicKeyInfo.
+
+    Raises:
+        ValueError: not an Ed25519 public key in one of those forms.
+    """
+    text = text.strip()
+    if text.startswith("-----BEGIN"):
+        key = load_pem_public_key(text.encode())
+    else:
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except binascii.Error:
+            raise ValueError("an Ed25519 public key must be PEM or base64") from None
+        key = Ed25519PublicKey.from_public_bytes(raw) if len(raw) == 32 else load_der_public_key(raw)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"not an Ed25519 public key: {type(key).__name__}")
+    return key
+
+
+def verify_ed25519_signature(query: bytes, body: bytes, public_key: Ed25519PublicKey) -> None:
+    """Check a base64 Ed25519 signature (percent-encoded in the request) over the bytes as received.
+
+    Raises:
+        VenueError: -1102 without a signature, -1022 when it is not base64 or does not verify.
+    """
+    q, q_sig = split_signature(query)
+    b, b_sig = split_signature(body)
+    given = q_sig if q_sig is not None else b_sig
+    if not given:
+        raise mandatory("signature")
+    try:
+        signature = base64.b64decode(unquote_plus(given.decode("ascii")), validate=True)
+        public_key.verify(signature, q + b)
+    except (UnicodeDecodeError, binascii.Error, InvalidSignature):
+        raise VenueError(-1022, "Signature for this request is not valid.") from None
+
+
 def _decimal_param(params: dict[str, str], name: str) -> Decimal | None:
     raw = params.get(name)
     if raw is None:
@@ -131,14 +179,22 @@ def authenticate(
     api_key: str | None,
     keys: dict[str, str],
     server_ms: int,
+    ed25519_keys: dict[str, Ed25519PublicKey] | None = None,
 ) -> None:
     """Run the SIGNED-endpoint checks in Binance's order: key, timestamp window, signature.
+
+    `keys` holds HMAC secrets, `ed25519_keys` Ed25519 public keys, each by API key; a key is one type only.
 
     Raises:
         VenueError: -2015, -1102, -1021 or -1022.
     """
+    public_key = (ed25519_keys or {}).get(api_key or "")
     secret = keys.get(api_key or "")
-    if secret is None:
+    if public_key is None and secret is None:
         raise bad_key()
     check_timestamp(params, server_ms)
-    verify_signature(query, body, secret)
+    if public_key is not None:
+        verify_ed25519_signature(query, body, public_key)
+    else:
+        assert secret is not None
+        verify_signature(query, body, secret)

@@ -50,6 +50,7 @@ class Faults:
     clock_skew_ms: int = 0
     force_429: int = 0
     force_429_retry_after_s: int = 1
+    waf_403: int = 0  # next N REST requests meet a WAF block: HTTP 403, HTML body, nothing executed
     ws_stall_until_ms: int = 0
 
     def update(self, spec: dict[str, Any], now_ms: int) -> list[str]:
@@ -64,7 +65,7 @@ class Faults:
         staged = Faults(**asdict(self))
         actions: list[str] = []
         for key in spec:
-            if key in ("latency_ms", "order_answer_delay_ms", "http_5xx", "lost_response"):
+            if key in ("latency_ms", "order_answer_delay_ms", "http_5xx", "lost_response", "waf_403"):
                 setattr(staged, key, _int(spec, key))
             elif key in ("http_5xx_status", "lost_response_status"):
                 setattr(staged, key, _status(spec, key))

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -166,6 +167,19 @@ def main(
     parser.add_argument("--api-secret", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--weight-limit", type=int, default=6000)
     parser.add_argument("--ws-ping-interval", type=float, default=20.0)
+    parser.add_argument(
+        "--ed25519-key",
+        action="append",
+        default=[],
+        metavar="API_KEY=PUBLIC_KEY",
+        help="register an Ed25519 API key; PUBLIC_KEY is a PEM file or base64 of the raw key (repeatable)",
+    )
+    parser.add_argument(
+        "--quiet-market", action="store_true", help="prices do not move by themselves (POST /_sim/market)"
+    )
+    parser.add_argument(
+        "--extra-symbols", type=int, default=0, help="add N generated symbols (S001USDT, ...) to exchangeInfo"
+    )
     args = parser.parse_args(argv)
     if args.api_key is not None or args.api_secret is not None:
         parser.error(
@@ -181,6 +195,16 @@ def main(
         and not (given_key.strip() and given_secret.strip())
     ):
         parser.error(f"{KEY_ENV} and {SECRET_ENV} must not be empty")
+    if not 0 <= args.extra_symbols <= 5000:
+        parser.error("--extra-symbols must be in 0..5000")
+    ed25519_keys: dict[str, str] = {}
+    for item in args.ed25519_key:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            parser.error(f"--ed25519-key wants API_KEY=PUBLIC_KEY, was {item!r}")
+        if not value.strip().startswith("-----BEGIN") and Path(value).is_file():
+            value = Path(value).read_text()
+        ed25519_keys[name] = value
     try:
         _check_loopback(args.host)
     except ValueError as exc:
@@ -197,5 +221,8 @@ def main(
         api_secret=secret,
         ws_ping_interval=args.ws_ping_interval,
         weight_limit=args.weight_limit,
+        **({"ed25519_keys": ed25519_keys} if ed25519_keys else {}),
+        **({"quiet_market": True} if args.quiet_market else {}),
+        **({"extra_symbols": args.extra_symbols} if args.extra_symbols else {}),
     )
     return 0

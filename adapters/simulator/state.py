@@ -12,6 +12,8 @@ from adapters.simulator.faults import Faults
 from adapters.simulator.weights import RateLimiter
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from adapters.simulator.streams import StreamHub
     from adapters.venue.matching import MatchingEngine
 
@@ -31,7 +33,7 @@ class _Hidden:
 @dataclass
 class SimulatorState:
     engine: MatchingEngine
-    keys: dict[str, str]  # api key -> secret
+    keys: dict[str, str]  # api key -> HMAC secret
     clock_ms: Callable[[], int] = wall_clock_ms
     limiter: RateLimiter = field(default_factory=RateLimiter)
     faults: Faults = field(default_factory=Faults)
@@ -42,6 +44,8 @@ class SimulatorState:
     requests: int = 0
     # GET /sapi/v1/account/apiRestrictions answer; None = no /sapi (404), as on Spot Testnet
     api_restrictions: dict[str, Any] | None = None
+    quiet_market: bool = False  # True: the price driver does not move prices (only POST /_sim/price does)
+    ed25519_keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)  # api key -> public key
     _hidden: list[_Hidden] = field(default_factory=list)
 
     def on_engine_event(self, kind: str, payload: dict[str, Any]) -> None:

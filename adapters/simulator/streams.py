@@ -2,7 +2,8 @@
 
 The matching engine reports book and trade events through its listener; the hub turns them into
 `<symbol>@bookTicker` / `<symbol>@aggTrade` payloads and queues them per connection. While at least one
-client is connected a price driver calls `engine.step_prices()` every `driver_interval_s` so ticks flow.
+client is connected a price driver calls `engine.step_prices()` every `driver_interval_s` so ticks flow,
+unless the market is quiet (`state.quiet_market`: prices move only by POST /_sim/price).
 The ws_stall fault drops outgoing messages (the socket stays open); ws_drop closes every socket.
 Binance's connection rules apply: more than `max_incoming_per_s` client messages in a second closes the
 connection, so does reaching `max_lifetime_s` (24 h), and a `serverShutdown` event precedes a server stop.
@@ -117,7 +118,8 @@ class StreamHub:
     async def _drive(self) -> None:
         while self.conns:
             try:
-                self.state.engine.step_prices()
+                if not self.state.quiet_market:  # a quiet market keeps every price where it is
+                    self.state.engine.step_prices()
             except Exception:
                 log.exception("price driver step failed")
             await asyncio.sleep(self.driver_interval_s)

@@ -2,7 +2,12 @@
 
 Aggressive orders fill against a synthetic book around each symbol's reference price (adapters.venue.book);
 resting LIMIT orders fill at their own price when set_price moves the reference through them, at most
-`level_qty` per move so partial fills happen. User orders never match each other. One re-entrant lock
+`level_qty` per move so partial fills happen. An aggressive order that crosses the account's own resting
+orders meets them in price order together with the synthetic book, and self-trade prevention decides
+(faqs/stp_faq.md): NONE trades with itself, EXPIRE_TAKER / EXPIRE_MAKER / EXPIRE_BOTH expire the taker's,
+the maker's or both remaining quantities, DECREMENT (and TRANSFER, which is DECREMENT within one account)
+prevents the smaller quantity on both and expires the smaller order (both when equal). The taker's mode
+decides; expired orders are EXPIRED_IN_MATCH with `preventedQuantity`. One re-entrant lock
 guards every public method; listeners run under it, in event order, and must be quick.
 
 Where Binance is not documented the choices are: a cancel whose orderId and origClientOrderId disagree
@@ -57,7 +62,7 @@ class MatchingEngine(VenueState):
             return self._execute(spec, rules, plan, lock_asset, lock_amount)
 
     def _precheck(self, params: dict[str, str]) -> tuple[OrderSpec, SymbolRules]:
-        spec, rules = parse_order(params, self.rules)
+        spec, rules = parse_order(params, self.rules, self.stp_modes)
         check_filters(spec, rules, self.prices[spec.symbol], len(self._open[spec.symbol]))
         return spec, rules
 
@@ -117,6 +122,7 @@ class MatchingEngine(VenueState):
         plan: list[book.Level],
         lock_asset: str,
         lock_amount: Decimal,
+        order_list_id: int = -1,
     ) -> dict[str, Any]:
         now = self._clock()
         o = Order(
@@ -139,14 +145,23 @@ class MatchingEngine(VenueState):
             working_time=now,
             lock_asset=lock_asset,
             locked=lock_amount,
+            order_list_id=order_list_id,
         )
         self._next_order_id += 1
         self.ledger.lock(lock_asset, lock_amount)
         self._orders[o.order_id] = o
         self._by_client[(o.symbol, o.client_order_id)] = o
         self._emit_order(o, "NEW")
-        trades = [self._fill(o, price, qty, maker=False, now=now) for price, qty in plan]
-        if o.remaining > 0 and o.type != "MARKET" and o.time_in_force == "GTC":
+        trades = self._sweep(o, plan, now)
+        self._settle(o, plan, now)
+        self._run_triggers(now)
+        return responses.placed(o, spec.resp_type, now, trades)
+
+    def _settle(self, o: Order, plan: list[book.Level], now: int) -> None:
+        """After the taker phase: rest, expire, or release what a finished order still holds."""
+        if o.status == "EXPIRED_IN_MATCH":
+            self._release(o, o.locked)
+        elif o.remaining > 0 and o.type != "MARKET" and o.time_in_force == "GTC":
             self._open[o.symbol][o.order_id] = o
             self._release(o, o.locked - o.lock_needed())
         elif o.status != "FILLED" or self._ran_dry(o, plan):
@@ -154,7 +169,183 @@ class MatchingEngine(VenueState):
         else:
             self._release(o, o.locked)
         self._update_time = now
-        return responses.placed(o, spec.resp_type, now, trades)
+
+    # ----- order lists (OTO) ---------------------------------------------------------------------------
+
+    def place_oto(self, working: dict[str, str], pending: dict[str, str]) -> dict[str, Any]:
+        """An OTO-like pair: the working leg goes on the book now (NEW), the pending leg is accepted as
+        PENDING_NEW with the same orderListId and goes on the book when the working leg fully fills
+        (rest-api.md "New Order list - OTO"; faqs/spot_glossary.md "Pending order"). Cancelling either
+        leg cancels the list.
+
+        Raises:
+            VenueError: as for place() for either leg; -1128 when the legs' symbols differ or the working
+                leg is not LIMIT/LIMIT_MAKER. Nothing is executed then.
+        """
+        with self._lock:
+            wspec, wrules = self._precheck(working)
+            pspec, prules = self._precheck(pending)
+            if pspec.symbol != wspec.symbol or wspec.type not in ("LIMIT", "LIMIT_MAKER"):
+                raise e.VenueError(-1128, "Combination of optional parameters invalid.")
+            if pspec.client_order_id is not None and pspec.client_order_id == wspec.client_order_id:
+                raise e.rejected(e.DUPLICATE_ORDER)
+            plan, asset, amount = self._engine_checks(wspec, wrules)
+            list_id, self._next_list_id = self._next_list_id, self._next_list_id + 1
+            now = self._clock()
+            w_answer = self._execute(wspec, wrules, plan, asset, amount, order_list_id=list_id)
+            w = self._orders[int(w_answer["orderId"])]
+            p = Order(
+                order_id=self._next_order_id,
+                symbol=pspec.symbol,
+                client_order_id=pspec.client_order_id or self._new_client_id(),
+                side=pspec.side,
+                type=pspec.type,
+                time_in_force=pspec.time_in_force or "GTC",
+                price=pspec.price or _ZERO,
+                orig_qty=pspec.quantity or _ZERO,
+                orig_quote_qty=pspec.quote_qty or _ZERO,
+                stop_price=pspec.stop_price or _ZERO,
+                stp_mode=pspec.stp_mode,
+                time=now,
+                base_asset=prules.base_asset,
+                quote_asset=prules.quote_asset,
+                status="PENDING_NEW",
+                update_time=now,
+                order_list_id=list_id,
+                list_partner=w.order_id,
+            )
+            self._next_order_id += 1
+            w.list_partner = p.order_id
+            self._orders[p.order_id] = p
+            self._by_client[(p.symbol, p.client_order_id)] = p
+            self._pending[p.order_id] = (p, pspec, prules)
+            self._emit_order(p, "NEW")
+            # rest-api.md "New Order list - OTO": when the working order fills at once, the answer still
+            # shows the pending order as PENDING_NEW (query it again for its new status)
+            reports = [responses.result(w, now), responses.result(p, now)]
+            if w.status == "FILLED":
+                self._triggered.append(w.order_id)
+            self._run_triggers(now)
+            return {
+                "orderListId": list_id,
+                "contingencyType": "OTO",
+                "listStatusType": "EXEC_STARTED",
+                "listOrderStatus": "EXECUTING",
+                "listClientOrderId": self._new_client_id(),
+                "transactionTime": now,
+                "symbol": w.symbol,
+                "orders": [
+                    {"symbol": x.symbol, "orderId": x.order_id, "clientOrderId": x.client_order_id}
+                    for x in (w, p)
+                ],
+                "orderReports": reports,
+            }
+
+    def _run_triggers(self, now: int) -> None:
+        """Place the pending legs whose working legs filled; one that the engine refuses now expires."""
+        while self._triggered:
+            working = self._orders[self._triggered.pop(0)]
+            entry = self._pending.pop(working.list_partner, None) if working.list_partner else None
+            if entry is None:
+                continue
+            p, spec, rules = entry
+            p.update_time = now
+            try:
+                plan, asset, amount = self._engine_checks(spec, rules)
+            except e.VenueError:
+                p.status = "EXPIRED"
+                self._emit_order(p, "EXPIRED")
+                continue
+            p.status, p.working_time, p.lock_asset, p.locked = "NEW", now, asset, amount
+            self.ledger.lock(asset, amount)
+            self._emit_order(p, "NEW")
+            self._sweep(p, plan, now)
+            self._settle(p, plan, now)
+
+    def _sweep(self, o: Order, plan: list[book.Level], now: int) -> list[Trade]:
+        """Fill `o` from the planned synthetic levels and the account's own crossing resting orders, best
+        price first (own order first on a tie), applying STP whenever an own order is met."""
+        makers = self._own_crossing(o, plan)
+        trades: list[Trade] = []
+        i = 0
+        while o.remaining > 0 and o.status != "EXPIRED_IN_MATCH":
+            level = plan[i] if i < len(plan) else None
+            maker = makers[0] if makers else None
+            if maker is not None and (
+                level is None or (maker.price <= level[0] if o.is_buy else maker.price >= level[0])
+            ):
+                trade = self._self_match(o, maker, now)
+                if trade is not None:
+                    trades.append(trade)
+                if not maker.is_open:
+                    makers.pop(0)
+                continue
+            if level is None:
+                break
+            qty = min(level[1], o.remaining)
+            if qty > 0:
+                trades.append(self._fill(o, level[0], qty, maker=False, now=now))
+            i += 1
+        return trades
+
+    def _own_crossing(self, o: Order, plan: list[book.Level]) -> list[Order]:
+        """The account's resting orders on the other side that `o` would trade with, in match order.
+
+        A MARKET or FOK order only meets own orders priced within its planned synthetic levels: its
+        locked funds (MARKET) and its all-or-nothing check (FOK) were sized on that plan.
+        """
+        if o.type == "LIMIT_MAKER":
+            return []
+        bounded = o.type == "MARKET" or o.time_in_force == "FOK"
+        if bounded and not plan:
+            return []
+        limit = plan[-1][0] if bounded else o.price
+        found = [
+            m
+            for m in self._open[o.symbol].values()
+            if m.is_buy != o.is_buy and (m.price <= limit if o.is_buy else m.price >= limit)
+        ]
+        found.sort(key=lambda m: (m.price if o.is_buy else -m.price, m.order_id))
+        return found
+
+    def _self_match(self, taker: Order, maker: Order, now: int) -> Trade | None:
+        """One meeting of the taker with the account's own resting order; the taker's STP mode decides
+        (TRANSFER is DECREMENT within one account, faqs/stp_faq.md). Returns the taker's trade for NONE."""
+        mode = "DECREMENT" if taker.stp_mode == "TRANSFER" else taker.stp_mode
+        if mode == "NONE":
+            qty = min(taker.remaining, maker.remaining)
+            self._fill(maker, maker.price, qty, maker=True, now=now)
+            if not maker.is_open:
+                del self._open[maker.symbol][maker.order_id]
+                self._release(maker, maker.locked)
+            else:
+                self._release(maker, maker.locked - maker.lock_needed())
+            return self._fill(taker, maker.price, qty, maker=False, now=now)
+        match_id = self._next_prevented_id.get(taker.symbol, 0)
+        self._next_prevented_id[taker.symbol] = match_id + 1
+        if mode == "DECREMENT":
+            qty = min(taker.remaining, maker.remaining)
+            expire_taker, expire_maker = taker.remaining == qty, maker.remaining == qty
+            self._prevent(maker, qty, match_id, expire_maker, now)
+            self._prevent(taker, qty, match_id, expire_taker, now)
+            return None
+        if mode in ("EXPIRE_MAKER", "EXPIRE_BOTH"):
+            self._prevent(maker, maker.remaining, match_id, True, now)
+        if mode in ("EXPIRE_TAKER", "EXPIRE_BOTH"):
+            self._prevent(taker, taker.remaining, match_id, True, now)
+        return None
+
+    def _prevent(self, o: Order, qty: Decimal, match_id: int, expire: bool, now: int) -> None:
+        o.prevented_qty += qty
+        o.prevented_match_id = match_id
+        o.update_time = now
+        if expire or o.remaining <= 0:
+            o.status = "EXPIRED_IN_MATCH"
+            self._open[o.symbol].pop(o.order_id, None)
+            self._release(o, o.locked)
+        elif o.order_id in self._open[o.symbol]:
+            self._release(o, o.locked - o.lock_needed())
+        self._emit_order(o, "TRADE_PREVENTION")
 
     def _ran_dry(self, o: Order, plan: list[book.Level]) -> bool:
         # A quoteOrderQty order expired when the whole book was not enough to spend its amount
@@ -189,7 +380,12 @@ class MatchingEngine(VenueState):
             self.ledger.credit(o.quote_asset, quote, fee)
         o.executed_qty += qty
         o.cum_quote += quote
-        o.status = "FILLED" if o.executed_qty >= o.orig_qty else "PARTIALLY_FILLED"
+        if o.remaining > 0:
+            o.status = "PARTIALLY_FILLED"
+        else:  # nothing left: FILLED, or EXPIRED_IN_MATCH when STP took part of it (faqs/stp_faq.md)
+            o.status = "FILLED" if not o.prevented_qty else "EXPIRED_IN_MATCH"
+            if o.status == "FILLED" and o.list_partner in self._pending:
+                self._triggered.append(o.order_id)  # its pending leg goes on the book after this match
         o.update_time = now
         t = Trade(
             self._next_trade_id, o.order_id, o.symbol, price, qty, quote, fee, fee_asset, now, o.is_buy, maker
@@ -225,7 +421,7 @@ class MatchingEngine(VenueState):
             if cancel_restrictions is not None and cancel_restrictions not in _RESTRICTIONS:
                 raise e.err(e.BAD_CANCEL_RESTRICTIONS)
             o = self._find(symbol, order_id, orig_client_order_id, e.UNKNOWN_ORDER, e.UNKNOWN_ORDER)
-            if not o.is_open:
+            if not o.is_open and o.status != "PENDING_NEW":
                 raise e.err(e.UNKNOWN_ORDER)
             if cancel_restrictions is not None and o.status != _RESTRICTIONS[cancel_restrictions]:
                 raise e.err(e.CANCEL_RESTRICTED)
@@ -249,10 +445,14 @@ class MatchingEngine(VenueState):
         cancel_id = new_client_order_id or self._new_client_id()
         o.status = "CANCELED"
         o.update_time = now
-        del self._open[o.symbol][o.order_id]
+        self._open[o.symbol].pop(o.order_id, None)
+        self._pending.pop(o.order_id, None)
         self._release(o, o.locked)
         self._update_time = now
         self._emit_order(o, "CANCELED", cancelClientOrderId=cancel_id)
+        partner = self._orders.get(o.list_partner) if o.list_partner is not None else None
+        if partner is not None and (partner.is_open or partner.status == "PENDING_NEW"):
+            self._cancel(partner, None)  # cancelling one leg of an order list cancels the list
         return responses.canceled(o, cancel_id, now)
 
     # ----- prices --------------------------------------------------------------------------------------
@@ -297,6 +497,7 @@ class MatchingEngine(VenueState):
                 self._release(o, o.locked - o.lock_needed())
         if crossed:
             self._update_time = now
+        self._run_triggers(now)
         self._book_update_id += 1
         if self._listeners:
             self._emit("book", responses.book_stream(self._book_update_id, self._ticker(symbol)))

@@ -48,6 +48,12 @@ class Order:
     update_time: int = 0
     working_time: int = -1
     expiry_reason: str | None = None
+    # Self-trade prevention (faqs/stp_faq.md): quantity expired by STP, and the last prevented match's id
+    prevented_qty: Decimal = _ZERO
+    prevented_match_id: int | None = None
+    # Order lists (OTO): the list's id (-1 for none) and the other leg's orderId
+    order_list_id: int = -1
+    list_partner: int | None = None
     # What this order still holds locked in the ledger, in `lock_asset`
     lock_asset: str = ""
     locked: Decimal = _ZERO
@@ -63,7 +69,8 @@ class Order:
 
     @property
     def remaining(self) -> Decimal:
-        return self.orig_qty - self.executed_qty
+        """Quantity available for further execution: original - executed - prevented (faqs/stp_faq.md)."""
+        return self.orig_qty - self.executed_qty - self.prevented_qty
 
     def lock_needed(self) -> Decimal:
         """What a resting order must keep locked for its unfilled part."""

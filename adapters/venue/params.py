@@ -95,7 +95,9 @@ def lookup_symbol(symbol: str | None, rules: dict[str, SymbolRules]) -> SymbolRu
 
 
 def parse_order(
-    params: dict[str, str], rules_by_symbol: dict[str, SymbolRules]
+    params: dict[str, str],
+    rules_by_symbol: dict[str, SymbolRules],
+    stp_modes: dict[str, tuple[str, tuple[str, ...]]] | None = None,
 ) -> tuple[OrderSpec, SymbolRules]:
     """Check shape, enums, mandatory fields and precision.
 
@@ -135,8 +137,10 @@ def parse_order(
     resp = params.get("newOrderRespType") or ("FULL" if otype in ("MARKET", "LIMIT") else "ACK")
     if resp not in RESP_TYPES:
         raise e.illegal_chars("newOrderRespType", "ACK, RESULT, FULL")
-    stp = params.get("selfTradePreventionMode") or DEFAULT_STP_MODE
-    if stp not in STP_MODES:
+    # the symbol's defaultSelfTradePreventionMode / allowedSelfTradePreventionModes (faqs/stp_faq.md)
+    default_stp, allowed_stp = (stp_modes or {}).get(rules.symbol, (DEFAULT_STP_MODE, STP_MODES))
+    stp = params.get("selfTradePreventionMode") or default_stp
+    if stp not in allowed_stp:
         raise e.err(e.STP_NOT_ALLOWED)
     spec = OrderSpec(
         rules.symbol, side, otype, tif, quantity, quote_qty, price, stop_price, client_id, resp, stp

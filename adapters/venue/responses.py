@@ -14,7 +14,7 @@ def ack(o: Order, transact_time: int) -> dict[str, Any]:
     return {
         "symbol": o.symbol,
         "orderId": o.order_id,
-        "orderListId": -1,
+        "orderListId": o.order_list_id,
         "clientOrderId": o.client_order_id,
         "transactTime": transact_time,
     }
@@ -39,7 +39,7 @@ def result(o: Order, transact_time: int) -> dict[str, Any]:
         out["stopPrice"] = fmt(o.stop_price)
     if o.expiry_reason is not None:
         out["expiryReason"] = o.expiry_reason
-    return out
+    return _prevented(o, out)
 
 
 def full(o: Order, transact_time: int, trades: list[Trade]) -> dict[str, Any]:
@@ -54,6 +54,14 @@ def placed(o: Order, resp_type: str, transact_time: int, trades: list[Trade]) ->
     if resp_type == "RESULT":
         return result(o, transact_time)
     return full(o, transact_time, trades)
+
+
+def _prevented(o: Order, out: dict[str, Any]) -> dict[str, Any]:
+    # rest-api.md order response fields: "Appears only if the order expired due to STP"
+    if o.prevented_match_id is not None:
+        out["preventedMatchId"] = o.prevented_match_id
+        out["preventedQuantity"] = fmt(o.prevented_qty)
+    return out
 
 
 def fill(t: Trade) -> dict[str, Any]:
@@ -71,7 +79,7 @@ def order(o: Order) -> dict[str, Any]:
     out: dict[str, Any] = {
         "symbol": o.symbol,
         "orderId": o.order_id,
-        "orderListId": -1,
+        "orderListId": o.order_list_id,
         "clientOrderId": o.client_order_id,
         "price": fmt(o.price),
         "origQty": fmt(o.orig_qty),
@@ -92,16 +100,16 @@ def order(o: Order) -> dict[str, Any]:
     }
     if o.expiry_reason is not None:
         out["expiryReason"] = o.expiry_reason
-    return out
+    return _prevented(o, out)
 
 
 def canceled(o: Order, cancel_client_id: str, transact_time: int) -> dict[str, Any]:
     """DELETE /api/v3/order: clientOrderId is the cancel's own id, origClientOrderId the order's."""
-    return {
+    out: dict[str, Any] = {
         "symbol": o.symbol,
         "origClientOrderId": o.client_order_id,
         "orderId": o.order_id,
-        "orderListId": -1,
+        "orderListId": o.order_list_id,
         "clientOrderId": cancel_client_id,
         "transactTime": transact_time,
         "price": fmt(o.price),
@@ -115,6 +123,7 @@ def canceled(o: Order, cancel_client_id: str, transact_time: int) -> dict[str, A
         "side": o.side,
         "selfTradePreventionMode": o.stp_mode,
     }
+    return _prevented(o, out)
 
 
 def my_trade(t: Trade) -> dict[str, Any]:

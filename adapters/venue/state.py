@@ -21,8 +21,10 @@ from adapters.venue.params import lookup_symbol
 from adapters.venue.symbols import (
     DEFAULT_BALANCES,
     DEFAULT_PRICES,
+    DEFAULT_STP_MODE,
     DEFAULT_SYMBOLS,
     RATE_LIMITS,
+    STP_MODES,
     exchange_info_symbol,
     fmt,
 )
@@ -53,7 +55,21 @@ class VenueState:
         depth_levels: int = 5,
         level_qty: dict[str, Decimal] | None = None,
         seed: int = 0,
+        stp_modes: dict[str, tuple[str, tuple[str, ...]]] | None = None,
     ) -> None:
+        """`stp_modes`: per symbol (defaultSelfTradePreventionMode, allowedSelfTradePreventionModes); a
+        symbol not named there takes DEFAULT_STP_MODE and every mode of STP_MODES (faqs/stp_faq.md "How do
+        I know which symbol uses STP?").
+
+        Raises:
+            ValueError: a symbol without a reference price, or an STP default not among its allowed modes.
+        """
+        for sym, (default, allowed) in (stp_modes or {}).items():
+            if default not in allowed or not set(allowed) <= set(STP_MODES):
+                raise ValueError(
+                    f"{sym}: STP default {default!r} must be one of allowed {allowed!r} of {STP_MODES}"
+                )
+        self.stp_modes: dict[str, tuple[str, tuple[str, ...]]] = dict(stp_modes or {})
         self.rules: dict[str, SymbolRules] = dict(symbols if symbols is not None else DEFAULT_SYMBOLS)
         given = prices if prices is not None else DEFAULT_PRICES
         missing = [s for s in self.rules if s not in given]
@@ -79,6 +95,11 @@ class VenueState:
         self._next_order_id = 1
         self._next_trade_id = 1
         self._next_agg_id = 1
+        self._next_prevented_id: dict[str, int] = {}  # preventedMatchId counts per symbol from 0
+        # PENDING_NEW legs of order lists by orderId, with what places them once the working leg fills
+        self._pending: dict[int, tuple[Order, Any, SymbolRules]] = {}
+        self._triggered: list[int] = []  # working legs that filled: their pending legs go on the book next
+        self._next_list_id = 0
         self._book_update_id = 1
         self._update_time = self._clock()
 
@@ -190,6 +211,9 @@ class VenueState:
                 lookup_symbol(symbol, self.rules)
             books = [self._open[symbol]] if symbol is not None else list(self._open.values())
             found = [o for b in books for o in b.values()]
+            # pending order-list legs are accepted by the engine, not yet on the book (spot_glossary.md
+            # "PENDING_NEW"); openOrders lists them with that status
+            found += [p for p, _, _ in self._pending.values() if symbol is None or p.symbol == symbol]
             return [responses.order(o) for o in sorted(found, key=lambda o: o.order_id)]
 
     def account(self, omit_zero_balances: bool = False) -> dict[str, Any]:
@@ -279,8 +303,18 @@ class VenueState:
                 "serverTime": self._clock(),
                 "rateLimits": [dict(r) for r in RATE_LIMITS],
                 "exchangeFilters": [],
-                "symbols": [exchange_info_symbol(r) for r in chosen],
+                "symbols": [self._with_stp(exchange_info_symbol(r)) for r in chosen],
             }
+
+    def stp_of(self, symbol: str) -> tuple[str, tuple[str, ...]]:
+        """(default mode, allowed modes) of one symbol."""
+        return self.stp_modes.get(symbol, (DEFAULT_STP_MODE, STP_MODES))
+
+    def _with_stp(self, entry: dict[str, Any]) -> dict[str, Any]:
+        default, allowed = self.stp_of(entry["symbol"])
+        entry["defaultSelfTradePreventionMode"] = default
+        entry["allowedSelfTradePreventionModes"] = list(allowed)
+        return entry
 
     def ground_truth(self) -> list[dict[str, Any]]:
         """Every order ever accepted, oldest first, with its current status and its trades."""

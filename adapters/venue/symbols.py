@@ -46,6 +46,26 @@ DEFAULT_SYMBOLS: dict[str, SymbolRules] = {
     "ETHUSDT": _rules("ETHUSDT", "ETH", "1000000", "0.0001", "9000", "2000"),
     "BNBUSDT": _rules("BNBUSDT", "BNB", "100000", "0.001", "900000", "9000"),
 }
+
+
+def generated_symbols(count: int) -> tuple[dict[str, SymbolRules], dict[str, Decimal]]:
+    """`count` extra TRADING symbols (S001USDT, S002USDT, ...) with BNBUSDT-like filters and reference
+    prices from 1 to 1000 USDT, so exchangeInfo can be as large as a real venue's (hundreds of symbols).
+
+    Raises:
+        ValueError: count outside 0..5000.
+    """
+    if not 0 <= count <= 5000:
+        raise ValueError(f"symbol count must be in 0..5000, was {count}")
+    rules: dict[str, SymbolRules] = {}
+    prices: dict[str, Decimal] = {}
+    for i in range(1, count + 1):
+        name = f"S{i:03d}USDT"
+        rules[name] = _rules(name, f"S{i:03d}", "100000", "0.001", "900000", "9000")
+        prices[name] = D(1 + (i * 37) % 1000)
+    return rules, prices
+
+
 DEFAULT_PRICES: dict[str, Decimal] = {"BTCUSDT": D(65000), "ETHUSDT": D(3200), "BNBUSDT": D(600)}
 DEFAULT_BALANCES: dict[str, Decimal] = {"USDT": D(100000), "BTC": D(1), "ETH": D(10), "BNB": D(100)}
 

@@ -47,7 +47,13 @@ TABLE = [
     (401, -2014, "API-key format invalid.", R, "PERMISSION_DENIED"),
     (401, -1002, "You are not authorized to execute this request.", R, "PERMISSION_DENIED"),
     (401, None, "", R, "PERMISSION_DENIED"),
-    (403, None, "<html>WAF</html>", R, "PERMISSION_DENIED"),
+    # rest-api.md "HTTP Return Codes": 403 is a WAF rule (rate limit or security block), not the key
+    (403, None, "<html>WAF</html>", U, "WAF_LIMIT"),
+    (403, -2015, "Invalid API-key, IP, or permissions for action.", U, "WAF_LIMIT"),
+    # errors.md, messages for -2010/-2011: trading disabled on the account (final until support lifts it)
+    (400, -2010, "This account may not place or cancel orders.", R, "ACCOUNT_TRADING_DISABLED"),
+    (400, -2011, "This account may not place or cancel orders.", R, "ACCOUNT_TRADING_DISABLED"),
+    (400, -2010, "This action is disabled on this account.", R, "ACCOUNT_TRADING_DISABLED"),
     (400, -2011, "Unknown order sent.", R, "UNKNOWN_ORDER"),
     (400, -2011, "Order was not canceled due to cancel restrictions.", R, "ORDER_REJECTED"),
     (400, -2013, "Order does not exist.", R, "UNKNOWN_ORDER"),
@@ -91,7 +97,7 @@ TABLE = [
         -2026,
         "Order was canceled or expired with no executed qty over 90 days ago and has been archived.",
         R,
-        "ORDER_REJECTED",
+        "ORDER_ARCHIVED",
     ),
     (400, -1000, "An unknown error occurred while processing the request.", X, "UNKNOWN_ERROR"),
     (400, -9999, "something new", R, "UNKNOWN_ERROR"),
@@ -109,6 +115,28 @@ def test_error_table(http: int, code: int | None, msg: str, cls: type, reason: s
     assert is_retryable(err) is (cls is U)
     if http in (418, 429):
         assert err.retry_after_s == 7.0
+
+
+DISCONNECTED = "Internal error; unable to process your request. Please try again."
+
+# errors.md -1001 DISCONNECTED: on an order placement the order may be live (reconcile by query, never
+# resend); on any other request it was not executed and may be retried
+PLACEMENT_TABLE = [
+    (400, -1001, DISCONNECTED, True, X, "EXECUTION_STATUS_UNKNOWN"),
+    (400, -1001, DISCONNECTED, False, U, "EXCHANGE_UNAVAILABLE"),
+    (400, -1008, "Server is currently overloaded with other requests.", True, U, "EXCHANGE_UNAVAILABLE"),
+    (400, -2010, "Duplicate order sent.", True, R, "DUPLICATE_ORDER"),
+]
+
+
+@pytest.mark.parametrize(("http", "code", "msg", "placement", "cls", "reason"), PLACEMENT_TABLE)
+def test_error_table_by_endpoint(
+    http: int, code: int, msg: str, placement: bool, cls: type, reason: str
+) -> None:
+    err = map_binance_error(http, code, msg, placement=placement)
+    assert type(err) is cls
+    assert err.reason == reason
+    assert is_retryable(err) is (cls is U)
 
 
 def test_parse_error_body() -> None:

@@ -45,21 +45,100 @@ async def test_reserves_weight_and_throttles_until_the_calendar_minute_rolls() -
     assert gov.throttled_count == 1
 
 
-async def test_header_counts_replace_a_lower_local_estimate_case_insensitively() -> None:
+async def test_header_counts_replace_the_local_estimate_case_insensitively() -> None:
     gov, clock = make()
     clock.t = 1_699_999_980.0
-    await gov.acquire(1)
+    ticket = await gov.acquire(1)
     gov.record(
-        200, {"x-mbx-used-weight-1m": "85", "X-MBX-ORDER-COUNT-10S": "3", "X-MBX-ORDER-COUNT-1D": "400"}
+        200,
+        {"x-mbx-used-weight-1m": "85", "X-MBX-ORDER-COUNT-10S": "3", "X-MBX-ORDER-COUNT-1D": "400"},
+        ticket,
     )
     st = gov.status()
     assert st["used"] == {"weight_1M": 85, "orders_10S": 3, "orders_1D": 400}
-    gov.record(200, {"X-MBX-USED-WEIGHT-1M": "20"})  # stale/lower header never lowers the count
-    assert gov.status()["used"]["weight_1M"] == 85
+    ticket = await gov.acquire(4)
+    # the venue is the truth, also when it reports less (0-weight successes, fills taking orders off)
+    gov.record(200, {"X-MBX-USED-WEIGHT-1M": "20", "X-MBX-ORDER-COUNT-10S": "1"}, ticket)
+    assert gov.status()["used"] == {"weight_1M": 20, "orders_10S": 1, "orders_1D": 400}
     await gov.acquire(4)
     assert clock.slept == []
-    await gov.acquire(2)  # 91 > 90
-    assert clock.slept == [pytest.approx(60.0, abs=0.01)]
+
+
+async def test_a_lower_header_keeps_what_other_requests_still_have_in_flight() -> None:
+    gov, clock = make()
+    clock.t = 1_699_999_980.0
+    first = await gov.acquire(10)
+    await gov.acquire(30)  # still in flight: the venue may not have counted it yet
+    assert gov.status()["used"]["weight_1M"] == 40
+    gov.record(200, {"X-MBX-USED-WEIGHT-1M": "5"}, first)
+    assert gov.status()["used"]["weight_1M"] == 35  # 5 counted by the venue + 30 on their way
+
+
+async def test_a_released_ticket_stays_counted_until_the_venue_says_otherwise() -> None:
+    gov, clock = make()
+    clock.t = 1_699_999_980.0
+    lost = await gov.acquire(10)
+    gov.release(lost)  # no answer: it may have been counted
+    assert gov.status()["used"]["weight_1M"] == 10
+    other = await gov.acquire(1)
+    gov.record(200, {"X-MBX-USED-WEIGHT-1M": "3"}, other)
+    assert gov.status()["used"]["weight_1M"] == 3
+
+
+async def test_minus_1015_blocks_new_orders_only() -> None:
+    # faqs/order_count_decrement.md: on 429 -1015 "stop sending orders until the interval expires"
+    gov, clock = make()
+    clock.t = 1_700_000_000.0 + 4
+    gov.record(429, {"Retry-After": "6"}, code=-1015)
+    with pytest.raises(ExchangeUnavailable) as ei:
+        await gov.acquire(1, orders=1)
+    assert ei.value.reason == "RATE_LIMIT"
+    assert ei.value.retry_after_s == pytest.approx(6.0)
+    await gov.acquire(1)  # a cancel
+    await gov.acquire(4)  # a query
+    assert gov.status()["level"] == "WARN"
+    assert gov.status()["orders_blocked_s"] == pytest.approx(6.0)
+    clock.t += 6.1
+    await gov.acquire(1, orders=1)
+    assert clock.slept == []
+
+
+async def test_minus_1015_without_retry_after_waits_out_the_order_window() -> None:
+    gov, clock = make()
+    clock.t = 1_700_000_000.0 + 3
+    gov.record(429, {"X-MBX-ORDER-COUNT-10S": "10"}, code=-1015)
+    with pytest.raises(ExchangeUnavailable) as ei:
+        await gov.acquire(1, orders=1)
+    assert ei.value.retry_after_s == pytest.approx(7.0)
+
+
+async def test_a_weight_429_blocks_every_request() -> None:
+    gov, _ = make()
+    gov.record(429, {"Retry-After": "5"}, code=-1003)
+    for weight, orders in ((1, 0), (1, 1), (0, 0)):
+        with pytest.raises(ExchangeUnavailable):
+            await gov.acquire(weight, orders)
+
+
+async def test_403_waf_backs_off_doubling_and_resets_on_another_answer() -> None:
+    gov, clock = make(waf_backoff_s=2.0)
+    gov.record(403, {})
+    with pytest.raises(ExchangeUnavailable) as ei:
+        await gov.acquire(1)
+    assert ei.value.reason == "WAF_LIMIT"
+    assert ei.value.retry_after_s == pytest.approx(2.0)
+    clock.t += 2.1
+    gov.record(403, {})
+    with pytest.raises(ExchangeUnavailable) as ei:
+        await gov.acquire(1)
+    assert ei.value.retry_after_s == pytest.approx(4.0)
+    clock.t += 4.1
+    gov.record(200, {})
+    gov.record(403, {"Retry-After": "1"})
+    with pytest.raises(ExchangeUnavailable) as ei:
+        await gov.acquire(1)
+    assert ei.value.retry_after_s == pytest.approx(1.0)
+    assert gov.status()["level"] == "WARN"
 
 
 async def test_order_count_window_of_ten_seconds() -> None:

@@ -302,3 +302,64 @@ async def test_ed25519_client_signs_the_query_and_encodes_the_signature() -> Non
     assert len(verified) == 8
     assert "PRIVATE KEY" not in repr(client)
     await client.aclose()
+
+
+async def test_minus_1001_is_unknown_on_an_order_placement_and_unavailable_elsewhere() -> None:
+    # errors.md -1001 DISCONNECTED: a placement may have reached the matching engine (reconcile by query)
+    venue = FakeVenue()
+    disconnected = error(400, -1001, "Internal error; unable to process your request. Please try again.")
+    venue.route("POST", "/api/v3/order", lambda r, p: disconnected)
+    venue.route("GET", "/api/v3/order", lambda r, p: disconnected)
+    venue.route("DELETE", "/api/v3/order", lambda r, p: disconnected)
+    client = client_for(venue)
+    with pytest.raises(ExecutionStatusUnknown) as placed:
+        await client.order(ORDER)
+    assert placed.value.reason == "EXECUTION_STATUS_UNKNOWN"
+    for call in (client.query_order, client.cancel):
+        with pytest.raises(ExchangeUnavailable) as other:
+            await call({"symbol": "BTCUSDT", "origClientOrderId": "c-1"})
+        assert other.value.reason == "EXCHANGE_UNAVAILABLE"
+    await client.aclose()
+
+
+async def test_a_403_waf_answer_backs_the_governor_off() -> None:
+    venue = FakeVenue()
+    venue.route("GET", "/api/v3/ping", lambda r, p: httpx.Response(403, text="<html>WAF</html>"))
+    client = client_for(venue)
+    with pytest.raises(ExchangeUnavailable) as ei:
+        await client.ping()
+    assert ei.value.reason == "WAF_LIMIT"
+    sent = len(venue.requests)
+    with pytest.raises(ExchangeUnavailable) as again:
+        await client.ping()
+    assert again.value.reason == "WAF_LIMIT"
+    assert len(venue.requests) == sent  # backing off: nothing sent
+    await client.aclose()
+
+
+async def test_self_trade_prevention_mode_is_sent_when_configured() -> None:
+    venue = FakeVenue()
+    seen: list[dict[str, str]] = []
+
+    def capture(r: httpx.Request, p: dict[str, str]) -> httpx.Response:
+        seen.append(p)
+        return ok({"symbol": "BTCUSDT", "orderId": 1})
+
+    venue.route("POST", "/api/v3/order", capture)
+    venue.route("POST", "/api/v3/order/test", capture)
+    plain = client_for(venue)
+    await plain.order(ORDER)
+    assert "selfTradePreventionMode" not in seen[-1]
+    await plain.order(ORDER, self_trade_prevention_mode="EXPIRE_MAKER")  # per call
+    assert seen[-1]["selfTradePreventionMode"] == "EXPIRE_MAKER"
+    await plain.aclose()
+    configured = client_for(venue, self_trade_prevention_mode="EXPIRE_BOTH")
+    await configured.order(ORDER)
+    assert seen[-1]["selfTradePreventionMode"] == "EXPIRE_BOTH"
+    await configured.order_test(ORDER)
+    assert seen[-1]["selfTradePreventionMode"] == "EXPIRE_BOTH"
+    await configured.order(ORDER, self_trade_prevention_mode="NONE")
+    assert seen[-1]["selfTradePreventionMode"] == "NONE"
+    await configured.order({**ORDER, "selfTradePreventionMode": "DECREMENT"})  # the payload's own wins
+    assert seen[-1]["selfTradePreventionMode"] == "DECREMENT"
+    await configured.aclose()

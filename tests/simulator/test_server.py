@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -95,3 +96,14 @@ async def test_stop_announces_server_shutdown_and_closes_websockets() -> None:
         with pytest.raises(ConnectionClosed):
             await drain_forever(ws)
         await stopping
+
+
+def test_main_registers_ed25519_keys_from_a_pem_file_or_base64(tmp_path: Path) -> None:
+    pem = tmp_path / "ed.pem"
+    pem.write_text("-----BEGIN PUBLIC KEY-----\nx\n-----END PUBLIC KEY-----\n")
+    calls: list[dict[str, Any]] = []
+    argv = ["--ed25519-key", f"A={pem}", "--ed25519-key", "B=QUJD"]
+    main(argv, runner=lambda **kw: calls.append(kw))
+    assert calls[0]["ed25519_keys"] == {"A": pem.read_text(), "B": "QUJD"}
+    with pytest.raises(SystemExit):
+        main(["--ed25519-key", "no-equals-sign"], runner=lambda **kw: pytest.fail("must not run"))
