@@ -41,7 +41,7 @@ from engine.journal import Journal, NewEntry
 from engine.order import CLIENT_ORDER_ID, Order, decide_create
 from engine.order_store import OrderStore
 from engine.ports import Clock, ExchangePort
-from engine.reconcile import plan_sync
+from engine.reconcile import KNOWN_STATUSES, plan_sync
 from engine.reconciler import Reconciler
 from engine.session import TradingSession
 from engine.sessions import SessionService
@@ -272,6 +272,16 @@ class OrderService:
             if exc.reason == "IP_BANNED":
                 await self._sessions.hold_once(f"IP_BANNED: {exc}")
             raise
+        if vo.status not in KNOWN_STATUSES:
+            # Never guessed at: the order is in an unknown state, resolved by query, and an operator looks
+            text = str(vo.raw.get("status"))[:40]
+            unknown = ExecutionStatusUnknown(
+                f"venue answered status {text!r}", reason="VENUE_STATUS_UNRECOGNISED"
+            )
+            await self._record(order, from_sent("mark_unknown", unknown))
+            await self._sessions.hold_once(f"venue reported unknown order status {text!r} for {cid}")
+            self.reconciler.watch_unknown(cid)
+            return Placement(order, exchange=vo.raw)
         await self.store.sync(cid, vo)
         self.store.writer.metrics.send_latency.observe(asyncio.get_running_loop().time() - started)
         return Placement(order, exchange=vo.raw)

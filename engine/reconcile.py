@@ -14,6 +14,8 @@ S = OrderState
 
 _RECONCILE = {
     V.NEW: "reconcile_acked",
+    # An order-list leg waiting for its working leg (enums.md): accepted, not yet on the book
+    V.PENDING_NEW: "reconcile_acked",
     V.PENDING_CANCEL: "reconcile_acked",
     V.PARTIALLY_FILLED: "reconcile_partially_filled",
     V.FILLED: "reconcile_filled",
@@ -31,6 +33,9 @@ def _payloads(order: Order, vo: VenueOrder) -> tuple[dict[str, Any], dict[str, A
     base: dict[str, Any] = {"venueStatus": vo.status.value}
     if vo.order_id is not None:
         base["orderId"] = vo.order_id
+    prevented = vo.raw.get("preventedQuantity")
+    if vo.status is V.EXPIRED_IN_MATCH and prevented is not None:
+        base["preventedQty"] = str(prevented)  # self-trade prevention's own outcome, kept for the audit
     seen = order.trade_ids or ()
     new = [f for f in vo.fills if f.trade_id not in seen]
     fill = {
@@ -51,6 +56,8 @@ def plan_sync(order: Order, vo: VenueOrder) -> list[tuple[str, dict[str, Any]]]:
     """The triggers (with payloads) that move `order` to the venue's view; empty when already there.
     Never moves backwards: a stale snapshot (less filled than we know) plans nothing."""
     state, st = order.state, vo.status
+    if st not in KNOWN_STATUSES:  # UNRECOGNISED: the caller journals the raw value and holds
+        return []
     base, fill = _payloads(order, vo)
     if state is S.UNKNOWN:
         return [(_RECONCILE[st], fill)]
@@ -59,7 +66,7 @@ def plan_sync(order: Order, vo: VenueOrder) -> list[tuple[str, dict[str, Any]]]:
     more = vo.executed_qty > order.filled_qty
     if st is V.REJECTED:
         return [("reject", base)] if state is S.SENT else []
-    if st in (V.NEW, V.PENDING_CANCEL):
+    if st in (V.NEW, V.PENDING_NEW, V.PENDING_CANCEL):
         return [("ack", base)] if state is S.SENT else []
     if st is V.FILLED:
         return [("fill", fill)]

@@ -22,6 +22,11 @@ S = OrderState
 log = logging.getLogger(__name__)
 
 
+def _list_leg(vo: VenueOrder) -> bool:
+    list_id = vo.raw.get("orderListId", -1)
+    return vo.status is VenueStatus.PENDING_NEW or (isinstance(list_id, int) and list_id != -1)
+
+
 class Reconciler:
     def __init__(
         self, store: OrderStore, exchange: ExchangePort, sessions: SessionService, settings: EngineSettings
@@ -31,6 +36,7 @@ class Reconciler:
         self._sessions = sessions
         self._settings = settings
         self._resolving: set[str] = set()
+        self.foreign: set[str] = set()  # working orders on the account that are not ours (list legs)
 
     def on_venue_update(self, vo: VenueOrder) -> None:
         """Listener for pushed updates (fills of resting orders, expiries, foreign cancels). Decides at
@@ -158,6 +164,11 @@ class Reconciler:
         except ExchangeError as exc:
             return [*problems, f"open orders query failed ({exc.reason})"]
         for vo in venue_open:
+            if _list_leg(vo):
+                # An order-list leg (OTO/OCO...): never ours to adopt, and cancelling it alone would cancel
+                # its whole list (rest-api.md); it is left to whoever placed the list
+                self.foreign.add(vo.client_order_id)
+                continue
             known = await store.find_async(vo.client_order_id)
             if known is None:
                 if not await self._adopt(vo):

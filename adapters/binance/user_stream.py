@@ -41,6 +41,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from adapters.binance.schemas import venue_status
 from adapters.binance.signing import Secret, Signer, make_signer, ws_api_payload
 from engine.types import Balance, Fill, OrderType, Side, TimeInForce, VenueOrder, VenueStatus
 
@@ -112,11 +113,12 @@ def parse_execution_report(event: Mapping[str, Any]) -> VenueOrder | None:
 
     The order's own client id is `C` on a cancel (then `c` is the cancel request's id), `c` otherwise. A
     TRADE carries one Fill (t, L, l, n, N); the maker flag `m`, execution type `x` and the rest stay in
-    `raw` (the event itself). None when the status is one the engine does not know.
+    `raw` (the event itself, plus "status": the venue's status text, as in a REST order). A status the
+    engine does not model arrives as UNRECOGNISED (never dropped: the engine journals it and holds).
     """
-    status = _enum(VenueStatus, event.get("X"))
-    if status is None or not event.get("s"):
+    if event.get("X") is None or not event.get("s"):
         return None
+    status = venue_status(event.get("X"))
     client_id = event.get("C") or event.get("c") or ""
     fills: tuple[Fill, ...] = ()
     trade_id = _int(event.get("t"))
@@ -141,7 +143,7 @@ def parse_execution_report(event: Mapping[str, Any]) -> VenueOrder | None:
         executed_qty=_dec(event.get("z")),
         cumulative_quote_qty=_dec(event.get("Z")),
         fills=fills,
-        raw=dict(event),
+        raw={**event, "status": event.get("X")},
         side=_enum(Side, event.get("S")),
         type=_enum(OrderType, event.get("o")),
         price=price if price else None,
