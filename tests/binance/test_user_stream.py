@@ -108,7 +108,9 @@ def test_urls_are_the_documented_ones() -> None:
 
 
 def test_parsers_never_raise_on_unknown_values() -> None:
-    assert parse_execution_report({"e": "executionReport", "s": "BTCUSDT", "X": "SOMETHING_NEW"}) is None
+    unknown = parse_execution_report({"e": "executionReport", "s": "BTCUSDT", "X": "SOMETHING_NEW"})
+    assert unknown is not None  # handed on, not dropped: the engine journals the raw text and holds
+    assert (unknown.status, unknown.raw["status"]) == (VenueStatus.UNRECOGNISED, "SOMETHING_NEW")
     odd = parse_execution_report({"e": "executionReport", "s": "X", "X": "NEW", "o": "OTO_THING", "q": "abc"})
     assert odd is not None
     assert (odd.type, odd.orig_qty, odd.order_id) == (None, Decimal(0), None)
