@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -13,6 +14,7 @@ from starlette.requests import ClientDisconnect
 from api.auth import Operator, OperatorError
 from api.errors import ApiError
 from api.runtime import Runtime
+from engine.audit import AuditSlot
 from engine.errors import EngineError
 from engine.runtime import Engine
 
@@ -27,7 +29,7 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_engine(runtime: RuntimeDep) -> Engine:
+def ready_engine(runtime: Runtime) -> Engine:
     """Raises the start-up error (503) while the engine is not ready to take requests."""
     error = runtime.start_error
     if error is not None:
@@ -39,34 +41,47 @@ async def get_engine(runtime: RuntimeDep) -> Engine:
     return runtime.engine
 
 
+async def get_engine(runtime: RuntimeDep) -> Engine:
+    return ready_engine(runtime)
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
+
+
+def authenticate(request: Request, runtime: Runtime, permission: str) -> Operator:
+    """The bearer token's operator, with the role's permission checked.
+
+    Raises:
+        ApiError: 401 (no or bad token), 429 (journal-writing reads over the limit), 403, 503.
+    """
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "a bearer token is required")
+    try:
+        operator = runtime.operators.authenticate(token.strip())
+    except OperatorError as exc:
+        raise ApiError(503, "operators_unavailable", str(exc)) from None
+    if operator is None:
+        raise ApiError(401, "unauthorized", "the token is not valid")
+    # Known from here on, refused or not: the audit trail (api.audit_trail) names who called
+    request.state.operator = operator
+    slot = getattr(request.state, "audit", None)
+    if slot is not None:
+        slot.actor = operator.id
+        # Reads that journal a row are limited per operator; orders are bounded by the engine's caps
+        if permission == "read" and not runtime.read_limiter.allow(operator.id):
+            raise ApiError(429, "rate_limited", "too many calls from this operator; slow down")
+    if not operator.may(permission):
+        raise ApiError(403, "forbidden", f"role {operator.role} may not {permission}")
+    return operator
 
 
 def require(permission: str) -> Callable[..., Coroutine[Any, Any, Operator]]:
     """A dependency that authenticates the bearer token and checks the role's permission."""
 
     async def dependency(request: Request, runtime: RuntimeDep) -> Operator:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "unauthorized", "a bearer token is required")
-        try:
-            operator = runtime.operators.authenticate(token.strip())
-        except OperatorError as exc:
-            raise ApiError(503, "operators_unavailable", str(exc)) from None
-        if operator is None:
-            raise ApiError(401, "unauthorized", "the token is not valid")
-        # Known from here on, refused or not: the audit trail (api.audit_trail) names who called
-        request.state.operator = operator
-        slot = getattr(request.state, "audit", None)
-        if slot is not None:
-            slot.actor = operator.id
-            # Reads that journal a row are limited per operator; orders are bounded by the engine's caps
-            if permission == "read" and not runtime.read_limiter.allow(operator.id):
-                raise ApiError(429, "rate_limited", "too many calls from this operator; slow down")
-        if not operator.may(permission):
-            raise ApiError(403, "forbidden", f"role {operator.role} may not {permission}")
-        return operator
+        return authenticate(request, runtime, permission)
 
     return dependency
 
@@ -75,6 +90,25 @@ Reader = Annotated[Operator, Depends(require("read"))]
 Trader = Annotated[Operator, Depends(require("trade"))]
 Auditor = Annotated[Operator, Depends(require("audit"))]
 Admin = Annotated[Operator, Depends(require("session"))]
+
+
+@dataclass(frozen=True, slots=True)
+class TradeCall:
+    """Everything an order or cancel call needs, resolved by one dependency: FastAPI's solving costs
+    about as much per dependency as the order's own decision, and these routes are the hot path."""
+
+    operator: Operator
+    engine: Engine
+    audit: AuditSlot
+
+
+async def trade_call(request: Request) -> TradeCall:
+    runtime: Runtime = request.app.state.runtime
+    operator = authenticate(request, runtime, "trade")  # 401/403 before 503, as on every route
+    return TradeCall(operator, ready_engine(runtime), request.state.audit)
+
+
+TradeCallDep = Annotated[TradeCall, Depends(trade_call)]
 
 
 def _no_constants(name: str) -> Any:

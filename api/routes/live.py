@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from api.audit_trail import Audit, AuditedRoute
-from api.deps import EngineDep, Reader, Trader, json_body
+from api.deps import EngineDep, Reader, TradeCallDep, json_body
 from api.schemas import SYMBOL, CancelBody, OrderBody, parse_body
 from engine.errors import EngineError
 from engine.guardrails.preflight import missing_permissions, skew_status
@@ -108,8 +108,9 @@ async def account(op: Reader, engine: EngineDep, audit: Audit) -> dict[str, Any]
 
 
 @router.post("/order", openapi_extra=_ORDER_DOC)
-async def place_order(request: Request, op: Trader, engine: EngineDep, audit: Audit) -> dict[str, Any]:
+async def place_order(request: Request, call: TradeCallDep) -> dict[str, Any]:
     """Place an order in the session's mode: paper, test (SAFE_MODE, /order/test) or live."""
+    op, engine, audit = call.operator, call.engine, call.audit
     audit.detail["venue"] = engine.exchange.venue
     req = parse_body(OrderBody, await json_body(request)).to_request()
     audit.detail["request"] = req.to_payload()
@@ -123,8 +124,9 @@ async def place_order(request: Request, op: Trader, engine: EngineDep, audit: Au
 
 
 @router.post("/cancel", openapi_extra=_CANCEL_DOC)
-async def cancel_order(request: Request, op: Trader, engine: EngineDep, audit: Audit) -> dict[str, Any]:
+async def cancel_order(request: Request, call: TradeCallDep) -> dict[str, Any]:
     """Cancel an open order by symbol + orderId or origClientOrderId."""
+    op, engine, audit = call.operator, call.engine, call.audit
     audit.detail["venue"] = engine.exchange.venue
     body = parse_body(CancelBody, await json_body(request))
     audit.detail.update(body.model_dump(exclude_none=True))
