@@ -150,3 +150,22 @@ def percentiles_ms(latencies_s: list[float]) -> tuple[float, float]:
 
     ordered = sorted(latencies_s)
     return statistics.median(ordered) * 1e3, ordered[max(int(len(ordered) * 0.99) - 1, 0)] * 1e3
+
+
+def wait_http(url: str, proc: Any, timeout_s: float = 60.0) -> None:
+    """Poll `url` until it answers 200; `proc` (a subprocess.Popen) exiting first, or the deadline, raises."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer 200 in {timeout_s}s")
