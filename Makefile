@@ -36,7 +36,9 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_client.py
 	cd benchmarks && ../$(BIN)/python bench_simulator.py
 	cd benchmarks && ../$(BIN)/python bench_transport.py
+	cd benchmarks && ../$(BIN)/python bench_api.py
 	cd benchmarks && ../$(BIN)/python bench_live.py
+	cd benchmarks && ../$(BIN)/python bench_weight.py
 
 docs: $(STAMP)
 	$(BIN)/python -m engine.fsm.docs > docs/state-machines.md
