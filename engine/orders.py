@@ -181,7 +181,7 @@ class OrderService:
     def _same_request(self, known: Order, req: OrderRequest) -> Placement:
         if known.request.to_payload() != req.to_payload():
             raise IdempotencyConflict(
-                f"clientOrderId {req.client_order_id} was used for a different order",
+                "this clientOrderId was used for a different order",
                 detail=self._state(known),
             )
         return Placement(known, existing=True)
@@ -316,7 +316,7 @@ class OrderService:
         if not cid:
             by_id = self.store.find_by_order_id(symbol, order_id or 0)
             if by_id is None:
-                raise UnknownOrder(f"no open order {order_id} on {symbol}")
+                raise UnknownOrder("no such open order on this symbol")  # input is never echoed
             cid = by_id.client_order_id
         await self.store.idle(cid)
         # ---- synchronous from here to the commit ----
@@ -325,7 +325,7 @@ class OrderService:
             known = order or await self.store.find_async(cid)
             if known is not None and known.symbol == symbol:
                 raise InvalidTransition("order", known.state.value, "request_cancel")
-            raise UnknownOrder(f"no open order {client_order_id or order_id} on {symbol}")
+            raise UnknownOrder("no such open order on this symbol")
         entries = [order.decide("request_cancel", {}, actor)]
         first = self._commit_audited(order, entries, audit, {"decision": "request_cancel"})
         # ---- end of the synchronous step ----

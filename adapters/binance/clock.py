@@ -1,4 +1,4 @@
-"""Server-time offset for SIGNED requests (binance_facts.md §2.5).
+"""Server-time offset for SIGNED requests (rest-api.md "Timing security").
 
 Each sample brackets one GET /api/v3/time between two local readings; the server's answer is assumed
 to be taken at the RTT midpoint, so offset = serverTime - (t_sent + t_received) / 2. The sample with the

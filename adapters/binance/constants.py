@@ -1,4 +1,4 @@
-"""Official Binance Spot base URLs (binance_facts.md §1). Only the composition root picks one;
+"""Official Binance Spot base URLs (rest-api.md "General API Information", testnet/). Only the composition root picks one;
 tests use 127.0.0.1 and never these."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Binance answers and transport failures → engine errors, each with an internal `reason` code.
 
-The class says what the caller does next; the reason says why (binance_facts.md §6, §7):
+The class says what the caller does next; the reason says why (errors.md, rest-api.md "LIMITS"):
 
     engine.errors.ExchangeError
     ├── ExchangeRejected        final: the venue said no; do not retry as is

@@ -4,7 +4,7 @@ Order updates (`on_update`) come from a poller, not from the user data stream: e
 it lists open orders for each symbol it tracks (orders placed here or seen open) and queries the ones
 that left the open list, and tells listeners about every order whose status or filled quantity changed.
 Cost per symbol and round: 6 weight plus 4 per order that closed. Latency = the poll interval; the
-WS API user data stream would be the push alternative (binance_facts.md §9.2).
+WS API user data stream would be the push alternative (user-data-stream.md; adapters/binance/user_stream.py).
 """
 
 from __future__ import annotations

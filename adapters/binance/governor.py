@@ -1,4 +1,4 @@
-"""Client-side rate-limit governor for Binance REST (binance_facts.md §7).
+"""Client-side rate-limit governor for Binance REST (rest-api.md "LIMITS", faqs/order_count_decrement.md).
 
 Before each request it reserves the request's weight (and order count) in every calendar-aligned window
 (1 MINUTE resets at :00, 10 SECOND at :00/:10/…, 1 DAY at 00:00 UTC). A request that would push a window

@@ -97,7 +97,7 @@ class BinanceSpotClient:
     def __repr__(self) -> str:
         return f"BinanceSpotClient(profile={self.profile!r}, rest={self._rest!r}, api_key=***)"
 
-    # -- public endpoints (binance_facts.md §3; weights as documented) --
+    # -- public endpoints (rest-api.md; weights as documented) --
 
     async def ping(self) -> dict[str, Any]:
         return cast(dict[str, Any], await self._request("GET", "/api/v3/ping", weight=1))
@@ -198,7 +198,7 @@ class BinanceSpotClient:
         """GET /sapi/v1/account/apiRestrictions (USER_DATA, weight 1 in SAPI's own per-IP pool): what this
         key may do (ipRestrict, enableWithdrawals, enableSpotAndMarginTrading, ...). Live only: Spot
         Testnet has no /sapi. The /api governor reserves nothing for it and does not learn from its
-        headers, which count a different pool (binance_facts.md §3.4).
+        headers, which count a different pool (Binance's wallet API).
 
         Raises:
             ExchangeRejected: no secret configured, or the venue refused (e.g. -2015, or 404 off live).

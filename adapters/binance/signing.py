@@ -2,7 +2,7 @@
 
 REST: the payload is the percent-encoded query string concatenated (no separator) with the body; we send
 everything in the query string, so the payload is exactly the query string. It is encoded once, those
-bytes are signed, and the same bytes go on the wire (binance_facts.md §2.2).
+bytes are signed, and the same bytes go on the wire (rest-api.md "SIGNED Endpoint Examples").
 WS API: params sorted by name, joined as k=v without any encoding (§2.4).
 """
 

@@ -3,7 +3,7 @@
 create_simulator_app(engine, api_key, api_secret, ...) -> (Starlette app, SimulatorState)
 SimulatorServer(api_key, api_secret, port=0, ...)     uvicorn in a thread; .base_url, .ws_url, .state
 run_simulator(host, port, api_key, api_secret)        foreground server
-main(argv)                                            `propbot simulator --port N --api-key K --api-secret S`
+main(argv)                                            `PROPBOT_SIM_API_KEY=K PROPBOT_SIM_API_SECRET=S propbot simulator --port N`
 """
 
 from adapters.simulator.app import create_simulator_app

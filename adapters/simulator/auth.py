@@ -1,7 +1,7 @@
 """Binance's request rules: parameter parsing, HMAC and Ed25519 signatures and the timestamp/recvWindow window.
 
 Everything here is pure (bytes and integers in, dicts or VenueError out) so it can be tested without a server.
-The checks follow binance_facts.md §2 and rest-api.md "SIGNED (TRADE and USER_DATA) Endpoint security":
+The checks follow rest-api.md "SIGNED (TRADE and USER_DATA) Endpoint security":
 the signature payload is the raw query string joined with nothing to the raw body, each exactly as received
 minus its `signature` parameter. An HMAC key's signature is HMAC-SHA256 hex (case-insensitive); an Ed25519
 key's is the base64 Ed25519 signature of the payload (case-sensitive), percent-encoded on the wire

@@ -1,4 +1,4 @@
-"""GET /sapi/v1/account/apiRestrictions, which live Binance has and Spot Testnet does not (binance_facts.md §3.4).
+"""GET /sapi/v1/account/apiRestrictions, which live Binance has and Spot Testnet does not (Binance's wallet API; the Spot docs do not cover /sapi).
 
 The simulator starts testnet-like: the path answers 404 like any unknown endpoint. Switching it on
 (`POST /_sim/api_restrictions` with a JSON object, or `create_simulator_app(api_restrictions=...)`) makes

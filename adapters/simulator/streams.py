@@ -1,4 +1,4 @@
-"""WebSocket market streams: /ws/<stream>, /stream?streams=a/b, live SUBSCRIBE/UNSUBSCRIBE (binance_facts.md §8).
+"""WebSocket market streams: /ws/<stream>, /stream?streams=a/b, live SUBSCRIBE/UNSUBSCRIBE (web-socket-streams.md).
 
 The matching engine reports book and trade events through its listener; the hub turns them into
 `<symbol>@bookTicker` / `<symbol>@aggTrade` payloads and queues them per connection. While at least one

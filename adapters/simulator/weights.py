@@ -1,4 +1,4 @@
-"""Request-weight and order-count accounting with Binance's 429 → 418 escalation (binance_facts.md §7).
+"""Request-weight and order-count accounting with Binance's 429 → 418 escalation (rest-api.md "LIMITS").
 
 Weight is counted per IP in calendar-aligned one-minute windows; the unfilled-order count is per account
 (the simulator has one) in 10-second and one-day windows. Over the weight limit the IP gets 429 with

@@ -1,5 +1,5 @@
 """Binance's JSON shapes for orders, trades and book tickers. Decimals print with 8 places, ids and times
-are integers, and the field is spelled `cummulativeQuoteQty` (binance_facts.md §3.2)."""
+are integers, and the field is spelled `cummulativeQuoteQty` (rest-api.md)."""
 
 from __future__ import annotations
 

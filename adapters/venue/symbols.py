@@ -1,6 +1,6 @@
 """Default markets for the venue and their exchangeInfo JSON.
 
-The filter values follow live BTCUSDT/ETHUSDT/BNBUSDT (binance_facts.md §5) so that an order which passes
+The filter values follow live BTCUSDT/ETHUSDT/BNBUSDT (filters.md) so that an order which passes
 here is shaped like one that passes on Binance.
 """
 
@@ -76,7 +76,7 @@ def fmt(value: Decimal, places: int = 8) -> str:
 
 
 def exchange_info_symbol(rules: SymbolRules) -> dict[str, Any]:
-    """One exchangeInfo `symbols[]` entry with every field Binance sends (binance_facts.md §3)."""
+    """One exchangeInfo `symbols[]` entry with every field Binance sends (rest-api.md "Exchange information")."""
     return {
         "symbol": rules.symbol,
         "status": rules.status,

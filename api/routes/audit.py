@@ -85,10 +85,10 @@ async def get_order(
 ) -> dict[str, Any]:
     """One order's current state and every transition it went through."""
     if not _CID.match(client_order_id):
-        raise ApiError(404, "unknown_order", f"no order {client_order_id[:40]!r}")
+        raise ApiError(404, "unknown_order", "no such order")  # input is never echoed
     order = await _read(lambda: engine.orders.find(client_order_id))
     if order is None:
-        raise ApiError(404, "unknown_order", f"no order {client_order_id}")
+        raise ApiError(404, "unknown_order", "no such order")
     rows = await _read(lambda: runtime.journal.stream("order", client_order_id))
     return {"ok": True, "order": order.snapshot(), "transitions": [r.as_dict() for r in rows]}
 

@@ -1,4 +1,4 @@
-"""Signing against Binance's published vectors (binance_facts.md §2.2, §2.4) and Ed25519 round trips."""
+"""Signing against Binance's published vectors (rest-api.md and web-socket-api.md signing examples) and Ed25519 round trips."""
 
 from __future__ import annotations
 
