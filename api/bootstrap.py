@@ -14,6 +14,7 @@ from typing import Any
 
 from adapters.binance.exchange import BinanceExchange
 from adapters.binance.rest import BinanceSpotClient
+from adapters.binance.user_stream import UserDataStream
 from adapters.binance.ws import FeedState, MarketDataFeed
 from adapters.paper.exchange import PaperExchange
 from adapters.venue import MatchingEngine
@@ -105,6 +106,18 @@ def _feed(settings: Settings, engine: Engine) -> MarketDataFeed:
     )
 
 
+def _user_stream(settings: Settings, exchange: BinanceExchange) -> UserDataStream:
+    """The user data stream over the WebSocket API, feeding the exchange's order updates."""
+    assert settings.api_key is not None
+    assert settings.api_secret is not None
+    stream = UserDataStream.for_profile(
+        settings.profile, settings.api_key.get_secret_value(), settings.api_secret.get_secret_value(),
+        url=settings.ws_api_url, timestamp_ms=exchange.client.clock.timestamp_ms,
+    )  # fmt: skip
+    exchange.attach_user_stream(stream)
+    return stream
+
+
 def run_simulator(argv: list[str]) -> int:
     """`propbot simulator`: the Binance-compatible simulator in the foreground."""
     from adapters.simulator.server import main
@@ -129,6 +142,11 @@ def build_runtime(settings: Settings) -> Runtime:
             exchange.start_price_driver(interval)
 
         start_hooks.append(drive)
+    if isinstance(exchange, BinanceExchange) and settings.ws_api_url:
+        stream = _user_stream(settings, exchange)
+        status_sources["user_stream"] = stream.status
+        start_hooks.append(stream.start)
+        stop_hooks.append(stream.stop)
     if isinstance(exchange, BinanceExchange):
         governor = exchange.client.governor
         status_sources["rate_limit"] = governor.status

@@ -79,6 +79,9 @@ class _Model(BaseModel):
 class Routing(_Model):
     base_url_rest: str = Field(pattern=r"^https?://\S+$")
     base_url_ws: str = Field(pattern=r"^wss?://\S+$")
+    # The WebSocket API (user data stream), e.g. wss://ws-api.binance.com:443/ws-api/v3; absent: fills
+    # come from polling only
+    base_url_ws_api: str | None = Field(None, pattern=r"^wss?://\S+/ws-api/v3$")
 
 
 class Approvals(_Model):

@@ -89,6 +89,7 @@ class Settings:
     port: int = 8000
     rest_url: str | None = None
     ws_url: str | None = None
+    ws_api_url: str | None = None  # the WebSocket API (user data stream); None: polling only
     api_key: SecretStr | None = field(default=None, repr=False)
     api_secret: SecretStr | None = field(default=None, repr=False)
     recv_window_ms: int = 5000
@@ -198,7 +199,11 @@ def live_floor(cfg: ConfigFile, path: Path, env: Mapping[str, str]) -> bool:
         raise ConfigError(
             f"{path}: the live profile needs https:// (REST) and wss:// (WebSocket) routing URLs"
         )
-    if _official(rest, LIVE_REST, "https") and _official(ws, LIVE_WS, "wss"):
+    ws_api = cfg.routing.base_url_ws_api
+    if ws_api is not None and not _https_host(ws_api, "wss"):
+        raise ConfigError(f"{path}: the live profile needs a wss:// routing.base_url_ws_api")
+    api_ok = ws_api is None or _official(ws_api.removesuffix("/ws-api/v3"), LIVE_WS, "wss")
+    if _official(rest, LIVE_REST, "https") and _official(ws, LIVE_WS, "wss") and api_ok:
         return False
     if _bool(env, ALLOW_UNOFFICIAL):
         log.warning(
@@ -334,6 +339,7 @@ def load_settings(
         port=cfg.server.port if port is None else port,
         rest_url=cfg.routing.base_url_rest if cfg.routing else None,
         ws_url=cfg.routing.base_url_ws if cfg.routing else None,
+        ws_api_url=cfg.routing.base_url_ws_api if cfg.routing else None,
         api_key=api_key,
         api_secret=api_secret,
         recv_window_ms=cfg.binance.recv_window_ms,

@@ -1,10 +1,11 @@
-"""BinanceExchange: engine.ports.ExchangePort on BinanceSpotClient (REST only).
+"""BinanceExchange: engine.ports.ExchangePort on BinanceSpotClient.
 
-Order updates (`on_update`) come from a poller, not from the user data stream: every `poll_interval_s`
-it lists open orders for each symbol it tracks (orders placed here or seen open) and queries the ones
-that left the open list, and tells listeners about every order whose status or filled quantity changed.
-Cost per symbol and round: 6 weight plus 4 per order that closed. Latency = the poll interval; the
-WS API user data stream would be the push alternative (user-data-stream.md; adapters/binance/user_stream.py).
+Order updates (`on_update`) come from the user data stream when one is attached (`attach_user_stream`:
+executionReport events over the WebSocket API, each TRADE with its trade id, price and commission;
+user-data-stream.md). Polling is the fallback while the stream is down: every `poll_interval_s` it lists
+open orders for each symbol it tracks and queries the ones that left the open list (6 weight per symbol
+and round, plus 4 per order that closed). Every (re)subscription also runs one polling round, so what
+happened during a gap is learned by REST (Binance does not replay missed events).
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ class BinanceExchange:
         self._misses: dict[tuple[str, str], int] = {}
         self.max_misses = max_misses
         self._poller: asyncio.Task[None] | None = None
+        self.user_stream: Any = None  # adapters.binance.user_stream.UserDataStream, when attached
+        self.stream_live = False  # a subscription is live: polling pauses
+        self.stream_gaps = 0
+        self._catch_up: asyncio.Task[None] | None = None
 
     # -- reads --
 
@@ -189,6 +194,40 @@ class BinanceExchange:
     def on_update(self, listener: Callable[[VenueOrder], None]) -> None:
         self._listeners.append(listener)
 
+    def attach_user_stream(self, stream: Any) -> None:
+        """Take order updates from `stream` (a UserDataStream); it is started and stopped by its owner."""
+        self.user_stream = stream
+        stream.on_order = self._pushed
+        stream.on_gap = self._stream_gap
+        stream.on_subscribed = self._stream_subscribed
+
+    def _pushed(self, order: VenueOrder) -> None:
+        self._tracked.setdefault((order.symbol, order.client_order_id), None)
+        self._seen(order)
+
+    def _stream_gap(self, reason: str) -> None:
+        # Events may be missing until the next subscription: the poller takes over meanwhile
+        self.stream_live = False
+        self.stream_gaps += 1
+        log.warning("user data stream gap (%s): polling until it is back", reason)
+        self._ensure_poller()
+
+    def _stream_subscribed(self, _subscription_id: int) -> None:
+        self.stream_live = True
+        if self._listeners and (self._catch_up is None or self._catch_up.done()):
+            # Close the gap by REST: whatever changed while nobody was listening
+            self._catch_up = asyncio.get_running_loop().create_task(
+                self._poll_safely(), name="binance-catch-up"
+            )
+
+    async def _poll_safely(self) -> None:
+        try:
+            await self.poll_once()
+        except ExchangeError as exc:
+            log.warning("catch-up poll failed: %s (%s); the poller retries", exc, exc.reason)
+            self.stream_live = False
+            self._ensure_poller()
+
     async def poll_once(self) -> list[VenueOrder]:
         """One polling round; returns (and tells listeners about) the orders that changed."""
         changed: list[VenueOrder] = []
@@ -235,6 +274,8 @@ class BinanceExchange:
     async def _poll_forever(self) -> None:
         while self._tracked:
             await asyncio.sleep(self.poll_interval_s)
+            if self.stream_live:
+                continue  # the stream pushes every change; polling is only its fallback
             try:
                 await self.poll_once()
             except ExchangeError as exc:
@@ -247,9 +288,16 @@ class BinanceExchange:
             "rate_limit": self.client.governor.status(),
             "clock": self.client.clock.status(),
             "tracked_orders": len(self._tracked),
+            "user_stream": None
+            if self.user_stream is None
+            else {"live": self.stream_live, "gaps": self.stream_gaps},
         }
 
     async def close(self) -> None:
+        if self._catch_up is not None:
+            self._catch_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._catch_up
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):

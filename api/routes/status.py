@@ -98,12 +98,14 @@ async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
     clock = runtime.status_sources.get("clock")
     if clock is not None:
         components["clock_skew"] = _with_server_clock(components["clock_skew"], clock())
-    for name, source in (("rate_limit", "rate_limit"), ("market_data", "market_data")):
-        fn = runtime.status_sources.get(source)
+    notes = {
+        "rate_limit": "not applicable to the paper venue",
+        "market_data": "market-data stream disabled",
+        "user_stream": "no user data stream (paper venue, or no routing.base_url_ws_api): fills come from polling",
+    }
+    for name, note in notes.items():
+        fn = runtime.status_sources.get(name)
         if fn is None:
-            note = (
-                "not applicable to the paper venue" if name == "rate_limit" else "market-data stream disabled"
-            )
             components[name] = _component("OK", note)
         else:
             data = fn()

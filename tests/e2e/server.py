@@ -107,13 +107,23 @@ def paper_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 def sim_settings(
-    data_dir: Path, rest_url: str, ws_url: str, env: dict[str, str] | None = None, **overrides: Any
+    data_dir: Path,
+    rest_url: str,
+    ws_url: str,
+    env: dict[str, str] | None = None,
+    *,
+    ws_api: bool = False,
+    **overrides: Any,
 ) -> Settings:
-    """The testnet profile routed to a local simulator, keys from a test environment (never os.environ)."""
+    """The testnet profile routed to a local simulator, keys from a test environment (never os.environ);
+    `ws_api` routes the user data stream to the simulator's WebSocket API too."""
+    routing = {"base_url_rest": rest_url, "base_url_ws": ws_url}
+    if ws_api:
+        routing["base_url_ws_api"] = f"{ws_url}/ws-api/v3"
     config: dict[str, Any] = {
         "profile": "testnet",
         "exchange": "binance_spot",
-        "routing": {"base_url_rest": rest_url, "base_url_ws": ws_url},
+        "routing": routing,
         "safe_mode": True,
         "preflight": {
             "time_skew_ms_max": 250,
@@ -152,13 +162,15 @@ def simulator_and_api(
     data_dir: Path,
     env: dict[str, str] | None = None,
     sim_kwargs: dict[str, Any] | None = None,
+    *,
+    ws_api: bool = False,
     **overrides: Any,
 ) -> Iterator[tuple[Any, ApiServer]]:
     """A Binance simulator on loopback and the API on the testnet profile routed to it."""
     from adapters.simulator.server import SimulatorServer
 
     with SimulatorServer(SIM_KEY, SIM_SECRET, **(sim_kwargs or {})) as sim:
-        settings = sim_settings(data_dir, sim.base_url, sim.ws_url, env, **overrides)
+        settings = sim_settings(data_dir, sim.base_url, sim.ws_url, env, ws_api=ws_api, **overrides)
         with ApiServer(settings) as api:
             yield sim, api
 

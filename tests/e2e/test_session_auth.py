@@ -58,7 +58,8 @@ def test_status_reports_every_component(viewer: httpx.Client) -> None:
     components = body["components"]
     tasks = {"task.preflight", "task.market_data_refresh", "task.approval_expiry", "task.hold_checks"}
     assert set(components) == {
-        "journal", "exchange", "clock_skew", "preflight", "rate_limit", "market_data", "approvals", *tasks,
+        "journal", "exchange", "clock_skew", "preflight", "rate_limit", "market_data", "user_stream", "approvals",
+        *tasks,
     }  # fmt: skip
     assert all(c["status"] in ("OK", "WARN", "ERROR") for c in components.values())
     assert components["journal"]["status"] == "OK"
