@@ -22,5 +22,5 @@ APPROVER_KEYS = {
 
 def approval_token(session_id: str, now_s: float, *, action: str = "arm", ttl_s: float = 600) -> str:
     claims = {"approver": APPROVER, "session_id": session_id, "action": action,
-              "nonce": uuid.uuid4().hex, "expires_at": now_s + ttl_s}  # fmt: skip
+              "nonce": uuid.uuid4().hex, "expires_at": int(now_s + ttl_s)}  # fmt: skip
     return sign_approval(APPROVER_KEY, claims)

@@ -58,6 +58,10 @@ class Approval:
         return out
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def sign_approval(private_key: Ed25519PrivateKey, claims: dict[str, Any]) -> str:
     """What the approving operator's tool does (the CLI's `propbot approve`); kept here for one format."""
     body = json.dumps(claims, sort_keys=True, separators=(",", ":")).encode()
@@ -83,10 +87,14 @@ def verify_approval(
     try:
         body_text, sig_text = token.strip().split(".")
         body, sig = _b64d(body_text), _b64d(sig_text)
-        claims = json.loads(body)
+        claims = json.loads(body, parse_constant=_no_constant)  # NaN/Infinity are not JSON: refused
+        expires = claims["expires_at"]
+        # An integer epoch second: a float (let alone NaN, which compares false with everything) is refused
+        if isinstance(expires, bool) or not isinstance(expires, int):
+            raise TypeError("expires_at must be an integer")
         approval = Approval(
             str(claims["approver"]), str(claims["session_id"]), str(claims["action"]),
-            str(claims["nonce"]), float(claims["expires_at"]), body_text, sig_text,
+            str(claims["nonce"]), float(expires), body_text, sig_text,
         )  # fmt: skip
     except (ValueError, KeyError, TypeError) as exc:
         raise ApprovalRejected("approval token is malformed", reason="approval_malformed") from exc
@@ -99,7 +107,8 @@ def verify_approval(
         Ed25519PublicKey.from_public_bytes(base64.b64decode(key_b64)).verify(sig, body)
     except (InvalidSignature, ValueError) as exc:
         raise ApprovalRejected("approval signature is not valid", reason="approval_bad_signature") from exc
-    if hmac.compare_digest(approval.approver.encode(), requester.encode()):
+    # People, not strings: "Bob" and "bob" are one operator
+    if hmac.compare_digest(approval.approver.casefold().encode(), requester.casefold().encode()):
         raise ApprovalRejected(
             "the requester cannot approve their own request", reason="approval_same_operator"
         )
@@ -109,7 +118,7 @@ def verify_approval(
         raise ApprovalRejected(
             f"approval is for {approval.action!r}, not {action!r}", reason="approval_wrong_action"
         )
-    if approval.expires_at <= now_s:
+    if not approval.expires_at > now_s:
         raise ApprovalRejected("approval has expired", reason="approval_expired")
     if max_ttl_s is not None and approval.expires_at - now_s > max_ttl_s + _CLOCK_SLACK_S:
         # Short-lived by policy: a token signed for longer than the configured TTL is refused outright

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,7 +34,7 @@ RISK_OK = Check("risk_headroom", True)
 def token(approver: str, clock: FrozenClock, *, action: str = "arm", session: str = "testnet", ttl: float = 900,
           nonce: str | None = None) -> str:  # fmt: skip
     claims = {"approver": approver, "session_id": session, "action": action,
-              "nonce": nonce or uuid.uuid4().hex, "expires_at": clock.now().timestamp() + ttl}  # fmt: skip
+              "nonce": nonce or uuid.uuid4().hex, "expires_at": int(clock.now().timestamp() + ttl)}  # fmt: skip
     return sign_approval(KEYS[approver], claims)
 
 
@@ -197,3 +198,36 @@ async def test_live_key_restrictions_are_part_of_preflight(
         await live_engine.sessions.guarded("arm", "alice", token("bob", clock), RISK_OK)
     assert [f["check"] for f in info.value.detail] == ["key_restrictions"]
     assert live_engine.sessions.current.state is SessionState.HOLD
+
+
+@pytest.mark.parametrize("expiry", [float("nan"), float("inf"), 1.5e12, "2099-01-01", True])
+async def test_an_approval_whose_expiry_is_not_an_integer_is_refused(
+    live_engine: Engine, clock: FrozenClock, expiry: object
+) -> None:
+    claims = {"approver": "bob", "session_id": "testnet", "action": "arm", "nonce": uuid.uuid4().hex,
+              "expires_at": expiry}  # fmt: skip
+    body = json.dumps(claims, allow_nan=True).encode()  # what a forger would send
+    sig = KEYS["bob"].sign(body)
+    b64 = lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")  # noqa: E731
+    with pytest.raises(ApprovalRejected) as info:
+        await live_engine.sessions.guarded("arm", "alice", f"{b64(body)}.{b64(sig)}", RISK_OK)
+    assert info.value.reason == "approval_malformed"
+    assert live_engine.sessions.current.state is SessionState.TESTNET
+
+
+async def test_the_approver_differs_from_the_requester_as_a_person_not_a_string(
+    db_url: str, fake: FakeExchange, clock: FrozenClock
+) -> None:
+    keys = {"Bob": PUBLIC["bob"]}
+    settings = EngineSettings(profile="testnet", safe_mode=False, symbols=("BTCUSDT",),
+                              approvals=ApprovalSettings(public_keys=keys))  # fmt: skip
+    async with running_engine(db_url, fake, settings, clock) as eng:
+        with pytest.raises(ApprovalRejected) as info:  # admin "bob" approving his own arm as "Bob"
+            await eng.sessions.guarded("arm", "bob", _signed("Bob", clock), RISK_OK)
+        assert info.value.reason == "approval_same_operator"
+
+
+def _signed(approver: str, clock: FrozenClock) -> str:
+    claims = {"approver": approver, "session_id": "testnet", "action": "arm", "nonce": uuid.uuid4().hex,
+              "expires_at": int(clock.now().timestamp()) + 600}  # fmt: skip
+    return sign_approval(KEYS["bob"], claims)

@@ -32,7 +32,7 @@ ARM_SEQ = 2  # open, arm, go_live
 
 def claims(clock: FrozenClock, **over: Any) -> dict[str, Any]:
     return {"approver": "bob", "session_id": "testnet", "action": "arm", "nonce": uuid.uuid4().hex,
-            "expires_at": clock.now().timestamp() + 600, **over}  # fmt: skip
+            "expires_at": int(clock.now().timestamp()) + 600, **over}  # fmt: skip
 
 
 async def armed_journal(url: str) -> None:
