@@ -83,6 +83,10 @@ class UserStreamError(Exception):
         self.status, self.code, self.msg = status, code, msg
 
 
+# What opening and subscribing a connection can fail with: each means "retry later", never a crash
+_OPEN_ERRORS = (OSError, TimeoutError, ConnectionError, UserStreamError, websockets.WebSocketException)
+
+
 # ----- parsers (an unknown value is None or raw, never an exception) -----------------------------------
 
 
@@ -366,13 +370,7 @@ class UserDataStream:
                 if self._link is None:
                     try:
                         self._link = await self._open()
-                    except (
-                        OSError,
-                        TimeoutError,
-                        ConnectionError,
-                        UserStreamError,
-                        websockets.WebSocketException,
-                    ) as exc:
+                    except _OPEN_ERRORS as exc:
                         self._fail(f"subscribe failed: {type(exc).__name__}: {exc}")
                         await asyncio.sleep(self.backoff_delay(attempt))
                         attempt += 1
@@ -427,13 +425,7 @@ class UserDataStream:
         """Make-before-break: subscribe on a new connection, then close the old one."""
         try:
             new = await self._open()
-        except (
-            OSError,
-            TimeoutError,
-            ConnectionError,
-            UserStreamError,
-            websockets.WebSocketException,
-        ) as exc:
+        except _OPEN_ERRORS as exc:
             # the old connection still delivers; try again after a pause (a break meanwhile is a gap)
             self.last_error = f"rollover ({why}) failed: {type(exc).__name__}: {exc}"
             log.warning("user data stream %s", self.last_error)

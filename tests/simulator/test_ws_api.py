@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from adapters.simulator.server import SimulatorServer
 from adapters.simulator.ws_api import signature_payload
+from tests.binance.test_signing import WS_PARAMS
 from tests.simulator.helpers import KEY, SECRET, SignedClient, hmac_hex, limit_buy
 
 # user-data-stream.md "Order Update": the fields every executionReport carries
@@ -117,19 +118,8 @@ def admin(sim: SimulatorServer) -> httpx.Client:
 
 
 def test_signature_payload_matches_the_docs_example() -> None:
-    # web-socket-api.md "SIGNED request example (HMAC)", step 1 and 2
-    params = {
-        "symbol": "BTCUSDT",
-        "side": "SELL",
-        "type": "LIMIT",
-        "timeInForce": "GTC",
-        "quantity": "0.01000000",
-        "price": "52000.00",
-        "recvWindow": 100,
-        "timestamp": 1645423376532,
-        "apiKey": "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A",
-        "signature": "ignored",
-    }
+    # web-socket-api.md "SIGNED request example (HMAC)", step 1 and 2: the vector the client's tests use
+    params = {**WS_PARAMS, "signature": "ignored"}
     payload = signature_payload(params).decode()
     assert payload == (
         "apiKey=vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A&price=52000.00&"
