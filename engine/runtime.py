@@ -33,6 +33,7 @@ from engine.writer import GroupCommitWriter
 log = logging.getLogger(__name__)
 _MARKET_REFRESH_S = 30.0
 _APPROVAL_CHECK_S = 1.0
+_SELF_CHECK_S = 5.0
 
 
 class SystemClock:
@@ -72,6 +73,7 @@ class Engine:
         self.stopping = False
         self.report = StartReport()
         self.opens = 0  # replays run: 1 for the life of an engine
+        self.self_check_problem: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -95,6 +97,7 @@ class Engine:
             )
         )
         self.opens += 1
+        self.writer.head = (result.last_seq, result.last_hash)
         if self.checkpoints is not None:
             await asyncio.to_thread(self.checkpoints.check, result, self.journal.hash_at)
             if self.writer.checkpointer is not None:  # a checkpoint even before the first new write
@@ -126,6 +129,7 @@ class Engine:
         self.supervisor.start("preflight", self.preflight.run)
         self.supervisor.start("market_data_refresh", self._refresh_market_forever)
         self.supervisor.start("approval_expiry", self._expire_forever)
+        self.supervisor.start("journal_self_check", self._self_check_forever)
         self.connected = True
         return self.report
 
@@ -149,6 +153,33 @@ class Engine:
         while True:
             await asyncio.sleep(_APPROVAL_CHECK_S)
             await self.sessions.expire_if_due()
+
+    async def _self_check_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_SELF_CHECK_S)
+            problem = await self.journal_self_check()
+            if problem is not None:
+                self.self_check_problem = problem
+                await self.sessions.hold_once(f"journal self-check: {problem}"[:500])
+
+    async def journal_self_check(self) -> str | None:
+        """The journal's tail as the database has it now against what this engine committed: rows deleted
+        or rewritten under a running engine are found here, not only at the next start. None when they
+        agree (or when a commit moved the head during the check: the next round looks again)."""
+        head = self.writer.head
+        if head is None or self.writer.busy:
+            return None
+        seq, digest = head
+        last, stored = await asyncio.to_thread(lambda: (self.journal.last_seq(), self.journal.hash_at(seq)))
+        if self.writer.head != head:
+            return None
+        if last < seq or stored is None:
+            return f"the journal ends at seq {last}, this engine committed up to seq {seq}"
+        if stored != digest:
+            return f"row {seq} no longer has the hash this engine committed"
+        if last > seq:
+            return f"rows after seq {seq} were appended by someone other than this engine"
+        return None
 
     async def _report_failure(self, component: str, error: str) -> None:
         await self.writer.append(

@@ -44,6 +44,8 @@ class GroupCommitWriter:
         self.journal = journal
         # Told the new head after every commit (a tuple store); it signs it into its own log off the loop
         self.checkpointer = checkpointer
+        # The journal's head as this writer last committed it: what the engine's self-check expects to find
+        self.head: tuple[int, str] | None = None
         self.metrics = metrics or Metrics()
         self._max_groups = max_groups
         self._queue: collections.deque[_Group] = collections.deque()
@@ -140,8 +142,10 @@ class GroupCommitWriter:
         head = max(
             (r[-1] for r in results if isinstance(r, list) and r), key=lambda rec: rec.seq, default=None
         )
-        if head is not None and self.checkpointer is not None:
-            self.checkpointer.note(head.seq, head.hash)
+        if head is not None:
+            self.head = (head.seq, head.hash)
+            if self.checkpointer is not None:
+                self.checkpointer.note(head.seq, head.hash)
         for group, result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
                 self._call(group.on_failed, result)

@@ -300,3 +300,17 @@ async def test_orders_outside_the_configured_symbols_are_refused(engine: Engine,
         await engine.orders.submit(req, "trader")
     assert info.value.reason == "symbol_not_configured"
     assert [r.trigger for r in engine.journal.stream("order", "eth-1")] == ["create", "preflight", "reject"]
+
+
+async def test_a_tail_deleted_under_a_running_engine_is_found_by_its_self_check(
+    db_url: str, settings: EngineSettings
+) -> None:
+    from tests.journal import attacker
+
+    async with running(db_url, FakeExchange(), settings) as eng:
+        await eng.orders.submit(limit("t1"), "trader")
+        assert await eng.journal_self_check() is None
+        attacker.execute(db_url, f"DELETE FROM journal WHERE seq > {eng.journal.last_seq() - 2}")
+        problem = await eng.journal_self_check()
+        assert problem is not None
+        assert "ends at seq" in problem
