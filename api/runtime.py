@@ -15,7 +15,7 @@ from typing import Any
 from api.audit_trail import RateLimiter
 from api.auth import OperatorStore
 from api.settings import Settings
-from engine.errors import EngineError, ExchangeError, JournalCorrupt
+from engine.errors import EngineError, JournalCorrupt
 from engine.journal import Journal
 from engine.runtime import Engine
 from engine.supervisor import Supervisor
@@ -80,6 +80,10 @@ class Runtime:
             log.error("journal does not verify: %s", exc)
             self.start_error = exc
             return
+        except EngineError as exc:  # the database went away after it was prepared: 503, not a crash
+            log.error("journal cannot be opened: %s (%s)", exc, exc.reason)
+            self.start_error = exc
+            return
         if not await self._connect():
             self.supervisor.start("connect", self._connect_until_done)
         self.supervisor.start("hold_checks", self._hold_checks_forever)
@@ -87,8 +91,8 @@ class Runtime:
     async def _connect(self) -> bool:
         try:
             await self.engine.connect()
-        except ExchangeError as exc:
-            # The venue is unreachable: keep serving (503) and retry in the background
+        except EngineError as exc:
+            # The venue is unreachable, or the journal failed a commit: keep serving (503), retry in the background
             log.warning("engine connect failed, will retry: %s (%s)", exc, exc.reason)
             self.start_error = exc
             return False

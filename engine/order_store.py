@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Sequence
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from engine import order as order_mod
@@ -46,6 +47,7 @@ class OrderStore:
         self._busy: dict[str, asyncio.Future[Order]] = {}
         self._by_order_id: dict[tuple[str, int], str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.on_filled: Callable[[Order, Decimal], None] | None = None  # told each applied fill's quantity
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -120,11 +122,14 @@ class OrderStore:
 
         def durable(records: list[Record]) -> None:
             current = order
+            before = order.filled_qty if order is not None else Decimal(0)
             for rec, entry in zip(records[skip:], entries, strict=True):
                 current = order_mod.apply(
                     current, rec.trigger, rec.to_state or "", rec.version, entry.payload
                 )
             assert current is not None
+            if self.on_filled is not None and current.filled_qty != before:
+                self.on_filled(current, current.filled_qty - before)
             self._place(current)
             self._release(cid)
             if on_durable is not None:
@@ -201,8 +206,13 @@ class OrderStore:
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None and not isinstance(exc, EngineError):
+        if exc is None:
+            return
+        if not isinstance(exc, EngineError):
             log.error("order task failed: %r", exc, exc_info=exc)
+        elif exc.reason in ("journal_unavailable", "engine_stopped", "order_busy", "session_busy"):
+            # Not a venue's or a check's refusal (those are the caller's answer): the engine's own trouble
+            log.warning("order task ended on %s: %s", exc.reason, exc)
 
     async def close(self) -> None:
         for task in list(self._tasks):

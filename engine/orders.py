@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from engine.audit import AuditSlot
 from engine.config import EngineSettings
 from engine.errors import (
     EngineError,
+    EngineStopped,
     ExchangeError,
     ExchangeRejected,
     ExchangeUnavailable,
@@ -36,7 +38,13 @@ from engine.errors import (
 from engine.fsm.order_table import OrderState
 from engine.fsm.session_table import SessionState
 from engine.guardrails.preflight import Check, risk_headroom
-from engine.guardrails.risk import OrderRateWindow, check_filters, check_position, check_risk
+from engine.guardrails.risk import (
+    OrderRateWindow,
+    base_quantity,
+    check_filters,
+    check_position,
+    check_risk,
+)
 from engine.journal import Journal, NewEntry
 from engine.order import CLIENT_ORDER_ID, Order, decide_create
 from engine.order_store import OrderStore
@@ -49,6 +57,7 @@ from engine.types import OrderRequest, Side, SymbolRules
 from engine.writer import GroupCommitWriter
 
 S = OrderState
+log = logging.getLogger(__name__)
 _MODE = {
     SessionState.PAPER: "paper",
     SessionState.TESTNET: "test",
@@ -87,6 +96,8 @@ class OrderService:
         self.last_prices: dict[str, Decimal] = {}
         self.balances: dict[str, Decimal] = {}  # asset -> free + locked, for max_position
         self._rate = OrderRateWindow()
+        self._filled_since: dict[str, Decimal] = {}  # base asset -> net fills since the balance snapshot
+        self.store.on_filled = self._on_filled
 
     # -- placing -------------------------------------------------------------------------------
 
@@ -124,7 +135,7 @@ class OrderService:
         first = self._commit_audited(None, entries, audit, outcome, reserve=None if refusal else req)
         # ---- end of the synchronous step ----
         flow = self.store.spawn(self._after_submit(first, req, refusal, mode, session))
-        return await asyncio.shield(flow)
+        return await _awaited(flow)
 
     async def _after_submit(
         self,
@@ -190,8 +201,15 @@ class OrderService:
         """Why the order may not go out now, from memory alone (no I/O), or None."""
         if session.state is SessionState.HOLD:
             return "session_hold", session.hold_reason
+        if mode == "paper" and self._exchange.venue != "paper":
+            # The mode follows the session; a paper session must never reach a real venue's place()
+            return "paper_on_real_venue", f"a paper session cannot trade on {self._exchange.venue}"
         if mode == "live" and self._settings.safe_mode:
             return "safe_mode_config", "config has safe_mode on: live orders are not allowed"
+        approval = session.approval
+        if mode == "live" and approval is not None and not approval["expires_at"] > now_s:
+            # Not left to the expiry job's next tick: the approval ends when it says it does
+            return "approval_expired", "the two-man-rule approval for this LIVE session has expired"
         if req.symbol not in self._settings.symbols and not self._settings.allow_unlisted_symbols:
             return "symbol_not_configured", f"{req.symbol} is not in the configured symbols"
         if mode == "live":
@@ -204,21 +222,37 @@ class OrderService:
         return (
             check_filters(req, rules, last)
             or check_risk(req, self._settings.risk, last, self.open_count(), self._rate.count(now_s))
-            or check_position(req, rules, self._settings.risk, self._held(rules), self._open_buys(req.symbol))
+            or check_position(
+                req, rules, self._settings.risk, self._held(rules), self._open_buys(req.symbol), last
+            )
         )
 
     def _held(self, rules: SymbolRules | None) -> Decimal:
-        return self.balances.get(rules.base_asset, Decimal(0)) if rules else Decimal(0)
+        """The last balance snapshot plus what our own orders bought (less sold) since it was taken."""
+        if rules is None:
+            return Decimal(0)
+        asset = rules.base_asset
+        return self.balances.get(asset, Decimal(0)) + self._filled_since.get(asset, Decimal(0))
+
+    def _on_filled(self, order: Order, delta: Decimal) -> None:
+        rules = self.rules.get(order.symbol)
+        if rules is not None and delta:
+            sign = 1 if order.request.side is Side.BUY else -1
+            self._filled_since[rules.base_asset] = (
+                self._filled_since.get(rules.base_asset, Decimal(0)) + sign * delta
+            )
 
     def _open_buys(self, symbol: str) -> Decimal:
         """Base quantity still to be bought by open BUYs and by BUYs reserved but not yet durable."""
         open_part = sum(
-            ((o.request.quantity or Decimal(0)) - o.filled_qty for o in self.store.open.values()
+            ((base_quantity(o.request, self.last_prices.get(symbol)) or Decimal(0)) - o.filled_qty
+             for o in self.store.open.values()
              if o.symbol == symbol and o.request.side is Side.BUY),
             Decimal(0),
         )  # fmt: skip
+        last = self.last_prices.get(symbol)
         reserved = sum(
-            (r.quantity or Decimal(0) for r in self.store.reserved.values()
+            (base_quantity(r, last) or Decimal(0) for r in self.store.reserved.values()
              if r.symbol == symbol and r.side is Side.BUY),
             Decimal(0),
         )  # fmt: skip
@@ -231,6 +265,7 @@ class OrderService:
         if self._settings.risk.max_position:
             account = await self._exchange.account()
             self.balances = {b.asset: b.free + b.locked for b in account.balances}
+            self._filled_since = {}  # the new snapshot holds them
         prices: dict[str, Decimal] = {}
         for symbol in self._settings.symbols:
             price = await self._exchange.last_price(symbol)
@@ -282,7 +317,8 @@ class OrderService:
             await self._sessions.hold_once(f"venue reported unknown order status {text!r} for {cid}")
             self.reconciler.watch_unknown(cid)
             return Placement(order, exchange=vo.raw)
-        await self.store.sync(cid, vo)
+        await self._record(order, lambda o: self.store.chain(
+            o.state, o.version, cid, [(t, p, "") for t, p in plan_sync(o, vo)], "system"))  # fmt: skip
         self.store.writer.metrics.send_latency.observe(asyncio.get_running_loop().time() - started)
         return Placement(order, exchange=vo.raw)
 
@@ -290,12 +326,25 @@ class OrderService:
         """Decide from the order's applied state once it is idle, and commit (nothing when it is no
         longer open or `decide` has nothing to add)."""
         cid = order.client_order_id
-        await self.store.idle(cid)
-        current = self.store.open.get(cid)
-        if current is None:
-            return order
-        entries = decide(current)
-        return await self.store.commit(current, entries) if entries else current
+        delay = 0.05
+        while True:
+            await self.store.idle(cid)
+            current = self.store.open.get(cid)
+            if current is None:
+                return order
+            entries = decide(current)
+            if not entries:
+                return current
+            try:
+                return await self.store.commit(current, entries)
+            except EngineError as exc:
+                if exc.reason != "journal_unavailable":
+                    raise
+                # The venue's answer must not be lost with a failed commit: the order would stay SENT with
+                # nobody to finish it. Retry until the journal is back (or the engine stops: EngineStopped)
+                log.warning("recording %s for %s failed (%s); retrying", entries[-1].trigger, cid, exc.reason)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     @staticmethod
     def _error_payload(exc: ExchangeError) -> dict[str, Any]:
@@ -329,7 +378,7 @@ class OrderService:
         entries = [order.decide("request_cancel", {}, actor)]
         first = self._commit_audited(order, entries, audit, {"decision": "request_cancel"})
         # ---- end of the synchronous step ----
-        return await asyncio.shield(self.store.spawn(self._after_cancel(first)))
+        return await _awaited(self.store.spawn(self._after_cancel(first)))
 
     async def _after_cancel(self, first: asyncio.Future[Order]) -> Placement:
         order = await first
@@ -341,7 +390,9 @@ class OrderService:
         except ExchangeError as exc:
             await self._cancel_failed(order, exc)
             raise
-        await self.store.sync(order.client_order_id, vo)
+        cid = order.client_order_id
+        await self._record(order, lambda o: self.store.chain(
+            o.state, o.version, cid, [(t, p, "") for t, p in plan_sync(o, vo)], "system"))  # fmt: skip
         return Placement(order, exchange=vo.raw)
 
     async def _cancel_failed(self, order: Order, exc: ExchangeError) -> None:
@@ -395,6 +446,18 @@ class OrderService:
     @staticmethod
     def _state(order: Order) -> dict[str, Any]:
         return {"clientOrderId": order.client_order_id, "state": order.state.value}
+
+
+async def _awaited(flow: asyncio.Task[Placement]) -> Placement:
+    """Wait for a store-owned flow without carrying it: cancelling the caller leaves the flow running;
+    the flow cancelled by the engine's stop answers EngineStopped (503), not a bare CancelledError."""
+    try:
+        return await asyncio.shield(flow)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if flow.cancelled() and (task is None or not task.cancelling()):
+            raise EngineStopped("the engine stopped before the order's outcome was recorded") from None
+        raise
 
 
 def new_client_order_id() -> str:

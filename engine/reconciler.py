@@ -90,22 +90,40 @@ class Reconciler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.unknown_grace_s
         delay = self._settings.reconcile_interval_s
+        proven_absent = False  # only a successful query that found nothing says "not there"
         while True:
             await store.idle(client_order_id)
             order = store.open.get(client_order_id)
             if order is None or order.state not in (S.UNKNOWN, S.CANCEL_PENDING):
                 return
+            vo: VenueOrder | None = None
             try:
                 vo = await self._exchange.query(order.symbol, client_order_id)
-            except ExchangeError:
-                vo = None
-            if vo is not None and vo.status in KNOWN_STATUSES:
-                order = await store.sync(client_order_id, vo) or order
-                if order.state is not S.CANCEL_PENDING:
+                proven_absent = vo is None
+            except ExchangeError as exc:
+                proven_absent = False
+                log.info("query of %s failed (%s): asking again", client_order_id, exc.reason)
+            try:
+                if vo is not None and vo.status not in KNOWN_STATUSES:
+                    proven_absent = False
+                    await self._sessions.hold_once(
+                        f"order {client_order_id}: venue shows unknown status {vo.raw.get('status')!r}"[:300]
+                    )
+                elif vo is not None:
+                    order = await store.sync(client_order_id, vo) or order
+                    if order.state is not S.CANCEL_PENDING:
+                        return
+                understood = vo is not None and vo.status in KNOWN_STATUSES
+                if loop.time() >= deadline and (proven_absent or understood):
+                    await self._give_up(client_order_id, vo)
                     return
-            if loop.time() >= deadline:
-                await self._give_up(client_order_id, vo)
-                return
+                if loop.time() >= deadline + self._settings.unknown_grace_s:
+                    # Still unproven after twice the grace (queries failing): an operator must look
+                    await self._sessions.hold_once(
+                        f"order {client_order_id}: outcome still unknown, venue unreachable"
+                    )
+            except EngineError as exc:  # a commit failed (journal down): keep trying, never die silently
+                log.warning("resolving %s: %s (%s); retrying", client_order_id, exc, exc.reason)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -54,7 +53,7 @@ class PaperExchange:
     ) -> None:
         self.engine = engine if engine is not None else MatchingEngine(clock_ms=clock_ms)
         self._listeners: list[Callable[[VenueOrder], None]] = []
-        self._caller: int | None = None  # thread inside our own place/cancel
+        self._caller_cid: str | None = None  # the order our own place/cancel is answering for
         self._driver: asyncio.Task[None] | None = None
         self.engine.add_listener(self._on_engine_event)
 
@@ -101,11 +100,11 @@ class PaperExchange:
 
     async def place(self, req: OrderRequest) -> VenueOrder:
         """Place one order; the FULL answer carries the immediate fills."""
-        with self._by_caller(), _translated():
+        with self._by_caller(req.client_order_id), _translated():
             return venue_order_from_json(self.engine.place(_params(req)))
 
     async def cancel(self, symbol: str, client_order_id: str) -> VenueOrder:
-        with self._by_caller(), _translated():
+        with self._by_caller(client_order_id), _translated():
             return venue_order_from_json(self.engine.cancel(symbol, orig_client_order_id=client_order_id))
 
     # -- updates --
@@ -114,7 +113,9 @@ class PaperExchange:
         self._listeners.append(listener)
 
     def _on_engine_event(self, kind: str, payload: dict[str, Any]) -> None:
-        if kind != "order" or self._caller == threading.get_ident() or not self._listeners:
+        # The order a place/cancel answers for is told by that answer; any other order it touched (our
+        # own resting order it crossed, expired by self-trade prevention) is pushed like any update
+        if kind != "order" or payload.get("clientOrderId") == self._caller_cid or not self._listeners:
             return
         trade = payload.get("lastTrade")
         fills = [] if trade is None else [_fill_of(trade)]
@@ -127,12 +128,12 @@ class PaperExchange:
                 log.exception("paper order listener failed")
 
     @contextlib.contextmanager
-    def _by_caller(self) -> Iterator[None]:
-        self._caller = threading.get_ident()
+    def _by_caller(self, client_order_id: str) -> Iterator[None]:
+        self._caller_cid = client_order_id
         try:
             yield
         finally:
-            self._caller = None
+            self._caller_cid = None
 
     # -- price driver --
 

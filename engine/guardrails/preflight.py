@@ -218,14 +218,14 @@ class PreflightMonitor:
         holding = [c for c in failed if c.name in HOLDING_CHECKS]
         if self._episode or not (holding or self._holds_now()):
             return
-        self._episode = True
         await self._hold(f"preflight_failed: {', '.join(_named(c) for c in (holding or failed))}")
+        self._episode = True  # only once the HOLD is durable: a failed commit is tried again next time
 
     async def hold_for(self, failed: list[dict[str, Any]]) -> None:
         """A guarded action was refused on a failing verdict: HOLD, once per episode."""
         if failed and not self._episode:
-            self._episode = True
             await self._hold(f"preflight_failed: {', '.join(f['check'] for f in failed)}")
+            self._episode = True
 
     async def run(self) -> None:
         """Forever: the clock every `refresh_s`, the rest every `account_refresh_s`."""

@@ -64,7 +64,10 @@ def check_risk(
     qty = req.quantity
     if qty is not None and qty > limits.max_order_qty:
         return "risk_max_qty", f"quantity {qty} exceeds {limits.max_order_qty}"
-    price = req.price if req.type is not OrderType.MARKET else last_price
+    price = order_price(req, last_price)
+    if qty is not None and price is None:
+        # No price to value it by (a MARKET order before any market data): the cap fails closed
+        return "risk_no_price", "no price known for this symbol yet: the notional cap cannot be checked"
     if qty is not None and price is not None and qty * price > limits.max_order_notional:
         return "risk_max_notional", f"notional {qty * price} exceeds {limits.max_order_notional}"
     if req.quote_order_qty is not None and req.quote_order_qty > limits.max_order_notional:
@@ -79,16 +82,40 @@ def check_risk(
     return None
 
 
+def order_price(req: OrderRequest, last_price: Decimal | None) -> Decimal | None:
+    """What one unit of the order is worth: its limit price, else its stop price, else the last price."""
+    if req.type is not OrderType.MARKET and req.price is not None:
+        return req.price
+    return req.stop_price or last_price
+
+
+def base_quantity(req: OrderRequest, last_price: Decimal | None) -> Decimal | None:
+    """The order's size in the base asset; a quoteOrderQty order converted at the last price."""
+    if req.quantity is not None:
+        return req.quantity
+    if req.quote_order_qty is not None and last_price:
+        return req.quote_order_qty / last_price
+    return None
+
+
 def check_position(
-    req: OrderRequest, rules: SymbolRules | None, limits: RiskLimits, held: Decimal, open_buys: Decimal
+    req: OrderRequest,
+    rules: SymbolRules | None,
+    limits: RiskLimits,
+    held: Decimal,
+    open_buys: Decimal,
+    last_price: Decimal | None = None,
 ) -> tuple[str, str] | None:
     """A BUY may not take the base asset past its cap once it and every open BUY fill; SELLs only reduce."""
-    if rules is None or req.side is not Side.BUY or req.quantity is None:
+    if rules is None or req.side is not Side.BUY:
         return None
     cap = limits.max_position.get(rules.base_asset)
     if cap is None:
         return None
-    after = held + open_buys + req.quantity
+    qty = base_quantity(req, last_price)
+    if qty is None:
+        return "risk_no_price", f"no price to size this {rules.base_asset} order against its position cap"
+    after = held + open_buys + qty
     if after > cap:
         return (
             "risk_max_position",

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Integer, func, inspect, select, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from engine.errors import EngineError, JournalCorrupt, VersionConflict
 from engine.journal import (
@@ -170,6 +170,16 @@ class SqlJournal:
 
     # -- reading -------------------------------------------------------------------------------
 
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A reader connection; a database that cannot be read is JournalUnavailable (503), never a raw
+        driver error (500)."""
+        try:
+            with self._reader.connect() as conn:
+                yield conn
+        except DBAPIError as exc:
+            raise JournalUnavailable(f"journal read failed: {type(exc.orig).__name__}") from exc
+
     def query(self, q: JournalQuery) -> list[Record]:
         stmt = select(journal).where(journal.c.seq > q.after_seq)
         for col, val in (
@@ -185,7 +195,7 @@ class SqlJournal:
         if q.until is not None:
             stmt = stmt.where(journal.c.created_at < format_ts(q.until))
         stmt = stmt.order_by(journal.c.seq).limit(q.limit)
-        with self._reader.connect() as conn:
+        with self._read() as conn:
             return [Record(*row) for row in conn.execute(stmt)]
 
     def stream(self, stream: str, stream_id: str) -> list[Record]:
@@ -194,36 +204,36 @@ class SqlJournal:
             .where(journal.c.stream == stream, journal.c.stream_id == stream_id)
             .order_by(journal.c.version)
         )
-        with self._reader.connect() as conn:
+        with self._read() as conn:
             return [Record(*row) for row in conn.execute(stmt)]
 
     def stream_version(self, stream: str, stream_id: str) -> int:
         stmt = select(func.max(journal.c.version)).where(
             journal.c.stream == stream, journal.c.stream_id == stream_id
         )
-        with self._reader.connect() as conn:
+        with self._read() as conn:
             return int(conn.execute(stmt).scalar() or 0)
 
     def hash_at(self, seq: int) -> str | None:
         """The stored hash of row `seq`, or None when there is no such row (checkpoint comparison)."""
-        with self._reader.connect() as conn:
+        with self._read() as conn:
             value = conn.execute(select(journal.c.hash).where(journal.c.seq == seq)).scalar()
         return None if value is None else str(value)
 
     def head(self) -> tuple[int, str]:
         """(last seq, its hash), (0, GENESIS_HASH) when empty."""
-        with self._reader.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 select(journal.c.seq, journal.c.hash).order_by(journal.c.seq.desc()).limit(1)
             ).first()
         return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
 
     def last_seq(self) -> int:
-        with self._reader.connect() as conn:
+        with self._read() as conn:
             return int(conn.execute(select(func.max(journal.c.seq))).scalar() or 0)
 
     def count(self) -> int:
-        with self._reader.connect() as conn:
+        with self._read() as conn:
             return int(conn.execute(select(func.count()).select_from(journal)).scalar() or 0)
 
     def scan(self, batch_size: int = 10_000) -> Iterator[RawRow]:
