@@ -56,7 +56,13 @@ def test_status_reports_every_component(viewer: httpx.Client) -> None:
     assert body["profile"] == "paper"
     assert body["safe_mode"] is True
     components = body["components"]
-    tasks = {"task.preflight", "task.market_data_refresh", "task.approval_expiry", "task.hold_checks"}
+    tasks = {
+        "task.preflight",
+        "task.market_data_refresh",
+        "task.approval_expiry",
+        "task.journal_self_check",
+        "task.hold_checks",
+    }
     assert set(components) == {
         "journal", "exchange", "clock_skew", "preflight", "rate_limit", "market_data", "user_stream", "approvals",
         *tasks,
