@@ -212,6 +212,10 @@ class OrderService:
             return "approval_expired", "the two-man-rule approval for this LIVE session has expired"
         if req.symbol not in self._settings.symbols and not self._settings.allow_unlisted_symbols:
             return "symbol_not_configured", f"{req.symbol} is not in the configured symbols"
+        if mode == "live":  # a test order never fills: the gate guards what fills could be missed
+            gate = self._exchange.order_gate()
+            if gate is not None:
+                return "venue_gap", gate
         if mode == "live":
             # The open-orders cap is the risk check's below (a refusal, not a HOLD)
             failed = self._sessions.preflight.failures(Check("risk", True))

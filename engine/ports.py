@@ -53,6 +53,11 @@ class ExchangePort(Protocol):
         else None (paper, Spot Testnet)."""
         ...
 
+    def order_gate(self) -> str | None:
+        """Why new orders must wait right now (e.g. the user data stream has a gap that REST has not
+        closed yet: a fill may be missing), or None. Read on the order path: no I/O."""
+        ...
+
     def on_update(self, listener: Callable[[VenueOrder], None]) -> None:
         """Register a callback for order updates the venue pushes (fills, expiries, cancels)."""
         ...

@@ -58,6 +58,7 @@ class FakeExchange:
         self.balances: dict[str, Decimal] = {}
         self.permissions: tuple[str, ...] = ("SPOT",)
         self.restrictions: dict[str, Any] | None = None  # None: a venue without apiRestrictions
+        self.gate: str | None = None  # order_gate(): why new orders must wait
         self._ids = itertools.count(1)
         self._trades = itertools.count(100)
 
@@ -124,6 +125,9 @@ class FakeExchange:
     async def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
         live = (VenueStatus.NEW, VenueStatus.PARTIALLY_FILLED)
         return [vo for vo in self.orders.values() if vo.status in live and symbol in (None, vo.symbol)]
+
+    def order_gate(self) -> str | None:
+        return self.gate
 
     async def key_restrictions(self) -> dict[str, Any] | None:
         return self.restrictions

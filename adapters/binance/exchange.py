@@ -118,6 +118,18 @@ class BinanceExchange:
             return (bid + ask) / 2
         return bid or ask or None
 
+    def order_gate(self) -> str | None:
+        """With a user data stream attached, new orders wait while it is down or while the REST round
+        after a (re)subscription is still learning what the gap hid (user-data-stream.md: Binance does
+        not replay missed events)."""
+        if self.user_stream is None:
+            return None
+        if not self.stream_live:
+            return "user data stream is down: fills may be missing until it is back and reconciled"
+        if self._catch_up is not None and not self._catch_up.done():
+            return "reconciling the user data stream's gap by REST"
+        return None
+
     async def key_restrictions(self) -> dict[str, Any] | None:
         """The API key's restrictions (GET /sapi/v1/account/apiRestrictions) on live, cached for
         `restrictions_ttl_s`; None where the venue has no /sapi (testnet), without sending anything.

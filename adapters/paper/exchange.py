@@ -86,6 +86,10 @@ class PaperExchange:
         with _translated():
             return [venue_order_from_json(o) for o in self.engine.open_orders(symbol)]
 
+    def order_gate(self) -> None:
+        """The paper venue is in-process: nothing can be missed."""
+        return None
+
     async def key_restrictions(self) -> None:
         """Paper has no API key, so nothing to restrict: the preflight skips the key checks."""
         return None

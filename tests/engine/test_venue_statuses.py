@@ -8,6 +8,8 @@ import asyncio
 from dataclasses import replace
 from decimal import Decimal
 
+import pytest
+
 from engine.config import EngineSettings
 from engine.fsm.order_table import OrderState
 from engine.fsm.session_table import SessionState
@@ -102,3 +104,19 @@ async def test_a_pending_new_leg_on_the_account_is_neither_adopted_nor_a_problem
         assert "someone-elses-leg" not in eng.orders.open
         assert eng.journal.stream("order", "someone-elses-leg") == []
         assert eng.orders.reconciler.foreign == {"someone-elses-leg"}
+
+
+async def test_live_orders_wait_while_the_venue_has_an_open_gap(
+    db_url: str, settings: EngineSettings
+) -> None:
+    from engine.errors import OrderRejected
+
+    fake = FakeExchange()
+    async with running(db_url, fake, settings, live=True) as eng:
+        fake.gate = "user data stream is down"
+        with pytest.raises(OrderRejected) as info:
+            await eng.orders.submit(limit("g1"), "trader")
+        assert info.value.reason == "venue_gap"
+        assert fake.placed == []
+        fake.gate = None
+        assert (await eng.orders.submit(limit("g2"), "trader")).order.state is OrderState.ACKED
