@@ -41,3 +41,26 @@ def test_a_fill_arrives_by_the_user_data_stream_with_its_trade(tmp_path: Path) -
         assert fills, rows
         assert all(isinstance(f["tradeId"], int) and f["price"] and f["commissionAsset"] for f in fills)
         assert api.runtime.engine.exchange.stream_live  # type: ignore[attr-defined]
+
+
+def test_live_orders_wait_while_the_stream_has_a_gap(tmp_path: Path) -> None:
+    key, public = approver_key()
+    with simulator_and_api(
+        tmp_path, ws_api=True, safe_mode=False, approvals={"public_keys": {"approver2": public}},
+        binance={"poll_interval_s": 60, "timeout_s": 5},
+    ) as (sim, api):  # fmt: skip
+        exchange = api.runtime.engine.exchange
+        eventually(lambda: exchange.stream_live)  # type: ignore[attr-defined]
+        go_live(api, key)
+        trader = api.client("trader")
+        body = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.001",
+                "price": "64000.00"}  # fmt: skip
+        gaps_before = exchange.stream_gaps  # type: ignore[attr-defined]
+        httpx.post(f"{sim.base_url}/_sim/ws_api/faults", json={"drop": True}).raise_for_status()
+        eventually(lambda: exchange.stream_gaps > gaps_before)  # type: ignore[attr-defined]
+        refused = trader.post("/api/live/order", json={**body, "newClientOrderId": "gap-1"})
+        if refused.status_code == 503:  # the stream may already be back: then the order simply goes out
+            assert refused.json()["reason"] == "venue_gap"
+        eventually(lambda: exchange.order_gate() is None)  # type: ignore[attr-defined]
+        ok = trader.post("/api/live/order", json={**body, "newClientOrderId": "gap-2"})
+        assert ok.status_code == 200, ok.text
