@@ -5,10 +5,12 @@ symbol does not allow keeps the engine from connecting (503 STP_MODE_NOT_ALLOWED
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -45,7 +47,10 @@ def _ed25519(tmp_path: Path) -> tuple[dict[str, Any], dict[str, str], str]:
     return {"ed25519_keys": {ED_KEY: public}}, env, pem.splitlines()[1]
 
 
-def test_an_ed25519_profile_reads_the_account_streams_and_places_a_safe_order(tmp_path: Path) -> None:
+def test_an_ed25519_profile_reads_the_account_streams_and_places_a_safe_order(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger: the key material must not reach any of them
     sim_kwargs, env, material = _ed25519(tmp_path)
     with simulator_and_api(
         tmp_path / "data", env, sim_kwargs, ws_api=True, binance={**BINANCE, "key_type": "ED25519"}
@@ -64,8 +69,16 @@ def test_an_ed25519_profile_reads_the_account_streams_and_places_a_safe_order(tm
         assert (r.json()["mode"], r.json()["state"]) == ("test", "TESTED")
         truth = _truth(sim)
         assert (truth["test_orders"], truth["real_orders"]) == (1, 0)
+        bodies = [account.text, r.text, viewer.get("/api/status").text]
+        bodies.append(api.client("auditor").get("/api/journal/export", params={"format": "jsonl"}).text)
+        journal_files = [p.read_bytes() for p in (tmp_path / "data").rglob("*.db*")]
         assert material not in repr(api.settings)
-        assert all(material not in n for n in api.notices)
+        assert material not in repr(api.runtime.engine.exchange.client)
+    assert journal_files
+    assert all(material not in body for body in bodies)
+    assert all(material.encode() not in data for data in journal_files)
+    assert material not in caplog.text
+    assert all(material not in n for n in api.notices)
 
 
 def test_an_hmac_signature_for_the_ed25519_key_is_refused(tmp_path: Path) -> None:
