@@ -52,8 +52,15 @@ def build_exchange(settings: Settings) -> ExchangePort:
         {"rest": settings.rest_url, "ws": settings.ws_url},
         recv_window_ms=settings.recv_window_ms,
         timeout_s=settings.http_timeout_s,
+        key_type=settings.key_type,
+        self_trade_prevention_mode=settings.stp_mode,
     )
-    return BinanceExchange(client, poll_interval_s=settings.poll_interval_s)
+    return BinanceExchange(
+        client,
+        poll_interval_s=settings.poll_interval_s,
+        stp_mode=settings.stp_mode,
+        symbols=settings.engine.symbols,
+    )
 
 
 def _cancel_open_on(engine: Engine, symbol: str) -> Hook:
@@ -112,7 +119,7 @@ def _user_stream(settings: Settings, exchange: BinanceExchange) -> UserDataStrea
     assert settings.api_secret is not None
     stream = UserDataStream.for_profile(
         settings.profile, settings.api_key.get_secret_value(), settings.api_secret.get_secret_value(),
-        url=settings.ws_api_url, timestamp_ms=exchange.client.clock.timestamp_ms,
+        key_type=settings.key_type, url=settings.ws_api_url, timestamp_ms=exchange.client.clock.timestamp_ms,
     )  # fmt: skip
     exchange.attach_user_stream(stream)
     return stream

@@ -132,10 +132,19 @@ class Orders(_Model):
     reconcile_interval_s: float = Field(0.25, gt=0)
 
 
+# enums.md "STP Modes"
+StpMode = Literal["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH", "DECREMENT", "TRANSFER"]
+
+
 class Binance(_Model):
     recv_window_ms: int = Field(5000, ge=1, le=60000)
     poll_interval_s: float = Field(2.0, ge=0)
     timeout_s: float = Field(10.0, gt=0)
+    # The API key's type: HMAC (secret) or ED25519 (private key PEM; Binance's recommended kind)
+    key_type: Literal["HMAC", "ED25519"] = "HMAC"
+    # selfTradePreventionMode sent with every order; None: the symbol's defaultSelfTradePreventionMode.
+    # Checked against every configured symbol's allowedSelfTradePreventionModes at connect.
+    self_trade_prevention_mode: StpMode | None = None
 
 
 class Paper(_Model):

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import SecretStr
 
 from api.config_file import ConfigError, ConfigFile, load_config_file
@@ -92,6 +96,10 @@ class Settings:
     ws_api_url: str | None = None  # the WebSocket API (user data stream); None: polling only
     api_key: SecretStr | None = field(default=None, repr=False)
     api_secret: SecretStr | None = field(default=None, repr=False)
+    key_type: str = (
+        "HMAC"  # "HMAC" (api_secret is the secret) or "ED25519" (api_secret is the private key PEM)
+    )
+    stp_mode: str | None = None  # selfTradePreventionMode for every order; None: each symbol's default
     recv_window_ms: int = 5000
     poll_interval_s: float = 2.0
     http_timeout_s: float = 10.0
@@ -150,15 +158,70 @@ def _profile(explicit: str | None, config_file: Path | None, env: Mapping[str, s
     return profile, CONFIG_DIR / f"config.{profile}.yaml"
 
 
-def _keys(profile: str, env: Mapping[str, str]) -> tuple[SecretStr, SecretStr]:
+def _keys(profile: str, env: Mapping[str, str], key_type: str = "HMAC") -> tuple[SecretStr, SecretStr]:
+    """The profile's API key and its secret: the HMAC secret, or for ED25519 the private key PEM from
+    BINANCE_API_SECRET_<PROFILE> or from the file BINANCE_API_PRIVATE_KEY_FILE_<PROFILE>. Messages name
+    variables and paths, never a value."""
     suffix = profile.upper()
-    key, secret = env.get(f"BINANCE_API_KEY_{suffix}", ""), env.get(f"BINANCE_API_SECRET_{suffix}", "")
-    if not key or not secret:
+    key_var, secret_var, file_var = (
+        f"BINANCE_API_KEY_{suffix}",
+        f"BINANCE_API_SECRET_{suffix}",
+        f"BINANCE_API_PRIVATE_KEY_FILE_{suffix}",
+    )
+    key, secret, key_file = env.get(key_var, ""), env.get(secret_var, ""), env.get(file_var, "")
+    if key_file and key_type != "ED25519":
+        raise ConfigError(f"{file_var} is for binance.key_type ED25519 only (the config says {key_type})")
+    if key_file and secret:
         raise ConfigError(
-            f"the {profile} profile needs BINANCE_API_KEY_{suffix} and BINANCE_API_SECRET_{suffix} "
-            "(in the environment or .env)"
+            f"give the {profile} profile's private key once: {secret_var} or {file_var}, not both"
         )
+    if key_file:
+        secret = _private_key_file(Path(key_file), file_var)
+    if not key or not secret:
+        where = f"{secret_var} (or {file_var})" if key_type == "ED25519" else secret_var
+        raise ConfigError(f"the {profile} profile needs {key_var} and {where} (in the environment or .env)")
+    if key_type == "ED25519":
+        # .env values are one line: a PEM may be written there with literal \n between its lines
+        secret = secret if "\n" in secret else secret.replace("\\n", "\n")
+        _check_ed25519(secret, file_var if key_file else secret_var)
     return SecretStr(key), SecretStr(secret)
+
+
+_KEY_FILE_MAX = 16384
+
+
+def _private_key_file(path: Path, var: str) -> str:
+    """The PEM text of a private key file; refused when group or others may read or write it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise ConfigError(f"{var}: {path}: cannot read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{var}: {path} is not a regular file")
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"{var}: {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                f"run: chmod 600 {path}"
+            )
+        data = fh.read(_KEY_FILE_MAX + 1)
+    if len(data) > _KEY_FILE_MAX:
+        raise ConfigError(f"{var}: {path} is too large for a private key")
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{var}: {path} is not a PEM file (not ASCII)") from None
+
+
+def _check_ed25519(pem: str, var: str) -> None:
+    """Fail at start, not at the first signed request; the error never quotes the key."""
+    try:
+        key = load_pem_private_key(pem.encode("ascii"), None)
+    except (ValueError, TypeError, UnicodeEncodeError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{var} is not an unencrypted Ed25519 private key in PEM (PKCS#8)")
 
 
 def _window(start: str, end: str) -> MaintenanceWindow:
@@ -318,7 +381,9 @@ def load_settings(
     env_safe = _bool(merged, "SAFE_MODE")
     safe_mode = cfg.safe_mode if env_safe is None else env_safe
     # Paper never loads exchange keys at all, whatever the environment holds
-    api_key, api_secret = (None, None) if cfg.profile == "paper" else _keys(cfg.profile, merged)
+    api_key, api_secret = (
+        (None, None) if cfg.profile == "paper" else _keys(cfg.profile, merged, cfg.binance.key_type)
+    )
     ws = cfg.ws
     return Settings(
         profile=cfg.profile,
@@ -342,6 +407,8 @@ def load_settings(
         ws_api_url=cfg.routing.base_url_ws_api if cfg.routing else None,
         api_key=api_key,
         api_secret=api_secret,
+        key_type=cfg.binance.key_type,
+        stp_mode=cfg.binance.self_trade_prevention_mode,
         recv_window_ms=cfg.binance.recv_window_ms,
         poll_interval_s=cfg.binance.poll_interval_s,
         http_timeout_s=cfg.binance.timeout_s,

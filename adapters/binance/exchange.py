@@ -67,8 +67,14 @@ class BinanceExchange:
         max_misses: int = 30,
         has_sapi: bool | None = None,
         restrictions_ttl_s: float = 60.0,
+        stp_mode: str | None = None,
+        symbols: tuple[str, ...] | None = None,
     ) -> None:
+        """`stp_mode` is the selfTradePreventionMode the client sends (None: each symbol's default);
+        symbol_rules() refuses it when one of `symbols` (all symbols when None) does not allow it."""
         self.client = client
+        self.stp_mode = stp_mode
+        self.symbols = symbols
         self.venue = venue or f"binance-{client.profile}"
         self.poll_interval_s = poll_interval_s
         self.rules_ttl_s = rules_ttl_s
@@ -106,9 +112,38 @@ class BinanceExchange:
         now = asyncio.get_running_loop().time()
         if self._rules is None or now - self._rules_at > self.rules_ttl_s:
             info = await self.client.exchange_info()
-            self._rules = {s["symbol"]: symbol_rules_from_json(s) for s in info.get("symbols", ())}
+            entries = info.get("symbols", ())
+            self._check_stp(entries)  # before caching: a refusal is asked again next time
+            self._rules = {s["symbol"]: symbol_rules_from_json(s) for s in entries}
             self._rules_at = now
         return self._rules
+
+    def _check_stp(self, entries: Any) -> None:
+        """Fail closed when a configured symbol does not allow the configured STP mode.
+
+        Raises:
+            ExchangeRejected: reason STP_MODE_NOT_ALLOWED, naming the symbols and what they allow.
+        """
+        if self.stp_mode is None:
+            return
+        wanted = None if self.symbols is None else set(self.symbols)
+        refused: dict[str, list[str]] = {}
+        for entry in entries:
+            if wanted is not None and entry.get("symbol") not in wanted:
+                continue
+            allowed = entry.get("allowedSelfTradePreventionModes")
+            # not listed (or not a list) cannot be checked: refused as well
+            modes = [str(m) for m in allowed] if isinstance(allowed, list) else []
+            if self.stp_mode not in modes:
+                refused[str(entry.get("symbol"))] = modes
+        if refused:
+            names = "; ".join(
+                f"{sym} allows {', '.join(modes) or 'none listed'}" for sym, modes in sorted(refused.items())
+            )
+            raise ExchangeRejected(
+                f"selfTradePreventionMode {self.stp_mode} is not allowed: {names}",
+                reason="STP_MODE_NOT_ALLOWED",
+            )
 
     async def last_price(self, symbol: str) -> Decimal | None:
         """Mid of the best bid and ask; one side when the other is empty; None for an empty book."""

@@ -140,6 +140,8 @@ def sim_settings(
     path = data_dir / "config.testnet.yaml"
     path.write_text(yaml.safe_dump(config))
     base_env = {"BINANCE_API_KEY_TESTNET": SIM_KEY, "BINANCE_API_SECRET_TESTNET": SIM_SECRET, **(env or {})}
+    if "BINANCE_API_PRIVATE_KEY_FILE_TESTNET" in base_env and "BINANCE_API_SECRET_TESTNET" not in (env or {}):
+        del base_env["BINANCE_API_SECRET_TESTNET"]  # the private key comes from the file instead
     return load_settings(config_file=path, data_dir=data_dir, env=base_env)
 
 
