@@ -40,7 +40,12 @@ def keygen(out: Path) -> None:
     "--key", "key_file", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True)
 )
 @click.option("--approver", required=True, help="your operator id, as configured in approvals.public_keys")
-@click.option("--session", "session_id", required=True, help="session id (the profile: testnet or live)")
+@click.option(
+    "--session",
+    "session_id",
+    required=True,
+    help="session id, from GET /api/session (unique to each journal)",
+)
 @click.option("--action", type=click.Choice(["arm"]), default="arm")
 @click.option("--ttl", type=click.IntRange(1, 86400), default=900, help="seconds the approval is valid")
 @click.option(

@@ -53,7 +53,7 @@ class StartReport:
 class Engine:
     def __init__(
         self, journal: Journal, exchange: ExchangePort, settings: EngineSettings, clock: Clock | None = None,
-        *, checkpoints: CheckpointLog | None = None,
+        *, checkpoints: CheckpointLog | None = None, session_id: str | None = None,
     ) -> None:  # fmt: skip
         """`checkpoints`: the signed log of journal heads kept outside the database (engine.checkpoint);
         start-up refuses a journal short of it or contradicting it, and every commit moves it on."""
@@ -64,7 +64,8 @@ class Engine:
         self.checkpoints = checkpoints
         checkpointer = Checkpointer(checkpoints) if checkpoints is not None else None
         self.writer = GroupCommitWriter(journal, checkpointer=checkpointer)
-        self.sessions = SessionService(self.writer, exchange, settings, self.clock)
+        # session_id: a fixed id (tests); by default a new journal's session gets a unique one
+        self.sessions = SessionService(self.writer, exchange, settings, self.clock, session_id)
         self.orders = OrderService(self.writer, journal, exchange, self.sessions, settings, self.clock)
         self.preflight = self.sessions.preflight
         self.supervisor = Supervisor(self._report_failure)

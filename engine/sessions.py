@@ -9,6 +9,7 @@ aggregate itself refuses them without a Guard (approval, safe mode, a fresh pass
 from __future__ import annotations
 
 import asyncio
+import secrets
 from dataclasses import asdict
 from typing import Any
 
@@ -34,7 +35,7 @@ class SessionService:
         self._exchange = exchange
         self._settings = settings
         self._clock = clock
-        self._session_id = session_id or settings.profile
+        self._session_id = session_id  # None: generated when this journal opens its first session
         self._pending: asyncio.Future[TradingSession] | None = None
         self.session: TradingSession | None = None
         self.preflight = PreflightMonitor(
@@ -57,10 +58,17 @@ class SessionService:
             await asyncio.wait([pending])
 
     async def restore(self, replayed: dict[str, TradingSession]) -> None:
-        """Adopt the replayed session of this profile or open one. ARMED/LIVE never survive a restart."""
-        sid = self._session_id
-        self.session = replayed.get(sid)
+        """Adopt the replayed session of this profile or open one. ARMED/LIVE never survive a restart.
+
+        A new session's id is the profile plus a random part, so it is unique to this journal: an approval
+        token names it, and one signed for another instance (or another journal) of the same profile
+        cannot arm this one."""
+        ours = [s for s in replayed.values() if s.profile == self._settings.profile]
+        if self._session_id is not None:
+            ours = [s for s in ours if s.session_id == self._session_id]
+        self.session = ours[-1] if ours else None
         if self.session is None:
+            sid = self._session_id or f"{self._settings.profile}-{secrets.token_hex(6)}"
             await self._commit(decide_open(sid, self._settings.profile, self._exchange.venue, "system"))
         elif self.session.state in _LIVE_STATES:
             await self.transition("hold", "system", reason="restart")

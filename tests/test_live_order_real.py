@@ -102,9 +102,11 @@ def test_real_order_on_the_simulator(sim_live: tuple[Any, ApiServer, Any]) -> No
 def test_two_man_rule_and_single_use(sim_live: tuple[Any, ApiServer, Any]) -> None:
     _, api, key = sim_live
     admin = api.client("admin")
-    own = admin.post("/api/session/arm", json={"token": approval_token(api.own_key, "admin", "testnet")})  # type: ignore[attr-defined]
+    own = admin.post(
+        "/api/session/arm", json={"token": approval_token(api.own_key, "admin", _session_id(admin))}
+    )  # type: ignore[attr-defined]
     assert (own.status_code, own.json()["reason"]) == (403, "approval_same_operator")
-    token = approval_token(key, "approver2", "testnet")
+    token = approval_token(key, "approver2", _session_id(admin))
     assert admin.post("/api/session/arm", json={"token": token}).status_code == 200
     assert admin.post("/api/session/disarm").json()["session"]["state"] == "TESTNET"
     reused = admin.post("/api/session/arm", json={"token": token})
@@ -140,7 +142,7 @@ def test_go_live_is_refused_while_config_keeps_safe_mode(tmp_path: Path) -> None
         admin = api.client("admin")
         assert (
             admin.post(
-                "/api/session/arm", json={"token": approval_token(key, "approver2", "testnet")}
+                "/api/session/arm", json={"token": approval_token(key, "approver2", _session_id(admin))}
             ).status_code
             == 200
         )
@@ -183,7 +185,7 @@ def test_cli_keygen_and_approve_feed_the_token_file(
             "--approver",
             "approver2",
             "--session",
-            "testnet",
+            _session_id(api.client("admin")),
             "--out",
             str(token_file),
         ]
@@ -193,3 +195,8 @@ def test_cli_keygen_and_approve_feed_the_token_file(
         armed = api.client("admin").post("/api/session/arm")  # no body: the token file is used
         assert armed.status_code == 200, armed.text
         assert armed.json()["session"]["approval"]["approver"] == "approver2"
+
+
+def _session_id(admin: Any) -> str:
+    """The session id an approval must name: unique to the journal, read from the API."""
+    return str(admin.get("/api/session").json()["session"]["session_id"])

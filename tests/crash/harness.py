@@ -159,8 +159,9 @@ def _config(rest: str, ws: str, approvers: dict[str, str]) -> dict[str, Any]:
 def go_live(api: ApiProcess, approver_key: Ed25519PrivateKey) -> None:
     """The two-man rule as an operator meets it: admin arms with approver2's token, then goes live."""
     admin = api.client("admin")
+    session_id = admin.get("/api/session").json()["session"]["session_id"]  # unique to this journal
     armed = admin.post(
-        "/api/session/arm", json={"token": approval_token(approver_key, "approver2", "testnet")}
+        "/api/session/arm", json={"token": approval_token(approver_key, "approver2", session_id)}
     )
     assert armed.status_code == 200, armed.text
     live = admin.post("/api/session/go_live")

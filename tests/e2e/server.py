@@ -217,7 +217,8 @@ def go_live(api: ApiServer, key: Any) -> None:
     admin = api.client("admin")
     refused = admin.post("/api/session/arm")
     assert (refused.status_code, refused.json()["reason"]) == (409, "approval_required")
-    token = approval_token(key, "approver2", api.settings.profile)
+    session_id = admin.get("/api/session").json()["session"]["session_id"]  # unique to this journal
+    token = approval_token(key, "approver2", session_id)
     armed = admin.post("/api/session/arm", json={"token": token})
     assert armed.status_code == 200, armed.text
     assert armed.json()["session"]["state"] == "ARMED"

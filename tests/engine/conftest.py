@@ -51,7 +51,7 @@ async def running(
     if live:
         keys = {**settings.approvals.public_keys, **APPROVER_KEYS}
         settings = replace(settings, safe_mode=False, approvals=replace(settings.approvals, public_keys=keys))
-    eng = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
+    eng = Engine(SqlJournal(db_url), fake, settings, FrozenClock(), session_id="testnet")
     await eng.start()
     try:
         if live:

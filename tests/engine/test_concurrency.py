@@ -156,7 +156,7 @@ async def test_a_submit_cancelled_mid_commit_leaves_journal_and_memory_equal(
 ) -> None:
     fake = FakeExchange()
     journal = SlowJournal(db_url)
-    eng = Engine(journal, fake, replace(settings, safe_mode=False), FrozenClock())
+    eng = Engine(journal, fake, replace(settings, safe_mode=False), FrozenClock(), session_id="testnet")
     await eng.start()
     try:
         await go_live(eng)
@@ -200,7 +200,7 @@ async def test_three_failed_connects_then_a_good_one_leave_one_listener_and_one_
     db_url: str, settings: EngineSettings
 ) -> None:
     fake = FlakyStartFake(failures=3)
-    eng = Engine(SqlJournal(db_url), fake, settings, FrozenClock())
+    eng = Engine(SqlJournal(db_url), fake, settings, FrozenClock(), session_id="testnet")
     try:
         for _ in range(3):
             with pytest.raises(ExchangeUnavailable):

@@ -49,7 +49,7 @@ async def run(ops: list[tuple[str, str, str]], url: str) -> None:
     cfg = EngineSettings(
         profile="testnet", symbols=("BTCUSDT",), unknown_grace_s=0.05, reconcile_interval_s=0.01
     )
-    eng = Engine(SqlJournal(url), fake, cfg, FrozenClock())
+    eng = Engine(SqlJournal(url), fake, cfg, FrozenClock(), session_id="testnet")
     await eng.start()
     seen: dict[str, Order] = {}
     for kind, arg, extra in ops:

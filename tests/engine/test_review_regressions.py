@@ -50,7 +50,7 @@ async def flaky_live(
     db_url: str, settings: EngineSettings, fake: FakeExchange
 ) -> AsyncIterator[tuple[Engine, FlakyJournal]]:
     journal = FlakyJournal(db_url)
-    eng = Engine(journal, fake, replace(settings, safe_mode=False), FrozenClock())
+    eng = Engine(journal, fake, replace(settings, safe_mode=False), FrozenClock(), session_id="testnet")
     await eng.start()
     try:
         await go_live(eng)

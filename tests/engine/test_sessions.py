@@ -47,7 +47,7 @@ def clock() -> FrozenClock:
 async def running_engine(
     db_url: str, fake: FakeExchange, settings: EngineSettings, clock: FrozenClock
 ) -> AsyncIterator[Engine]:
-    eng = Engine(SqlJournal(db_url), fake, settings, clock)
+    eng = Engine(SqlJournal(db_url), fake, settings, clock, session_id="testnet")
     await eng.start()
     try:
         yield eng
@@ -59,7 +59,7 @@ async def running_engine(
 async def live_engine(db_url: str, fake: FakeExchange, clock: FrozenClock):  # type: ignore[no-untyped-def]
     settings = EngineSettings(profile="testnet", safe_mode=False, symbols=("BTCUSDT",),
                               approvals=ApprovalSettings(public_keys=PUBLIC, ttl_s=900))  # fmt: skip
-    eng = Engine(SqlJournal(db_url), fake, settings, clock)
+    eng = Engine(SqlJournal(db_url), fake, settings, clock, session_id="testnet")
     await eng.start()
     yield eng
     await eng.stop()
@@ -231,3 +231,32 @@ def _signed(approver: str, clock: FrozenClock) -> str:
     claims = {"approver": approver, "session_id": "testnet", "action": "arm", "nonce": uuid.uuid4().hex,
               "expires_at": int(clock.now().timestamp()) + 600}  # fmt: skip
     return sign_approval(KEYS["bob"], claims)
+
+
+async def test_a_token_for_one_instance_cannot_arm_another_of_the_same_profile(
+    tmp_path: pytest.TempPathFactory, fake: FakeExchange, clock: FrozenClock
+) -> None:
+    from engine.persistence.migrate import upgrade
+
+    settings = EngineSettings(profile="testnet", safe_mode=False, symbols=("BTCUSDT",),
+                              approvals=ApprovalSettings(public_keys=PUBLIC))  # fmt: skip
+    engines = []
+    for name in ("a", "b"):
+        url = f"sqlite:///{tmp_path}/{name}.db"  # type: ignore[operator]
+        upgrade(url)
+        eng = Engine(SqlJournal(url), fake, settings, clock)  # ids generated, as in production
+        await eng.start()
+        engines.append(eng)
+    try:
+        a, b = engines
+        assert a.sessions.current.session_id != b.sessions.current.session_id
+        assert a.sessions.current.session_id.startswith("testnet-")
+        for_a = token("bob", clock, session=a.sessions.current.session_id)
+        with pytest.raises(ApprovalRejected) as info:
+            await b.sessions.guarded("arm", "alice", for_a, RISK_OK)
+        assert info.value.reason == "approval_wrong_session"
+        await a.sessions.guarded("arm", "alice", for_a, RISK_OK)
+        assert a.sessions.current.state is SessionState.ARMED
+    finally:
+        for eng in engines:
+            await eng.stop()

@@ -71,7 +71,7 @@ class EngineUnderLoad(RuleBasedStateMachine):
             reconcile_interval_s=0.01, approvals=ApprovalSettings(public_keys=APPROVER_KEYS),
             risk=RiskLimits(max_open_orders=MAX_OPEN, max_orders_per_minute=PER_MINUTE, max_position={"BTC": BTC_CAP}),
         )  # fmt: skip
-        self.eng = Engine(SqlJournal(url), self.fake, cfg, self.clock)
+        self.eng = Engine(SqlJournal(url), self.fake, cfg, self.clock, session_id="testnet")
         self.run(self.eng.start())
 
     @property

@@ -40,7 +40,7 @@ async def armed_journal(url: str) -> None:
     clock = FrozenClock()
     settings = EngineSettings(profile="testnet", safe_mode=False, symbols=("BTCUSDT",),
                               approvals=ApprovalSettings(public_keys=PUBLIC, ttl_s=900))  # fmt: skip
-    eng = Engine(SqlJournal(url), FakeExchange(), settings, clock)
+    eng = Engine(SqlJournal(url), FakeExchange(), settings, clock, session_id="testnet")
     await eng.start()
     ok = Check("risk_headroom", True)
     await eng.sessions.guarded("arm", "alice", sign_approval(KEYS["bob"], claims(clock)), ok)

@@ -38,7 +38,9 @@ def write(url: str, first: int, last: int) -> tuple[int, str]:
 
 def engine_for(url: str, cplog: CheckpointLog) -> Engine:
     settings = EngineSettings(profile="testnet", symbols=("BTCUSDT",))
-    return Engine(SqlJournal(url), FakeExchange(), settings, FrozenClock(), checkpoints=cplog)
+    return Engine(
+        SqlJournal(url), FakeExchange(), settings, FrozenClock(), checkpoints=cplog, session_id="testnet"
+    )
 
 
 async def start_fails(url: str, cplog: CheckpointLog) -> JournalCorrupt:

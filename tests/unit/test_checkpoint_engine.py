@@ -22,7 +22,14 @@ def engine(url: str, data_dir: Path) -> tuple[Engine, Checkpointer]:
     """An engine with its checkpoint log, as the composition root builds it: the writer notes the head
     after each commit batch and closes the checkpointer after its last commit."""
     settings = EngineSettings(profile="testnet", symbols=("BTCUSDT",))
-    eng = Engine(SqlJournal(url), FakeExchange(), settings, FrozenClock(), checkpoints=engine_log(data_dir))
+    eng = Engine(
+        SqlJournal(url),
+        FakeExchange(),
+        settings,
+        FrozenClock(),
+        checkpoints=engine_log(data_dir),
+        session_id="testnet",
+    )
     assert eng.writer.checkpointer is not None
     return eng, eng.writer.checkpointer
 
