@@ -93,6 +93,7 @@ class StreamHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._driver: asyncio.Task[None] | None = None
+        self._closers: set[asyncio.Task[None]] = set()  # closes scheduled by announce_shutdown
         state.engine.add_listener(self._on_event)
 
     # engine events -> queued stream messages
@@ -240,7 +241,9 @@ class StreamHub:
             loop = asyncio.get_running_loop()
 
             def close_later(conn: _Conn) -> None:
-                loop.create_task(self._close(conn, 1001))
+                task = loop.create_task(self._close(conn, 1001))
+                self._closers.add(task)
+                task.add_done_callback(self._closers.discard)
 
             for conn in conns:
                 loop.call_later(notice_s, close_later, conn)
