@@ -2,8 +2,9 @@
 
 Liveness comes from the socket and its ping/pong keepalive (web-socket-streams.md: the server pings every
 20 s and wants a pong within a minute; websockets answers those and sends its own pings every
-`ping_interval_s`, closing the connection when no pong comes within `ping_timeout_s`). Message age is only
-information: a quiet book on a live, ponging connection is never an error.
+`ping_interval_s`, closing the connection when no pong comes within `ping_timeout_s`). A connection counts
+as working once it answered a first ping, sent right after it opened. Message age is only information: a
+quiet book on a live, ponging connection is never an error.
 
     CONNECTING ──connection open──▶ OK ◀──message──▶ WARN (no message for stall_after_s: quiet or stalled)
         ▲  │                         │
@@ -227,6 +228,12 @@ class MarketDataFeed:
             ping_interval=self.ping_interval_s,
             ping_timeout=self.ping_timeout_s,
         )
+        try:  # working = it answers a ping: a socket that opens but never pongs is not a connection
+            pong = await ws.ping()
+            await asyncio.wait_for(pong, self.ping_timeout_s)
+        except (TimeoutError, websockets.ConnectionClosed) as exc:
+            ws.transport.abort()
+            raise TimeoutError(f"no pong within {self.ping_timeout_s}s of opening") from exc
         link = _Link(ws, self._clock())
         self._links.add(link)
         self._up(link)
@@ -237,6 +244,7 @@ class MarketDataFeed:
         try:
             async for raw in link.ws:
                 self._handle(raw, link)
+            link.end_reason = f"disconnected by the server (close code {link.ws.close_code})"
         except websockets.WebSocketException as exc:
             link.end_reason = f"disconnected: {type(exc).__name__}: {exc}"
         except OSError as exc:
