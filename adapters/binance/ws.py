@@ -234,6 +234,9 @@ class MarketDataFeed:
         except (TimeoutError, websockets.ConnectionClosed) as exc:
             ws.transport.abort()
             raise TimeoutError(f"no pong within {self.ping_timeout_s}s of opening") from exc
+        except BaseException:  # cancelled (stop) while waiting: do not leave the socket open
+            ws.transport.abort()
+            raise
         link = _Link(ws, self._clock())
         self._links.add(link)
         self._up(link)
