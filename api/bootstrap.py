@@ -107,6 +107,7 @@ def _feed(settings: Settings, engine: Engine) -> MarketDataFeed:
         ws.stream,
         stall_after_s=ws.stall_after_s,
         error_after_s=ws.error_after_s,
+        disconnect_grace_s=ws.disconnect_grace_s,
         on_state_change=on_state,
         on_message=on_message,
         cancel_on_disconnect=_cancel_open_on(engine, ws.symbol) if ws.cancel_on_disconnect else None,

@@ -124,6 +124,8 @@ class Ws(_Model):
     symbol: str | None = Field(None, pattern=r"^[A-Z0-9]{2,20}$")  # default: the first symbol
     stall_after_s: float = Field(5.0, gt=0)
     error_after_s: float = Field(15.0, gt=0)
+    # without a working connection this long, cancel_on_disconnect fires (once per outage)
+    disconnect_grace_s: float = Field(10.0, ge=0)
     cancel_on_disconnect: StrictBool = True
 
 

@@ -78,6 +78,7 @@ class WsSettings:
     stall_after_s: float
     error_after_s: float
     cancel_on_disconnect: bool
+    disconnect_grace_s: float
 
 
 @dataclass(frozen=True)
@@ -397,6 +398,7 @@ def load_settings(
             ws.stall_after_s,
             ws.error_after_s,
             ws.cancel_on_disconnect,
+            ws.disconnect_grace_s,
         ),
         data_dir=folder,
         db_url=url,

@@ -80,6 +80,7 @@ def sim_live(tmp_path: Path) -> Iterator[tuple[Any, ApiServer, Any]]:
         "symbol": "BTCUSDT",
         "stall_after_s": 2,
         "error_after_s": 4,
+        "disconnect_grace_s": 1,
         "cancel_on_disconnect": True,
     }
     with simulator_and_api(tmp_path, env={"SAFE_MODE": "false"}, approvals=approvals, ws=ws) as (sim, api):
@@ -126,7 +127,8 @@ def test_stream_disconnect_cancels_open_orders(sim_live: tuple[Any, ApiServer, A
     go_live(api, key)
     order = api.client("trader").post("/api/live/order", json=small_limit(api, "BTCUSDT")).json()
     assert order["state"] == "ACKED"
-    httpx.post(f"{sim.base_url}/_sim/faults", json={"ws_drop": True}).raise_for_status()
+    # an outage past ws.disconnect_grace_s: sockets dropped, reconnects refused for 3 s
+    httpx.post(f"{sim.base_url}/_sim/faults", json={"ws_drop": True, "ws_refuse": 3}).raise_for_status()
     eventually(
         lambda: viewer.get(f"/api/orders/{order['clientOrderId']}").json()["order"]["state"] == "CANCELLED"
     )

@@ -29,6 +29,10 @@ Fault keys (POST /_sim/faults):
                                      else (a WAF rule, rest-api.md "HTTP Return Codes"); nothing executed
     ws_drop: true                    close every WebSocket connection now
     ws_stall: float                  keep sockets open but send nothing for S seconds
+    ws_refuse: float                 refuse new market-stream connections (HTTP 403 handshake) for S seconds;
+                                     with ws_drop: an outage of S seconds
+    ws_shutdown: float               send Binance's serverShutdown event on every market stream now and
+                                     close those connections S seconds later (new connections still work)
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ async def set_faults(request: Request) -> Response:
     for action in actions:
         if action == "ws_drop" and state.hub is not None:
             dropped += await state.hub.drop_all()
+        elif action.startswith("ws_shutdown:") and state.hub is not None:
+            dropped += await state.hub.announce_shutdown(float(action.removeprefix("ws_shutdown:")))
         elif action.startswith("ban:"):
             state.limiter.ban_everyone(state.now_ms(), float(action.removeprefix("ban:")))
     return _json({"faults": state.faults.snapshot(), "ws_dropped": dropped})

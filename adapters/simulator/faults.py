@@ -1,7 +1,8 @@
 """The fault injector's state: what goes wrong next, set through POST /_sim/faults.
 
 Counters (`http_5xx`, `lost_response`, forced 429s) are consumed one request at a time; durations are
-stored as an end time on the simulator clock. `ws_drop` is an action, not a state, so it lives in admin.py.
+stored as an end time on the simulator clock. `ws_drop` and `ws_shutdown` are actions, not states, so they
+live in admin.py; `ws_refuse` is a duration (market-stream handshakes are refused until it ends).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Faults:
     force_429_retry_after_s: int = 1
     waf_403: int = 0  # next N REST requests meet a WAF block: HTTP 403, HTML body, nothing executed
     ws_stall_until_ms: int = 0
+    ws_refuse_until_ms: int = 0  # market-stream handshakes answer HTTP 403 until then (an outage)
 
     def update(self, spec: dict[str, Any], now_ms: int) -> list[str]:
         """Apply a /_sim/faults body; returns the ws actions it asked for (e.g. ["ws_drop"]).
@@ -83,9 +85,13 @@ class Faults:
                 staged.not_found_lag_s = _float(spec, key)
             elif key == "ws_stall":
                 staged.ws_stall_until_ms = now_ms + int(_float(spec, key) * 1000)
+            elif key == "ws_refuse":
+                staged.ws_refuse_until_ms = now_ms + int(_float(spec, key) * 1000)
             elif key == "ws_drop":
                 if spec[key]:
                     actions.append("ws_drop")
+            elif key == "ws_shutdown":
+                actions.append(f"ws_shutdown:{_float(spec, key)}")
             elif key == "rate_limit":
                 actions.extend(staged._rate_limit(spec[key]))
             else:
@@ -122,6 +128,9 @@ class Faults:
 
     def ws_stalled(self, now_ms: int) -> bool:
         return now_ms < self.ws_stall_until_ms
+
+    def ws_refused(self, now_ms: int) -> bool:
+        return now_ms < self.ws_refuse_until_ms
 
     def snapshot(self) -> dict[str, Any]:
         return asdict(self)

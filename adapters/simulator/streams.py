@@ -4,7 +4,8 @@ The matching engine reports book and trade events through its listener; the hub 
 `<symbol>@bookTicker` / `<symbol>@aggTrade` payloads and queues them per connection. While at least one
 client is connected a price driver calls `engine.step_prices()` every `driver_interval_s` so ticks flow,
 unless the market is quiet (`state.quiet_market`: prices move only by POST /_sim/price).
-The ws_stall fault drops outgoing messages (the socket stays open); ws_drop closes every socket.
+The ws_stall fault drops outgoing messages (the socket stays open); ws_drop closes every socket; ws_refuse
+refuses new handshakes (HTTP 403) for a while; ws_shutdown sends `serverShutdown` and closes a little later.
 Binance's connection rules apply: more than `max_incoming_per_s` client messages in a second closes the
 connection, so does reaching `max_lifetime_s` (24 h), and a `serverShutdown` event precedes a server stop.
 """
@@ -92,6 +93,7 @@ class StreamHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._driver: asyncio.Task[None] | None = None
+        self._closers: set[asyncio.Task[None]] = set()  # closes scheduled by announce_shutdown
         state.engine.add_listener(self._on_event)
 
     # engine events -> queued stream messages
@@ -130,6 +132,9 @@ class StreamHub:
 
     # connection handling
     async def _serve(self, ws: WebSocket, subs: list[str], combined: bool) -> None:
+        if self.state.faults.ws_refused(self.state.clock_ms()):
+            await ws.close(code=1013)  # before accept: the handshake is answered HTTP 403
+            return
         await ws.accept()
         conn = _Conn(ws, subs[:MAX_STREAMS], combined)
         self.conns.add(conn)
@@ -220,12 +225,33 @@ class StreamHub:
             await self._close(conn, 1001)
         return len(conns)
 
+    async def announce_shutdown(self, notice_s: float = 0.0) -> int:
+        """Send Binance's `serverShutdown` event (web-socket-streams.md "Server Shutdown") on every
+        connection, raw or combined shape, and close those connections `notice_s` later; returns how many."""
+        data = {"e": "serverShutdown", "E": self.state.now_ms()}
+        conns = list(self.conns)
+        for conn in conns:
+            body = {"stream": "!serverShutdown", "data": data} if conn.combined else data
+            with contextlib.suppress(Exception):
+                await conn.ws.send_text(json.dumps(body, separators=(",", ":")))
+        if notice_s <= 0:
+            for conn in conns:
+                await self._close(conn, 1001)
+        else:
+            loop = asyncio.get_running_loop()
+
+            def close_later(conn: _Conn) -> None:
+                task = loop.create_task(self._close(conn, 1001))
+                self._closers.add(task)
+                task.add_done_callback(self._closers.discard)
+
+            for conn in conns:
+                loop.call_later(notice_s, close_later, conn)
+        return len(conns)
+
     async def shutdown(self) -> None:
         """Tell every client the server is going away (Binance's serverShutdown event), then close."""
-        event = json.dumps({"e": "serverShutdown", "E": self.state.now_ms()}, separators=(",", ":"))
-        for conn in list(self.conns):
-            with contextlib.suppress(Exception):
-                await conn.ws.send_text(event)
+        await self.announce_shutdown(0.0)
         await self.drop_all()
 
     def snapshot(self) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ simulator's ground truth: nothing lost, nothing placed twice."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ WS = {
     "symbol": "BTCUSDT",
     "stall_after_s": 1,
     "error_after_s": 2,
+    "disconnect_grace_s": 1,
     "cancel_on_disconnect": True,
 }
 GRACE_S = 2  # tests/e2e/server.py sim_settings: orders.unknown_grace_s
@@ -148,15 +150,55 @@ def test_418_ban_holds_the_session_and_places_nothing(live: tuple[Any, ApiServer
     assert ground_truth(sim.base_url)["real_orders"] == 0
 
 
-@pytest.mark.parametrize("fault", [{"ws_stall": 8}, {"ws_drop": True}])
-def test_stream_stall_or_drop_cancels_open_orders(live: tuple[Any, ApiServer], fault: dict[str, Any]) -> None:
+def market_data(api: ApiServer) -> dict[str, Any]:
+    component: dict[str, Any] = api.client("viewer").get("/api/status").json()["components"]["market_data"]
+    return component
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"ws_stall": 4}, {"ws_drop": True}, {"ws_shutdown": 0.5}],
+    ids=["stall-on-a-live-socket", "drop-reconnected-inside-the-grace", "server-shutdown-rollover"],
+)
+def test_stream_stall_or_short_drop_keeps_open_orders(
+    live: tuple[Any, ApiServer], fault: dict[str, Any]
+) -> None:
     sim, api = live
-    viewer = api.client("viewer")
-    eventually(lambda: viewer.get("/api/status").json()["components"]["market_data"]["status"] == "OK")
-    r = order(api, "ws-1")
+    eventually(lambda: market_data(api)["status"] == "OK")
+    r = order(api, "ws-keep-1")
     assert r.json()["state"] == "ACKED"
     sim_fault(sim.base_url, fault)
+    if "ws_stall" in fault:  # silent past error_after_s, socket alive: WARN, never ERROR
+        eventually(lambda: market_data(api)["status"] == "WARN")
+    seen: set[str] = set()
+    deadline = time.monotonic() + WS["error_after_s"] + WS["disconnect_grace_s"] + 0.5
+    while time.monotonic() < deadline:
+        seen.add(market_data(api)["status"])
+        time.sleep(0.05)
+    assert "ERROR" not in seen
+    feed = market_data(api)["detail"]
+    if "ws_stall" in fault:
+        assert feed["connects"] == 1  # the silent socket was kept: ping/pong says it is alive
+    else:
+        assert feed["connects"] >= 2  # the fault did end the first connection
+        assert feed["rollovers"] == (1 if "ws_shutdown" in fault else 0)
+    assert feed["cancels_fired"] == 0
+    assert state_of(api, "ws-keep-1") == "ACKED"
+    assert journal_rows(api.client("auditor"), trigger="cancel_on_disconnect") == []
+    agree(sim, api)
+    assert ground_truth(sim.base_url)["orders"][0]["status"] == "NEW"
+
+
+def test_stream_outage_past_the_grace_cancels_open_orders(live: tuple[Any, ApiServer]) -> None:
+    sim, api = live
+    eventually(lambda: market_data(api)["status"] == "OK")
+    r = order(api, "ws-1")
+    assert r.json()["state"] == "ACKED"
+    # every socket dropped and reconnects refused for longer than ws.disconnect_grace_s
+    sim_fault(sim.base_url, {"ws_drop": True, "ws_refuse": WS["disconnect_grace_s"] + 2})
+    eventually(lambda: market_data(api)["status"] == "ERROR", timeout=5)
     eventually(lambda: state_of(api, "ws-1") == "CANCELLED", timeout=10)
+    eventually(lambda: market_data(api)["status"] == "OK", timeout=10)  # the outage ended
     assert [
         row["payload"]["clientOrderId"]
         for row in journal_rows(api.client("auditor"), trigger="cancel_on_disconnect")

@@ -1,4 +1,5 @@
-"""Market streams over real WebSockets: raw and combined, control messages, pings, ws_drop and ws_stall."""
+"""Market streams over real WebSockets: raw and combined, control messages, pings, and the ws_drop, ws_stall,
+ws_shutdown and ws_refuse faults."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from adapters.simulator.server import SimulatorServer
 from tests.simulator.helpers import KEY, SECRET, SignedClient, drain_forever
@@ -205,3 +206,38 @@ async def test_server_pings_and_drops_a_silent_client() -> None:
             writer.close()
         assert 0x1 in opcodes
         assert 0x9 in opcodes
+
+
+async def test_ws_shutdown_announces_then_closes_after_the_notice(
+    sim: SimulatorServer, client: SignedClient
+) -> None:
+    async with (
+        connect(f"{sim.ws_url}/ws/btcusdt@bookTicker") as raw,
+        connect(f"{sim.ws_url}/stream?streams=btcusdt@bookTicker") as combined,
+    ):
+        await raw.recv()
+        await combined.recv()
+        r = await asyncio.to_thread(client.raw, "POST", "/_sim/faults", json={"ws_shutdown": 0.3})
+        assert r.json()["ws_dropped"] == 2
+        notice = await recv_until(raw, lambda m: m.get("e") == "serverShutdown")
+        assert set(notice) == {"e", "E"}  # the raw shape of web-socket-streams.md "Server Shutdown"
+        wrapped = await recv_until(combined, lambda m: m.get("stream") == "!serverShutdown")
+        assert wrapped["data"]["e"] == "serverShutdown"
+        # during the notice a new connection works, and the old ones still deliver
+        async with connect(f"{sim.ws_url}/ws/btcusdt@bookTicker") as fresh:
+            assert json.loads(await fresh.recv())["s"] == "BTCUSDT"
+            assert json.loads(await raw.recv())["s"] == "BTCUSDT"
+            for ws in (raw, combined):
+                with pytest.raises(ConnectionClosed):
+                    await drain_forever(ws)
+
+
+async def test_ws_refuse_rejects_handshakes_until_it_ends(sim: SimulatorServer, client: SignedClient) -> None:
+    await asyncio.to_thread(client.raw, "POST", "/_sim/faults", json={"ws_refuse": 0.3})
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"{sim.ws_url}/ws/btcusdt@bookTicker"):
+            pass
+    assert refused.value.response.status_code == 403
+    await asyncio.sleep(0.35)
+    async with connect(f"{sim.ws_url}/ws/btcusdt@bookTicker") as ws:
+        assert json.loads(await ws.recv())["s"] == "BTCUSDT"
