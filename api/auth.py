@@ -31,7 +31,8 @@ ROLES: dict[str, frozenset[str]] = {
     "viewer": frozenset({"read"}),
     "trader": frozenset({"read", "trade"}),
     "auditor": frozenset({"read", "audit"}),
-    "admin": frozenset({"read", "trade", "audit", "session"}),
+    # "approve": may be the second operator of the two-man rule (the approver a token names)
+    "admin": frozenset({"read", "trade", "audit", "session", "approve"}),
 }
 OPERATOR_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _TOKEN_PREFIX = "pbt_"
@@ -175,6 +176,11 @@ class OperatorStore:
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+    def find(self, operator_id: str) -> Operator | None:
+        """The operator with this id, compared case-insensitively ("Bob" and "bob" are one person)."""
+        wanted = operator_id.casefold()
+        return next((o for o in self.operators() if o.id.casefold() == wanted), None)
 
     def operators(self) -> list[Operator]:
         return [Operator(r["id"], r["role"]) for r in self._load()]

@@ -41,7 +41,12 @@ _UNAVAILABLE_REASONS = {
     "exchange_unavailable",
 }
 # Approval refusals about who signed (authority) rather than about timing or state
-_APPROVAL_FORBIDDEN = {"approval_bad_signature", "approval_unknown_approver", "approval_same_operator"}
+_APPROVAL_FORBIDDEN = {
+    "approval_bad_signature",
+    "approval_unknown_approver",
+    "approval_same_operator",
+    "approval_role",
+}
 _HTTP_REASONS = {
     400: "bad_request",
     401: "unauthorized",

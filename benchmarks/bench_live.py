@@ -75,6 +75,7 @@ class LiveApi:
         self._cwd = tmp  # no stray ./.env is read there
         self._log_path = tmp / "serve.log"
         self.tokens = {role: self._add_operator(role) for role in ("admin", "trader")}
+        self._add_operator("admin", APPROVER)  # the approver must be a configured operator allowed to approve
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self._clients: list[httpx.Client] = []
@@ -83,9 +84,9 @@ class LiveApi:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _add_operator(self, role: str) -> str:
+    def _add_operator(self, role: str, operator_id: str | None = None) -> str:
         done = subprocess.run(
-            [str(PROPBOT), "operators", "add", role, "--role", role, "--profile", "testnet",
+            [str(PROPBOT), "operators", "add", operator_id or role, "--role", role, "--profile", "testnet",
              "--data-dir", str(self.data)],
             cwd=self._cwd, env=self._env, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip

@@ -10,7 +10,8 @@ from api.deps import Admin, EngineDep, Reader, RuntimeDep, json_body
 from api.errors import ApiError
 from api.runtime import Runtime
 from api.schemas import ArmBody, EmptyBody, HoldBody, parse_body
-from engine.errors import EngineError
+from engine.errors import ApprovalRejected, EngineError
+from engine.guardrails.approvals import claimed_approver
 from engine.runtime import Engine
 from engine.session import TradingSession
 
@@ -65,9 +66,26 @@ async def arm(request: Request, op: Admin, engine: EngineDep, runtime: RuntimeDe
     """TESTNET → ARMED: needs preflight OK and a second operator's approval token."""
     body = parse_body(ArmBody, await json_body(request, optional=True))
     token = body.token or _token_file(runtime)
-    return await _fire(
-        engine, op.id, "arm", engine.sessions.guarded("arm", op.id, token, engine.orders.risk_headroom())
-    )
+    return await _fire(engine, op.id, "arm", _arm(engine, runtime, op.id, token))
+
+
+async def _arm(engine: Engine, runtime: Runtime, requester: str, token: str | None) -> TradingSession:
+    """The approver must be a configured operator whose role may approve, and another person than the
+    requester (ids compared case-insensitively); the engine then verifies the token itself."""
+    approver_id = claimed_approver(token) if token else None
+    if approver_id is not None:
+        approver = runtime.operators.find(approver_id)
+        if approver is None:
+            raise ApprovalRejected(
+                "the approver is not a configured operator", reason="approval_unknown_approver"
+            )
+        if not approver.may("approve"):
+            raise ApprovalRejected(f"role {approver.role} may not approve", reason="approval_role")
+        if approver.id.casefold() == requester.casefold():
+            raise ApprovalRejected(
+                "the requester cannot approve their own request", reason="approval_same_operator"
+            )
+    return await engine.sessions.guarded("arm", requester, token, engine.orders.risk_headroom())
 
 
 @router.post("/go_live")

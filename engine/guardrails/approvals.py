@@ -62,6 +62,17 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def claimed_approver(token: str) -> str | None:
+    """The approver a token names, read WITHOUT verifying it (so the caller can check who that is before
+    the engine checks the signature); None when the token is malformed (the engine then says so)."""
+    try:
+        claims = json.loads(_b64d(token.strip().split(".")[0]), parse_constant=_no_constant)
+        approver = claims["approver"]
+    except Exception:
+        return None
+    return approver if isinstance(approver, str) else None
+
+
 def sign_approval(private_key: Ed25519PrivateKey, claims: dict[str, Any]) -> str:
     """What the approving operator's tool does (the CLI's `propbot approve`); kept here for one format."""
     body = json.dumps(claims, sort_keys=True, separators=(",", ":")).encode()

@@ -54,6 +54,7 @@ class ApiProcess:
         self.port = 0
         self.starts = 0
         self.tokens = {role: self._add_operator(role) for role in ROLES}
+        self._add_operator("admin", "approver2")  # the two-man rule's second operator
         self._clients: list[httpx.Client] = []
 
     @property
@@ -72,8 +73,8 @@ class ApiProcess:
             check=False,
         )
 
-    def _add_operator(self, role: str) -> str:
-        done = self.cli("operators", "add", role, "--role", role, "--profile", "testnet",
+    def _add_operator(self, role: str, operator_id: str | None = None) -> str:
+        done = self.cli("operators", "add", operator_id or role, "--role", role, "--profile", "testnet",
                         "--data-dir", str(self.data_dir))  # fmt: skip
         assert done.returncode == 0, done.stderr
         return done.stdout.strip().splitlines()[-1]

@@ -33,7 +33,9 @@ SIM_SECRET = "e2e-sim-secret"
 def add_operators(data_dir: Path) -> dict[str, str]:
     """One operator per role, named after it; returns role -> token."""
     store = OperatorStore(data_dir / "operators.json")
-    return {role: store.add(role, role) for role in ROLES}
+    tokens = {role: store.add(role, role) for role in ROLES}
+    store.add("approver2", "admin")  # the second operator of the two-man rule (signs with its own key)
+    return tokens
 
 
 class ApiServer:
