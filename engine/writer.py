@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future as ThreadFuture
@@ -125,8 +124,14 @@ class GroupCommitWriter:
             except asyncio.CancelledError:
                 # Cancelled mid-commit (loop shutdown): the thread still finishes the transaction, so
                 # apply what it committed before giving up, or memory would lag the journal
-                with contextlib.suppress(Exception):
-                    self._deliver(batch, work.result())
+                try:
+                    results = work.result()
+                except Exception as exc:  # the commit failed too: every group of the batch learns it
+                    for group in batch:
+                        self._call(group.on_failed, exc)
+                else:
+                    self._deliver(batch, results)
+                self._closed = True  # nothing may queue to a writer that no longer runs
                 self._fail_queued(EngineStopped("the journal writer was cancelled", reason="engine_stopped"))
                 raise
             except Exception as exc:  # the database itself failed: every group in the batch learns it

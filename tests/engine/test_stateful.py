@@ -120,23 +120,23 @@ class EngineUnderLoad(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def venue_fill(self, data: st.DataObject) -> None:
-        self._fill_one(data)
-        self._gather()
+        self._gather(push=self._fill_one(data))
 
-    def _fill_one(self, data: st.DataObject) -> None:
+    def _fill_one(self, data: st.DataObject) -> Any:
+        """A venue fill of a working order, drawn now, pushed (on the loop, as venues do) when called."""
         working = [
             c
             for c, vo in self.fake.orders.items()
             if vo.status in (VenueStatus.NEW, VenueStatus.PARTIALLY_FILLED)
         ]
         if not working:
-            return
+            return None
         cid = data.draw(st.sampled_from(working))
         vo = self.fake.orders[cid]
         rest = vo.orig_qty - vo.executed_qty
-        whole = data.draw(st.booleans())
-        qty = rest if whole else min(Decimal("0.0005"), rest)
-        self.fake.fill(cid, qty, VenueStatus.FILLED if qty == rest else VenueStatus.PARTIALLY_FILLED)
+        qty = rest if data.draw(st.booleans()) else min(Decimal("0.0005"), rest)
+        status = VenueStatus.FILLED if qty == rest else VenueStatus.PARTIALLY_FILLED
+        return lambda: self.fake.fill(cid, qty, status)
 
     @rule(trigger=st.sampled_from(["hold", "resume", "arm", "go_live", "disarm"]))
     def session(self, trigger: str) -> None:
