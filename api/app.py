@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 
-from api import errors
+from api import docs, errors
 from api.auth import ensure_first_operators
 from api.middleware import BodyLimitMiddleware
 from api.routes import audit, health, live, metrics, session, status
@@ -55,13 +55,19 @@ def create_app(
         finally:
             await runtime.stop()
 
+    is_live = settings.profile == "live"  # a live instance publishes no API map: no /docs, no /openapi.json
     app = FastAPI(
         title="PropBot",
         version="0.1.0",
         summary="Order-lifecycle engine for Binance Spot, SAFE by default",
         lifespan=lifespan,
+        # FastAPI's own pages load unpinned CDN scripts; api.docs serves /docs from local assets
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None if is_live else docs.OPENAPI_URL,
     )
     errors.install(app, _session_state)
+    docs.install(app, live=is_live)
     for module in (health, live, session, audit, status, metrics):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware)
