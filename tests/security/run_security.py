@@ -70,10 +70,11 @@ def _add_operators(data: Path) -> dict[str, str]:
 
 
 def _fuzz(base: str, label: str, token: str | None, examples: int, reports: Path) -> dict[str, Any]:
-    report = reports / f"{label}.json"
+    report, events = reports / f"{label}.json", reports / f"{label}.ndjson"
     cmd = [str(BIN / "schemathesis"), "run", f"{base}/openapi.json", "--checks", CHECKS,
            "--max-examples", str(examples), "--continue-on-failure", "--workers", "1", "--seed", "8",
-           "--report", "json", "--report-json-path", str(report), "--report-dir", str(reports),
+           "--report", "json,ndjson", "--report-json-path", str(report),
+           "--report-ndjson-path", str(events), "--report-dir", str(reports),
            "--warnings", "off", "--no-color"]  # fmt: skip
     if token is not None:
         cmd += ["--header", f"Authorization: Bearer {token}"]
@@ -87,7 +88,10 @@ def _fuzz(base: str, label: str, token: str | None, examples: int, reports: Path
     data = json.loads(report.read_text())
     failures = {f["code"]: f for f in data.get("failures", [])}
     other = {c: f for c, f in failures.items() if c not in (SERVER_ERROR, UNDOCUMENTED)}
+    statuses, requests = _failed_responses(events)
     return {
+        "statuses": statuses,
+        "requests": requests,
         "cases": data["test_cases"]["generated"],
         "5xx": failures.get(SERVER_ERROR, {}).get("count", 0),
         "5xx_ops": failures.get(SERVER_ERROR, {}).get("operations", []),
@@ -97,6 +101,34 @@ def _fuzz(base: str, label: str, token: str | None, examples: int, reports: Path
         "log": log,
         "output": run.stdout,
     }
+
+
+def _failed_responses(events: Path) -> tuple[dict[str, set[int]], list[str]]:
+    """From the ndjson events: operation -> the undocumented statuses it answered, and each 5xx request."""
+    statuses: dict[str, set[int]] = {}
+    requests: list[str] = []
+    if not events.exists():
+        return statuses, requests
+    for line in events.read_text().splitlines():
+        scenario = json.loads(line).get("ScenarioFinished")
+        if not scenario:
+            continue
+        rec = scenario["recorder"]
+        for case_id, checks in rec.get("checks", {}).items():
+            failed = {c["name"] for c in checks if c.get("status") == "failure"}
+            response = (rec.get("interactions", {}).get(case_id) or {}).get("response") or {}
+            status = response.get("status_code")
+            if not failed or status is None:
+                continue
+            if "status_code_conformance" in failed and status < 500:
+                statuses.setdefault(rec["label"], set()).add(status)
+            if "not_a_server_error" in failed:
+                case = rec.get("cases", {}).get(case_id, {}).get("value", {})
+                parts = {k: case[k] for k in ("query", "path_parameters", "body") if case.get(k) is not None}
+                requests.append(
+                    f"{case.get('method')} {case.get('path')} {json.dumps(parts, default=str)} -> {status}"
+                )
+    return statuses, requests
 
 
 def _tamper(reports: Path) -> dict[str, tuple[int, int]]:
@@ -186,14 +218,16 @@ def main() -> int:
         for row in rows:
             print(line.format(*row))
         for label, r in results.items():
-            if r["undocumented_ops"]:
+            if r["statuses"]:
+                seen = (f"{op} {sorted(codes)}" for op, codes in sorted(r["statuses"].items()))
+                print(f"undocumented status codes ({label}): {'; '.join(seen)}")
+            elif r["undocumented_ops"]:
                 print(f"undocumented status codes ({label}): {', '.join(r['undocumented_ops'])}")
         for label, r in results.items():
             if r["5xx"] or r["errors"]:
-                print(
-                    f"\n== {label}: server errors in {', '.join(r['5xx_ops']) or '-'}; schemathesis output:"
-                )
-                print(r["output"])
+                print(f"\n== {label}: server errors in {', '.join(r['5xx_ops']) or '-'}; the requests:")
+                print("\n".join(r["requests"]) or "(none recorded)")
+                print("schemathesis output:\n" + r["output"])
         if verify.returncode != 0:
             print("\n== journal verify:\n" + verify.stdout + verify.stderr)
     print(f"wall time {time.monotonic() - started:.0f}s; {'FAILED' if bad else 'passed'}")
