@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench docs clean
+.PHONY: install run test lint bench security docs clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,11 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_api.py
 	cd benchmarks && ../$(BIN)/python bench_live.py
 	cd benchmarks && ../$(BIN)/python bench_weight.py
+
+# schemathesis over the whole OpenAPI once per role (0 server errors; undocumented statuses reported), then
+# `propbot journal verify` and the journal tamper matrix, as one table. CI runs the short profile (--quick).
+security: $(STAMP)
+	$(BIN)/python tests/security/run_security.py
 
 docs: $(STAMP)
 	$(BIN)/python -m engine.fsm.docs > docs/state-machines.md
