@@ -43,7 +43,7 @@ bench: $(STAMP)
 # schemathesis over the whole OpenAPI once per role (0 server errors; undocumented statuses reported), then
 # `propbot journal verify` and the journal tamper matrix, as one table. CI runs the short profile (--quick).
 security: $(STAMP)
-	$(BIN)/python tests/security/run_security.py
+	$(BIN)/python tests/security/run_security.py --strict-status
 
 docs: $(STAMP)
 	$(BIN)/python -m engine.fsm.docs > docs/state-machines.md
