@@ -69,9 +69,12 @@ def authenticate(request: Request, runtime: Runtime, permission: str) -> Operato
     slot = getattr(request.state, "audit", None)
     if slot is not None:
         slot.actor = operator.id
-        # Reads that journal a row are limited per operator; orders are bounded by the engine's caps
+        # Journal-writing calls are limited per operator: a flood is answered 429 and never journaled
         if permission == "read" and not runtime.read_limiter.allow(operator.id):
             raise ApiError(429, "rate_limited", "too many calls from this operator; slow down")
+        # Orders and cancels too: past the order-rate cap each refused order would still add its rows
+        if permission == "trade" and not runtime.trade_limiter.allow(operator.id):
+            raise ApiError(429, "rate_limited", "too many orders from this operator; slow down")
     if not operator.may(permission):
         raise ApiError(403, "forbidden", f"role {operator.role} may not {permission}")
     return operator

@@ -57,6 +57,10 @@ class Runtime:
         self.start_error: EngineError | None = None
         self.supervisor = Supervisor(self._report)
         self.read_limiter = RateLimiter(_READS_PER_S, _READ_BURST)
+        # Twice the engine's order-rate cap per operator, a tenth of a minute's worth as burst: calls past
+        # it are 429, unjournaled (the engine refuses, with rows, what gets past the cap itself)
+        per_minute = settings.engine.risk.max_orders_per_minute
+        self.trade_limiter = RateLimiter(max(1.0, per_minute / 30), max(10.0, per_minute / 6))
         self._hooks_started = False
 
     @property

@@ -3,6 +3,7 @@ a 401 has no operator and is counted, never journaled (api.audit_trail)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -86,3 +87,16 @@ def test_a_read_flood_is_throttled_without_growing_the_journal(api: ApiServer, a
     assert codes.count(429) > 0
     grown = len(journal_rows(auditor, stream="audit")) - before
     assert grown == codes.count(200) < 120
+
+
+def test_an_order_flood_is_throttled_without_growing_the_journal_without_bound(tmp_path: Path) -> None:
+    from tests.e2e.server import paper_settings
+
+    settings = paper_settings(tmp_path, risk={"max_orders_per_minute": 60})  # 2/s, burst 10 per operator
+    with ApiServer(settings) as api:
+        trader, auditor = api.client("trader"), api.client("auditor")
+        codes = [trader.post("/api/live/order", json={**ORDER, "newClientOrderId": f"flood-{i}"}).status_code
+                 for i in range(60)]  # fmt: skip
+        assert codes.count(429) >= 40
+        audits = [r for r in journal_rows(auditor, stream="audit") if r["trigger"] == "api.live.order"]
+        assert len(audits) == 60 - codes.count(429)  # throttled calls never reached the journal
