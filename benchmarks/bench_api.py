@@ -23,14 +23,13 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
-from common import ROOT, free_port, save, table
+from common import ROOT, free_port, save, table, wait_http
 
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
@@ -85,20 +84,6 @@ end
 """
 
 
-def _wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("server did not become healthy")
-
-
 def _wrk(base: str, token: str, seconds: int, connections: int, tmp: Path) -> dict[str, Any]:
     script = tmp / f"orders-{uuid.uuid4().hex[:6]}.lua"
     headers = '{["Content-Type"]="application/json", ["Authorization"]="Bearer ' + token + '"}'
@@ -133,7 +118,7 @@ def _floor(tmp: Path, seconds: int, connections: int) -> dict[str, Any]:
     app.write_text(_FLOOR_APP)
     proc = subprocess.Popen([PY, str(app), str(port)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
         _wrk(f"http://127.0.0.1:{port}", "x", 2, connections, tmp)  # warm-up
         return _wrk(f"http://127.0.0.1:{port}", "x", seconds, connections, tmp)
     finally:
@@ -158,7 +143,7 @@ def _propbot(tmp: Path, seconds: int, connections: int) -> dict[str, Any]:
     )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_healthy(base, proc)
+        wait_http(f"{base}/healthz", proc)
         token = next(
             ln.split()[2] for ln in (data / "tokens.txt").read_text().splitlines() if ln.startswith("trader")
         )
