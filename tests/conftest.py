@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,37 @@ def _pg_schema_url(schema: str) -> str:
     return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
 
 
+@contextmanager
+def _closing_journals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every SqlJournal opened meanwhile: engines do not own their journal (the runtime closes it),
+    so tests that build engines would leave pooled connections to the garbage collector, and over the
+    suite PostgreSQL runs out of connections ("too many clients")."""
+    opened: list[SqlJournal] = []
+    original = SqlJournal.__init__
+
+    def init(self: SqlJournal, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(SqlJournal, "__init__", init)
+    try:
+        yield
+    finally:
+        for journal in opened:
+            with suppress(Exception):
+                journal.close()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def journal_url(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     """A migrated, empty journal database: a temp SQLite file, or a fresh PostgreSQL schema."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'journal.db'}"
         upgrade(url)
-        yield url
+        with _closing_journals(monkeypatch):
+            yield url
         return
     if not PG_URL:
         pytest.skip(PG_SKIP)
@@ -41,7 +66,8 @@ def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     url = _pg_schema_url(schema)
     upgrade(url)
     try:
-        yield url
+        with _closing_journals(monkeypatch):
+            yield url
     finally:
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
