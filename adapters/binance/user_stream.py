@@ -348,9 +348,13 @@ class UserDataStream:
         self._stopping = True
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
+            # A cancel can be lost when it races a timeout inside the task (asyncio.wait_for on 3.11), so
+            # cancel again until the task is done; the run loop also ends by itself once _stopping is set
+            while not task.done():
+                task.cancel()
+                await asyncio.wait([task], timeout=1.0)
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                task.result()
         for link in list(self._links):
             await self._close(link)
         self._link = None
@@ -365,7 +369,7 @@ class UserDataStream:
 
     async def _run(self) -> None:
         attempt = 0
-        while True:
+        while not self._stopping:
             try:
                 if self._link is None:
                     try:
