@@ -79,7 +79,7 @@ def error_response(
 
 
 def status_of(exc: EngineError) -> int:
-    """The HTTP status for an engine error (DESIGN.md §7)."""
+    """The HTTP status for an engine error (docs/api.md, "Errors")."""
     if isinstance(exc, UnknownOrder):
         return 404
     if isinstance(exc, ExecutionStatusUnknown):

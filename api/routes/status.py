@@ -1,4 +1,4 @@
-"""GET /api/status: the session and every component, each OK / WARN / ERROR with detail (DESIGN.md §6)."""
+"""GET /api/status: the session and every component, each OK / WARN / ERROR with detail."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The order FSM as data: the single source of truth for states and legal transitions (DESIGN.md §3)."""
+"""The order FSM as data: the single source of truth for states and legal transitions (docs/state-machines.md is generated from it)."""
 
 from __future__ import annotations
 

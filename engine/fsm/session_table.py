@@ -1,4 +1,4 @@
-"""The trading-session FSM as data (DESIGN.md §2)."""
+"""The trading-session FSM as data (docs/state-machines.md is generated from it)."""
 
 from __future__ import annotations
 

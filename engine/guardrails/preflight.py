@@ -1,4 +1,4 @@
-"""Preflight: the checks that must pass before arming, going live and every real order (DESIGN.md §5).
+"""Preflight: the checks that must pass before arming, going live and every real order (docs/architecture.md).
 
 The checks that need the venue run in the background (`PreflightMonitor`): the clock on a short timer, the
 account, key and symbol checks on a longer one, each kept as a time-stamped `Check`. Arming, going live and

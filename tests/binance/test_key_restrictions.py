@@ -1,4 +1,4 @@
-"""The key's restrictions (GET /sapi/v1/account/apiRestrictions, DESIGN.md §5): BinanceSpotClient signs
+"""The key's restrictions (GET /sapi/v1/account/apiRestrictions, docs/architecture.md): BinanceSpotClient signs
 it, BinanceExchange asks only on live and caches the answer, testnet and paper answer None without
 sending anything; the simulator serves the endpoint only once switched on (404 by default, as testnet)."""
 

@@ -1,4 +1,4 @@
-"""Every (state, trigger) pair of the order FSM, legal or not, against an oracle written from DESIGN.md §3."""
+"""Every (state, trigger) pair of the order FSM, legal or not, against an oracle written by hand from docs/state-machines.md."""
 
 from __future__ import annotations
 

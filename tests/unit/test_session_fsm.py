@@ -1,4 +1,4 @@
-"""Every (state, trigger) pair of the session FSM, for both profile kinds (DESIGN.md §2)."""
+"""Every (state, trigger) pair of the session FSM, for both profile kinds."""
 
 from __future__ import annotations
 
