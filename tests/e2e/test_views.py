@@ -5,6 +5,7 @@ simulator's own trade list, against a replay of the journal and against `propbot
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -17,7 +18,7 @@ import httpx
 from api.cli import main
 from engine.ledger import project
 from engine.persistence.sql_journal import SqlJournal
-from tests.e2e.server import ApiServer, approver_key, go_live, simulator_and_api
+from tests.e2e.server import ApiServer, approver_key, go_live, paper_settings, simulator_and_api
 from tests.waiting import eventually
 
 D = Decimal
@@ -200,3 +201,72 @@ def test_fills_learned_by_polling_count_at_their_average_price(tmp_path: Path) -
             ("v-buy-2", D("0.05"), D(63000)), ("v-sell-2", D("0.04"), D(65500)),
         ]  # fmt: skip
         assert all(f["tradeId"] is None and f["commission"] is None for f in untraced)
+
+
+def test_positions_read_while_fills_arrive_are_each_a_journal_prefix(tmp_path: Path) -> None:
+    """Orders filling concurrently with reads of /api/positions: every answer is exactly the replay of
+    the journal up to its as_of_seq, never a half-applied fill."""
+
+    async def flow(api: ApiServer) -> list[dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {api.tokens['trader']}"}
+        async with httpx.AsyncClient(base_url=api.base_url, headers=headers, timeout=20) as client:
+
+            async def order(i: int) -> None:
+                side = "BUY" if i % 3 else "SELL"
+                body = {"symbol": "ETHUSDT", "side": side, "type": "MARKET", "quantity": f"0.0{i % 5 + 1}"}
+                r = await client.post("/api/live/order", json=body)
+                assert (r.status_code, r.json()["state"]) == (200, "FILLED"), r.text
+
+            async def read() -> dict[str, Any]:
+                r = await client.get("/api/positions")
+                assert r.status_code == 200, r.text
+                body: dict[str, Any] = r.json()
+                return body
+
+            async def orders_in_pairs() -> None:
+                for i in range(0, 20, 2):
+                    await asyncio.gather(order(i), order(i + 1))
+
+            orders = asyncio.ensure_future(orders_in_pairs())
+            snapshots = []
+            while not orders.done():  # two readers, back to back, for as long as orders are filling
+                snapshots += await asyncio.gather(read(), read())
+            await orders
+            return [*snapshots, await read()]
+
+    with ApiServer(paper_settings(tmp_path)) as api:
+        snapshots = asyncio.run(flow(api))
+        url = api.settings.db_url
+    assert snapshots[-1]["positions"][0]["trades"] == 20
+    journal = SqlJournal(url)
+    try:
+        rows = list(journal.scan())
+    finally:
+        journal.close()
+    for snap in snapshots:
+        prefix = [r for r in rows if r[0] <= snap["as_of_seq"]]
+        ledger, _ = project(prefix)
+        assert {"ok": True, **ledger.positions()} == snap
+
+
+def test_bad_filters_are_422_invalid_query(tmp_path: Path) -> None:
+    with ApiServer(paper_settings(tmp_path)) as api:
+        viewer = api.client("viewer")
+        for path, params in [
+            ("/api/fills", {"since": "yesterday"}),
+            ("/api/fills", {"until": "2026-01-01T00:00:00"}),  # no timezone
+            ("/api/fills", {"limit": "0"}),
+            ("/api/fills", {"symbol": "btc usdt"}),
+            ("/api/fills", {"clientOrderId": "bad id!"}),
+            ("/api/orders", {"state": "FILLED,BOGUS"}),
+            ("/api/orders", {"open": "maybe"}),
+            ("/api/orders", {"after_seq": "-1"}),
+            ("/api/orders", {"limit": "1001"}),
+        ]:
+            r = viewer.get(path, params=params)
+            assert (r.status_code, r.json()["reason"]) == (422, "invalid_query"), (path, params, r.text)
+        assert api.client().get("/api/positions").status_code == 401
+        ok = viewer.get("/api/orders", params=[("state", "FILLED"), ("state", "CANCELLED,ACKED")])
+        assert ok.status_code == 200
+        since = viewer.get("/api/fills", params={"since": "2020-01-01T00:00:00+00:00"})
+        assert since.json() == {"ok": True, "fills": [], "next_after_seq": None}
