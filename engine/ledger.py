@@ -245,6 +245,7 @@ class Ledger:
             "as_of_seq": self.last_seq,
             "positions": self.book.as_list(),
             "fees_total": {a: computed(v) for a, v in sorted(self.book.fees_total().items())},
+            "problems": list(self.problems),  # rows the fold could not count (the newest 100)
         }
 
     def fills(
