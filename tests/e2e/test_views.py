@@ -162,6 +162,9 @@ def test_positions_equal_a_hand_computation_from_the_simulators_trades(tmp_path:
         ["positions", "--profile", "testnet", "--data-dir", str(tmp_path), "--db", api.settings.db_url]
     )
     assert json.loads(cli_out)["positions"] == body["positions"]
+    lines = _cli(["fills", "--profile", "testnet", "--data-dir", str(tmp_path), "--db", api.settings.db_url,
+                  "--symbol", "BTCUSDT"]).splitlines()  # fmt: skip
+    assert [json.loads(line) for line in lines] == fills["fills"]
 
 
 def _cli(argv: list[str]) -> str:
