@@ -8,6 +8,7 @@ const TICK_MS = 1000; // /api/status once a second; the other panels when the jo
 const FULL_EVERY = 5; // ... and every 5th tick regardless (approval expiry is not a journal row)
 const KEEP_FILLS = 50;
 const KEEP_JOURNAL = 25;
+const FILLS_WINDOW = 1000; // journal rows looked back per refresh for new fills
 
 const state = {
   me: null, // {id, role, permissions}
@@ -173,7 +174,7 @@ function journalSeq(status) {
 
 async function refreshPanels(lastSeq) {
   const may = (p) => state.me.permissions.includes(p);
-  const jobs = [loadOrders(), loadFills(), loadPositions()];
+  const jobs = [loadOrders(), loadFills(lastSeq), loadPositions()];
   if (may("audit")) jobs.push(loadJournal(lastSeq));
   if (state.approvals) jobs.push(loadApprovals());
   const results = await Promise.allSettled(jobs);
@@ -237,9 +238,12 @@ async function loadOrders() {
     }, "Cancel") : null)), "no open orders");
 }
 
-async function loadFills() {
-  let cursor = state.fillsCursor === null ? 0 : state.fillsCursor;
-  for (let page = 0; page < 20; page += 1) {
+async function loadFills(lastSeq) {
+  // First load: the whole history (at most 20 pages); then one call for what is new, never reaching
+  // further back than the journal's last FILLS_WINDOW rows (a busy engine must not cost more per tick)
+  const first = state.fillsCursor === null;
+  let cursor = first ? 0 : Math.max(state.fillsCursor, (lastSeq || 0) - FILLS_WINDOW);
+  for (let page = 0; page < (first ? 20 : 1); page += 1) {
     const r = await api("GET", `/api/fills?after_seq=${cursor}&limit=1000`);
     if (r.status !== 200) {
       rows("fills", [], null, `fills: ${refusal(r)}`);
@@ -287,8 +291,9 @@ function fees(byAsset) {
 }
 
 async function loadJournal(lastSeq) {
-  if (state.journalCursor === null) state.journalCursor = Math.max(0, (lastSeq || 0) - KEEP_JOURNAL);
-  const r = await api("GET", `/api/journal?after_seq=${state.journalCursor}&limit=${KEEP_JOURNAL * 4}`);
+  // Only the newest rows: on a busy engine the cursor jumps ahead instead of paging through everything
+  const from = Math.max(state.journalCursor || 0, (lastSeq || 0) - KEEP_JOURNAL);
+  const r = await api("GET", `/api/journal?after_seq=${from}&limit=${KEEP_JOURNAL}`);
   if (r.status !== 200) {
     rows("journal", [], null, `journal: ${refusal(r)}`);
     return;
