@@ -129,7 +129,11 @@ class OrderService:
         if refusal is not None:
             steps.append(("reject", {"reason": refusal[0], "detail": refusal[1]}, refusal[0]))
         else:
-            steps.append(("send_test" if mode == "test" else "send", {}, ""))
+            # The pair's assets go into the journal so positions can be computed from it alone (engine.ledger);
+            # the rules are known here: check_filters refuses a symbol without them
+            rules = self.rules[req.symbol]
+            assets = {"baseAsset": rules.base_asset, "quoteAsset": rules.quote_asset}
+            steps.append(("send_test" if mode == "test" else "send", assets, ""))
         entries = [decide_create(req, mode, actor), *self.store.chain(S.NEW, 1, cid, steps, actor)]
         outcome = {"decision": steps[-1][0], **({"reason": refusal[0]} if refusal else {})}
         first = self._commit_audited(None, entries, audit, outcome, reserve=None if refusal else req)

@@ -121,12 +121,18 @@ def _replay_approval(
         raise JournalCorrupt(seq, f"payload cannot be applied: {exc!r}") from exc
 
 
+# Told every order row once it verified and applied: (seq, client order id, trigger, to_state, version,
+# payload, created_at); the read models of engine.ledger are built from the same scan this way
+OnOrderRow = Callable[[int, str, str, str | None, int, dict[str, Any], str], None]
+
+
 def replay(
     rows: Iterable[RawRow],
     *,
     keep_terminal: bool = False,
     approver_keys: dict[str, str] | None = None,
     require_token: bool = False,
+    on_order: OnOrderRow | None = None,
 ) -> ReplayResult:
     """Fold rows (in seq order) into state, verifying as it goes.
 
@@ -138,7 +144,7 @@ def replay(
         signature, or cannot be read at all (NULL, wrong type, invalid JSON, unknown schema_version).
     """
     try:
-        return _replay(rows, keep_terminal, approver_keys, require_token)
+        return _replay(rows, keep_terminal, approver_keys, require_token, on_order)
     except _RowUnreadable as bad:
         expect_seq, row, exc = bad.args
         raise JournalCorrupt(expect_seq, _diagnose(row, exc)) from exc
@@ -153,6 +159,7 @@ def _replay(
     keep_terminal: bool,
     approver_keys: dict[str, str] | None,
     require_token: bool,
+    on_order: OnOrderRow | None = None,
 ) -> ReplayResult:
     res = ReplayResult(keep_terminal=keep_terminal)
     orders = res.open_orders
@@ -228,6 +235,8 @@ def _replay(
                         res.terminal_orders[sid] = updated
                 elif current is None:
                     orders[sid] = updated
+                if on_order is not None:
+                    on_order(seq, sid, trigger, to, version, payload, created)
             elif stream == "session":
                 sess = sessions.get(sid)
                 if sess is None:

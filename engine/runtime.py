@@ -23,6 +23,7 @@ from engine.audit import audit_entry
 from engine.checkpoint import Checkpointer, CheckpointLog
 from engine.config import EngineSettings
 from engine.journal import Journal, NewEntry
+from engine.ledger import Ledger
 from engine.orders import OrderService
 from engine.ports import Clock, ExchangePort
 from engine.replay import ReplayResult, replay
@@ -70,6 +71,9 @@ class Engine:
         self.approvals = ApprovalService(self.writer, self.sessions, settings, self.clock)
         self.orders = OrderService(self.writer, journal, exchange, self.sessions, settings, self.clock)
         self.preflight = self.sessions.preflight
+        # Fills, positions, order history: rebuilt by open()'s replay, then fed every durable group
+        self.ledger = Ledger()
+        self.writer.observers.append(lambda records: self.ledger.observe(records))
         self.supervisor = Supervisor(self._report_failure)
         self.opened = False
         self.connected = False
@@ -94,11 +98,15 @@ class Engine:
         t0 = loop.time()
         rules = self.settings.approvals
         # Every arm/go_live row must carry an approval that verifies against the approver keys in force
+        ledger = Ledger()  # built in the replay's thread, published on the loop once it is complete
         result: ReplayResult = await asyncio.to_thread(
             lambda: replay(
-                self.journal.scan(), approver_keys=rules.public_keys, require_token=rules.require_token
+                self.journal.scan(), approver_keys=rules.public_keys, require_token=rules.require_token,
+                on_order=ledger.on_order_row,
             )
-        )
+        )  # fmt: skip
+        ledger.last_seq = result.last_seq
+        self.ledger = ledger
         self.opens += 1
         self.writer.head = (result.last_seq, result.last_hash)
         if self.checkpoints is not None:
