@@ -133,8 +133,9 @@ def _register() -> None:
     # Journal and approval commands live in their own modules to keep this one small
     from api.cli_journal import journal
     from api.cli_keys import approve, keygen
+    from api.cli_views import fills, positions
 
-    for command in (journal, keygen, approve):
+    for command in (journal, keygen, approve, positions, fills):
         cli.add_command(command)
 
 

@@ -18,7 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from engine import order as order_mod
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 FILLS_KEPT = 100_000
 TERMINAL_KEPT = 10_000
 _PROBLEMS_KEPT = 100
+_CTX = Context(prec=34)  # the same fixed precision as engine.positions
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +44,11 @@ class FillRow:
     side: str
     client_order_id: str
     order_id: int | None
-    trade_id: int
+    trade_id: int | None  # None: untraced (see _untraced)
     price: Decimal
     qty: Decimal
-    commission: Decimal
-    commission_asset: str
+    commission: Decimal | None
+    commission_asset: str | None
     mode: str
 
     def as_dict(self) -> dict[str, Any]:
@@ -62,9 +63,10 @@ class FillRow:
             "price": plain(self.price),
             "qty": plain(self.qty),
             "quoteQty": computed(self.price * self.qty),
-            "commission": plain(self.commission),
+            "commission": plain(self.commission) if self.commission is not None else None,
             "commissionAsset": self.commission_asset,
             "mode": self.mode,
+            "traced": self.trade_id is not None,
         }
 
 
@@ -79,6 +81,7 @@ class OrderRow:
     last_seq: int
     base_asset: str = ""
     quote_asset: str = ""
+    cum_quote: Decimal = Decimal(0)  # the venue's cumulative quote quantity as last journaled
 
     def as_dict(self) -> dict[str, Any]:
         o, req = self.order, self.order.request
@@ -170,27 +173,59 @@ class Ledger:
         if isinstance(base, str):
             row.base_asset, row.quote_asset = base, str(payload.get("quoteAsset", ""))
         seen = row.order.trade_ids or ()
-        fills = [f for f in _fills_of(payload) if int(f["tradeId"]) not in seen]
+        before = row.order.filled_qty
+        new = [f for f in _fills_of(payload) if int(f["tradeId"]) not in seen]
         order_mod.apply(row.order, trigger, to_state, version, payload)
         row.updated_at, row.last_seq = created_at, seq
-        for f in fills:
-            self._add_fill(row, seq, created_at, f)
+        req = row.order.request
+        fills = [
+            FillRow(
+                seq, created_at, req.symbol, req.side.value, cid, row.order.order_id, int(f["tradeId"]),
+                Decimal(f["price"]), Decimal(f["qty"]), Decimal(f.get("commission") or 0),
+                str(f.get("commissionAsset") or ""), row.order.mode,
+            )
+            for f in new
+        ]  # fmt: skip
+        untraced = self._untraced(
+            row, seq, created_at, trigger, payload, row.order.filled_qty - before, fills
+        )
+        for fill in fills if untraced is None else [*fills, untraced]:
+            self._add_fill(row, fill)
         if row.order.terminal:
             self._finished(cid)
 
-    def _add_fill(self, row: OrderRow, seq: int, created_at: str, f: dict[str, Any]) -> None:
+    def _untraced(
+        self, row: OrderRow, seq: int, created_at: str, trigger: str, payload: dict[str, Any], delta: Decimal,
+        fills: list[FillRow],
+    ) -> FillRow | None:  # fmt: skip
+        """Quantity the order's executedQty grew by beyond its journaled trades: a fill learned by polling
+        (Binance's order query carries no trades) or a stream report that never arrived. Counted at its
+        average price from cumQuoteQty, with no trade id and no commission (unknown: not in the answer)."""
+        quote = payload.get("cumQuoteQty")
+        traced_qty = sum((f.qty for f in fills), Decimal(0))
+        traced_quote = sum((f.price * f.qty for f in fills), Decimal(0))
+        missing = delta - traced_qty
+        previous_quote, row.cum_quote = row.cum_quote, Decimal(quote) if quote is not None else row.cum_quote
+        if missing <= 0:
+            return None
+        if quote is None:
+            # An adopted order's fills before the journal knew it: no price to count them at
+            self.problems.append(f"seq {seq}: {trigger} of {row.order.client_order_id} moved executedQty by "
+                                 f"{missing} without trades or cumQuoteQty; not in positions")  # fmt: skip
+            return None
+        price = _CTX.divide(Decimal(quote) - previous_quote - traced_quote, missing)
+        o = row.order
+        return FillRow(seq, created_at, o.symbol, o.request.side.value, o.client_order_id, o.order_id, None,
+                       price, missing, None, None, o.mode)  # fmt: skip
+
+    def _add_fill(self, row: OrderRow, fill: FillRow) -> None:
         req = row.order.request
-        fill = FillRow(
-            seq, created_at, req.symbol, req.side.value, req.client_order_id, row.order.order_id,
-            int(f["tradeId"]), Decimal(f["price"]), Decimal(f["qty"]), Decimal(f.get("commission") or 0),
-            str(f.get("commissionAsset") or ""), row.order.mode,
-        )  # fmt: skip
         if row.base_asset:
             asset, cost_asset = row.base_asset, row.quote_asset
         else:  # a journal from before the send row named the assets: the pair itself, no quote known
             asset, cost_asset = req.symbol, ""
-        self.book.trade(asset, cost_asset, req.side, fill.price, fill.qty, fill.commission,
-                        fill.commission_asset)  # fmt: skip
+        self.book.trade(asset, cost_asset, req.side, fill.price, fill.qty, fill.commission or Decimal(0),
+                        fill.commission_asset or "", traced=fill.trade_id is not None)  # fmt: skip
         self.fills_seen += 1
         self._fills.append(fill)
         if len(self._fills) > 2 * self._fills_kept:  # trimmed in bulk: amortised O(1) per fill
@@ -210,6 +245,7 @@ class Ledger:
             "as_of_seq": self.last_seq,
             "positions": self.book.as_list(),
             "fees_total": {a: computed(v) for a, v in sorted(self.book.fees_total().items())},
+            "problems": list(self.problems),  # rows the fold could not count (the newest 100)
         }
 
     def fills(
@@ -266,13 +302,16 @@ class Ledger:
         return Page([r.as_dict() for r in out], None)
 
 
-def project(rows: Iterable[RawRow], **replay_options: Any) -> tuple[Ledger, ReplayResult]:
+def project(
+    rows: Iterable[RawRow], *, fills_kept: int = FILLS_KEPT, **replay_options: Any
+) -> tuple[Ledger, ReplayResult]:
     """The ledger of a journal by replay (verifying it on the way): the auditor's recomputation.
+    `fills_kept`: how many of the newest fills to keep listed (positions always count every fill).
 
     Raises:
         JournalCorrupt: as engine.replay.replay.
     """
-    ledger = Ledger()
+    ledger = Ledger(fills_kept=fills_kept)
     result = replay(rows, on_order=ledger.on_order_row, **replay_options)
     ledger.last_seq = result.last_seq
     return ledger, result

@@ -40,6 +40,7 @@ class Position:
     realized_pnl: Decimal = _ZERO
     fees: dict[str, Decimal] = field(default_factory=dict)
     trades: int = 0
+    untraced: int = 0  # fills known only by quantity and average price: their fees are not in `fees`
 
     @property
     def avg_cost(self) -> Decimal:
@@ -54,10 +55,12 @@ class Position:
             self.cost = _ZERO  # nothing held, no basis left (no rounding residue either)
         return removed
 
-    def trade(self, side: Side, price: Decimal, qty: Decimal, commission: Decimal, fee_asset: str) -> None:
+    def trade(self, side: Side, price: Decimal, qty: Decimal, commission: Decimal, fee_asset: str,
+              *, traced: bool = True) -> None:  # fmt: skip
         """Fold one fill. The part that reduces the held quantity realizes (price − avg_cost) × qty (for
         a short, avg_cost − price); the part that goes past zero opens the other side at `price`."""
         self.trades += 1
+        self.untraced += not traced
         signed = qty if side is Side.BUY else -qty
         if self.quantity and (self.quantity > 0) != (signed > 0):
             closing = min(abs(signed), abs(self.quantity)).copy_sign(self.quantity)
@@ -94,6 +97,7 @@ class Position:
             "realized_pnl": computed(self.realized_pnl),
             "fees": {a: computed(v) for a, v in sorted(self.fees.items())},
             "trades": self.trades,
+            "untraced_trades": self.untraced,
         }
 
 
@@ -104,12 +108,12 @@ class Book:
         self.positions: dict[tuple[str, str], Position] = {}
 
     def trade(self, asset: str, cost_asset: str, side: Side, price: Decimal, qty: Decimal,
-              commission: Decimal, fee_asset: str) -> None:  # fmt: skip
+              commission: Decimal, fee_asset: str, *, traced: bool = True) -> None:  # fmt: skip
         key = (asset, cost_asset)
         pos = self.positions.get(key)
         if pos is None:
             pos = self.positions[key] = Position(asset, cost_asset)
-        pos.trade(side, price, qty, commission, fee_asset)
+        pos.trade(side, price, qty, commission, fee_asset, traced=traced)
 
     def fees_total(self) -> dict[str, Decimal]:
         total: dict[str, Decimal] = {}
