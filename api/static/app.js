@@ -323,12 +323,14 @@ async function loadApprovals() {
     return;
   }
   $("approvals-panel").hidden = false;
-  const pending = (r.data.requests || []).filter((q) => !q.status || q.status === "pending");
-  rows("approvals", pending, (q) => el("tr", {},
+  // Open requests: PENDING (waiting for the approver's token) and APPROVED (waiting for arm to use it)
+  const open = new Set(["PENDING", "APPROVED"]);
+  const pending = (r.data.items || r.data.requests || []).filter((q) => open.has(String(q.status).toUpperCase()));
+  rows("approvals", pending, (q) => el("tr", { dataset: { approval: q.id } },
     el("td", { class: "mono" }, q.id),
     el("td", {}, q.action),
     el("td", {}, q.requester),
-    el("td", {}, q.status),
+    el("td", { class: "approval-status" }, q.status),
     el("td", {}, expires(q.expires_at))), "no pending requests");
 }
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.server import ApiServer, paper_settings, small_limit
+from tests.e2e.server import ApiServer, paper_settings, simulator_and_api, small_limit
 
 TIMEOUT_MS = 15_000  # a condition, not a timing assertion: how long to wait before calling it broken
 XSS = "<img src=x onerror=window.__xss=1> & <b>bold</b>"
@@ -161,3 +161,27 @@ def test_a_bad_or_revoked_token_shows_the_login_again(api: ApiServer, page_for: 
     page.wait_for_selector("#login:not([hidden])")
     assert "401" in (page.text_content("#login-error") or "")
     assert page.evaluate("sessionStorage.getItem('propbot.token')") is None
+
+
+def test_pending_approval_requests_appear_on_testnet(browser: Any, tmp_path: Path) -> None:
+    """On the testnet profile (against the local simulator) an admin's approval request shows up in the
+    pending panel, for a viewer too, without a reload."""
+    with simulator_and_api(tmp_path / "testnet") as (_sim, api):
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(api.base_url + "/")
+            page.fill("#token", api.tokens["viewer"])
+            page.click("#login-submit")
+            page.wait_for_function("() => document.getElementById('state').textContent === 'TESTNET'")
+            created = api.client("admin").post("/api/approvals", json={})
+            assert created.status_code == 201, created.text
+            request_id = created.json()["approval"]["id"]
+            row = f"#approvals tr[data-approval='{request_id}']"
+            page.wait_for_selector(row)
+            assert page.is_visible("#approvals-panel")
+            assert page.text_content(f"{row} .approval-status") == "PENDING"
+            assert not page.is_visible("#admin-actions")
+        finally:
+            context.close()
