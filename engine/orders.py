@@ -331,7 +331,7 @@ class OrderService:
             return Placement(order, exchange=vo.raw)
         await self._record(order, lambda o: self.store.chain(
             o.state, o.version, cid, [(t, p, "") for t, p in plan_sync(o, vo)], "system"))  # fmt: skip
-        self.store.writer.metrics.send_latency.observe(asyncio.get_running_loop().time() - started)
+        self.store.writer.metrics.observe_send_latency(asyncio.get_running_loop().time() - started)
         return Placement(order, exchange=vo.raw)
 
     async def _record(self, order: Order, decide: Callable[[Order], list[NewEntry]]) -> Order:
