@@ -145,6 +145,8 @@ class RejectBody(_Body):
 
 class HoldBody(_Body):
     reason: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x20-\x7e]+$")] = "operator"
+    # The kill switch: also cancel every own open order, in flight ones included (engine.kill_switch)
+    cancel_all: bool = False
 
 
 class EmptyBody(_Body):

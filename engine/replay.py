@@ -249,7 +249,9 @@ def _replay(
                 if guarded and trigger in _GUARDED:
                     _check_guarded(seq, sid, trigger, payload, sess, approver_keys, require_token)
                 try:
-                    sessions[sid] = session_mod.apply(sess, sid, trigger, to or "", version, payload, reason)
+                    sessions[sid] = session_mod.apply(
+                        sess, sid, trigger, to or "", version, payload, reason, at=created
+                    )
                 except (KeyError, ValueError) as exc:
                     raise JournalCorrupt(seq, f"payload cannot be applied: {exc!r}") from exc
             elif stream == "approval":

@@ -138,6 +138,8 @@ class Engine:
         if problems:
             self.report.problems = problems
             await self.sessions.hold(f"reconciliation: {'; '.join(problems)}"[:500])
+        # Restarted on a kill switch's HOLD: what reconciliation found resting is cancelled now
+        self.orders.kill_switch.sweep()
         self.supervisor.start("preflight", self.preflight.run)
         self.supervisor.start("market_data_refresh", self._refresh_market_forever)
         self.supervisor.start("approval_expiry", self._expire_forever)

@@ -39,6 +39,8 @@ class SessionService:
         self._session_id = session_id  # None: generated when this journal opens its first session
         self._pending: asyncio.Future[TradingSession] | None = None
         self.session: TradingSession | None = None
+        # Told each applied transition, in the durability callback (the kill switch's sweep starts there)
+        self.on_applied: Callable[[TradingSession], None] | None = None
         self.preflight = PreflightMonitor(
             exchange, settings.preflight, settings.symbols, clock, self.hold_once,
             lambda: self.session is not None and self.session.state in _LIVE_STATES,
@@ -86,8 +88,11 @@ class SessionService:
         await self.idle()
         return await self._commit(self.current.decide(trigger, payload or {}, actor, reason))
 
-    async def hold(self, reason: str, actor: str = "system") -> TradingSession:
-        return await self.transition("hold", actor, reason=reason)
+    async def hold(self, reason: str, actor: str = "system", *, cancel_all: bool = False) -> TradingSession:
+        """HOLD; with `cancel_all`, the kill switch: the HOLD row says so, and from the moment it is applied
+        until resume every own order that is or becomes cancellable gets a cancel (engine.orders)."""
+        payload = {"cancel_all": True, "requested_by": actor} if cancel_all else None
+        return await self.transition("hold", actor, reason=reason, payload=payload)
 
     async def hold_once(self, reason: str, actor: str = "system") -> bool:
         """HOLD unless already on HOLD (a detector's fault episode is journaled once); True if it held."""
@@ -112,8 +117,10 @@ class SessionService:
             if on_also is not None:
                 on_also(records[1:])
             self.session = apply(self.session, rec.stream_id, rec.trigger, rec.to_state or "", rec.version,
-                                 entry.payload, rec.reason)  # fmt: skip
+                                 entry.payload, rec.reason, at=rec.created_at)  # fmt: skip
             self._pending = None
+            if self.on_applied is not None:
+                self.on_applied(self.session)
             if not done.done():
                 done.set_result(self.session)
 

@@ -145,9 +145,26 @@ async def disarm(request: Request, op: Admin, engine: EngineDep) -> dict[str, An
 
 @router.post("/hold")
 async def hold(request: Request, op: Admin, engine: EngineDep) -> dict[str, Any]:
-    """Any state → HOLD: no new orders until resumed; cancels and reads still work."""
+    """Any state → HOLD: no new orders until resumed; cancels and reads still work. With
+    `"cancel_all": true`, the kill switch: then every own open order is cancelled, including orders in
+    flight once the venue acknowledges them, until resume; the answer lists what happened to each."""
     body = parse_body(HoldBody, await json_body(request, optional=True))
-    return await _fire(engine, op.id, "hold", engine.sessions.hold(body.reason, op.id))
+    if not body.cancel_all:
+        return await _fire(engine, op.id, "hold", engine.sessions.hold(body.reason, op.id))
+    try:
+        session, report = await engine.orders.cancel_all(body.reason, op.id)
+    except EngineError as exc:
+        await engine.audit(op.id, "api.session.hold", {"cancel_all": True, "refused": exc.reason,
+                                                       "message": str(exc)[:300]})  # fmt: skip
+        raise
+    # The HOLD row and each cancel's rows are journaled by the engine; this row is the call's outcome
+    outcome = report.as_dict()
+    await engine.audit(op.id, "api.session.hold", {"cancel_all": True, "outcome": _ids(outcome)})
+    return {**_answer(engine, session), "cancel_all": outcome}
+
+
+def _ids(outcome: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
+    return {k: [str(o["clientOrderId"]) for o in v] for k, v in outcome.items()}
 
 
 @router.post("/resume")

@@ -134,6 +134,8 @@ async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
         "session": {
             "state": session.state.value if session else None,
             "hold_reason": (session.hold_reason or None) if session else None,
+            "since": (session.since or None) if session else None,
+            "cancel_all": session.cancel_all_by is not None if session else False,
             "session_id": session.session_id if session else None,
         },
         "components": components,
