@@ -39,8 +39,10 @@ def _install_chromium() -> str | None:
     return f"apt-get install chromium failed: {done.stderr.strip()[-300:]}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module scope, not session: while Playwright's sync API is open its event loop counts as running in
+    this thread, and pytest-asyncio's tests elsewhere could not start theirs."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

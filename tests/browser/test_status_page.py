@@ -14,6 +14,8 @@ import pytest
 
 from tests.e2e.server import ApiServer, paper_settings, simulator_and_api, small_limit
 
+# The first test's set-up may install Chromium (apt-get, about 70 s on a fresh machine): past the default
+pytestmark = pytest.mark.timeout(600)
 TIMEOUT_MS = 15_000  # a condition, not a timing assertion: how long to wait before calling it broken
 XSS = "<img src=x onerror=window.__xss=1> & <b>bold</b>"
 
