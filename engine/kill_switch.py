@@ -175,7 +175,9 @@ class KillSwitch:
         lists = {"requested": report.requested, "failed": report.failed, "finished": report.finished}
         for cid, task in tasks.items():
             if task.cancelled() or task.exception() is not None:
-                report.failed.append({"clientOrderId": cid, "outcome": "failed", "reason": "engine_stopped"})
+                # Cancelled by the engine's stop; an unexpected error is logged by the store's task owner
+                reason = "engine_stopped" if task.cancelled() else "internal_error"
+                report.failed.append({"clientOrderId": cid, "outcome": "failed", "reason": reason})
                 continue
             result = task.result()
             lists.get(result["outcome"], report.in_flight).append(result)
