@@ -323,7 +323,8 @@ async function loadApprovals() {
     return;
   }
   $("approvals-panel").hidden = false;
-  const pending = (r.data.requests || []).filter((q) => !q.status || q.status === "pending");
+  // GET /api/approvals answers {"items": [...]}, open requests (PENDING, APPROVED) first
+  const pending = (r.data.items || []).filter((q) => q.status === "PENDING" || q.status === "APPROVED");
   rows("approvals", pending, (q) => el("tr", {},
     el("td", { class: "mono" }, q.id),
     el("td", {}, q.action),
