@@ -238,7 +238,17 @@ def _run(folder: Path, echo: Callable[[str], None]) -> int:
     from api.cli import main
 
     code = main(
-        ["journal", "verify", "--config", str(config_path), "--data-dir", str(folder), "--check-approvals"]
+        [
+            "journal",
+            "verify",
+            "--profile",
+            "testnet",
+            "--config",
+            str(config_path),
+            "--data-dir",
+            str(folder),
+            "--check-approvals",
+        ]
     )
     left = [p for p in ports if _listening(p)]
     if left:
