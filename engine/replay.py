@@ -122,8 +122,8 @@ def _replay_approval(
 
 
 # Told every order row once it verified and applied: (seq, client order id, trigger, to_state, version,
-# payload, created_at); the read models of engine.ledger are built from the same scan this way
-OnOrderRow = Callable[[int, str, str, str | None, int, dict[str, Any], str], None]
+# payload, created_at, the order as applied); engine.ledger's read models are built from the same scan
+OnOrderRow = Callable[[int, str, str, str | None, int, dict[str, Any], str, Order], None]
 
 
 def replay(
@@ -236,7 +236,7 @@ def _replay(
                 elif current is None:
                     orders[sid] = updated
                 if on_order is not None:
-                    on_order(seq, sid, trigger, to, version, payload, created)
+                    on_order(seq, sid, trigger, to, version, payload, created, updated)
             elif stream == "session":
                 sess = sessions.get(sid)
                 if sess is None:

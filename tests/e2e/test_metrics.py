@@ -36,11 +36,13 @@ def test_metrics_after_place_fill_cancel_and_a_refusal(trader: httpx.Client, vie
     assert (filled.status_code, filled.json()["state"]) == (200, "FILLED"), filled.text
     resting = trader.post("/api/live/order", json={"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
                                                    "timeInForce": "GTC", "quantity": "0.001", "price": "60000",
-                                                   "newClientOrderId": "m-rest-1"})  # fmt: skip
+                                                   "newClientOrderId": "pb-m-rest-1"})  # fmt: skip
     assert resting.status_code == 200, resting.text
     during = scrape(viewer)
     assert value(during, "propbot_open_orders") == value(before, "propbot_open_orders") + 1
-    cancelled = trader.post("/api/live/cancel", json={"symbol": "BTCUSDT", "origClientOrderId": "m-rest-1"})
+    cancelled = trader.post(
+        "/api/live/cancel", json={"symbol": "BTCUSDT", "origClientOrderId": "pb-m-rest-1"}
+    )
     assert cancelled.status_code == 200, cancelled.text
     refused = trader.post("/api/live/order", json={"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
                                                    "timeInForce": "GTC", "quantity": "0.001", "price": "1.00"})  # fmt: skip

@@ -67,29 +67,29 @@ def _trade_flow(sim: Any, api: ApiServer) -> None:
     """Partial fills of resting BUYs, a partly filled order cancelled, a MARKET SELL sweeping two levels
     and a resting SELL filled: the venue fills at most 0.05 BTC per price move."""
     trader, viewer = api.client("trader"), api.client("viewer")
-    placed = trader.post("/api/live/order", json=_limit("BUY", "0.08", "64000", "v-buy-1"))
+    placed = trader.post("/api/live/order", json=_limit("BUY", "0.08", "64000", "pb-v-buy-1"))
     assert (placed.status_code, placed.json()["state"]) == (200, "ACKED"), placed.text
     _price(sim, "64000")
-    eventually(lambda: _order_state(viewer, "v-buy-1") == ("PARTIALLY_FILLED", "0.05000000"))
+    eventually(lambda: _order_state(viewer, "pb-v-buy-1") == ("PARTIALLY_FILLED", "0.05000000"))
     _price(sim, "64000")
-    eventually(lambda: _order_state(viewer, "v-buy-1")[0] == "FILLED")
+    eventually(lambda: _order_state(viewer, "pb-v-buy-1")[0] == "FILLED")
 
-    placed = trader.post("/api/live/order", json=_limit("BUY", "0.06", "63000", "v-buy-2"))
+    placed = trader.post("/api/live/order", json=_limit("BUY", "0.06", "63000", "pb-v-buy-2"))
     assert placed.status_code == 200, placed.text
     _price(sim, "63000")
-    eventually(lambda: _order_state(viewer, "v-buy-2") == ("PARTIALLY_FILLED", "0.05000000"))
-    cancelled = trader.post("/api/live/cancel", json={"symbol": "BTCUSDT", "origClientOrderId": "v-buy-2"})
+    eventually(lambda: _order_state(viewer, "pb-v-buy-2") == ("PARTIALLY_FILLED", "0.05000000"))
+    cancelled = trader.post("/api/live/cancel", json={"symbol": "BTCUSDT", "origClientOrderId": "pb-v-buy-2"})
     assert (cancelled.status_code, cancelled.json()["state"]) == (200, "CANCELLED"), cancelled.text
 
     market = {"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": "0.07",
-              "newClientOrderId": "v-sell-1"}  # fmt: skip
+              "newClientOrderId": "pb-v-sell-1"}  # fmt: skip
     sold = trader.post("/api/live/order", json=market)
     assert (sold.status_code, sold.json()["state"]) == (200, "FILLED"), sold.text
 
-    placed = trader.post("/api/live/order", json=_limit("SELL", "0.04", "65500", "v-sell-2"))
+    placed = trader.post("/api/live/order", json=_limit("SELL", "0.04", "65500", "pb-v-sell-2"))
     assert placed.status_code == 200, placed.text
     _price(sim, "65500")
-    eventually(lambda: _order_state(viewer, "v-sell-2")[0] == "FILLED")
+    eventually(lambda: _order_state(viewer, "pb-v-sell-2")[0] == "FILLED")
 
 
 def test_positions_equal_a_hand_computation_from_the_simulators_trades(tmp_path: Path) -> None:
@@ -152,16 +152,19 @@ def test_positions_equal_a_hand_computation_from_the_simulators_trades(tmp_path:
 
         orders = viewer.get("/api/orders", params={"symbol": "BTCUSDT"}).json()["orders"]
         assert [(o["clientOrderId"], o["state"], o["side"]) for o in orders] == [
-            ("v-buy-1", "FILLED", "BUY"), ("v-buy-2", "CANCELLED", "BUY"), ("v-sell-1", "FILLED", "SELL"),
-            ("v-sell-2", "FILLED", "SELL"),
+            ("pb-v-buy-1", "FILLED", "BUY"), ("pb-v-buy-2", "CANCELLED", "BUY"), ("pb-v-sell-1", "FILLED", "SELL"),
+            ("pb-v-sell-2", "FILLED", "SELL"),
         ]  # fmt: skip
-        one = viewer.get("/api/fills", params={"clientOrderId": "v-sell-1"}).json()["fills"]
+        one = viewer.get("/api/fills", params={"clientOrderId": "pb-v-sell-1"}).json()["fills"]
         assert len(one) == 2
         assert one[0]["seq"] == one[1]["seq"]  # one journal row (the FULL answer), two levels of the book
     cli_out = _cli(
         ["positions", "--profile", "testnet", "--data-dir", str(tmp_path), "--db", api.settings.db_url]
     )
     assert json.loads(cli_out)["positions"] == body["positions"]
+    lines = _cli(["fills", "--profile", "testnet", "--data-dir", str(tmp_path), "--db", api.settings.db_url,
+                  "--symbol", "BTCUSDT"]).splitlines()  # fmt: skip
+    assert [json.loads(line) for line in lines] == fills["fills"]
 
 
 def _cli(argv: list[str]) -> str:
@@ -176,9 +179,11 @@ def _balance(sim: Any, asset: str) -> Decimal:
     return Decimal(ledger.free[asset] + ledger.locked[asset])
 
 
-def test_fills_learned_by_polling_count_at_their_average_price(tmp_path: Path) -> None:
-    """Without the user data stream, fills of resting orders are learned by polling, whose order query
-    carries no trades: they count by quantity at the average price from cumQuoteQty, without a fee."""
+def test_fills_learned_by_polling_add_up_to_the_venues_trades(tmp_path: Path) -> None:
+    """Without the user data stream, fills of resting orders are learned by polling. Whether the adapter
+    completes them with their trades or not (untraced: counted by quantity at the average price from
+    cumQuoteQty, without a fee), the fills add up to the venue's trades and the quantity to what they
+    bought and sold less the base-asset fees the journal knows."""
     key, public = approver_key()
     with simulator_and_api(
         tmp_path, sim_kwargs={"quiet_market": True}, safe_mode=False,
@@ -189,18 +194,18 @@ def test_fills_learned_by_polling_count_at_their_average_price(tmp_path: Path) -
         viewer = api.client("viewer")
         trades = sim.state.engine.my_trades("BTCUSDT", limit=1000)
         [pos] = viewer.get("/api/positions").json()["positions"]
+        fills = viewer.get("/api/fills").json()["fills"]
+        traced = [f for f in fills if f["traced"]]
+        assert pos["untraced_trades"] == len(fills) - len(traced)
+        for side in ("BUY", "SELL"):
+            venue = sum(D(t["qty"]) for t in trades if t["isBuyer"] == (side == "BUY"))
+            assert sum(D(f["qty"]) for f in fills if f["side"] == side) == venue
+            quote = sum(D(t["quoteQty"]) for t in trades if t["isBuyer"] == (side == "BUY"))
+            assert sum(D(f["quoteQty"]) for f in fills if f["side"] == side) == quote
         signed = sum(D(t["qty"]) * (1 if t["isBuyer"] else -1) for t in trades)
-        assert D(pos["quantity"]) == signed  # the BTC fees of the polled BUYs are not known
-        assert pos["untraced_trades"] == 4  # v-buy-1 twice, v-buy-2 once, v-sell-2 once
-        assert pos["fees"] == {
-            "USDT": str(sum(D(t["commission"]) for t in trades if not t["isMaker"]).normalize())
-        }
-        untraced = [f for f in viewer.get("/api/fills").json()["fills"] if not f["traced"]]
-        assert [(f["clientOrderId"], D(f["qty"]), D(f["price"])) for f in untraced] == [
-            ("v-buy-1", D("0.05"), D(64000)), ("v-buy-1", D("0.03"), D(64000)),
-            ("v-buy-2", D("0.05"), D(63000)), ("v-sell-2", D("0.04"), D(65500)),
-        ]  # fmt: skip
-        assert all(f["tradeId"] is None and f["commission"] is None for f in untraced)
+        base_fees = sum(D(f["commission"]) for f in traced if f["commissionAsset"] == "BTC")
+        assert D(pos["quantity"]) == signed - base_fees
+        assert all(f["tradeId"] is None and f["commission"] is None for f in fills if not f["traced"])
 
 
 def test_positions_read_while_fills_arrive_are_each_a_journal_prefix(tmp_path: Path) -> None:
