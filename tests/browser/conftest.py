@@ -5,9 +5,11 @@ installs Debian's package when it is missing and we are root, else every test he
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,13 @@ def _install_chromium() -> str | None:
         return None
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         return f"{CHROMIUM} is missing and cannot be installed here (needs root and apt-get)"
+    # pytest-xdist workers may all get here at once: one installs, the others wait for it
+    with open(Path(tempfile.gettempdir()) / "propbot-chromium-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return None if CHROMIUM.exists() else _apt_install()
 
+
+def _apt_install() -> str | None:
     def apt(*args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         return subprocess.run(
