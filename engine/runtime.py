@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.approvals import ApprovalService
 from engine.audit import audit_entry
 from engine.checkpoint import Checkpointer, CheckpointLog
 from engine.config import EngineSettings
@@ -67,6 +68,7 @@ class Engine:
         self.writer = GroupCommitWriter(journal, checkpointer=checkpointer)
         # session_id: a fixed id (tests); by default a new journal's session gets a unique one
         self.sessions = SessionService(self.writer, exchange, settings, self.clock, session_id)
+        self.approvals = ApprovalService(self.writer, self.sessions, settings, self.clock)
         self.orders = OrderService(self.writer, journal, exchange, self.sessions, settings, self.clock)
         self.preflight = self.sessions.preflight
         # Fills, positions, order history: rebuilt by open()'s replay, then fed every durable group
@@ -116,6 +118,7 @@ class Engine:
         )
         self.orders.store.restore(result.open_orders)
         await self.sessions.restore(result.sessions)
+        self.approvals.restore(result.approvals)
         self.exchange.on_update(self._on_update)
         self.opened = True
         return self.report
@@ -135,6 +138,8 @@ class Engine:
         if problems:
             self.report.problems = problems
             await self.sessions.hold(f"reconciliation: {'; '.join(problems)}"[:500])
+        # Restarted on a kill switch's HOLD: what reconciliation found resting is cancelled now
+        self.orders.kill_switch.sweep()
         self.supervisor.start("preflight", self.preflight.run)
         self.supervisor.start("market_data_refresh", self._refresh_market_forever)
         self.supervisor.start("approval_expiry", self._expire_forever)
@@ -162,6 +167,7 @@ class Engine:
         while True:
             await asyncio.sleep(_APPROVAL_CHECK_S)
             await self.sessions.expire_if_due()
+            await self.approvals.expire_due()
 
     async def _self_check_forever(self) -> None:
         while True:
