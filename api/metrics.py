@@ -79,6 +79,12 @@ class _RuntimeCollector(Collector):
         yield _gauge(
             "propbot_ready", "1 once the journal is verified and the venue reconciled.", runtime.ready
         )
+        role = getattr(
+            runtime, "role", None
+        )  # an account's writer role, where the runtime has one (scale-out)
+        if isinstance(role, str):
+            yield _gauge("propbot_writer_role", "1 for this engine's role for its account: ACTIVE, STANDBY or LOST.",
+                         1, {"role": role})  # fmt: skip
         yield from self._session(runtime)
         yield from self._journal(runtime)
         yield from self._components()
