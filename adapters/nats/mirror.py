@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from adapters.nats.outbox_consumer import OutboxConsumer
-from adapters.nats.stream import DEFAULT_STREAM, connect
+from adapters.nats.stream import DEFAULT_STREAM, close_quietly, connect
 from engine.journal import RawRow
 from engine.outbox import check_link, check_source
 from engine.persistence.mirror_store import MirrorStore
@@ -88,5 +88,5 @@ async def run_mirror(
                 progress.caught_up = True
                 return progress
     finally:
-        await nc.close()
+        await close_quietly(nc)
         await asyncio.to_thread(store.close)

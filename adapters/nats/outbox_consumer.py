@@ -87,7 +87,7 @@ class OutboxConsumer:
         assert self._sub is not None
         try:
             msgs = await self._sub.fetch(batch, timeout=timeout)
-        except NatsTimeout:
+        except (NatsTimeout, TimeoutError):  # nats-py raises either when nothing came
             return []
         out: list[OutboxRow] = []
         for msg in msgs:

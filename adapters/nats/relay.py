@@ -18,14 +18,19 @@ import contextlib
 import logging
 import os
 import signal
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from adapters.nats.stream import DEFAULT_DUPLICATE_WINDOW_S, DEFAULT_STREAM, connect, ensure_stream
+from adapters.nats.stream import (
+    DEFAULT_DUPLICATE_WINDOW_S,
+    DEFAULT_STREAM,
+    close_quietly,
+    connect,
+    ensure_stream,
+)
 from engine.outbox import check_source, encode_row
 from engine.persistence.journal_wakeup import listen_for_appends
 from engine.persistence.outbox_source import OutboxSource
@@ -116,12 +121,14 @@ class OutboxRelay:
                     await self._idle(nc)
         finally:
             self.connected = False
-            with contextlib.suppress(Exception):
-                await nc.close()
+            await close_quietly(nc)
 
     async def _idle(self, nc: Client) -> None:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that meets a
+        # completed wait, and a relay asked to stop then polls on forever
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            async with asyncio.timeout(self.poll_s):
+                await self._wake.wait()
         del nc
 
     async def pump(self, js: JetStreamContext) -> int:
@@ -139,11 +146,11 @@ class OutboxRelay:
             await js.publish_async(m.subject, m.data, headers=m.headers, stream=stream) for m in messages
         ]
         acked = self.cursor
-        deadline = time.monotonic() + self.config.ack_timeout_s
         try:
-            for message, ack in zip(messages, pending, strict=True):
-                await asyncio.wait_for(ack, max(0.0, deadline - time.monotonic()))
-                acked = message.seq
+            async with asyncio.timeout(self.config.ack_timeout_s):
+                for message, ack in zip(messages, pending, strict=True):
+                    await ack
+                    acked = message.seq
         finally:
             for ack in pending:
                 ack.cancel()  # no-op for the resolved ones

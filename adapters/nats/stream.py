@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -23,6 +26,13 @@ async def connect(url: str, name: str) -> Client:
     return await nats.connect(
         servers=[url], name=name, allow_reconnect=False, connect_timeout=2, max_reconnect_attempts=0
     )
+
+
+async def close_quietly(nc: Client, timeout_s: float = 5.0) -> None:
+    """Close without waiting forever: nats-py's close can wait on a transport that never finishes
+    closing (seen when a relay stopped right after a burst), and a stop must not hang."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), timeout_s)
 
 
 async def ensure_stream(

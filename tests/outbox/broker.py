@@ -84,14 +84,24 @@ def relay_process(
     if status_port is not None:
         args += ["--status-port", str(status_port)]
     return subprocess.Popen(
-        args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        args,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> str:
+    """SIGTERM, and the process's output; a relay that does not stop on SIGTERM fails the test."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack to the output
+        out, _ = proc.communicate()
+        raise AssertionError("the relay did not stop on SIGTERM:\n" + out.decode(errors="replace")) from None
     return out.decode(errors="replace")
 
 
