@@ -73,6 +73,7 @@ class OutboxRelay:
         self.cursor = 0
         self.published = 0  # rows acknowledged since start (republished duplicates included)
         self.batches = 0
+        self.reads = 0  # journal reads (tests wait on it)
         self.connected = False
         self.listening = False
         self.journal_last_seq = 0
@@ -138,6 +139,7 @@ class OutboxRelay:
             Exception: a publish failed or timed out (after the acknowledged prefix was committed)."""
         self._wake.clear()  # a wake-up arriving from now on is for rows this read may not see
         rows = await asyncio.to_thread(self.journal.rows_after, self.cursor, self.config.batch)
+        self.reads += 1
         if not rows:
             return 0
         messages = [encode_row(self.config.source, row) for row in rows]
