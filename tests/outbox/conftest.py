@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
+from tests.conftest import PG_URL, _pg_schema_url
 from tests.outbox.broker import Broker, broker
 
 
@@ -20,3 +23,21 @@ def nats_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 @pytest.fixture
 def source() -> str:
     return f"s{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def mirror_url(journal_url: str, tmp_path: Path) -> Iterator[str]:
+    """An empty database for the mirror, of the primary's kind (not migrated: the mirror migrates it)."""
+    if journal_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'mirror.db'}"
+        return
+    schema = f"m_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield _pg_schema_url(schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
