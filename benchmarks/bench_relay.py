@@ -113,10 +113,16 @@ async def bench_lag(db_url: str, nats_url: str, rate: float, seconds: float) -> 
     relay = OutboxRelay(RelayConfig(db_url, nats_url, source))
     await asyncio.to_thread(relay.journal.save_cursor, source, base)  # publish only the rows appended now
 
+    published: dict[int, float] = {}
+
     async def on_msg(msg: Any) -> None:
         received[int(msg.headers["Propbot-Seq"])] = time.time()
 
+    async def on_publish(msg: Any) -> None:  # a core subscriber sees the relay's publish as it arrives
+        published[int(msg.headers["Propbot-Seq"])] = time.time()
+
     sub = await js.subscribe(f"propbot.{source}.>", cb=on_msg, ordered_consumer=True)
+    core = await nc.subscribe(f"propbot.{source}.>", cb=on_publish)
     relay.start()
     halt = threading.Event()
 
@@ -142,10 +148,14 @@ async def bench_lag(db_url: str, nats_url: str, rate: float, seconds: float) -> 
         await asyncio.sleep(0.01)
     await relay.stop()
     await sub.unsubscribe()
+    await core.unsubscribe()
     await nc.close()
     journal.close()
     lags = sorted((received[s] - c) * 1000 for s, c in committed.items() if s in received)
+    relay_lags = sorted((published[s] - c) * 1000 for s, c in committed.items() if s in published)
     return {
+        "relay_p50_ms": relay_lags[len(relay_lags) // 2],
+        "relay_p99_ms": relay_lags[min(len(relay_lags) - 1, int(len(relay_lags) * 0.99))],
         "rows": len(committed),
         "received": len(lags),
         "lag_p50_ms": lags[len(lags) // 2],

@@ -76,6 +76,7 @@ class OutboxRelay:
         self.cursor = 0  # the last seq JetStream acknowledged
         self.durable_cursor = 0  # the last seq committed to relay_cursor
         self._persisted_at = 0.0
+        self._saving: asyncio.Future[None] | None = None
         self._prefetch: tuple[int, asyncio.Future[list[OutboxMessage]]] | None = None
         self.published = 0  # rows acknowledged since start (republished duplicates included)
         self.batches = 0
@@ -128,7 +129,7 @@ class OutboxRelay:
                 if not nc.is_connected:
                     raise ConnectionError("NATS connection lost")
                 if await self.pump(js) == 0:
-                    await self._persist(force=True)
+                    await self._persist(force=False)  # the last acks of a burst, in the background
                     await self._idle(nc)
         finally:
             self.connected = False
@@ -201,19 +202,31 @@ class OutboxRelay:
             self._prefetch = None
 
     async def _persist(self, *, force: bool) -> None:
-        """Commit the acknowledged position, at most every cursor_every_s while busy (each commit is a
-        write transaction beside the engine's; on SQLite it takes the one write lock) and at once when
-        idle, failing or stopping. A cursor behind the acks only means republishing on restart."""
-        now = time.monotonic()
+        """Commit the acknowledged position at most every cursor_every_s, in the background (on SQLite
+        the commit waits for the one write lock, which the engine's appends keep busy: publishing must
+        not wait for it); with `force` (failing, stopping) at once and awaited. A cursor behind the acks
+        only means republishing on restart."""
+        if self._saving is not None:
+            if not force:
+                return
+            await self._saving
         if self.cursor <= self.durable_cursor:
             return
-        if not force and now - self._persisted_at < self.config.cursor_every_s:
+        if not force and time.monotonic() - self._persisted_at < self.config.cursor_every_s:
             return
-        if self._fault == "kill-after-ack":
-            os.kill(os.getpid(), signal.SIGKILL)
-        await asyncio.to_thread(self.journal.save_cursor, self.config.source, self.cursor)
-        self.durable_cursor = self.cursor
-        self._persisted_at = now
+        self._saving = asyncio.ensure_future(self._save(self.cursor))
+        if force:
+            await self._saving
+
+    async def _save(self, cursor: int) -> None:
+        try:
+            if self._fault == "kill-after-ack":
+                os.kill(os.getpid(), signal.SIGKILL)
+            await asyncio.to_thread(self.journal.save_cursor, self.config.source, cursor)
+            self.durable_cursor = max(self.durable_cursor, cursor)
+            self._persisted_at = time.monotonic()
+        finally:
+            self._saving = None
 
     # -- status ----------------------------------------------------------------------------------
 
