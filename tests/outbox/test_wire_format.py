@@ -26,7 +26,22 @@ from engine.persistence.outbox_source import default_source
 
 
 def row(seq: int = 1, prev: str = GENESIS_HASH, sid: str = "a") -> tuple[object, ...]:
-    r = (seq, "order", sid, 1, "create", None, "NEW", '{"q":"0.1"}', "ops", "", 1, "2026-12-01T00:00:00.000000Z", prev, "")
+    r = (
+        seq,
+        "order",
+        sid,
+        1,
+        "create",
+        None,
+        "NEW",
+        '{"q":"0.1"}',
+        "ops",
+        "",
+        1,
+        "2026-12-01T00:00:00.000000Z",
+        prev,
+        "",
+    )
     return (*r[:13], recompute_hash(r))  # type: ignore[arg-type]
 
 
@@ -52,7 +67,12 @@ def test_a_message_carries_the_row_exactly_and_decodes_back() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"not json", b"[1]", b'{"seq": 1}', json.dumps({**json.loads(encode_row("s", row()).data), "seq": "1"}).encode()],  # type: ignore[arg-type]
+    [
+        b"not json",
+        b"[1]",
+        b'{"seq": 1}',
+        json.dumps({**json.loads(encode_row("s", row()).data), "seq": "1"}).encode(),
+    ],  # type: ignore[arg-type]
 )
 def test_what_is_not_a_journal_row_is_refused(data: bytes) -> None:
     with pytest.raises(OutboxError):
