@@ -8,6 +8,7 @@ from fastapi.responses import PlainTextResponse
 from api.audit_trail import UNJOURNALED
 from api.deps import Reader, RuntimeDep
 from api.runtime import Runtime
+from engine.outbox import relay_metrics
 
 router = APIRouter(tags=["status"])
 _LEVEL = {"OK": 0, "WARN": 1, "ERROR": 2}
@@ -73,6 +74,9 @@ def render(runtime: Runtime) -> str:
                 "# TYPE propbot_stream_message_age_seconds gauge",
                 f"propbot_stream_message_age_seconds {age}",
             ]
+    relay = runtime.status_sources.get("outbox_relay")
+    if relay is not None:
+        lines += relay_metrics(relay()).splitlines()
     return "\n".join(lines) + "\n"
 
 
