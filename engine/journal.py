@@ -31,7 +31,8 @@ def canonical_json(payload: dict[str, Any]) -> str:
 
 def format_ts(ts: datetime) -> str:
     """Fixed-width UTC text: sorts and compares as time on every backend, and hashes the same."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: %Y does not zero-pad years before 1000, which would break the fixed width
+    return ts.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_ts(text: str) -> datetime:

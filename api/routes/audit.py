@@ -7,7 +7,6 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query
@@ -16,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from api.deps import Auditor, EngineDep, Reader, RuntimeDep
 from api.errors import ApiError
 from api.export import export_csv, export_jsonl
+from api.query_time import query_instant
 from api.schemas import CLIENT_ORDER_ID
 from engine.errors import EngineError, JournalCorrupt
 from engine.journal import JournalQuery, Record
@@ -25,22 +25,6 @@ router = APIRouter(tags=["audit"])
 log = logging.getLogger(__name__)
 _CID = re.compile(CLIENT_ORDER_ID)
 T = TypeVar("T")
-
-
-def _instant(name: str, text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ApiError(
-            422, "invalid_query", [{"field": name, "error": "must be an ISO-8601 date-time"}]
-        ) from None
-    if value.tzinfo is None:
-        raise ApiError(
-            422, "invalid_query", [{"field": name, "error": "must carry a timezone (e.g. Z or +00:00)"}]
-        )
-    return value
 
 
 def journal_filters(
@@ -60,8 +44,8 @@ def journal_filters(
         stream_id,
         trigger,
         actor,
-        _instant("since", since),
-        _instant("until", until),
+        query_instant("since", since),
+        query_instant("until", until),
     )
 
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import Reader, RuntimeDep
 from api.errors import ApiError
-from api.routes.audit import _instant
+from api.query_time import query_instant
 from api.runtime import Runtime
 from api.schemas import CLIENT_ORDER_ID, SYMBOL
 from engine.errors import EngineError
@@ -43,7 +43,7 @@ def _ledger(runtime: Runtime) -> Ledger:
 
 def _ts(name: str, text: str | None) -> str | None:
     """An ISO-8601 instant as the journal's own timestamp text, which compares as time."""
-    instant = _instant(name, text)
+    instant = query_instant(name, text)
     return format_ts(instant) if instant is not None else None
 
 

@@ -49,6 +49,32 @@ def test_time_range_filters(auditor: httpx.Client) -> None:
     assert len(journal_rows(auditor, since=first.replace("Z", "+00:00"))) == len(everything)
 
 
+@pytest.mark.parametrize("path", ["/api/journal", "/api/journal/export"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since": "0001-01-01T00:00:00+14:00"},  # valid in its offset, before year 1 in UTC
+        {"until": "9999-12-31T23:59:59-14:00"},  # after year 9999 in UTC
+        {"since": "x"},
+        {"until": "2026-01-01T00:00:00"},  # no timezone
+    ],
+)
+def test_instants_outside_the_calendar_in_utc_are_422(
+    auditor: httpx.Client, path: str, params: dict[str, str]
+) -> None:
+    r = auditor.get(path, params=params)
+    assert (r.status_code, r.json()["reason"]) == (422, "invalid_query"), r.text
+    assert r.json()["detail"][0]["field"] in params
+
+
+def test_instants_at_the_calendar_limits_in_utc_filter(auditor: httpx.Client) -> None:
+    everything = journal_rows(auditor)
+    assert len(journal_rows(auditor, since="0001-01-01T00:00:00Z")) == len(everything)
+    assert len(journal_rows(auditor, since="0999-06-01T00:00:00+00:00")) == len(everything)
+    assert journal_rows(auditor, until="0999-06-01T00:00:00Z") == []
+    assert journal_rows(auditor, since="9999-12-31T23:59:59+14:00") == []
+
+
 def test_pagination_walks_every_row_once(auditor: httpx.Client) -> None:
     whole = auditor.get("/api/journal", params={"limit": 1000}).json()["items"]
     seen, after = [], 0

@@ -267,6 +267,9 @@ def test_bad_filters_are_422_invalid_query(tmp_path: Path) -> None:
             ("/api/orders", {"open": "maybe"}),
             ("/api/orders", {"after_seq": "-1"}),
             ("/api/orders", {"limit": "1001"}),
+            ("/api/orders", {"since": "9999-12-31T23:59:59-14:00"}),  # valid here, past year 9999 in UTC
+            ("/api/fills", {"until": "9999-12-31T23:59:59-14:00"}),
+            ("/api/fills", {"since": "0001-01-01T00:00:00+14:00"}),  # before year 1 in UTC
         ]:
             r = viewer.get(path, params=params)
             assert (r.status_code, r.json()["reason"]) == (422, "invalid_query"), (path, params, r.text)
