@@ -12,13 +12,16 @@ session is resumed, every own order that *is or becomes* ACKED or PARTIALLY_FILL
   cancel that failed (CANCEL_PENDING back to ACKED) is cancelled again.
 - HOLD refuses every new order, so the set of orders that can still become cancellable is exactly the
   open and reserved ones at the moment of the HOLD.
-- A cancel the venue refuses is retried a few times with a backoff, then reported as failed (the order
-  stays visible as open; its next applied transition starts the cancel again).
+- A cancel the venue refuses is retried a few times with a short backoff, then reported as failed in the
+  press's report; from then on `retry_forever` (a supervised component) sweeps again with a capped
+  backoff for as long as the switch is engaged and a cancellable own order remains, which `status()` shows
+  as ERROR with the ids. Resume wakes it and it stops: nothing is sent once the session is off the HOLD.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,6 +41,8 @@ CANCELLABLE = frozenset({S.ACKED, S.PARTIALLY_FILLED})
 IN_FLIGHT = frozenset({S.NEW, S.PREFLIGHT, S.SENT, S.UNKNOWN, S.CANCEL_PENDING})
 ATTEMPTS = 3
 RETRY_S = 0.2
+RESWEEP_MIN_S = 1.0  # after a press's attempts failed: the backoff of the sweeps that follow, doubling
+RESWEEP_MAX_S = 30.0  # up to this, for as long as the switch is engaged and cancellable orders remain
 _PRESSES_KEPT = 8  # a HOLD nobody settles (a plain one while engaged) must not grow memory
 
 
@@ -88,6 +93,7 @@ class KillSwitch:
         self._cancel = cancel
         self._tasks: dict[str, asyncio.Task[dict[str, Any]]] = {}  # one running cancel per order
         self._presses: dict[int, _Press] = {}  # by the HOLD's session version, until settle() reports it
+        self._wake = asyncio.Event()  # a cancel failed, or the session changed: retry_forever looks again
 
     @property
     def engaged_by(self) -> str | None:
@@ -100,6 +106,7 @@ class KillSwitch:
     # -- the two durability callbacks (synchronous: they only start tasks) ------------------------
 
     def on_session(self, session: TradingSession) -> None:
+        self._wake.set()  # a resume stops the re-sweeps; a new HOLD may need them
         if self.engaged_by is not None:
             press = _Press(set(self._store.open) | set(self._store.reserved))
             self._presses[session.version] = press
@@ -133,6 +140,35 @@ class KillSwitch:
             press.tasks.setdefault(cid, task)
         return task
 
+    def uncancelled(self) -> list[str]:
+        """The own orders still cancellable (resting on the venue) while the switch is engaged."""
+        if self.engaged_by is None:
+            return []
+        return sorted(cid for cid, order in self._store.open.items() if order.state in CANCELLABLE)
+
+    def status(self) -> dict[str, Any]:
+        """ERROR while the switch is engaged and own orders it has not cancelled yet remain."""
+        remaining = self.uncancelled()
+        return {"status": "ERROR" if remaining else "OK", "engaged": self.engaged_by is not None,
+                "uncancelled": remaining}  # fmt: skip
+
+    async def retry_forever(self) -> None:
+        """Sweep again, with a capped backoff, while the switch is engaged and cancellable orders remain
+        (run supervised: a failure here restarts it, shown in the status)."""
+        while True:
+            delay = RESWEEP_MIN_S
+            while self.uncancelled():
+                with contextlib.suppress(TimeoutError):  # a session change (resume) ends the wait early
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                self._wake.clear()
+                tasks = self.sweep()  # nothing once resumed (or the store is closed)
+                if tasks:
+                    log.warning("kill switch: sweeping %d order(s) again after %.1fs", len(tasks), delay)
+                    await asyncio.wait(tasks.values())
+                delay = min(delay * 2, RESWEEP_MAX_S)
+            await self._wake.wait()
+            self._wake.clear()
+
     # -- the cancels -------------------------------------------------------------------------------
 
     async def _cancel_one(self, cid: str, symbol: str, actor: str) -> dict[str, Any]:
@@ -160,6 +196,7 @@ class KillSwitch:
                     await asyncio.sleep(RETRY_S * 2**attempt)
                     continue
                 return {**out, "outcome": "requested", "state": placed.order.state.value}
+            self._wake.set()  # retry_forever takes it from here while the switch stays engaged
             return {**out, "outcome": "failed", "reason": reason}
         finally:
             self._tasks.pop(cid, None)

@@ -144,6 +144,7 @@ class Engine:
         self.supervisor.start("market_data_refresh", self._refresh_market_forever)
         self.supervisor.start("approval_expiry", self._expire_forever)
         self.supervisor.start("journal_self_check", self._self_check_forever)
+        self.supervisor.start("kill_switch_retry", self.orders.kill_switch.retry_forever)
         self.connected = True
         return self.report
 

@@ -99,6 +99,8 @@ async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
     if runtime.ready:
         verdict = engine.preflight.verdict(engine.orders.risk_headroom())
         components.update(_from_checks(verdict, engine.preflight.status()))
+        kill_switch = engine.orders.kill_switch.status()
+        components["kill_switch"] = _component(kill_switch["status"], kill_switch)
     else:
         error = runtime.start_error
         detail = {"reason": error.reason, "message": str(error)} if error else {"reason": "not_ready"}

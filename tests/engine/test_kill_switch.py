@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from engine import kill_switch as kill_switch_mod
 from engine.config import EngineSettings
-from engine.errors import ExchangeRejected, ExecutionStatusUnknown, SessionHalted
+from engine.errors import ExchangeRejected, ExchangeUnavailable, ExecutionStatusUnknown, SessionHalted
 from engine.fsm.order_table import OrderState
 from engine.fsm.session_table import SessionState
 from engine.persistence.sql_journal import SqlJournal
@@ -223,3 +224,70 @@ async def test_hold_is_journaled_before_any_cancel(db_url: str, settings: Engine
         assert hold_seq < cancel_seq  # HOLD first, journaled, then the cancels
         assert [o["clientOrderId"] for o in report.requested] == ["r"]
         assert report.requested[0]["state"] == "CANCELLED"
+
+
+class FlakyCancel(FakeExchange):
+    """cancel() answers 503 while `failures` lasts (a bad minute at the venue), then works again."""
+
+    def __init__(self, failures: int = 0) -> None:
+        super().__init__()
+        self.failures = failures
+        self.cancel_calls = 0
+
+    async def cancel(self, symbol: str, client_order_id: str) -> VenueOrder:
+        self.cancel_calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise ExchangeUnavailable("503 injected", reason="EXCHANGE_UNAVAILABLE", http_status=503)
+        return await super().cancel(symbol, client_order_id)
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kill_switch_mod, "RETRY_S", 0.001)
+    monkeypatch.setattr(kill_switch_mod, "RESWEEP_MIN_S", 0.005)
+    monkeypatch.setattr(kill_switch_mod, "RESWEEP_MAX_S", 0.02)
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_cancels_refused_past_the_attempts_are_retried_until_the_venue_recovers(
+    db_url: str, settings: EngineSettings
+) -> None:
+    fake = FlakyCancel()
+    async with running(db_url, fake, settings, live=True) as eng:
+        await asyncio.gather(*(eng.orders.submit(limit(f"rest-{i}"), "trader") for i in range(2)))
+        fake.failures = 4 * kill_switch_mod.ATTEMPTS  # well past one press's attempts
+        _, report = await eng.orders.cancel_all("panic", "admin")
+        assert sorted(o["clientOrderId"] for o in report.failed) == ["rest-0", "rest-1"]
+        status = eng.orders.kill_switch.status()
+        assert (status["status"], status["uncancelled"]) == ("ERROR", ["rest-0", "rest-1"])
+        # Nothing else changes state: the switch's own re-sweeps cancel them once the venue answers
+        await eventually(lambda: resting_on_venue(fake) == [] and not eng.orders.kill_switch.uncancelled())
+        assert all(fake.orders[c].status is VenueStatus.CANCELED for c in ("rest-0", "rest-1"))
+        assert eng.orders.kill_switch.status()["status"] == "OK"
+        assert eng.supervisor.status()["kill_switch_retry"]["running"]
+        assert_memory_is_the_journal(eng)
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_resume_during_the_retries_stops_them(db_url: str, settings: EngineSettings) -> None:
+    fake = FlakyCancel(failures=10**9)  # the venue never recovers
+    async with running(db_url, fake, settings, live=True) as eng:
+        await eng.orders.submit(limit("rest-1"), "trader")
+        await eng.orders.cancel_all("panic", "admin")
+        await eventually(lambda: fake.cancel_calls > 2 * kill_switch_mod.ATTEMPTS)  # re-sweeps running
+        await eng.sessions.transition("resume", "admin")  # while a re-sweep's cancel may be out
+        assert eng.orders.kill_switch.status() == {"status": "OK", "engaged": False, "uncancelled": []}
+        await eventually(lambda: not eng.orders.kill_switch._tasks)  # a cancel out at resume finishes
+        calls = fake.cancel_calls
+        for _ in range(20):  # many times the longest backoff: no cancel is sent any more
+            await asyncio.sleep(kill_switch_mod.RESWEEP_MAX_S)
+        assert fake.cancel_calls == calls
+        assert resting_on_venue(fake) == ["rest-1"]
+        assert eng.orders.open["rest-1"].state is S.ACKED
+        assert eng.supervisor.status()["kill_switch_retry"]["running"]
+        # Pressed again: the same component retries again
+        fake.failures = 0
+        _, report = await eng.orders.cancel_all("again", "admin")
+        assert [o["clientOrderId"] for o in report.requested] == ["rest-1"]
+        await eventually(lambda: resting_on_venue(fake) == [])
