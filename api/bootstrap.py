@@ -26,8 +26,8 @@ from engine.audit import AuditSlot
 from engine.checkpoint import engine_log
 from engine.errors import EngineError
 from engine.fsm.order_table import OrderState
+from engine.outbox import default_source
 from engine.persistence.migrate import upgrade
-from engine.persistence.outbox_source import default_source
 from engine.persistence.sql_journal import SqlJournal
 from engine.ports import ExchangePort
 from engine.runtime import Engine
@@ -139,7 +139,7 @@ def _relay(settings: Settings) -> OutboxRelay:
     """The outbox relay for this process's journal (the `relay:` config section): it only reads the
     journal and writes its cursor row; its status and metrics join /api/status and /metrics."""
     assert settings.relay_nats_url is not None
-    source = settings.relay_source or default_source(settings.db_url)
+    source = settings.relay_source or default_source(settings.db_url)  # set by load_settings
     return OutboxRelay(RelayConfig(settings.db_url, settings.relay_nats_url, source, settings.relay_stream))
 
 

@@ -19,8 +19,8 @@ NATS = click.option("--nats", "nats_url", default="nats://127.0.0.1:4222", show_
 SOURCE = click.option(
     "--source",
     default=None,
-    help="the journal source's name in subjects and message ids; default: the URL's PostgreSQL schema "
-    "(search_path), else 'default'",
+    help="the journal source's name in subjects and message ids, one per journal; default: the URL's "
+    "PostgreSQL schema (search_path), required when the URL names none",
 )
 STREAM = click.option("--stream", default="PROPBOT", show_default=True, help="the JetStream stream")
 
@@ -51,7 +51,7 @@ def relay(
 ) -> int:  # fmt: skip
     """Publish every journal row, in seq order after a durable cursor, to JetStream (at least once)."""
     from adapters.nats.relay import OutboxRelay, RelayConfig
-    from engine.persistence.outbox_source import default_source
+    from engine.outbox import default_source
 
     try:
         config = RelayConfig(db_url, nats_url, source or default_source(db_url), stream, batch=batch)
@@ -83,15 +83,20 @@ async def _run_relay(relay: object, status_port: int | None, log_every: float) -
             )  # fmt: skip
 
     reporter = asyncio.create_task(report())
+    stopper = asyncio.create_task(_until_signal())
+    refused = asyncio.create_task(relay.refusal.wait())  # its source names another journal's chain
     try:
-        await _until_signal()
+        await asyncio.wait({stopper, refused}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        reporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reporter
+        for task in (reporter, stopper, refused):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if runner is not None:
             await runner.cleanup()
         await relay.stop()
+    if relay.refused is not None:
+        raise CliError(relay.refused)
 
 
 @click.command()

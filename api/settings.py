@@ -30,6 +30,7 @@ from engine.config import (
     PreflightSettings,
     RiskLimits,
 )
+from engine.outbox import default_source
 
 log = logging.getLogger(__name__)
 
@@ -361,6 +362,18 @@ def locate(
     return Location(cfg.profile, cfg, path, folder, url, merged)
 
 
+def _relay_source(cfg: ConfigFile, path: Path, url: str) -> str | None:
+    """The relay section's source, or the one the journal URL names (fail closed when it names none)."""
+    if cfg.relay is None:
+        return None
+    if cfg.relay.source is not None:
+        return cfg.relay.source
+    try:
+        return default_source(url)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: relay.source: {exc}") from None
+
+
 def load_settings(
     profile: str | None = None,
     config_file: Path | None = None,
@@ -422,6 +435,6 @@ def load_settings(
         paper_seed=cfg.paper.seed,
         unofficial_hosts=unofficial,
         relay_nats_url=cfg.relay.nats_url if cfg.relay else None,
-        relay_source=cfg.relay.source if cfg.relay else None,
+        relay_source=_relay_source(cfg, path, url),
         relay_stream=cfg.relay.stream if cfg.relay else "PROPBOT",
     )

@@ -19,6 +19,7 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from engine.errors import EngineError
 from engine.journal import RAW_COLUMNS, RawRow, row_hash
@@ -53,10 +54,37 @@ class ChainBroken(OutboxError):
     reason = "outbox_chain_broken"
 
 
+class SourceMismatch(OutboxError):
+    """The stream's last row of a source is not this journal's row at that seq: another journal is (or
+    was) relayed under the same source name, and the broker would drop this one's rows as duplicates."""
+
+    reason = "outbox_source_mismatch"
+
+
 def check_source(source: str) -> str:
     if not SOURCE.match(source):
         raise ValueError(f"source must be 1-64 of [A-Za-z0-9_-], was {source!r}")
     return source
+
+
+def default_source(url: str) -> str:
+    """A relay's source name when none is given: the PostgreSQL schema of the URL's search_path (one
+    chain per schema).
+
+    Raises:
+        ValueError: the URL names no schema (SQLite, or PostgreSQL without search_path). Refused rather
+            than guessed: two journals relayed under one name share `Nats-Msg-Id`s, and the broker
+            silently drops the second one's rows as duplicates."""
+    options = " ".join(parse_qs(urlsplit(url).query).get("options", []))
+    for part in options.split():
+        if part.startswith("-csearch_path="):
+            schema = part.removeprefix("-csearch_path=").split(",")[0].strip()
+            if schema:
+                return schema[:64]
+    raise ValueError(
+        "this journal URL names no PostgreSQL schema (search_path), so the relay cannot derive a source "
+        "name that differs between journals: give one (`--source`, or `source:` in the relay section)"
+    )
 
 
 def subject_token(value: str) -> str:

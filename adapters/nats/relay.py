@@ -25,6 +25,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from adapters.nats.stream import (
     DEFAULT_DUPLICATE_WINDOW_S,
@@ -33,7 +34,16 @@ from adapters.nats.stream import (
     connect,
     ensure_stream,
 )
-from engine.outbox import OutboxMessage, check_source, encode_row, relay_metrics
+from engine.outbox import (
+    HDR_HASH,
+    HDR_SEQ,
+    OutboxMessage,
+    SourceMismatch,
+    check_source,
+    encode_row,
+    relay_metrics,
+    source_subjects,
+)
 from engine.persistence.journal_wakeup import listen_for_appends
 from engine.persistence.outbox_source import OutboxSource
 from engine.supervisor import Supervisor
@@ -87,6 +97,8 @@ class OutboxRelay:
         self.lag_seconds = 0.0
         self._wake = asyncio.Event()
         self._fault = os.environ.get(FAULT_ENV, "")
+        self.refused: str | None = None  # why this relay will not publish (its source names another chain)
+        self.refusal = asyncio.Event()
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -120,6 +132,14 @@ class OutboxRelay:
             self.connected = True
             js = nc.jetstream(timeout=self.config.ack_timeout_s)
             await ensure_stream(js, self.config.stream, self.config.duplicate_window_s)
+            try:
+                await self._check_stream(js)
+            except SourceMismatch as exc:
+                # Not retried: the same answer would come back; the publish component stays ERROR
+                self.refused = str(exc)
+                self.refusal.set()
+                log.error("relay %s refuses to publish: %s", self.config.source, exc)
+                return
             self.cursor = await asyncio.to_thread(self.journal.load_cursor, self.config.source)
             self.durable_cursor = self.cursor
             log.info(
@@ -137,6 +157,27 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await self._persist(force=True)
             await close_quietly(nc)
+
+    async def _check_stream(self, js: JetStreamContext) -> None:
+        """The stream's last row of this source must be this journal's row at that seq.
+
+        Raises:
+            SourceMismatch: it is another chain's (or this journal no longer has that seq): publishing
+                would have the broker drop our rows as duplicates of theirs while the lag reads 0."""
+        try:
+            last = await js.get_last_msg(self.config.stream, source_subjects(self.config.source))
+        except NotFoundError:
+            return  # nothing of this source in the stream yet
+        headers = last.headers or {}
+        seq, theirs = int(headers.get(HDR_SEQ, "0")), headers.get(HDR_HASH)
+        ours = await asyncio.to_thread(self.journal.hash_at, seq)
+        if ours is None or ours != theirs:
+            raise SourceMismatch(
+                f"stream {self.config.stream} already holds source {self.config.source!r} up to seq {seq} "
+                f"with hash {theirs}, but this journal's row {seq} is "
+                f"{'absent' if ours is None else 'hash ' + ours}: another journal is relayed under this "
+                "source name; give this journal its own (`--source`, or `source:` in the relay section)"
+            )
 
     async def _idle(self, nc: Client) -> None:
         # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that meets a
@@ -235,7 +276,8 @@ class OutboxRelay:
         level = "ERROR" if any(c["status"] == "ERROR" for c in components.values()) else "OK"
         lag_rows = max(0, self.journal_last_seq - self.cursor)
         return {
-            "status": level,
+            "status": "ERROR" if self.refused else level,
+            "refused": self.refused,
             "source": self.config.source,
             "stream": self.config.stream,
             "connected": self.connected,

@@ -24,18 +24,6 @@ def libpq_conninfo(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def default_source(url: str) -> str:
-    """A relay's source name when none is given: the PostgreSQL schema of the URL's search_path (one
-    chain per schema), else "default"."""
-    options = str(make_url(url).query.get("options", ""))
-    for part in options.split():
-        if part.startswith("-csearch_path="):
-            schema = part.removeprefix("-csearch_path=").split(",")[0].strip()
-            if schema:
-                return schema[:64]
-    return "default"
-
-
 class OutboxSource:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -67,6 +55,12 @@ class OutboxSource:
             ).scalar()
         age = 0.0 if oldest is None else max(0.0, (datetime.now(UTC) - parse_ts(str(oldest))).total_seconds())
         return int(last or 0), age
+
+    def hash_at(self, seq: int) -> str | None:
+        """The hash of the row at `seq`, None when the journal has no such row."""
+        with self.engine.connect() as conn:
+            value = conn.execute(text("SELECT hash FROM journal WHERE seq = :s"), {"s": seq}).scalar()
+        return None if value is None else str(value)
 
     def load_cursor(self, source: str) -> int:
         return load_cursor(self._writer, source)

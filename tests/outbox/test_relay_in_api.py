@@ -6,6 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
+from api.config_file import ConfigError
 from tests.e2e.server import ApiServer, paper_settings
 from tests.outbox.broker import Broker
 
@@ -42,3 +45,11 @@ def test_without_the_section_there_is_no_relay(tmp_path: Path) -> None:
     with ApiServer(paper_settings(tmp_path / "data")) as api:
         status = api.client("viewer").get("/api/status").json()
     assert "outbox_relay" not in status["components"]
+
+
+def test_a_relay_section_without_a_source_on_a_url_naming_no_schema_is_refused(tmp_path: Path) -> None:
+    # SQLite (the default journal) names no schema: a guessed shared name would collide across journals
+    with pytest.raises(
+        ConfigError, match=r"config\.paper\.yaml: relay\.source: .*names no PostgreSQL schema"
+    ):
+        paper_settings(tmp_path / "data", relay={"nats_url": "nats://127.0.0.1:4222"})

@@ -18,11 +18,11 @@ from engine.outbox import (
     check_link,
     check_source,
     decode_row,
+    default_source,
     encode_row,
     recompute_hash,
     subject_for,
 )
-from engine.persistence.outbox_source import default_source
 
 
 def row(seq: int = 1, prev: str = GENESIS_HASH, sid: str = "a") -> tuple[object, ...]:
@@ -111,4 +111,7 @@ def test_the_comparison_names_the_first_difference() -> None:
 
 def test_the_default_source_is_the_urls_schema() -> None:
     assert default_source("postgresql+psycopg://u@h/db?options=-csearch_path%3Dacct1") == "acct1"
-    assert default_source("sqlite:////tmp/j.db") == "default"
+    # No schema: refused, never a shared guess two journals would collide on (test_source_collision.py)
+    for url in ("sqlite:////tmp/j.db", "postgresql+psycopg://u@h/db"):
+        with pytest.raises(ValueError, match="names no PostgreSQL schema"):
+            default_source(url)
