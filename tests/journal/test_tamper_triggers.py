@@ -11,10 +11,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from engine.persistence.migrate import upgrade
+from engine.persistence.outbox_source import OutboxSource
 from engine.persistence.sql_journal import SqlJournal
 from engine.replay import replay
 from tests.conftest import PG_SKIP, PG_URL
@@ -22,6 +23,7 @@ from tests.journal.test_sql_journal import entry
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE_ROLE = "propbot_engine"
+RELAY_ROLE = "propbot_relay"
 
 
 @pytest.mark.parametrize(
@@ -103,6 +105,50 @@ def test_the_engine_role_may_select_and_insert_only(journal_url: str) -> None:
         with pytest.raises(DBAPIError, match=r"permission denied|must be owner"), engine.begin() as conn:
             conn.execute(text(sql))
     engine.dispose()
+
+
+def _create_role(conn: Connection, role: str) -> None:
+    conn.execute(
+        text(f"DO $$ BEGIN CREATE ROLE {role} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    )
+
+
+@pytest.mark.postgres
+def test_the_relay_roles_read_the_journal_and_keep_their_cursor_only(journal_url: str) -> None:
+    if not PG_URL:
+        pytest.skip(PG_SKIP)
+    if not journal_url.startswith("postgresql"):
+        pytest.skip("roles are PostgreSQL's")
+    j = SqlJournal(journal_url)
+    j.append([entry("a", 1)])
+    j.close()
+    admin = create_engine(journal_url)
+    with admin.begin() as conn:
+        schema = conn.execute(text("SELECT current_schema()")).scalar()
+        # docs/SECURITY.md: the separate relay's role, and the engine role's extra grant for the relay
+        # inside the API process
+        for role in (RELAY_ROLE, ENGINE_ROLE):
+            _create_role(conn, role)
+            conn.execute(text(f"GRANT USAGE ON SCHEMA {schema} TO {role}"))
+            conn.execute(text(f"GRANT SELECT, INSERT, UPDATE ON relay_cursor TO {role}"))
+        conn.execute(text(f"GRANT SELECT ON journal TO {RELAY_ROLE}"))
+        conn.execute(text(f"GRANT SELECT, INSERT ON journal TO {ENGINE_ROLE}"))
+    admin.dispose()
+    for role in (RELAY_ROLE, ENGINE_ROLE):
+        source = OutboxSource(_as_role(journal_url, role))
+        try:
+            assert [row[0] for row in source.rows_after(0, 10)] == [1]
+            assert source.load_cursor(role) == 0
+            source.save_cursor(role, 1)  # the first save inserts the row, the next ones update it
+            source.save_cursor(role, 1)
+            assert source.load_cursor(role) == 1
+        finally:
+            source.close()
+    relay = create_engine(_as_role(journal_url, RELAY_ROLE))
+    for sql in ("INSERT INTO journal SELECT * FROM journal WHERE seq = 1", "DELETE FROM relay_cursor"):
+        with pytest.raises(DBAPIError, match="permission denied"), relay.begin() as conn:
+            conn.execute(text(sql))
+    relay.dispose()
 
 
 def test_alembic_by_hand_creates_an_owner_only_sqlite_file(tmp_path: Path) -> None:
