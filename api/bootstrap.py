@@ -24,14 +24,12 @@ from api.settings import Settings
 from engine.audit import AuditSlot
 from engine.checkpoint import engine_log
 from engine.errors import EngineError
-from engine.fsm.order_table import OrderState
 from engine.persistence.migrate import upgrade
 from engine.persistence.sql_journal import SqlJournal
 from engine.ports import ExchangePort
 from engine.runtime import Engine
 
 log = logging.getLogger(__name__)
-_CANCELLABLE = (OrderState.ACKED, OrderState.PARTIALLY_FILLED)
 
 
 def prepare_journal(url: str) -> None:
@@ -65,10 +63,8 @@ def build_exchange(settings: Settings) -> ExchangePort:
 
 def _cancel_open_on(engine: Engine, symbol: str) -> Hook:
     async def cancel_open() -> None:
-        targets = [
-            o for o in list(engine.orders.open.values()) if o.symbol == symbol and o.state in _CANCELLABLE
-        ]
-        for order in targets:
+        # Our own orders only: a foreign order on the account (no engine prefix) is never cancelled
+        for order in engine.orders.cancellable(symbol):
             audit = AuditSlot(
                 "system", "cancel_on_disconnect", {"symbol": symbol, "clientOrderId": order.client_order_id}
             )

@@ -312,6 +312,8 @@ def engine_settings(cfg: ConfigFile, safe_mode: bool) -> EngineSettings:
         approvals=ApprovalSettings(a.two_man_rule, a.require_token, a.ttl_s, dict(a.public_keys)),
         unknown_grace_s=cfg.orders.unknown_grace_s,
         reconcile_interval_s=cfg.orders.reconcile_interval_s,
+        client_order_id_prefix=cfg.binance.client_order_id_prefix,
+        hold_on_foreign_orders=cfg.binance.hold_on_foreign_orders,
     )
 
 

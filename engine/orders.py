@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from engine.audit import AuditSlot
+from engine.client_ids import is_own
 from engine.config import EngineSettings
 from engine.errors import (
     EngineError,
@@ -111,6 +111,14 @@ class OrderService:
             # The API validates too; the engine does not rely on it (ids go into the journal's hash encoding)
             raise OrderRejected(
                 "clientOrderId must match [.A-Z:/a-z0-9_-]{1,36}", reason="invalid_client_order_id"
+            )
+        prefix = self._settings.client_order_id_prefix
+        if not is_own(req.client_order_id, prefix):
+            # Own orders are told from foreign ones by this prefix alone (adoption, cancel-all): an id
+            # without it would be ours in the journal but foreign on the venue
+            raise OrderRejected(
+                f"clientOrderId must start with this engine's prefix {prefix!r}",
+                reason="client_order_id_prefix",
             )
         cid = req.client_order_id
         while self.store.busy(cid) or self._sessions.busy:
@@ -416,12 +424,10 @@ class OrderService:
         await self._record(order, failed)
 
     async def cancel_all(self, actor: str, symbol: str | None = None) -> list[str]:
-        """Request a cancel of every cancellable open order (optionally on one symbol); returns the ids
-        whose cancel did not go through. Each is an ordinary cancel, journaled as one."""
-        targets = [
-            o.client_order_id for o in list(self.open.values())
-            if (symbol is None or o.symbol == symbol) and o.state in (S.ACKED, S.PARTIALLY_FILLED)
-        ]  # fmt: skip
+        """Request a cancel of every cancellable open order of ours (optionally on one symbol); returns
+        the ids whose cancel did not go through. Each is an ordinary cancel, journaled as one. Orders
+        without the engine's prefix are never touched (engine.client_ids)."""
+        targets = [o.client_order_id for o in self.cancellable(symbol)]
         failed: list[str] = []
         results = await asyncio.gather(
             *(self.cancel(self.open[cid].symbol, cid, None, actor) for cid in targets if cid in self.open),
@@ -431,6 +437,20 @@ class OrderService:
             if isinstance(result, EngineError):
                 failed.append(cid)
         return failed
+
+    def cancellable(self, symbol: str | None = None) -> list[Order]:
+        """Our open orders a cancel may be requested for now (optionally on one symbol): what cancel-all,
+        the kill switch and cancel-on-disconnect act on. Foreign orders are never in it."""
+        prefix = self._settings.client_order_id_prefix
+        return [
+            o for o in list(self.open.values())
+            if (symbol is None or o.symbol == symbol) and o.state in (S.ACKED, S.PARTIALLY_FILLED)
+            and is_own(o.client_order_id, prefix)
+        ]  # fmt: skip
+
+    def foreign_orders(self) -> list[dict[str, Any]]:
+        """Working orders on the account that are not ours, as last seen (for /api/status)."""
+        return self.reconciler.foreign_orders()
 
     # -- delegated to the store and the reconciler ---------------------------------------------
 
@@ -462,7 +482,3 @@ async def _awaited(flow: asyncio.Task[Placement]) -> Placement:
         if flow.cancelled() and (task is None or not task.cancelling()):
             raise EngineStopped("the engine stopped before the order's outcome was recorded") from None
         raise
-
-
-def new_client_order_id() -> str:
-    return f"pb-{uuid.uuid4().hex[:24]}"

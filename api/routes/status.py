@@ -79,6 +79,13 @@ def _approvals(runtime: Runtime) -> dict[str, Any]:
     return _component("OK", detail)
 
 
+def _foreign(orders: list[dict[str, Any]]) -> dict[str, Any]:
+    """Working orders on the account that are not ours (no engine prefix, order-list legs): never
+    adopted or cancelled; WARN while any exist, with the first few named."""
+    detail = {"count": len(orders), "orders": orders[:5]}
+    return _component("WARN" if orders else "OK", detail)
+
+
 @router.get("/api/status")
 async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
     """Session state and hold reason, and each component's OK/WARN/ERROR with detail."""
@@ -111,6 +118,7 @@ async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
             data = fn()
             components[name] = _component(str(data.get("level", "WARN")), data)
     components["approvals"] = _approvals(runtime)
+    components["foreign_orders"] = _foreign(engine.orders.foreign_orders())
     session = engine.sessions.session
     overall = max((c["status"] for c in components.values()), key=lambda s: _RANK.get(s, 2))
     return {
