@@ -133,6 +133,7 @@ class Fill:
     qty: Decimal
     commission: Decimal = Decimal(0)
     commission_asset: str = ""
+    is_maker: bool | None = None  # None where the venue's answer does not say (an order's FULL answer)
 
 
 @dataclass(frozen=True, slots=True)

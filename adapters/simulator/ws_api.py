@@ -27,6 +27,8 @@ Faults, POST /_sim/ws_api/faults (JSON, any subset; DELETE clears them); they ac
     duplicate: int       the next N events are sent twice
     skip: int            the next N events are never sent (a silent gap, as a lost message would be)
     reorder: int         the next N events are each held back and sent right after the event following them
+    refuse: int          the next N connection attempts are refused (HTTP 403 before the upgrade): with
+                         `drop`, an outage that lasts until the test says so
     drop: true           close every WS API connection now (code 1011)
     terminate: true      send `eventStreamTerminated` on every subscription and end them (sockets stay open)
     shutdown: float      send `serverShutdown` on every connection now and close them S seconds later
@@ -117,6 +119,7 @@ class StreamFaults:
     duplicate: int = 0
     skip: int = 0
     reorder: int = 0
+    refuse: int = 0
 
     def update(self, spec: dict[str, Any]) -> list[str]:
         """Apply a /_sim/ws_api/faults body; returns the actions it asked for ("drop", "terminate",
@@ -128,7 +131,7 @@ class StreamFaults:
         staged = StreamFaults(**asdict(self))
         actions: list[str] = []
         for key, value in spec.items():
-            if key in ("delay_ms", "duplicate", "skip", "reorder"):
+            if key in ("delay_ms", "duplicate", "skip", "reorder", "refuse"):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise FaultSpecError(f"{key} must be an integer >= 0, was {value!r}")
                 setattr(staged, key, value)
@@ -326,6 +329,10 @@ class WsApiHub:
     async def endpoint(self, ws: WebSocket) -> None:
         if self._loop is None:
             self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
+        if self.faults.refuse > 0:
+            self.faults.refuse -= 1
+            await ws.close(code=1013)  # before accept: the handshake is answered 403
+            return
         await ws.accept()
         conn = _Conn(ws, ws.client.host if ws.client else "unknown", self.state.now_ms())
         self.conns.add(conn)

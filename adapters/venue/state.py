@@ -246,21 +246,34 @@ class VenueState:
             }
 
     def my_trades(
-        self, symbol: str, order_id: int | None = None, from_id: int | None = None, limit: int = 500
+        self,
+        symbol: str,
+        order_id: int | None = None,
+        from_id: int | None = None,
+        limit: int = 500,
+        start_time: int | None = None,
+        end_time: int | None = None,
     ) -> list[dict[str, Any]]:
-        """GET /api/v3/myTrades, oldest first; `limit` is clamped to Binance's 1..1000.
+        """GET /api/v3/myTrades, oldest first (rest-api.md "Account trade list"): trades >= `from_id`, or
+        from `start_time`, are the first `limit` of them; otherwise the most recent `limit`. `limit` is
+        clamped to Binance's 1..1000 (the simulator's handler refuses values outside it).
 
         Raises:
             VenueError: -1121 for an unknown symbol.
         """
         with self._lock:
             lookup_symbol(symbol, self.rules)
-            trades = self._trades[symbol]
-            if order_id is not None:
-                trades = [t for t in trades if t.order_id == order_id]
-            if from_id is not None:
-                trades = [t for t in trades if t.id >= from_id]
-            return [responses.my_trade(t) for t in trades[: max(1, min(limit, 1000))]]
+            trades = [
+                t
+                for t in self._trades[symbol]
+                if (order_id is None or t.order_id == order_id)
+                and (from_id is None or t.id >= from_id)
+                and (start_time is None or t.time >= start_time)
+                and (end_time is None or t.time <= end_time)
+            ]
+            n = max(1, min(limit, 1000))
+            chosen = trades[:n] if from_id is not None or start_time is not None else trades[-n:]
+            return [responses.my_trade(t) for t in chosen]
 
     def book_ticker(self, symbol: str) -> dict[str, Any]:
         """GET /api/v3/ticker/bookTicker for one symbol.
