@@ -37,6 +37,7 @@ from engine.errors import (
 )
 from engine.fsm.order_table import OrderState
 from engine.fsm.session_table import SessionState
+from engine.guardrails.position import PositionLedger
 from engine.guardrails.preflight import Check, risk_headroom
 from engine.guardrails.risk import (
     OrderRateWindow,
@@ -53,7 +54,7 @@ from engine.reconcile import KNOWN_STATUSES, plan_sync
 from engine.reconciler import Reconciler
 from engine.session import TradingSession
 from engine.sessions import SessionService
-from engine.types import OrderRequest, Side, SymbolRules
+from engine.types import BalancePush, OrderRequest, Side, SymbolRules, VenueOrder
 from engine.writer import GroupCommitWriter
 
 S = OrderState
@@ -94,10 +95,10 @@ class OrderService:
         self.reconciler = Reconciler(self.store, exchange, sessions, settings)
         self.rules: dict[str, SymbolRules] = {}
         self.last_prices: dict[str, Decimal] = {}
-        self.balances: dict[str, Decimal] = {}  # asset -> free + locked, for max_position
+        self.positions = PositionLedger()  # holdings for max_position: snapshots + our fills since
         self._rate = OrderRateWindow()
-        self._filled_since: dict[str, Decimal] = {}  # base asset -> net fills since the balance snapshot
         self.store.on_filled = self._on_filled
+        self.reconciler.on_heard = self.heard
 
     # -- placing -------------------------------------------------------------------------------
 
@@ -239,20 +240,39 @@ class OrderService:
             )
         )
 
+    @property
+    def balances(self) -> dict[str, Decimal]:
+        """asset -> free + locked as of the last balance snapshot (pushed or read)."""
+        return self.positions.balances
+
     def _held(self, rules: SymbolRules | None) -> Decimal:
         """The last balance snapshot plus what our own orders bought (less sold) since it was taken."""
         if rules is None:
             return Decimal(0)
-        asset = rules.base_asset
-        return self.balances.get(asset, Decimal(0)) + self._filled_since.get(asset, Decimal(0))
+        return self.positions.held(rules.base_asset)
+
+    def heard(self, vo: VenueOrder) -> None:
+        """A venue view of one of our orders arrived (pushed, or a REST answer): note how far it filled,
+        before anything is decided from it (engine.guardrails.position)."""
+        streamed = vo.raw.get("e") == "executionReport"
+        order = self.store.open.get(vo.client_order_id)
+        if order is None:  # finished meanwhile: its entry (if any) still counts until a snapshot covers it
+            self.positions.heard_again(vo.client_order_id, vo.executed_qty, streamed=streamed)
+        elif order.symbol == vo.symbol:
+            self._note(order, vo.executed_qty, streamed=streamed)
+
+    def _note(self, order: Order, executed: Decimal, *, streamed: bool = False) -> None:
+        rules = self.rules.get(order.symbol)
+        if rules is not None and executed:
+            sign = 1 if order.request.side is Side.BUY else -1
+            self.positions.heard(order.client_order_id, rules.base_asset, sign, executed, streamed=streamed)
 
     def _on_filled(self, order: Order, delta: Decimal) -> None:
-        rules = self.rules.get(order.symbol)
-        if rules is not None and delta:
-            sign = 1 if order.request.side is Side.BUY else -1
-            self._filled_since[rules.base_asset] = (
-                self._filled_since.get(rules.base_asset, Decimal(0)) + sign * delta
-            )
+        self._note(order, order.filled_qty)  # applied fills count too (a venue with no push, e.g. paper)
+
+    def on_balances(self, push: BalancePush) -> None:
+        """The venue pushed balances (user data stream): the snapshot max_position starts from."""
+        self.positions.pushed(push, set(self.store.open))
 
     def _open_buys(self, symbol: str) -> Decimal:
         """Base quantity still to be bought by open BUYs and by BUYs reserved but not yet durable."""
@@ -275,9 +295,12 @@ class OrderService:
         order path."""
         self.rules = await self._exchange.symbol_rules()
         if self._settings.risk.max_position:
+            covered = self.positions.begin_read()  # what the read will include at least
             account = await self._exchange.account()
-            self.balances = {b.asset: b.free + b.locked for b in account.balances}
-            self._filled_since = {}  # the new snapshot holds them
+            self.positions.read(
+                {b.asset: b.free + b.locked for b in account.balances}, account.update_time_ms, covered,
+                set(self.store.open),
+            )  # fmt: skip
         prices: dict[str, Decimal] = {}
         for symbol in self._settings.symbols:
             price = await self._exchange.last_price(symbol)
@@ -309,6 +332,7 @@ class OrderService:
 
         try:
             vo = await self._exchange.place(order.request)
+            self.heard(vo)
         except ExecutionStatusUnknown as exc:
             await self._record(order, from_sent("mark_unknown", exc))
             self.reconciler.watch_unknown(cid)
@@ -396,6 +420,7 @@ class OrderService:
         order = await first
         try:
             vo = await self._exchange.cancel(order.symbol, order.client_order_id)
+            self.heard(vo)
         except ExecutionStatusUnknown:
             self.reconciler.watch_unknown(order.client_order_id)
             raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from engine.client_ids import is_own
@@ -75,6 +76,7 @@ class Reconciler:
         # Working orders on the account that are not ours: (symbol, clientOrderId) -> what was last seen
         self.foreign: dict[tuple[str, str], dict[str, Any]] = {}
         self._reported: set[tuple[str, str]] = set()  # foreign orders journaled (or being) in this run
+        self.on_heard: Callable[[VenueOrder], None] | None = None  # told of every view of ours on arrival
 
     def foreign_reason(self, vo: VenueOrder) -> str | None:
         """Why `vo` is not ours to adopt or cancel, or None when it is ours."""
@@ -143,6 +145,8 @@ class Reconciler:
                 )
             )
             return
+        if self.on_heard is not None:
+            self.on_heard(vo)  # before deciding: a balance snapshot may arrive while this commits
         order = store.open.get(vo.client_order_id)
         if order is None:
             why = self.foreign_reason(vo)

@@ -27,7 +27,7 @@ from engine.ports import Clock, ExchangePort
 from engine.replay import ReplayResult, replay
 from engine.sessions import SessionService
 from engine.supervisor import Supervisor
-from engine.types import VenueOrder
+from engine.types import BalancePush, VenueOrder
 from engine.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class Engine:
         self.orders.store.restore(result.open_orders)
         await self.sessions.restore(result.sessions)
         self.exchange.on_update(self._on_update)
+        self.exchange.on_balances(self._on_balances)
         self.opened = True
         return self.report
 
@@ -144,6 +145,10 @@ class Engine:
             log.info("update for %s arrived while stopping: left to the next start", vo.client_order_id)
             return
         self.orders.reconciler.on_venue_update(vo)
+
+    def _on_balances(self, push: BalancePush) -> None:
+        if not self.stopping:
+            self.orders.on_balances(push)
 
     async def _refresh_market_forever(self) -> None:
         while True:

@@ -34,7 +34,17 @@ from adapters.binance.schemas import (
 )
 from adapters.binance.signing import format_value
 from engine.errors import ExchangeError, ExchangeRejected
-from engine.types import AccountInfo, Fill, OrderRequest, PingResult, SymbolRules, VenueOrder, VenueStatus
+from engine.types import (
+    AccountInfo,
+    Balance,
+    BalancePush,
+    Fill,
+    OrderRequest,
+    PingResult,
+    SymbolRules,
+    VenueOrder,
+    VenueStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +112,7 @@ class BinanceExchange:
         self._rules: dict[str, SymbolRules] | None = None
         self._rules_at = 0.0
         self._listeners: list[Callable[[VenueOrder], None]] = []
+        self._balance_listeners: list[Callable[[BalancePush], None]] = []
         self._tracked: dict[tuple[str, str], VenueOrder | None] = {}  # (symbol, client id) → last seen
         self._misses: dict[tuple[str, str], int] = {}
         self.max_misses = max_misses
@@ -262,16 +273,46 @@ class BinanceExchange:
     def on_update(self, listener: Callable[[VenueOrder], None]) -> None:
         self._listeners.append(listener)
 
+    def on_balances(self, listener: Callable[[BalancePush], None]) -> None:
+        self._balance_listeners.append(listener)
+
     def attach_user_stream(self, stream: Any) -> None:
-        """Take order updates from `stream` (a UserDataStream); it is started and stopped by its owner."""
+        """Take order and balance updates from `stream` (a UserDataStream); it is started and stopped by
+        its owner."""
         self.user_stream = stream
         stream.on_order = self._pushed
+        stream.on_balances = self._pushed_position
+        stream.on_event = self._pushed_event
         stream.on_gap = self._stream_gap
         stream.on_subscribed = self._stream_subscribed
 
     def _pushed(self, order: VenueOrder) -> None:
         self._tracked.setdefault((order.symbol, order.client_order_id), None)
         self._seen(order)
+
+    def _pushed_position(self, balances: list[Balance], event: dict[str, Any]) -> None:
+        """outboundAccountPosition: absolute balances of the assets the event changed, as of `u`."""
+        time_ms = event.get("u", event.get("E"))
+        if not isinstance(time_ms, int):
+            log.warning("outboundAccountPosition without a time: %.200r", event)
+            return
+        self._tell_balances(BalancePush("position", time_ms, tuple(balances)))
+
+    def _pushed_event(self, event: dict[str, Any]) -> None:
+        """balanceUpdate (a deposit, withdrawal or transfer): one asset's delta at clear time `T`."""
+        if event.get("e") != "balanceUpdate":
+            return
+        try:
+            asset, delta, time_ms = str(event["a"]), Decimal(str(event["d"])), int(event["T"])
+        except (KeyError, TypeError, ValueError, ArithmeticError):
+            log.warning("balanceUpdate not understood: %.200r", event)
+            return
+        if asset and delta.is_finite():
+            self._tell_balances(BalancePush("delta", time_ms, asset=asset, delta=delta))
+
+    def _tell_balances(self, push: BalancePush) -> None:
+        for listener in self._balance_listeners:
+            listener(push)
 
     def _stream_gap(self, reason: str) -> None:
         # Events may be missing until the next subscription: the poller takes over meanwhile

@@ -103,6 +103,7 @@ def account_from_json(data: dict[str, Any]) -> AccountInfo:
         balances=balances,
         permissions=tuple(data.get("permissions", ())),
         raw=data,
+        update_time_ms=int(data["updateTime"]) if isinstance(data.get("updateTime"), int) else -1,
     )
 
 
