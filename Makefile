@@ -26,8 +26,9 @@ lint: $(STAMP)
 
 # Lint, import contracts, strict types, then every test. PostgreSQL journal tests run when PROPBOT_TEST_PG_URL is set
 # (.ci/run sets it); without it they are skipped, each with that reason.
+# One worker per core, at most 4 (each worker holds a few PostgreSQL connections).
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --maxprocesses 4
 
 bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_journal.py
