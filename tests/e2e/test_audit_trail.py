@@ -121,7 +121,7 @@ async def test_a_call_cut_short_whose_commit_then_fails_still_writes_its_row(tmp
         real = journal.append_groups
 
         def stalls_then_fails(groups: Any) -> Any:
-            if any(e.stream_id == "cut-1" for g in groups for e in g):
+            if any(e.stream_id == "pb-cut-1" for g in groups for e in g):
                 entered.set()
                 gate.wait(10)
                 raise JournalUnavailable("journal write failed: injected outage")
@@ -132,7 +132,7 @@ async def test_a_call_cut_short_whose_commit_then_fails_still_writes_its_row(tmp
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
             call = asyncio.create_task(
-                client.post("/api/live/order", json={**ORDER, "newClientOrderId": "cut-1"})
+                client.post("/api/live/order", json={**ORDER, "newClientOrderId": "pb-cut-1"})
             )
             assert await asyncio.to_thread(entered.wait, 10)
             call.cancel()
@@ -151,4 +151,4 @@ async def test_a_call_cut_short_whose_commit_then_fails_still_writes_its_row(tmp
             assert row.actor == "trader"
             assert row.payload["outcome"]["reason"] == "call_cancelled"
             assert row.payload["outcome"]["claimed_commit_failed"] == "journal_unavailable"
-            assert journal.stream("order", "cut-1") == []
+            assert journal.stream("order", "pb-cut-1") == []
