@@ -138,3 +138,31 @@ def test_generated_ids_carry_the_prefix_and_fit_binance(prefix: str) -> None:
 def test_an_invalid_prefix_fails_closed(prefix: str) -> None:
     with pytest.raises(ValueError, match="prefix"):
         EngineSettings(client_order_id_prefix=prefix)
+
+
+async def test_an_open_order_without_the_prefix_from_an_older_journal_is_never_cancelled_in_bulk(
+    db_url: str, settings: EngineSettings
+) -> None:
+    """A journal written before the prefix (or under another one) may hold an open order without it:
+    cancel-all and cancel-on-disconnect leave it alone; cancelling it by its id still works."""
+    from api.bootstrap import _cancel_open_on
+    from engine.order import decide_create
+
+    fake = FakeExchange()
+    old = limit("legacy-1")
+    await fake.place(old)
+    await fake.place(limit("pb-new-1"))
+    async with running(db_url, fake, settings) as eng:
+        entries = [decide_create(old, "live", "trader")]
+        entries += eng.orders.store.chain(OrderState.NEW, 1, "legacy-1", [("adopt", {"orderId": 1}, "")], "t")
+        await eng.writer.append(entries)
+    async with running(db_url, fake, settings) as eng:
+        assert {"legacy-1", "pb-new-1"} <= set(eng.orders.open)
+        assert [o.client_order_id for o in eng.orders.cancellable("BTCUSDT")] == ["pb-new-1"]
+        await _cancel_open_on(eng, "BTCUSDT")()  # the market-data watchdog's cancel_on_disconnect
+        assert fake.orders["pb-new-1"].status is VenueStatus.CANCELED
+        assert fake.orders["legacy-1"].status is VenueStatus.NEW
+        assert await eng.orders.cancel_all("ops") == []
+        assert fake.orders["legacy-1"].status is VenueStatus.NEW
+        await eng.orders.cancel("BTCUSDT", "legacy-1", None, "ops")  # by name: an operator's own call
+        assert fake.orders["legacy-1"].status is VenueStatus.CANCELED
