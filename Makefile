@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench security docs clean
+.PHONY: install run demo test lint bench security docs clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(STAMP)
 # The API on the embedded default: paper profile, SQLite journal under data/paper, 127.0.0.1:8000
 run: $(STAMP)
 	$(BIN)/propbot serve --profile paper
+
+# The whole story on loopback in one command: simulator + engine, SAFE order → two-man rule → LIVE → kill switch
+demo: $(STAMP)
+	$(BIN)/propbot demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 SCHEMA_VERSION = 1
 GENESIS_HASH = "0" * 64
-STREAMS = ("session", "order", "audit")
+STREAMS = ("session", "order", "audit", "approval")
 
 # allow_nan=False: NaN and Infinity are not JSON; a payload holding one is refused before it is journaled
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode

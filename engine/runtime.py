@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.approvals import ApprovalService
 from engine.audit import audit_entry
 from engine.checkpoint import Checkpointer, CheckpointLog
 from engine.config import EngineSettings
 from engine.journal import Journal, NewEntry
+from engine.ledger import Ledger
 from engine.orders import OrderService
 from engine.ports import Clock, ExchangePort
 from engine.replay import ReplayResult, replay
@@ -66,8 +68,12 @@ class Engine:
         self.writer = GroupCommitWriter(journal, checkpointer=checkpointer)
         # session_id: a fixed id (tests); by default a new journal's session gets a unique one
         self.sessions = SessionService(self.writer, exchange, settings, self.clock, session_id)
+        self.approvals = ApprovalService(self.writer, self.sessions, settings, self.clock)
         self.orders = OrderService(self.writer, journal, exchange, self.sessions, settings, self.clock)
         self.preflight = self.sessions.preflight
+        # Fills, positions, order history: rebuilt by open()'s replay, then fed every durable group
+        self.ledger = Ledger()
+        self.writer.observers.append(lambda records: self.ledger.observe(records))
         self.supervisor = Supervisor(self._report_failure)
         self.opened = False
         self.connected = False
@@ -92,11 +98,15 @@ class Engine:
         t0 = loop.time()
         rules = self.settings.approvals
         # Every arm/go_live row must carry an approval that verifies against the approver keys in force
+        ledger = Ledger()  # built in the replay's thread, published on the loop once it is complete
         result: ReplayResult = await asyncio.to_thread(
             lambda: replay(
-                self.journal.scan(), approver_keys=rules.public_keys, require_token=rules.require_token
+                self.journal.scan(), approver_keys=rules.public_keys, require_token=rules.require_token,
+                on_order=ledger.on_order_row,
             )
-        )
+        )  # fmt: skip
+        ledger.last_seq = result.last_seq
+        self.ledger = ledger
         self.opens += 1
         self.writer.head = (result.last_seq, result.last_hash)
         if self.checkpoints is not None:
@@ -108,6 +118,7 @@ class Engine:
         )
         self.orders.store.restore(result.open_orders)
         await self.sessions.restore(result.sessions)
+        self.approvals.restore(result.approvals)
         self.exchange.on_update(self._on_update)
         self.exchange.on_balances(self._on_balances)
         self.opened = True
@@ -128,6 +139,8 @@ class Engine:
         if problems:
             self.report.problems = problems
             await self.sessions.hold(f"reconciliation: {'; '.join(problems)}"[:500])
+        # Restarted on a kill switch's HOLD: what reconciliation found resting is cancelled now
+        self.orders.kill_switch.sweep()
         self.supervisor.start("preflight", self.preflight.run)
         self.supervisor.start("market_data_refresh", self._refresh_market_forever)
         self.supervisor.start("approval_expiry", self._expire_forever)
@@ -159,6 +172,7 @@ class Engine:
         while True:
             await asyncio.sleep(_APPROVAL_CHECK_S)
             await self.sessions.expire_if_due()
+            await self.approvals.expire_due()
 
     async def _self_check_forever(self) -> None:
         while True:

@@ -63,9 +63,8 @@ async def test_only_own_orders_are_adopted_and_foreign_ones_are_journaled_once(
             for listener in fake.listeners:
                 listener(fake.orders["bot2-1"])
         assert eng.orders.cancellable() == [eng.orders.open["pb-mine"]]
-        failed = await eng.orders.cancel_all("ops")
-        assert failed == []
-        assert fake.orders["pb-mine"].status is VenueStatus.CANCELED
+        await eng.orders.cancel_all("panic", "ops")  # the kill switch: HOLD, then cancel our orders
+        await eventually(lambda: fake.orders["pb-mine"].status is VenueStatus.CANCELED)
         assert fake.orders["bot2-1"].status is VenueStatus.NEW  # never touched
     fake.listeners.clear()
     async with running(db_url, fake, settings) as again:  # a restart sees it again: not journaled twice
@@ -162,7 +161,10 @@ async def test_an_open_order_without_the_prefix_from_an_older_journal_is_never_c
         await _cancel_open_on(eng, "BTCUSDT")()  # the market-data watchdog's cancel_on_disconnect
         assert fake.orders["pb-new-1"].status is VenueStatus.CANCELED
         assert fake.orders["legacy-1"].status is VenueStatus.NEW
-        assert await eng.orders.cancel_all("ops") == []
+        await fake.place(limit("pb-new-2"))
+        await eng.orders.reconcile_open()  # adopted: ours, open
+        await eng.orders.cancel_all("panic", "ops")
+        await eventually(lambda: fake.orders["pb-new-2"].status is VenueStatus.CANCELED)
         assert fake.orders["legacy-1"].status is VenueStatus.NEW
         await eng.orders.cancel("BTCUSDT", "legacy-1", None, "ops")  # by name: an operator's own call
         assert fake.orders["legacy-1"].status is VenueStatus.CANCELED
