@@ -134,9 +134,10 @@ def _register() -> None:
     from api.cli_demo import demo
     from api.cli_journal import journal
     from api.cli_keys import approve, keygen
+    from api.cli_outbox import mirror, relay
     from api.cli_views import fills, positions
 
-    for command in (journal, keygen, approve, positions, fills, demo):
+    for command in (journal, keygen, approve, positions, fills, demo, relay, mirror):
         cli.add_command(command)
 
 
@@ -172,3 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:500]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

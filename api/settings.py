@@ -108,6 +108,10 @@ class Settings:
     paper_seed: int | None = None
     # live only: PROPBOT_LIVE_ALLOW_UNOFFICIAL_HOSTS=true let routing leave Binance's official hosts
     unofficial_hosts: bool = False
+    # the `relay:` section: the journal outbox relay runs in this process (None: it does not)
+    relay_nats_url: str | None = None
+    relay_source: str | None = None
+    relay_stream: str = "PROPBOT"
 
     @property
     def safe_mode(self) -> bool:
@@ -419,4 +423,7 @@ def load_settings(
         paper_price_interval_s=cfg.paper.price_interval_s,
         paper_seed=cfg.paper.seed,
         unofficial_hosts=unofficial,
+        relay_nats_url=cfg.relay.nats_url if cfg.relay else None,
+        relay_source=cfg.relay.source if cfg.relay else None,
+        relay_stream=cfg.relay.stream if cfg.relay else "PROPBOT",
     )

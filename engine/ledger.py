@@ -175,16 +175,14 @@ class Ledger:
     def _fold(self, seq: int, cid: str, trigger: str, to_state: str, version: int, payload: dict[str, Any],
               created_at: str, applied: Order | None) -> None:  # fmt: skip
         row = self.orders.get(cid)
-        if (
-            row is not None
-            and applied is not None
-            and "executedQty" not in payload
-            and "baseAsset" not in payload
-        ):
-            # Most rows (preflight, ack, cancel steps) carry no fill: state and times only
+        if row is not None and applied is not None and "executedQty" not in payload:
+            # Most rows (preflight, send, ack, cancel steps) carry no fill: state, times and assets only
             mine = row.order
             mine.state, mine.version, mine.order_id = applied.state, applied.version, applied.order_id
             row.updated_at, row.last_seq = created_at, seq
+            base = payload.get("baseAsset")
+            if base is not None:
+                row.base_asset, row.quote_asset = str(base), str(payload.get("quoteAsset", ""))
             if mine.terminal:
                 self._finished(cid)
             return
@@ -239,12 +237,13 @@ class Ledger:
         (Binance's order query carries no trades) or a stream report that never arrived. Counted at its
         average price from cumQuoteQty, with no trade id and no commission (unknown: not in the answer)."""
         quote = payload.get("cumQuoteQty")
-        traced_qty = sum((f.qty for f in fills), Decimal(0))
-        traced_quote = sum((f.price * f.qty for f in fills), Decimal(0))
-        missing = delta - traced_qty
         previous_quote, row.cum_quote = row.cum_quote, Decimal(quote) if quote is not None else row.cum_quote
+        missing = delta
+        for f in fills:
+            missing -= f.qty
         if missing <= 0:
             return None
+        traced_quote = sum((f.price * f.qty for f in fills), Decimal(0))
         if quote is None:
             # An adopted order's fills before the journal knew it: no price to count them at
             self.problems.append(f"seq {seq}: {trigger} of {row.order.client_order_id} moved executedQty by "

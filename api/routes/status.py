@@ -130,6 +130,10 @@ async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
             components[name] = _component(str(data.get("level", "WARN")), data)
     components["approvals"] = _approvals(runtime)
     components["foreign_orders"] = _foreign(engine.orders.foreign_orders())
+    relay = runtime.status_sources.get("outbox_relay")
+    if relay is not None:  # the `relay:` config section: the outbox relay runs in this process
+        data = relay()
+        components["outbox_relay"] = _component(str(data["status"]), data)
     session = engine.sessions.session
     overall = max((c["status"] for c in components.values()), key=lambda s: _RANK.get(s, 2))
     return {

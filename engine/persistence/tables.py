@@ -1,4 +1,5 @@
-"""SQLAlchemy Core metadata of the journal; alembic's migration must produce exactly this schema."""
+"""SQLAlchemy Core metadata of the journal and the relay cursor; alembic's migrations must produce exactly
+this schema."""
 
 from __future__ import annotations
 
@@ -37,4 +38,13 @@ journal = Table(
     Column("hash", String(64), nullable=False),
     UniqueConstraint("stream", "stream_id", "version", name="uq_journal_stream_version"),
     Index("ix_journal_created_at", "created_at"),
+)
+
+# The outbox relay's durable position per journal source (migration 0003): the last seq JetStream acked
+relay_cursor = Table(
+    "relay_cursor",
+    metadata,
+    Column("source", String(64), primary_key=True),
+    Column("last_seq", BigInteger().with_variant(Integer(), "sqlite"), nullable=False),
+    Column("updated_at", String(32), nullable=False),
 )

@@ -65,6 +65,10 @@ def test_tampered_journal_answers_503_naming_the_row(tmp_path: Path) -> None:
         assert verify.json()["detail"]["seq"] == 2
         status = api.client("viewer").get("/api/status").json()
         assert status["components"]["journal"]["status"] == "ERROR"
+        metrics = api.client("viewer").get("/metrics").text  # what the alerting rules watch
+        assert "propbot_journal_verify_failing 1.0" in metrics.splitlines()
+        assert 'propbot_component_status{component="journal"} 2.0' in metrics.splitlines()
+        assert api.client("viewer").get("/api/positions").json()["reason"] == "journal_corrupt"
         assert api.client().get("/healthz").status_code == 200
         assert api.client().get("/readyz").status_code == 503
     assert main(["journal", "verify", "--db", f"sqlite:///{db}"]) == 1
