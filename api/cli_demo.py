@@ -278,7 +278,9 @@ def _walk(story: _Story, sim_url: str, key_file: Path) -> None:
     resting = {"symbol": _SYMBOL, "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.001",
                "price": f"{price * 0.95:.2f}"}  # fmt: skip
     story.step("a SAFE order (carol): the session is TESTNET, so it goes to /api/v3/order/test")
-    safe = story.call("carol", "POST", "/api/live/order", json={**resting, "newClientOrderId": "pb-demo-safe-1"})
+    safe = story.call(
+        "carol", "POST", "/api/live/order", json={**resting, "newClientOrderId": "pb-demo-safe-1"}
+    )
     story.say(f"mode {safe['mode']}, state {safe['state']}: validated by the venue, never on its book")
     story.rows()
 
@@ -335,7 +337,9 @@ def _walk(story: _Story, sim_url: str, key_file: Path) -> None:
                   f"realized P&L {pos['realized_pnl']}, fees {pos['fees']}")  # fmt: skip
 
     story.step("cancel (carol places a resting BUY 5 % under the market, then cancels it)")
-    rest = story.call("carol", "POST", "/api/live/order", json={**resting, "newClientOrderId": "pb-demo-rest-1"})
+    rest = story.call(
+        "carol", "POST", "/api/live/order", json={**resting, "newClientOrderId": "pb-demo-rest-1"}
+    )
     story.say(f"placed: mode {rest['mode']}, state {rest['state']}")
     cancelled = story.call("carol", "POST", "/api/live/cancel",
                            json={"symbol": _SYMBOL, "origClientOrderId": "pb-demo-rest-1"})  # fmt: skip
@@ -343,7 +347,9 @@ def _walk(story: _Story, sim_url: str, key_file: Path) -> None:
     story.rows()
 
     story.step("kill switch (alice: HOLD and cancel every open order)")
-    rest = story.call("carol", "POST", "/api/live/order", json={**resting, "newClientOrderId": "pb-demo-rest-2"})
+    rest = story.call(
+        "carol", "POST", "/api/live/order", json={**resting, "newClientOrderId": "pb-demo-rest-2"}
+    )
     story.say(f"carol's resting order pb-demo-rest-2: {rest['state']}")
     held = story.call(
         "alice", "POST", "/api/session/hold", json={"reason": "demo kill switch", "cancel_all": True}
