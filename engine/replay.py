@@ -51,8 +51,8 @@ class ReplayResult:
 
 
 # Python type of each raw column (None allowed only where listed): used to name the damage of a bad row
-_COLUMN_TYPES: tuple[type, ...] = (int, str, str, int, str, str, str, str, str, str, int, str, str, str)
-_NULLABLE = frozenset({"from_state", "to_state"})
+_COLUMN_TYPES: tuple[type, ...] = (int, str, str, int, str, str, str, str, str, str, int, str, str, str, str)
+_NULLABLE = frozenset({"from_state", "to_state", "engine_id"})
 _TS_LEN = len("2026-01-01T00:00:00.000000Z")
 _GUARDED = frozenset({"arm", "go_live"})
 
@@ -137,15 +137,15 @@ def _replay(
     row: Any = None
     try:
         for row in rows:
-            seq, stream, sid, version, trigger, frm, to, payload_json, _, reason, schema, created, prev_hash, digest = row  # fmt: skip
+            seq, stream, sid, version, trigger, frm, to, payload_json, actor, reason, schema, created, prev_hash, digest, engine_id = row  # fmt: skip
             if seq != expect_seq:
                 if type(seq) is not int:
                     raise JournalCorrupt(expect_seq, f"seq {seq!r:.40} is not an integer")
                 raise JournalCorrupt(seq, f"seq gap: expected {expect_seq}")
             if prev_hash != prev:
                 raise JournalCorrupt(seq, "prev_hash does not match the previous row's hash")
-            # Columns seq..created_at are row_hash's arguments after prev_hash, in the same order
-            if row_hash(prev, *row[:12]) != digest:
+            if row_hash(prev, seq, stream, sid, version, trigger, frm, to, payload_json, actor, reason,
+                        schema, created, engine_id) != digest:  # fmt: skip
                 raise JournalCorrupt(seq, "hash does not match the row's content")
             if created < prev_created or len(created) != _TS_LEN:
                 problem = (
