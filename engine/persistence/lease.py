@@ -105,6 +105,7 @@ class WriterLease:
         self.acquired_at: float | None = None
         self.lost_reason: str | None = None
         self.holder: Holder | None = None
+        self.previous_holder: Holder | None = None  # the last holder a standby saw before taking over
         self.last_error: str | None = None
         self.polls = 0
 
@@ -121,7 +122,7 @@ class WriterLease:
                 got = bool(conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({self.key})").scalar())
                 if got:
                     self.backend_pid = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() or 0)
-                    self.holder = None
+                    self.previous_holder, self.holder = self.holder, None
                 else:
                     self.holder = self._holder(conn)
                 conn.rollback()  # no transaction stays open on the lease session
@@ -223,6 +224,7 @@ class WriterLease:
             "backend_pid": self.backend_pid,
             "acquired_at": self.acquired_at,
             "holder": self.holder.as_dict() if self.holder else None,
+            "previous_holder": self.previous_holder.as_dict() if self.previous_holder else None,
             "lost_reason": self.lost_reason,
             "last_error": self.last_error,
             "polls": self.polls,
