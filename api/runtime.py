@@ -90,6 +90,7 @@ class Runtime:
         self.on_fenced: Callable[[], None] = lambda: None
         self._writer_start: asyncio.Task[None] | None = None  # a standby's takeover runs here
         self._writer_started = False
+        self.follow_error: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -133,6 +134,7 @@ class Runtime:
             if lease.state == "LOST":
                 return await self._fence("the writer lease was lost")
             self.start_error = self._standby_error()
+            await self._follow()
             await asyncio.sleep(LEASE_POLL_S)
         if not self._writer_started:
             self._writer_started = True
@@ -146,6 +148,17 @@ class Runtime:
             await asyncio.sleep(LEASE_POLL_S)
             if not await asyncio.to_thread(lease.check):
                 await self._fence(str(lease.status().get("lost_reason") or "the writer lease was lost"))
+
+    async def _follow(self) -> None:
+        """A warm standby: verify the account's new rows as they come (read-only), so a takeover reads
+        only what was appended since the last poll. A journal not readable yet (a new account, no writer
+        has migrated it) is retried at the next poll; the takeover replays from scratch then."""
+        try:
+            await self.engine.follow()
+            self.follow_error = None
+        except Exception as exc:
+            self.follow_error = f"{type(exc).__name__}: {exc}"[:300]
+            log.debug("standby follow failed: %s", self.follow_error)
 
     async def _fence(self, why: str) -> None:
         """Stop being the writer at once: nothing is journaled or sent from here on (the journal itself

@@ -205,8 +205,8 @@ class Journal(Protocol):
 
     def stream(self, stream: str, stream_id: str) -> list[Record]: ...
 
-    def scan(self, batch_size: int = 10_000) -> Iterator[RawRow]:
-        """Every row in seq order, as raw tuples in RAW_COLUMNS order."""
+    def scan(self, batch_size: int = 10_000, after_seq: int = 0) -> Iterator[RawRow]:
+        """Every row after `after_seq` in seq order, as raw tuples in RAW_COLUMNS order."""
         ...
 
     def last_seq(self) -> int: ...

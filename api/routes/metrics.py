@@ -45,6 +45,8 @@ def render(runtime: Runtime) -> str:
     lines += [
         f"propbot_calls_unjournaled_total{_labels(reason=r)} {n}" for r, n in sorted(UNJOURNALED.items())
     ]
+    lines += ["# HELP propbot_writer_role 1 for this engine's role for its account: ACTIVE, STANDBY or LOST.",
+              "# TYPE propbot_writer_role gauge", f"propbot_writer_role{_labels(role=runtime.role)} 1"]  # fmt: skip
     session = engine.sessions.session
     if session is not None:
         lines += [

@@ -87,7 +87,9 @@ def _leadership(runtime: Runtime) -> dict[str, Any]:
         return _component(
             "OK", {**base, "role": "ACTIVE", "lease": "none: SQLite, one engine per journal file"}
         )
-    detail = {**base, **runtime.lease.status()}
+    engine = runtime.engine
+    detail = {**base, **runtime.lease.status(), "followed_seq": engine.followed_seq,
+              "follow_error": runtime.follow_error, "prefix_verify": engine.prefix_verify}  # fmt: skip
     level = {"ACTIVE": "OK", "STANDBY": "WARN"}.get(str(detail["role"]), "ERROR")
     return _component(level, detail)
 

@@ -262,11 +262,12 @@ class SqlJournal:
         with self._read() as conn:
             return int(conn.execute(select(func.count()).select_from(journal)).scalar() or 0)
 
-    def scan(self, batch_size: int = 10_000) -> Iterator[RawRow]:
-        """Raw DBAPI rows in keyset-paginated batches: replay reads a million rows and Row objects would
-        double its cost; no connection or transaction is held while the caller works between batches."""
+    def scan(self, batch_size: int = 10_000, after_seq: int = 0) -> Iterator[RawRow]:
+        """Raw DBAPI rows after `after_seq` in keyset-paginated batches: replay reads a million rows and
+        Row objects would double its cost; no connection or transaction is held while the caller works
+        between batches."""
         sql = f"SELECT {_COLUMNS} FROM journal WHERE seq > {{after}} ORDER BY seq LIMIT {int(batch_size)}"
-        after = 0
+        after = int(after_seq)
         while True:
             try:
                 raw = self._reader.raw_connection()
