@@ -6,13 +6,18 @@ Run: PROPBOT_TEST_PG_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \
 
 Set-up (not timed): an account schema filled by COPY with validly chained rows (realistic order streams,
 hashes from engine.journal.row_hash), the simulator in a child process, one `propbot serve` that replays
-the journal and becomes the writer. Each run starts a new standby, waits until it reports `standby`, then
-SIGKILLs the writer and times until the standby is ready: the lease handover, migrate (a no-op), replay +
-verify of every row, reconcile with the venue, HOLD restart. The standby becomes the writer of the next run.
+the journal and becomes the writer. Each run starts a new standby and waits until it has followed the
+journal to its head (a warm standby verifies rows as they come, `leadership.followed_seq` in
+/api/status), then SIGKILLs the writer and times until the standby is ready: the lease handover (its next
+poll, ≤ 0.5 s), migrate (a no-op), the check that the journal still has the hash it verified, replay of the
+rows after it, reconcile with the venue, HOLD restart. The standby becomes the writer of the next run.
+`--cold` kills the writer as soon as the standby answers, before it followed: the takeover then replays
+and verifies every row.
 
 Raw floor, measured in the same run: a bare process holding the same kind of session lock is SIGKILLed
-and a bare poller (every 10 ms) takes the lock, plus a raw psycopg scan of the whole journal with
-json.loads of each payload — the least any takeover that reads the journal can cost.
+and a bare poller (every 10 ms) takes the lock; for --cold plus a raw psycopg scan of the whole journal
+with json.loads of each payload — the least a takeover that reads the whole journal can cost. The scan
+is printed in both modes.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -73,6 +79,22 @@ def generate(url: str, rows: int) -> float:
     return time.perf_counter() - t
 
 
+def last_seq(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(dsn(url)) as conn:
+        return int(conn.execute("SELECT max(seq) FROM journal").fetchone()[0])  # type: ignore[index]
+
+
+def _viewer(folder: Path, env: dict[str, str]) -> str:
+    """A viewer token in <folder>/operators.json (copied into every standby's data dir)."""
+    done = subprocess.run(
+        [str(PROPBOT), "operators", "add", "bench", "--role", "viewer", "--profile", "testnet", "--data-dir",
+         str(folder)], env=env, capture_output=True, text=True, check=True, cwd=folder.parent,
+    )  # fmt: skip
+    return done.stdout.strip().splitlines()[-1]
+
+
 def raw_scan_s(url: str) -> float:
     import psycopg
 
@@ -117,14 +139,26 @@ def raw_handover_s(url: str) -> float:
 class Engine:
     """One `propbot serve` of the account (testnet profile routed to the simulator)."""
 
-    def __init__(self, folder: Path, config: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, folder: Path, config: Path, env: dict[str, str], operators: Path | None = None
+    ) -> None:
         self.port = free_port()
         folder.mkdir(parents=True, exist_ok=True)
+        if operators is not None:
+            shutil.copy2(operators / "operators.json", folder / "operators.json")
         self.log = (folder / "serve.log").open("ab")
         self.proc = subprocess.Popen(
             [str(PROPBOT), "serve", "--config", str(config), "--data-dir", str(folder), "--port", str(self.port)],
             cwd=folder, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
+
+    def followed(self, token: str) -> int:
+        try:
+            r = httpx.get(f"http://127.0.0.1:{self.port}/api/status", timeout=5,
+                          headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        except httpx.TransportError:
+            return -1
+        return int(r.json()["components"]["leadership"]["detail"].get("followed_seq") or 0)
 
     def readyz(self) -> tuple[int, str]:
         try:
@@ -156,7 +190,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--cold", action="store_true", help="kill before the standby followed the journal")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a stopped run still drops its schema
     if not PG_URL:
         print("bench_takeover: skipped (set PROPBOT_TEST_PG_URL or PROPBOT_BENCH_PG_URL to a PostgreSQL URL)")
         return
@@ -184,6 +220,7 @@ def main() -> None:
             env = {k: v for k, v in os.environ.items() if k not in scrub}
             env.update({f"BINANCE_API_KEY_TESTNET_{account.upper()}": KEY,
                         f"BINANCE_API_SECRET_TESTNET_{account.upper()}": SECRET})  # fmt: skip
+            token = _viewer(folder / "ops", env)
             active = Engine(folder / "e0", config, env)
             engines.append(active)
             t = time.perf_counter()
@@ -192,9 +229,16 @@ def main() -> None:
             print(f"first writer ready in {first_start:.1f}s (replay of the generated journal)")
             times: list[float] = []
             for run in range(1, args.runs + 1):
-                standby = Engine(folder / f"e{run}", config, env)
+                standby = Engine(folder / f"e{run}", config, env, operators=folder / "ops")
                 engines.append(standby)
                 standby.wait((503, "standby"), timeout_s=120)
+                if not args.cold:
+                    head = last_seq(url)
+                    deadline = time.monotonic() + 900
+                    while standby.followed(token) < head:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError("the standby never caught up with the journal")
+                        time.sleep(0.2)
                 t = time.perf_counter()
                 active.kill()
                 while standby.readyz()[0] != 200:
@@ -211,13 +255,16 @@ def main() -> None:
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         admin.dispose()
-    floor = floor_lock + floor_scan
+    floor = floor_lock + (floor_scan if args.cold else 0.0)  # a warm standby reads no prefix at takeover
     p50, worst = statistics.median(times), max(times)
-    rows = [{"journal rows": args.rows, "runs": len(times), "takeover p50 s": p50, "takeover max s": worst,
-             "raw floor s (lock handover + scan)": floor, "p50 / floor": p50 / floor,
+    rows = [{"journal rows": args.rows, "standby": "cold" if args.cold else "warm", "runs": len(times), "takeover p50 s": p50, "takeover max s": worst,
+             "raw floor s": floor, "p50 / floor": p50 / floor,
              "raw lock handover s": floor_lock, "raw scan+json s": floor_scan}]  # fmt: skip
     table("takeover: SIGKILL of the writer -> standby ready", rows)
-    save("takeover", {"rows": rows, "runs_s": times, "args": vars(args), "generate_s": built})
+    save(
+        "takeover_cold" if args.cold else "takeover",
+        {"rows": rows, "runs_s": times, "args": vars(args), "generate_s": built},
+    )
 
 
 def _config(sim_url: str, account: str) -> dict[str, Any]:

@@ -83,6 +83,7 @@ class Engine:
         # the damage found, which HOLDs the session)
         self.prefix_verify: str | None = None
         self._prefix_task: asyncio.Task[None] | None = None
+        self._prefix_check: tuple[int, str] | None = None
 
     @property
     def ready(self) -> bool:
@@ -104,11 +105,9 @@ class Engine:
             lambda: replayer.feed(self.journal.scan(after_seq=replayer.last_seq))
         )
         self.opens += 1
-        if warm_seq:
+        if warm_seq:  # verified again once connected: not competing with the takeover for the CPU
             self.prefix_verify = "pending"
-            self._prefix_task = loop.create_task(
-                self._verify_prefix(warm_seq, warm_hash), name="prefix-verify"
-            )
+            self._prefix_check = (warm_seq, warm_hash)
         self.writer.head = (result.last_seq, result.last_hash)
         if self.checkpoints is not None:
             await asyncio.to_thread(self.checkpoints.check, result, self.journal.hash_at)
@@ -174,12 +173,12 @@ class Engine:
             raise
         except Exception as exc:
             problem = f"{type(exc).__name__}: {exc}"[:300]
-        self.prefix_verify = problem or "OK"
         if problem is not None:
             log.error("journal verify after takeover: %s", problem)
             self.self_check_problem = problem
             with contextlib.suppress(Exception):
                 await self.sessions.hold_once(f"journal verify after takeover: {problem}"[:500])
+        self.prefix_verify = problem or "OK"  # after the HOLD: whoever reads it sees the session held
 
     async def connect(self) -> StartReport:
         """Reconcile with the venue and start the background components; retry until it returns.
@@ -201,6 +200,10 @@ class Engine:
         self.supervisor.start("approval_expiry", self._expire_forever)
         self.supervisor.start("journal_self_check", self._self_check_forever)
         self.connected = True
+        if self._prefix_check is not None and self._prefix_task is None:
+            self._prefix_task = asyncio.get_running_loop().create_task(
+                self._verify_prefix(*self._prefix_check), name="prefix-verify"
+            )
         return self.report
 
     async def start(self) -> StartReport:

@@ -65,7 +65,7 @@ async def test_a_standby_that_followed_takes_over_reading_only_the_new_rows(
         followed = await standby.follow()
         assert followed == active.writer.head[0]  # type: ignore[index]
         await _write(active, "b", 3)  # written after the standby's last look
-    report = await standby.open()  # the takeover (the active engine is gone)
+    report = await standby.start()  # the takeover (the active engine is gone)
     try:
         assert report.rows == standby.writer.head[0]  # type: ignore[index]
         cold = replay(standby.journal.scan())
@@ -91,7 +91,7 @@ async def test_a_row_changed_under_the_standby_is_found_after_the_takeover(
         return rows
 
     attacker.rewrite(db_url, change_a_payload, recompute_from=None)
-    await standby.open()  # the head the standby verified is still there: it takes over at once
+    await standby.start()  # the head the standby verified is still there: it takes over at once
     try:
         await eventually_async(lambda: standby.prefix_verify not in (None, "pending"), timeout=20)
         assert "hash does not match" in str(standby.prefix_verify)
@@ -115,7 +115,7 @@ async def test_a_standby_replays_everything_when_the_head_it_verified_changed(
         return rows
 
     attacker.rewrite(db_url, rewrite_consistently, recompute_from=1)
-    report = await standby.open()  # the kept replay is dropped: a cold replay of the chain as it is now
+    report = await standby.start()  # the kept replay is dropped: a cold replay of the chain as it is now
     try:
         assert report.rows == replay(standby.journal.scan()).rows
         assert standby.prefix_verify is None  # nothing warm to check again
