@@ -156,8 +156,9 @@ def _register() -> None:
     # Journal and approval commands live in their own modules to keep this one small
     from api.cli_journal import journal
     from api.cli_keys import approve, keygen
+    from api.cli_outbox import mirror, relay
 
-    for command in (journal, keygen, approve):
+    for command in (journal, keygen, approve, relay, mirror):
         cli.add_command(command)
 
 
@@ -193,3 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:500]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -119,6 +119,18 @@ def _broken(seq: int, problem: str) -> int:
     help="re-verify every arm/go_live approval with the config's approvals.public_keys "
     "(and require one when approvals.require_token is on)",
 )
+@click.option(
+    "--against-mirror",
+    "mirror_url",
+    default=None,
+    help="also compare every row's hash with the auditors' mirror database (propbot mirror); exit 1 "
+    'printing "DIFFERS at seq N" for the first seq where they differ',
+)
+@click.option(
+    "--mirror-may-lag",
+    is_flag=True,
+    help="with --against-mirror: primary rows past the mirror's last row are not a difference",
+)
 def journal_verify(
     profile: str | None,
     config_file: Path | None,
@@ -128,9 +140,12 @@ def journal_verify(
     checkpoints: Path | None,
     checkpoint_key: Path | None,
     check_approvals: bool,
+    mirror_url: str | None,
+    mirror_may_lag: bool,
 ) -> int:
     """Recheck every row (chain, time order, versions, FSM edges) and the signed checkpoints; exit 1
-    printing "BROKEN at seq N: problem" for the first damage found, 0 with "OK" otherwise."""
+    printing "BROKEN at seq N: problem" for the first damage found, 0 with "OK" otherwise. With
+    --against-mirror, then compare with the mirror: "DIFFERS at seq N" (exit 1) or "mirror OK"."""
     from engine.errors import JournalCorrupt
     from engine.replay import replay
 
@@ -164,6 +179,30 @@ def journal_verify(
         latest = cplog.latest()
         reached = f"seq {latest.seq} of {latest.at} ({latest.kind}) reached" if latest else "log is empty"
         click.echo(f"checkpoints OK: {reached}, log {cplog.path}")
+    if mirror_url is not None:
+        return _compare_with_mirror(loc, mirror_url, mirror_may_lag)
+    return 0
+
+
+def _compare_with_mirror(loc: Location, mirror_url: str, mirror_may_lag: bool) -> int:
+    from engine.mirror_compare import compare_with_mirror
+    from engine.persistence.sql_journal import SqlJournal
+
+    path = _sqlite_path(mirror_url)
+    if path is not None and not path.is_file():
+        raise CliError(f"no mirror at {path}")
+    primary, mirror = _open_journal(loc), SqlJournal(mirror_url)
+    try:
+        result = compare_with_mirror(primary.scan(), mirror.scan(), mirror_may_lag=mirror_may_lag)
+    finally:
+        primary.close()
+        mirror.close()
+    if result.difference is not None:
+        click.echo(f"mirror DIFFERS at seq {result.difference.seq}: {result.difference.problem}")
+        return 1
+    behind = result.primary_last - result.mirror_last
+    lag = f"; mirror behind by {behind} rows" if behind > 0 else ""
+    click.echo(f"mirror OK: {result.compared} rows equal, last seq {result.mirror_last}{lag}")
     return 0
 
 

@@ -1,0 +1,216 @@
+"""The journal outbox relay: journal rows after a durable cursor → JetStream, in seq order, at least once.
+
+A loop, one NATS connection per episode (adapters.nats.stream.connect):
+1. read the contiguous run of rows after the cursor (engine.persistence.outbox_source);
+2. publish them all with async acks (pipelined: N in flight), then await the acks in order;
+3. commit the cursor to the end of the acknowledged prefix, and only then read on.
+Any failure (broker gone, ack timeout, database error) ends the episode after the acknowledged prefix is
+committed; the supervisor logs it, shows ERROR in the status and starts a new episode with backoff,
+which republishes from the cursor (the broker's duplicate window or the consumer's SeqGate absorbs the
+repeat). It wakes on PostgreSQL NOTIFY or a short poll (SQLite: poll only). The engine never waits for
+it: it only reads the journal, and writes its own cursor row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from adapters.nats.stream import (
+    DEFAULT_DUPLICATE_WINDOW_S,
+    DEFAULT_STREAM,
+    close_quietly,
+    connect,
+    ensure_stream,
+)
+from engine.outbox import check_source, encode_row
+from engine.persistence.journal_wakeup import listen_for_appends
+from engine.persistence.outbox_source import OutboxSource
+from engine.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+# Test-only fault injection (tests/outbox/test_relay_crash.py): "kill-after-ack" makes the process
+# SIGKILL itself after JetStream acknowledged a batch and before the cursor commit
+FAULT_ENV = "PROPBOT_RELAY_FAULT"
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    db_url: str
+    nats_url: str
+    source: str
+    stream: str = DEFAULT_STREAM
+    batch: int = 512
+    ack_timeout_s: float = 10.0
+    # PostgreSQL: NOTIFY wakes the relay, the poll is the fallback; SQLite has only the poll
+    poll_s: float | None = None
+    duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S
+    min_backoff_s: float = 0.2
+    max_backoff_s: float = 5.0
+    head_every_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_source(self.source)
+        if self.batch < 1:
+            raise ValueError("batch must be at least 1")
+
+
+class OutboxRelay:
+    def __init__(self, config: RelayConfig) -> None:
+        self.config = config
+        self.journal = OutboxSource(config.db_url)
+        self.poll_s = config.poll_s if config.poll_s is not None else (0.05 if self.journal.sqlite else 1.0)
+        self.supervisor = Supervisor(min_backoff_s=config.min_backoff_s, max_backoff_s=config.max_backoff_s)
+        self.cursor = 0
+        self.published = 0  # rows acknowledged since start (republished duplicates included)
+        self.batches = 0
+        self.reads = 0  # journal reads (tests wait on it)
+        self.connected = False
+        self.listening = False
+        self.journal_last_seq = 0
+        self.lag_seconds = 0.0
+        self._wake = asyncio.Event()
+        self._fault = os.environ.get(FAULT_ENV, "")
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the relay's components under its supervisor (each restarts with backoff on failure)."""
+        self.supervisor.start("publish", self._episode)
+        self.supervisor.start("head", self._watch_head)
+        if not self.journal.sqlite:
+            self.supervisor.start("listen", self._listen)
+
+    async def stop(self) -> None:
+        await self.supervisor.stop()
+        await asyncio.to_thread(self.journal.close)
+
+    async def _listen(self) -> None:
+        await listen_for_appends(self.config.db_url, self._wake.set, self._set_listening)
+
+    def _set_listening(self, on: bool) -> None:
+        self.listening = on
+
+    async def _watch_head(self) -> None:
+        while True:
+            self.journal_last_seq, self.lag_seconds = await asyncio.to_thread(self.journal.head, self.cursor)
+            await asyncio.sleep(self.config.head_every_s)
+
+    async def _episode(self) -> None:
+        nc = await connect(self.config.nats_url, f"propbot-relay-{self.config.source}")
+        try:
+            self.connected = True
+            js = nc.jetstream(timeout=self.config.ack_timeout_s)
+            await ensure_stream(js, self.config.stream, self.config.duplicate_window_s)
+            self.cursor = await asyncio.to_thread(self.journal.load_cursor, self.config.source)
+            log.info(
+                "relay %s: publishing after seq %d to %s", self.config.source, self.cursor, self.config.stream
+            )
+            while True:
+                if not nc.is_connected:
+                    raise ConnectionError("NATS connection lost")
+                if await self.pump(js) == 0:
+                    await self._idle(nc)
+        finally:
+            self.connected = False
+            await close_quietly(nc)
+
+    async def _idle(self, nc: Client) -> None:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that meets a
+        # completed wait, and a relay asked to stop then polls on forever
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.poll_s):
+                await self._wake.wait()
+        del nc
+
+    async def pump(self, js: JetStreamContext) -> int:
+        """Publish one batch after the cursor; returns how many rows were acknowledged and committed.
+
+        Raises:
+            Exception: a publish failed or timed out (after the acknowledged prefix was committed)."""
+        self._wake.clear()  # a wake-up arriving from now on is for rows this read may not see
+        rows = await asyncio.to_thread(self.journal.rows_after, self.cursor, self.config.batch)
+        self.reads += 1
+        if not rows:
+            return 0
+        messages = [encode_row(self.config.source, row) for row in rows]
+        stream = self.config.stream
+        pending = [
+            await js.publish_async(m.subject, m.data, headers=m.headers, stream=stream) for m in messages
+        ]
+        acked = self.cursor
+        try:
+            async with asyncio.timeout(self.config.ack_timeout_s):
+                for message, ack in zip(messages, pending, strict=True):
+                    await ack
+                    acked = message.seq
+        finally:
+            for ack in pending:
+                ack.cancel()  # no-op for the resolved ones
+            await self._commit(acked)
+        return len(messages)
+
+    async def _commit(self, acked: int) -> None:
+        if acked <= self.cursor:
+            return
+        if self._fault == "kill-after-ack":
+            os.kill(os.getpid(), signal.SIGKILL)
+        await asyncio.to_thread(self.journal.save_cursor, self.config.source, acked)
+        self.published += acked - self.cursor
+        self.batches += 1
+        self.cursor = acked
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        components = self.supervisor.status()
+        level = "ERROR" if any(c["status"] == "ERROR" for c in components.values()) else "OK"
+        lag_rows = max(0, self.journal_last_seq - self.cursor)
+        return {
+            "status": level,
+            "source": self.config.source,
+            "stream": self.config.stream,
+            "connected": self.connected,
+            "listening": self.listening,
+            "cursor": self.cursor,
+            "journal_last_seq": self.journal_last_seq,
+            "lag_rows": lag_rows,
+            "lag_seconds": round(self.lag_seconds, 3) if lag_rows else 0.0,
+            "published_total": self.published,
+            "components": components,
+        }
+
+    def metrics(self) -> str:
+        st = self.status()
+        label = f'{{source="{st["source"]}"}}'
+        return "\n".join(
+            [
+                "# HELP propbot_relay_cursor Last journal seq JetStream acknowledged and the relay committed.",
+                "# TYPE propbot_relay_cursor gauge",
+                f"propbot_relay_cursor{label} {st['cursor']}",
+                "# TYPE propbot_relay_journal_last_seq gauge",
+                f"propbot_relay_journal_last_seq{label} {st['journal_last_seq']}",
+                "# HELP propbot_relay_lag_rows Journal rows not yet acknowledged by JetStream.",
+                "# TYPE propbot_relay_lag_rows gauge",
+                f"propbot_relay_lag_rows{label} {st['lag_rows']}",
+                "# HELP propbot_relay_lag_seconds Age of the oldest journal row not yet acknowledged.",
+                "# TYPE propbot_relay_lag_seconds gauge",
+                f"propbot_relay_lag_seconds{label} {st['lag_seconds']}",
+                "# TYPE propbot_relay_published_total counter",
+                f"propbot_relay_published_total{label} {st['published_total']}",
+                "# TYPE propbot_relay_connected gauge",
+                f"propbot_relay_connected{label} {int(st['connected'])}",
+                "# TYPE propbot_relay_up gauge",
+                f"propbot_relay_up{label} {int(st['status'] == 'OK')}",
+                "",
+            ]
+        )

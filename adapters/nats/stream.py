@@ -1,0 +1,57 @@
+"""The JetStream stream that holds every journal source's rows, and connecting to NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from engine.outbox import SUBJECT_ROOT
+
+DEFAULT_STREAM = "PROPBOT"
+# The broker drops a republished Nats-Msg-Id seen within this window. A relay that restarts within it
+# (after an ack whose cursor commit was lost) publishes no duplicate; later, consumers deduplicate.
+DEFAULT_DUPLICATE_WINDOW_S = 120.0
+
+
+async def connect(url: str, name: str) -> Client:
+    """One connection without the client's own reconnect: a reconnect could flush messages buffered for
+    the old connection after ones the broker never got, and so break seq order in the stream. The
+    caller reconnects (under its supervisor) and republishes from its cursor instead."""
+    return await nats.connect(
+        servers=[url], name=name, allow_reconnect=False, connect_timeout=2, max_reconnect_attempts=0
+    )
+
+
+async def close_quietly(nc: Client, timeout_s: float = 5.0) -> None:
+    """Close without waiting forever: nats-py's close can wait on a transport that never finishes
+    closing (seen when a relay stopped right after a burst), and a stop must not hang."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), timeout_s)
+
+
+async def ensure_stream(
+    js: JetStreamContext, stream: str, duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S
+) -> None:
+    """Create the file-backed stream (subjects propbot.>, limits retention) when it does not exist; an
+    existing one is left as its operator configured it."""
+    try:
+        await js.stream_info(stream)
+        return
+    except NotFoundError:
+        pass
+    await js.add_stream(
+        StreamConfig(
+            name=stream,
+            subjects=[f"{SUBJECT_ROOT}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            duplicate_window=duplicate_window_s,
+        )
+    )

@@ -1,0 +1,140 @@
+"""`propbot relay` and `propbot mirror`: the journal outbox to NATS JetStream, and the auditors' copy.
+
+Both are separate processes (docs/scale-out.md): the relay's status is a log line every --log-every
+seconds and, with --status-port, GET /status and /metrics on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import click
+
+from api.cli_common import CliError
+
+NATS = click.option("--nats", "nats_url", default="nats://127.0.0.1:4222", show_default=True, help="NATS URL")
+SOURCE = click.option(
+    "--source",
+    default=None,
+    help="the journal source's name in subjects and message ids; default: the URL's PostgreSQL schema "
+    "(search_path), else 'default'",
+)
+STREAM = click.option("--stream", default="PROPBOT", show_default=True, help="the JetStream stream")
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+@click.command()
+@click.option("--db", "db_url", required=True, help="the journal database URL")
+@NATS
+@SOURCE
+@STREAM
+@click.option("--batch", type=click.IntRange(1, 4000), default=512, show_default=True)
+@click.option("--status-port", type=click.IntRange(0, 65535), default=None, help="serve /status and /metrics")
+@click.option("--log-every", type=click.FloatRange(0.1), default=10.0, show_default=True, help="seconds")
+def relay(
+    db_url: str, nats_url: str, source: str | None, stream: str, batch: int, status_port: int | None,
+    log_every: float,
+) -> int:  # fmt: skip
+    """Publish every journal row, in seq order after a durable cursor, to JetStream (at least once)."""
+    from adapters.nats.relay import OutboxRelay, RelayConfig
+    from engine.persistence.outbox_source import default_source
+
+    try:
+        config = RelayConfig(db_url, nats_url, source or default_source(db_url), stream, batch=batch)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    _logging()
+    asyncio.run(_run_relay(OutboxRelay(config), status_port, log_every))
+    return 0
+
+
+async def _run_relay(relay: object, status_port: int | None, log_every: float) -> None:
+    from adapters.nats.relay import OutboxRelay
+    from adapters.nats.relay_status import serve_status
+
+    assert isinstance(relay, OutboxRelay)
+    log = logging.getLogger("propbot.relay")
+    relay.start()
+    runner = await serve_status(relay, status_port) if status_port is not None else None
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(log_every)
+            st = relay.status()
+            log.log(
+                logging.ERROR if st["status"] == "ERROR" else logging.INFO,
+                "relay %s %s: cursor %d, journal %d, lag %d rows %.3fs, connected %s, listening %s",
+                st["source"], st["status"], st["cursor"], st["journal_last_seq"], st["lag_rows"],
+                st["lag_seconds"], st["connected"], st["listening"],
+            )  # fmt: skip
+
+    reporter = asyncio.create_task(report())
+    try:
+        await _until_signal()
+    finally:
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+        if runner is not None:
+            await runner.cleanup()
+        await relay.stop()
+
+
+@click.command()
+@NATS
+@click.option("--db", "db_url", required=True, help="the mirror's database URL (migrated here)")
+@click.option("--source", default="default", show_default=True, help="the journal source to mirror")
+@STREAM
+@click.option("--durable", default=None, help="the JetStream durable consumer; default mirror-<source>")
+@click.option(
+    "--until-caught-up", is_flag=True, help="exit 0 once nothing is pending (else run until killed)"
+)
+def mirror(
+    nats_url: str, db_url: str, source: str, stream: str, durable: str | None, until_caught_up: bool
+) -> int:
+    """Rebuild the journal of SOURCE from the stream alone in another database, verifying every row's
+    link and hash; exit 1 with "mirror ERROR at seq N" on the first row that does not chain."""
+    from adapters.nats.mirror import MirrorConfig, run_mirror
+    from engine.outbox import OutboxError
+
+    try:
+        config = MirrorConfig(nats_url, db_url, source, stream, durable)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    _logging()
+
+    async def main() -> int:
+        task = asyncio.create_task(run_mirror(config, until_caught_up=until_caught_up))
+        stopper = asyncio.create_task(_until_signal())
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if task not in done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return 0
+        progress = task.result()
+        click.echo(
+            f"mirror OK: source {source}, head seq {progress.head_seq}, {progress.rows_written} rows written"
+        )
+        return 0
+
+    try:
+        return asyncio.run(main())
+    except OutboxError as exc:
+        click.echo(f"mirror ERROR: {exc}", err=True)
+        return 1

@@ -1,0 +1,158 @@
+"""The journal outbox's wire format and its consumer contract, without any broker (docs/scale-out.md).
+
+One journal source (one hash chain, a gapless seq) is published row by row:
+- subject `propbot.<source>.<stream>.<stream_id>` (the id escaped so it stays one subject token);
+- `Nats-Msg-Id` = `<source>:<seq>`, so the broker drops a republished row inside its duplicate window;
+- headers `Propbot-Source`, `Propbot-Seq`, `Propbot-Hash`, `Propbot-Prev-Hash`;
+- payload: the row as JSON, every column exactly as the journal stores it (the payload column as its
+  stored canonical text), so a consumer can recompute the row's hash with engine.journal.row_hash.
+
+Delivery is at-least-once and in seq order per source: a row can arrive again (a relay restarted after
+the broker's ack but before its cursor commit, later than the duplicate window), never out of order
+or with a hole. SeqGate turns that into exactly-once, in-order for a consumer that persists its last
+seq with its own effects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import EngineError
+from engine.journal import RAW_COLUMNS, RawRow, row_hash
+
+SUBJECT_ROOT = "propbot"
+SOURCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Subject tokens must not hold '.', '*', '>' or whitespace; '%' is escaped too so the escaping is reversible
+_UNSAFE = re.compile(r"[^A-Za-z0-9_:/=+@-]")
+_INT_COLUMNS = frozenset({"seq", "version", "schema_version"})
+_NULLABLE = frozenset({"from_state", "to_state"})
+
+HDR_SOURCE = "Propbot-Source"
+HDR_SEQ = "Propbot-Seq"
+HDR_HASH = "Propbot-Hash"
+HDR_PREV = "Propbot-Prev-Hash"
+HDR_MSG_ID = "Nats-Msg-Id"
+
+
+class OutboxError(EngineError):
+    reason = "outbox_error"
+
+
+class OutboxGap(OutboxError):
+    """A row arrived whose predecessor never did: the stream lost history (or was purged)."""
+
+    reason = "outbox_gap"
+
+
+class ChainBroken(OutboxError):
+    """A row that does not chain onto the previous one (prev_hash or recomputed hash differ)."""
+
+    reason = "outbox_chain_broken"
+
+
+def check_source(source: str) -> str:
+    if not SOURCE.match(source):
+        raise ValueError(f"source must be 1-64 of [A-Za-z0-9_-], was {source!r}")
+    return source
+
+
+def subject_token(value: str) -> str:
+    return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), value) or "%"
+
+
+def subject_for(source: str, stream: str, stream_id: str) -> str:
+    return f"{SUBJECT_ROOT}.{source}.{subject_token(stream)}.{subject_token(stream_id)}"
+
+
+def source_subjects(source: str) -> str:
+    """The filter matching every row of one source."""
+    return f"{SUBJECT_ROOT}.{source}.>"
+
+
+def msg_id(source: str, seq: int) -> str:
+    return f"{source}:{seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    seq: int
+    subject: str
+    headers: dict[str, str]
+    data: bytes
+
+
+def encode_row(source: str, row: RawRow) -> OutboxMessage:
+    body = dict(zip(RAW_COLUMNS, row, strict=True))
+    seq = int(row[0])
+    headers = {
+        HDR_MSG_ID: msg_id(source, seq),
+        HDR_SOURCE: source,
+        HDR_SEQ: str(seq),
+        HDR_HASH: str(body["hash"]),
+        HDR_PREV: str(body["prev_hash"]),
+    }
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()
+    return OutboxMessage(seq, subject_for(source, str(row[1]), str(row[2])), headers, data)
+
+
+def decode_row(data: bytes) -> RawRow:
+    """The row a message carries, its types checked (a consumer must not trust the broker's bytes).
+
+    Raises:
+        OutboxError: not a journal row."""
+    try:
+        body: Any = json.loads(data)
+    except ValueError as exc:
+        raise OutboxError(f"message is not JSON: {exc}") from None
+    if not isinstance(body, dict) or set(body) != set(RAW_COLUMNS):
+        raise OutboxError("message is not a journal row (wrong fields)")
+    for name in RAW_COLUMNS:
+        value = body[name]
+        if name in _INT_COLUMNS:
+            ok = type(value) is int
+        else:
+            ok = isinstance(value, str) or (name in _NULLABLE and value is None)
+        if not ok:
+            raise OutboxError(f"journal row field {name} has the wrong type")
+    return tuple(body[name] for name in RAW_COLUMNS)
+
+
+def recompute_hash(row: RawRow) -> str:
+    seq, stream, sid, version, trigger, frm, to, payload, actor, reason, schema, created, prev, _ = row
+    return row_hash(
+        prev, seq, stream, sid, version, trigger, frm, to, payload, actor, reason, schema, created
+    )
+
+
+def check_link(prev_hash: str, row: RawRow) -> None:
+    """Raises ChainBroken unless `row` names `prev_hash` as its predecessor and hashes to its own hash."""
+    if row[12] != prev_hash:
+        raise ChainBroken(f"seq {row[0]}: prev_hash {row[12]} is not the previous row's hash {prev_hash}")
+    if recompute_hash(row) != row[13]:
+        raise ChainBroken(f"seq {row[0]}: stored hash {row[13]} is not the hash of the row")
+
+
+class SeqGate:
+    """Dedup by (source, seq) and refuse holes: `admit` says whether a row is new (the next seq) or a
+    duplicate (at or below the last admitted seq), and raises OutboxGap when seqs were skipped.
+
+    Start it from what the consumer persisted (`last` per source) and persist the new last seq in the
+    same transaction as the row's effects: then a crash between effect and ack only causes a duplicate,
+    which this gate drops."""
+
+    def __init__(self, last: dict[str, int] | None = None) -> None:
+        self.last: dict[str, int] = dict(last or {})
+
+    def admit(self, source: str, seq: int) -> bool:
+        last = self.last.get(source, 0)
+        if seq <= last:
+            return False
+        if seq != last + 1:
+            raise OutboxGap(
+                f"source {source}: seq {seq} arrived after {last}; seqs {last + 1}..{seq - 1} are missing"
+            )
+        self.last[source] = seq
+        return True

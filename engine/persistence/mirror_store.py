@@ -1,0 +1,41 @@
+"""The auditors' journal copy: rows inserted exactly as published (a mirror computes no hash of its own;
+it checks each row's link and hash before inserting, in adapters.nats.mirror)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import text
+
+from engine.journal import GENESIS_HASH, RAW_COLUMNS, RawRow
+from engine.persistence.database import make_engines
+from engine.persistence.migrate import upgrade
+
+_COLUMNS = ", ".join(RAW_COLUMNS)
+_INSERT = text(f"INSERT INTO journal ({_COLUMNS}) VALUES ({', '.join(':' + c for c in RAW_COLUMNS)})")
+
+
+class MirrorStore:
+    def __init__(self, url: str) -> None:
+        """Migrates `url` with the repo's migrations first: the mirror has the primary's schema (and its
+        append-only triggers)."""
+        upgrade(url)
+        self.url = url
+        self._writer, self._reader = make_engines(url)
+
+    def head(self) -> tuple[int, str]:
+        with self._reader.connect() as conn:
+            row = conn.execute(text("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")).first()
+        return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+
+    def insert(self, rows: Sequence[RawRow]) -> None:
+        """One transaction; the primary key refuses a seq inserted twice."""
+        if not rows:
+            return
+        with self._writer.begin() as conn:
+            conn.execute(_INSERT, [dict(zip(RAW_COLUMNS, r, strict=True)) for r in rows])
+
+    def close(self) -> None:
+        self._writer.dispose()
+        if self._reader is not self._writer:
+            self._reader.dispose()
