@@ -39,6 +39,7 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_api.py
 	cd benchmarks && ../$(BIN)/python bench_live.py
 	cd benchmarks && ../$(BIN)/python bench_weight.py
+	cd benchmarks && ../$(BIN)/python bench_relay.py
 	cd benchmarks && ../$(BIN)/python bench_takeover.py
 
 # schemathesis over the whole OpenAPI once per role (0 server errors; undocumented statuses reported), then

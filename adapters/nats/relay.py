@@ -3,7 +3,8 @@
 A loop, one NATS connection per episode (adapters.nats.stream.connect):
 1. read the contiguous run of rows after the cursor (engine.persistence.outbox_source);
 2. publish them all with async acks (pipelined: N in flight), then await the acks in order;
-3. commit the cursor to the end of the acknowledged prefix, and only then read on.
+3. move the cursor to the end of the acknowledged prefix (committed to relay_cursor at most every
+   cursor_every_s while busy, at once when idle or failing), reading the next batch meanwhile.
 Any failure (broker gone, ack timeout, database error) ends the episode after the acknowledged prefix is
 committed; the supervisor logs it, shows ERROR in the status and starts a new episode with backoff,
 which republishes from the cursor (the broker's duplicate window or the consumer's SeqGate absorbs the
@@ -18,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +33,7 @@ from adapters.nats.stream import (
     connect,
     ensure_stream,
 )
-from engine.outbox import check_source, encode_row
+from engine.outbox import OutboxMessage, check_source, encode_row
 from engine.persistence.journal_wakeup import listen_for_appends
 from engine.persistence.outbox_source import OutboxSource
 from engine.supervisor import Supervisor
@@ -57,6 +59,7 @@ class RelayConfig:
     min_backoff_s: float = 0.2
     max_backoff_s: float = 5.0
     head_every_s: float = 1.0
+    cursor_every_s: float = 0.2
 
     def __post_init__(self) -> None:
         check_source(self.source)
@@ -70,7 +73,11 @@ class OutboxRelay:
         self.journal = OutboxSource(config.db_url)
         self.poll_s = config.poll_s if config.poll_s is not None else (0.05 if self.journal.sqlite else 1.0)
         self.supervisor = Supervisor(min_backoff_s=config.min_backoff_s, max_backoff_s=config.max_backoff_s)
-        self.cursor = 0
+        self.cursor = 0  # the last seq JetStream acknowledged
+        self.durable_cursor = 0  # the last seq committed to relay_cursor
+        self._persisted_at = 0.0
+        self._saving: asyncio.Future[None] | None = None
+        self._prefetch: tuple[int, asyncio.Future[list[OutboxMessage]]] | None = None
         self.published = 0  # rows acknowledged since start (republished duplicates included)
         self.batches = 0
         self.reads = 0  # journal reads (tests wait on it)
@@ -92,6 +99,8 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         await self.supervisor.stop()
+        with contextlib.suppress(Exception):
+            await self._persist(force=True)
         await asyncio.to_thread(self.journal.close)
 
     async def _listen(self) -> None:
@@ -112,6 +121,7 @@ class OutboxRelay:
             js = nc.jetstream(timeout=self.config.ack_timeout_s)
             await ensure_stream(js, self.config.stream, self.config.duplicate_window_s)
             self.cursor = await asyncio.to_thread(self.journal.load_cursor, self.config.source)
+            self.durable_cursor = self.cursor
             log.info(
                 "relay %s: publishing after seq %d to %s", self.config.source, self.cursor, self.config.stream
             )
@@ -119,9 +129,13 @@ class OutboxRelay:
                 if not nc.is_connected:
                     raise ConnectionError("NATS connection lost")
                 if await self.pump(js) == 0:
+                    await self._persist(force=False)  # the last acks of a burst, in the background
                     await self._idle(nc)
         finally:
             self.connected = False
+            self._drop_prefetch()
+            with contextlib.suppress(Exception):
+                await self._persist(force=True)
             await close_quietly(nc)
 
     async def _idle(self, nc: Client) -> None:
@@ -132,42 +146,87 @@ class OutboxRelay:
                 await self._wake.wait()
         del nc
 
+    def _read(self, after: int) -> list[OutboxMessage]:
+        """The next batch after `after`, encoded (on a worker thread: the loop keeps taking acks)."""
+        rows = self.journal.rows_after(after, self.config.batch)
+        self.reads += 1
+        return [encode_row(self.config.source, row) for row in rows]
+
     async def pump(self, js: JetStreamContext) -> int:
-        """Publish one batch after the cursor; returns how many rows were acknowledged and committed.
+        """Publish one batch after the cursor; returns how many rows JetStream acknowledged.
+
+        Pipelined: the batch is published whole (async acks), the next batch is read while its acks
+        arrive, the cursor moves to the end of the acknowledged prefix only.
 
         Raises:
             Exception: a publish failed or timed out (after the acknowledged prefix was committed)."""
         self._wake.clear()  # a wake-up arriving from now on is for rows this read may not see
-        rows = await asyncio.to_thread(self.journal.rows_after, self.cursor, self.config.batch)
-        self.reads += 1
-        if not rows:
+        prefetched, self._prefetch = self._prefetch, None
+        messages = None
+        if prefetched is not None:
+            after, task = prefetched
+            messages = await task if after == self.cursor else None
+        if not messages:  # none prefetched, or an empty read from before the wake-up was cleared
+            messages = await asyncio.to_thread(self._read, self.cursor)
+        if not messages:
             return 0
-        messages = [encode_row(self.config.source, row) for row in rows]
         stream = self.config.stream
         pending = [
             await js.publish_async(m.subject, m.data, headers=m.headers, stream=stream) for m in messages
         ]
+        if len(messages) == self.config.batch:  # more may be waiting: read them while the acks come
+            after = messages[-1].seq
+            self._prefetch = (after, asyncio.ensure_future(asyncio.to_thread(self._read, after)))
         acked = self.cursor
         try:
             async with asyncio.timeout(self.config.ack_timeout_s):
                 for message, ack in zip(messages, pending, strict=True):
                     await ack
                     acked = message.seq
+        except BaseException:
+            self._drop_prefetch()
+            raise
         finally:
             for ack in pending:
                 ack.cancel()  # no-op for the resolved ones
-            await self._commit(acked)
+            if acked > self.cursor:
+                self.published += acked - self.cursor
+                self.batches += 1
+                self.cursor = acked
+        await self._persist(force=False)
         return len(messages)
 
-    async def _commit(self, acked: int) -> None:
-        if acked <= self.cursor:
+    def _drop_prefetch(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch[1].cancel()
+            self._prefetch = None
+
+    async def _persist(self, *, force: bool) -> None:
+        """Commit the acknowledged position at most every cursor_every_s, in the background (on SQLite
+        the commit waits for the one write lock, which the engine's appends keep busy: publishing must
+        not wait for it); with `force` (failing, stopping) at once and awaited. A cursor behind the acks
+        only means republishing on restart."""
+        if self._saving is not None:
+            if not force:
+                return
+            await self._saving
+        if self.cursor <= self.durable_cursor:
             return
-        if self._fault == "kill-after-ack":
-            os.kill(os.getpid(), signal.SIGKILL)
-        await asyncio.to_thread(self.journal.save_cursor, self.config.source, acked)
-        self.published += acked - self.cursor
-        self.batches += 1
-        self.cursor = acked
+        if not force and time.monotonic() - self._persisted_at < self.config.cursor_every_s:
+            return
+        self._saving = asyncio.ensure_future(self._save(self.cursor))
+        if force:
+            await self._saving
+
+    async def _save(self, cursor: int) -> None:
+        try:
+            if self._fault == "kill-after-ack":
+                os.kill(os.getpid(), signal.SIGKILL)
+            await asyncio.to_thread(self.journal.save_cursor, self.config.source, cursor)
+            self.durable_cursor = max(self.durable_cursor, cursor)
+            self._persisted_at = time.monotonic()
+        finally:
+            self._saving = None
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -182,6 +241,7 @@ class OutboxRelay:
             "connected": self.connected,
             "listening": self.listening,
             "cursor": self.cursor,
+            "durable_cursor": self.durable_cursor,
             "journal_last_seq": self.journal_last_seq,
             "lag_rows": lag_rows,
             "lag_seconds": round(self.lag_seconds, 3) if lag_rows else 0.0,

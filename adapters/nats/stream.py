@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 import nats
 from nats.aio.client import Client
@@ -13,6 +14,7 @@ from nats.js.errors import NotFoundError
 
 from engine.outbox import SUBJECT_ROOT
 
+log = logging.getLogger(__name__)
 DEFAULT_STREAM = "PROPBOT"
 # The broker drops a republished Nats-Msg-Id seen within this window. A relay that restarts within it
 # (after an ack whose cursor commit was lost) publishes no duplicate; later, consumers deduplicate.
@@ -23,9 +25,16 @@ async def connect(url: str, name: str) -> Client:
     """One connection without the client's own reconnect: a reconnect could flush messages buffered for
     the old connection after ones the broker never got, and so break seq order in the stream. The
     caller reconnects (under its supervisor) and republishes from its cursor instead."""
-    return await nats.connect(
-        servers=[url], name=name, allow_reconnect=False, connect_timeout=2, max_reconnect_attempts=0
-    )
+
+    async def quiet(exc: Exception) -> None:  # the caller raises and logs it once, not nats-py's traceback
+        log.debug("nats: %s: %s", type(exc).__name__, exc)
+
+    # max_reconnect_attempts=0 would mean "retry forever" inside connect(): 1 fails after a second try
+    async with asyncio.timeout(10):
+        return await nats.connect(
+            servers=[url], name=name, allow_reconnect=False, connect_timeout=2, max_reconnect_attempts=1,
+            reconnect_time_wait=0.1, error_cb=quiet,
+        )  # fmt: skip
 
 
 async def close_quietly(nc: Client, timeout_s: float = 5.0) -> None:

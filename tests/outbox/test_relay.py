@@ -75,3 +75,30 @@ async def test_the_relay_resumes_after_its_cursor(
     await asyncio.wait_for(relay_until(relay, 130), 60)
     assert relay.published == 30  # nothing before its cursor again
     assert await wait_for_count(nats_broker.url, "PROPBOT", source, 130) == 130
+
+
+async def test_lag_and_position_are_served_on_the_status_port(
+    journal_url: str, journal: SqlJournal, nats_broker: Broker, source: str
+) -> None:
+    from adapters.nats.relay_status import serve_status
+    from tests.outbox.broker import free_port
+
+    fill(journal, 5)
+    relay = OutboxRelay(RelayConfig(journal_url, nats_broker.url, source))
+    port = free_port()
+    runner = await serve_status(relay, port)
+    relay.start()
+    try:
+        while relay.cursor < 5 or relay.journal_last_seq < 5:
+            await asyncio.sleep(0.02)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        text = (await reader.read()).decode()
+        writer.close()
+        status = relay.status()
+    finally:
+        await relay.stop()
+        await runner.cleanup()
+    assert f'propbot_relay_cursor{{source="{source}"}} 5' in text
+    assert f'propbot_relay_lag_rows{{source="{source}"}} 0' in text
+    assert (status["status"], status["cursor"], status["lag_rows"]) == ("OK", 5, 0)
