@@ -127,9 +127,10 @@ class Engine:
         # Every arm/go_live row must carry an approval that verifies against the approver keys in force
         return Replayer(approver_keys=rules.public_keys, require_token=rules.require_token)
 
-    async def follow(self) -> int:
-        """A standby's catch-up, read-only: verify and fold the rows appended since the last call into a
-        replay kept for the takeover; returns the seq reached. Once opened, a no-op.
+    async def follow(self, max_rows: int = 200_000) -> int:
+        """A standby's catch-up, read-only: verify and fold up to `max_rows` rows appended since the last
+        call into a replay kept for the takeover (bounded, so a standby catching up with a large journal
+        still polls its lease between calls); returns the seq reached. Once opened, a no-op.
 
         Raises:
             JournalCorrupt, JournalUnavailable: the kept replay is dropped (open() starts from scratch).
@@ -138,7 +139,8 @@ class Engine:
             return self.report.rows
         warm = self._warm or self._replayer()
         self._warm = None
-        await asyncio.to_thread(lambda: warm.feed(self.journal.scan(after_seq=warm.last_seq)))
+        rows = itertools.islice(self.journal.scan(after_seq=warm.last_seq), max_rows)
+        await asyncio.to_thread(lambda: warm.feed(rows))
         self._warm = warm
         return warm.last_seq
 

@@ -62,6 +62,7 @@ async def test_a_standby_that_followed_takes_over_reading_only_the_new_rows(
     standby = _standby(db_url, fake, settings)
     async with running(db_url, fake, settings) as active:
         await _write(active, "a", 5)
+        assert await standby.follow(max_rows=3) == 3  # bounded: the lease is polled between calls
         followed = await standby.follow()
         assert followed == active.writer.head[0]  # type: ignore[index]
         await _write(active, "b", 3)  # written after the standby's last look
