@@ -36,7 +36,10 @@ _CONNECT_RETRY_MAX_S = 30.0
 # Journal-writing reads (ping, account, open orders) per operator: a flood is answered 429, unjournaled
 _READS_PER_S = 20.0
 _READ_BURST = 40.0
-LEASE_POLL_S = 0.5  # how often a standby tries the lease, and an active engine checks it
+# How often a standby tries the lease (a takeover waits for the next try; a try is one tiny query), and
+# how often an active engine checks it holds it when idle (each append checks it too)
+LEASE_POLL_S = 0.1
+LEASE_CHECK_S = 0.5
 
 
 class Lease(Protocol):
@@ -145,7 +148,7 @@ class Runtime:
                 self._start_writer(), name="writer-start"
             )
         while not self.fenced:
-            await asyncio.sleep(LEASE_POLL_S)
+            await asyncio.sleep(LEASE_CHECK_S)
             if not await asyncio.to_thread(lease.check):
                 await self._fence(str(lease.status().get("lost_reason") or "the writer lease was lost"))
 

@@ -9,7 +9,7 @@ hashes from engine.journal.row_hash), the simulator in a child process, one `pro
 the journal and becomes the writer. Each run starts a new standby and waits until it has followed the
 journal to its head (a warm standby verifies rows as they come, `leadership.followed_seq` in
 /api/status), then SIGKILLs the writer and times until the standby is ready: the lease handover (its next
-poll, ≤ 0.5 s), migrate (a no-op), the check that the journal still has the hash it verified, replay of the
+poll, ≤ 0.1 s), migrate (a no-op), the check that the journal still has the hash it verified, replay of the
 rows after it, reconcile with the venue, HOLD restart. The standby becomes the writer of the next run.
 `--cold` kills the writer as soon as the standby answers, before it followed: the takeover then replays
 and verifies every row.
