@@ -47,7 +47,12 @@ def prepare_journal(url: str, schema: str | None = None) -> None:
         eng = create_engine(url, poolclass=NullPool)
         try:
             with eng.begin() as conn:
-                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))  # the account pattern: a-z0-9_
+                # Looked up first: a least-privilege engine role (docs/SECURITY.md) may not CREATE at all
+                found = conn.execute(
+                    text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}
+                ).first()
+                if found is None:
+                    conn.execute(text(f'CREATE SCHEMA "{schema}"'))  # the account pattern: a-z0-9_ only
         finally:
             eng.dispose()
     upgrade(url)

@@ -148,6 +148,10 @@ def test_the_standby_takes_over_when_the_active_engine_is_killed_under_load(
     (took_over,) = [r for r in rows if r["trigger"] == "writer.lease_acquired" and r["engine_id"] == b_id]
     assert took_over["payload"]["previous_holder"]["engine_id"] == a_id
     assert _verify(standby)
+    # B had followed the journal while standing by: it read only the tail at takeover, and verified the
+    # whole prefix again once connected
+    lead = lambda: _status(standby)["components"]["leadership"]["detail"]  # noqa: E731
+    eventually(lambda: lead()["prefix_verify"] == "OK", timeout=60, interval=0.2)
 
     # A client retrying everything on the new writer: journaled ids answer from the journal, the rest
     # meet the HOLD; nothing reaches the venue a second time
