@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench security docs clean
+.PHONY: install run demo test lint bench security docs clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/propbot serve --profile paper
 
+# The whole story on loopback in one command: simulator + engine, SAFE order → two-man rule → LIVE → kill switch
+demo: $(STAMP)
+	$(BIN)/propbot demo
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -26,8 +30,9 @@ lint: $(STAMP)
 
 # Lint, import contracts, strict types, then every test. PostgreSQL journal tests run when PROPBOT_TEST_PG_URL is set
 # (.ci/run sets it); without it they are skipped, each with that reason.
+# One worker per core, at most 4 (each worker holds a few PostgreSQL connections).
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --maxprocesses 4
 
 bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_journal.py

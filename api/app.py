@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from api import docs, errors
 from api.auth import ensure_first_operators
 from api.middleware import BodyLimitMiddleware
-from api.routes import audit, health, live, metrics, session, status
+from api.routes import approvals, audit, health, live, metrics, page, session, status, views, whoami
 from api.runtime import Runtime
 from api.settings import Settings
 
@@ -72,7 +72,7 @@ def create_app(
     )
     errors.install(app, _session_state)
     docs.install(app, live=is_live)
-    for module in (health, live, session, audit, status, metrics):
+    for module in (health, live, session, approvals, audit, status, whoami, metrics, views, page):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware)
     return app

@@ -37,6 +37,8 @@ def action_of(path: str) -> str:
 
 
 def outcome_of(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, asyncio.CancelledError):
+        return {"status": 499, "reason": "call_cancelled"}  # the client or a shutdown cut the call short
     if isinstance(exc, ApiError):
         return {"status": exc.status, "reason": exc.reason}
     if isinstance(exc, EngineError):
@@ -102,8 +104,14 @@ def slot_outcome(request: Request) -> dict[str, Any]:
     return extra
 
 
+_ORPHANS: set[asyncio.Task[None]] = set()  # rows of calls whose claimed commit failed after they ended
+
+
 async def _finish(request: Request, slot: AuditSlot, outcome: dict[str, Any]) -> None:
     if slot.claimed:
+        # The engine's commit holds the row; if the call ended first (its client went away) and that
+        # commit then fails, the row is written here after all: exactly one row either way
+        slot.on_released = lambda exc: _write_orphan(request, slot, outcome, exc)
         return
     operator = getattr(request.state, "operator", None)
     if operator is None:
@@ -127,3 +135,14 @@ async def _finish(request: Request, slot: AuditSlot, outcome: dict[str, Any]) ->
     except EngineError as exc:
         UNJOURNALED["journal_unwritable"] += 1
         log.warning("audit row for %s by %s not written: %s", slot.action, operator.id, exc.reason)
+
+
+def _write_orphan(
+    request: Request, slot: AuditSlot, outcome: dict[str, Any], exc: BaseException | None
+) -> None:
+    reason = exc.reason if isinstance(exc, EngineError) else "commit_failed"
+    task = asyncio.get_running_loop().create_task(
+        _finish(request, slot, {**outcome, "claimed_commit_failed": reason})
+    )
+    _ORPHANS.add(task)
+    task.add_done_callback(_ORPHANS.discard)

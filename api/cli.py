@@ -153,12 +153,14 @@ def simulator(port: int, host: str, api_key: str | None, api_secret: str | None)
 
 
 def _register() -> None:
-    # Journal and approval commands live in their own modules to keep this one small
+    # Journal, approval, view and demo commands live in their own modules to keep this one small
+    from api.cli_demo import demo
     from api.cli_journal import journal
     from api.cli_keys import approve, keygen
     from api.cli_outbox import mirror, relay
+    from api.cli_views import fills, positions
 
-    for command in (journal, keygen, approve, relay, mirror):
+    for command in (journal, keygen, approve, relay, mirror, positions, fills, demo):
         cli.add_command(command)
 
 

@@ -40,7 +40,7 @@ _DESCRIPTIONS = {
     400: "Malformed request body: malformed_json, duplicate_key, client_disconnected",
     401: "No or invalid bearer token: unauthorized (with WWW-Authenticate: Bearer)",
     403: "The operator's role lacks the permission (forbidden), or an approval signed by the wrong party",
-    404: "No such resource: unknown_order, not_found",
+    404: "No such resource: unknown_order, unknown_approval, not_found",
     409: "Refused in the current state: session state, risk limit, idempotency or version conflict",
     413: "Request body over the server's limit: body_too_large",
     422: "Invalid body or query (invalid_body, invalid_query, with field errors) or rejected order",
@@ -65,6 +65,10 @@ def error_statuses(path: str, method: str, operation: dict[str, Any]) -> set[int
     if path.startswith("/api/live/"):
         # engine errors (409 state/risk, 422 venue rejection, 503 venue down), 429 per-operator read limit
         statuses |= {409, 422, 429, 503}
+    if path.startswith("/api/approvals"):
+        statuses |= {409}  # a step the request's state, the session or the token refuses
+    if path.startswith("/api/approvals/"):
+        statuses |= {404}  # unknown_approval
     if path.startswith("/api/session/"):
         statuses |= {409}  # a transition the session's state or the approval refuses
     if path.startswith("/api/journal") or path.startswith("/api/orders/"):

@@ -26,6 +26,7 @@ from engine.errors import (
     OrderRejected,
     PreflightFailed,
     SessionHalted,
+    UnknownApproval,
     UnknownOrder,
     VersionConflict,
 )
@@ -48,6 +49,9 @@ _APPROVAL_FORBIDDEN = {
     "approval_unknown_approver",
     "approval_same_operator",
     "approval_role",
+    "approval_not_signer",
+    "approval_not_requester",
+    "approval_wrong_nonce",
 }
 _HTTP_REASONS = {
     400: "bad_request",
@@ -82,7 +86,7 @@ def error_response(
 
 def status_of(exc: EngineError) -> int:
     """The HTTP status for an engine error (docs/api.md, "Errors")."""
-    if isinstance(exc, UnknownOrder):
+    if isinstance(exc, UnknownOrder | UnknownApproval):
         return 404
     if isinstance(exc, ExecutionStatusUnknown):
         return 504

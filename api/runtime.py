@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from api.audit_trail import RateLimiter
 from api.auth import OperatorStore
+from api.metrics import Exposition
 from api.settings import Settings
 from engine.errors import EngineError, JournalCorrupt
 from engine.journal import Journal
@@ -88,6 +89,8 @@ class Runtime:
         per_minute = settings.engine.risk.max_orders_per_minute
         self.trade_limiter = RateLimiter(max(1.0, per_minute / 30), max(10.0, per_minute / 6))
         self._hooks_started = False
+        # This runtime's own Prometheus registry (api.metrics), fed by the engine from the start
+        self.metrics = Exposition(self)
         self.lease = lease
         self.fenced = False
         self.on_fenced: Callable[[], None] = lambda: None

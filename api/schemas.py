@@ -122,13 +122,31 @@ class CancelBody(_Body):
         return self
 
 
+APPROVAL_ID = r"^apr-[0-9a-f]{16}$"
+
+
 class ArmBody(_Body):
-    # Optional: without it the token file <data-dir>/approvals/token.txt is read
+    # Neither: the token file <data-dir>/approvals/token.txt, or the session's one approved request
     token: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    approval_id: Annotated[str, Field(pattern=APPROVAL_ID)] | None = None
+
+
+class ApprovalRequestBody(_Body):
+    action: Literal["arm"] = "arm"
+
+
+class ApproveBody(_Body):
+    token: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class RejectBody(_Body):
+    reason: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x20-\x7e]+$")] = "rejected"
 
 
 class HoldBody(_Body):
     reason: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x20-\x7e]+$")] = "operator"
+    # The kill switch: also cancel every own open order, in flight ones included (engine.kill_switch)
+    cancel_all: bool = False
 
 
 class EmptyBody(_Body):

@@ -1,6 +1,6 @@
 """Durable orders through the API against a bare endpoint on the same stack, in one run.
 
-Run: .venv/bin/python benchmarks/bench_api.py [--seconds 10] [--connections 32]
+Run: .venv/bin/python benchmarks/bench_api.py [--seconds 10] [--connections 32] [--with-page]
 
 - floor: a bare FastAPI app with one POST endpoint that validates the same JSON body with a pydantic
   model and answers it, served by api.serving (the same uvicorn configuration as `propbot serve`);
@@ -11,6 +11,11 @@ Run: .venv/bin/python benchmarks/bench_api.py [--seconds 10] [--connections 32]
 Both are loaded by `wrk` (Debian package wrk) at the same connection count, floor first, then propbot,
 then the floor again (the ratio uses the mean of the two floor runs, which brackets machine drift).
 Targets: propbot req/s ≥ 0.5 × floor, p99 < 50 ms, 0 non-2xx. Results: benchmarks/results/api.json.
+
+--with-page: the propbot measurement again on a second fresh server with one status page open all the
+time (benchmarks/page_poller.py sends the page's calls at the page's cadence, as the admin, so the journal
+panel is polled too), and both numbers printed; before its load it also measures the page's own cost on
+an idle server: requests/s and the server's CPU (its /proc utime+stime) over 5 s without and 5 s with it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 import httpx
 import yaml
 from common import ROOT, free_port, save, table, wait_http
+from page_poller import PagePoller
 
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
@@ -126,8 +132,29 @@ def _floor(tmp: Path, seconds: int, connections: int) -> dict[str, Any]:
         proc.wait(timeout=10)
 
 
-def _propbot(tmp: Path, seconds: int, connections: int) -> dict[str, Any]:
-    data = tmp / "propbot"
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _idle_cost(pid: int, base: str, token: str, seconds: float = 5.0) -> dict[str, Any]:
+    """The server's CPU over `seconds` idle, then over `seconds` with one page polling it."""
+    import time
+
+    before = _cpu_s(pid)
+    time.sleep(seconds)
+    idle = (_cpu_s(pid) - before) / seconds
+    with PagePoller(base, token) as page:
+        before = _cpu_s(pid)
+        time.sleep(seconds)
+        busy = (_cpu_s(pid) - before) / seconds
+    return {"idle_cpu_pct": round(idle * 100, 2), "with_page_cpu_pct": round(busy * 100, 2),
+            "page_req_s": round(page.req_s, 2), "page_errors": page.errors}  # fmt: skip
+
+
+def _propbot(tmp: Path, seconds: int, connections: int, *, page: bool = False) -> dict[str, Any]:
+    data = tmp / ("propbot-page" if page else "propbot")
     data.mkdir()
     config = yaml.safe_load((ROOT / "configs" / "config.paper.yaml").read_text())
     config["risk"] = {**config.get("risk", {}), "max_open_orders": 1_000_000, "max_orders_per_minute": 100_000_000,
@@ -148,7 +175,13 @@ def _propbot(tmp: Path, seconds: int, connections: int) -> dict[str, Any]:
             ln.split()[2] for ln in (data / "tokens.txt").read_text().splitlines() if ln.startswith("trader")
         )
         _wrk(base, token, 2, connections, tmp)  # warm-up
-        result = _wrk(base, token, seconds, connections, tmp)
+        if page:
+            idle = _idle_cost(proc.pid, base, _admin(data))
+            with PagePoller(base, _admin(data)) as poller:
+                result = _wrk(base, token, seconds, connections, tmp)
+            result.update(idle, page_req_s_under_load=round(poller.req_s, 2), page_errors=poller.errors)
+        else:
+            result = _wrk(base, token, seconds, connections, tmp)
         rows = httpx.get(
             f"{base}/api/journal/verify", headers={"Authorization": f"Bearer {_admin(data)}"}, timeout=120
         )
@@ -171,6 +204,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--with-page", action="store_true", help="measure again with one status page open")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk): skipped")
@@ -179,6 +213,7 @@ def main() -> int:
         tmp = Path(d)
         before = _floor(tmp, args.seconds, args.connections)
         ours = _propbot(tmp, args.seconds, args.connections)
+        paged = _propbot(tmp, args.seconds, args.connections, page=True) if args.with_page else None
         after = _floor(tmp, args.seconds, args.connections)
     floor_rps = (before["req_s"] + after["req_s"]) / 2
     ratio = ours["req_s"] / floor_rps
@@ -187,11 +222,29 @@ def main() -> int:
         {"path": "propbot serve paper, durable SQLite", **ours, "ratio": round(ratio, 3)},
         {"path": "bare FastAPI + pydantic (floor, after)", **after},
     ]
+    if paged is not None:
+        load_keys = ("req_s", "p50_ms", "p99_ms", "non_2xx", "socket_errors", "journal_verify")
+        rows.insert(2, {"path": "propbot serve paper, one status page open",
+                        **{k: paged[k] for k in load_keys}, "ratio": round(paged["req_s"] / floor_rps, 3)})  # fmt: skip
     table(f"POST /api/live/order, wrk -c{args.connections}, {args.seconds}s", rows)
     ok = ratio >= TARGET_RATIO and ours["p99_ms"] < TARGET_P99_MS and ours["non_2xx"] == 0
     print(f"ratio {ratio:.3f} (target ≥ {TARGET_RATIO}), p99 {ours['p99_ms']} ms (target < {TARGET_P99_MS}), "
           f"non-2xx {ours['non_2xx']}: {'MET' if ok else 'NOT MET'}")  # fmt: skip
-    save("api", {"rows": rows, "ratio": ratio, "targets_met": ok, "connections": args.connections})
+    result: dict[str, Any] = {
+        "rows": rows,
+        "ratio": ratio,
+        "targets_met": ok,
+        "connections": args.connections,
+    }
+    if paged is not None:
+        change = paged["req_s"] / ours["req_s"] - 1
+        print(f"one status page open: orders {ours['req_s']} → {paged['req_s']} req/s ({change:+.1%}), "
+              f"p99 {ours['p99_ms']} → {paged['p99_ms']} ms; the page sent {paged['page_req_s_under_load']} "
+              f"req/s under load ({paged['page_errors']} errors)")  # fmt: skip
+        print(f"idle server: {paged['page_req_s']} req/s from the page, server CPU "
+              f"{paged['idle_cpu_pct']}% → {paged['with_page_cpu_pct']}% of one core")  # fmt: skip
+        result["with_page"] = {**paged, "throughput_change": round(change, 4)}
+    save("api", result)
     return 0
 
 

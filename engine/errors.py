@@ -5,6 +5,7 @@ EngineError
 ├── VersionConflict          another writer appended to the same stream first; nothing written
 ├── JournalCorrupt           verify found a bad row; names the first bad seq
 ├── UnknownOrder             no such client order id (API: 404)
+├── UnknownApproval          no such approval request (API: 404)
 ├── IdempotencyConflict      same client order id, different body (API: 409)
 ├── SessionHalted            session is on HOLD: no new orders (API: 409)
 ├── PreflightFailed          a preflight check failed; the session went to HOLD (API: 409)
@@ -64,6 +65,10 @@ class JournalCorrupt(EngineError):
 
 class UnknownOrder(EngineError):
     reason = "unknown_order"
+
+
+class UnknownApproval(EngineError):
+    reason = "unknown_approval"
 
 
 class IdempotencyConflict(EngineError):

@@ -47,7 +47,9 @@ class OrderStore:
         self._busy: dict[str, asyncio.Future[Order]] = {}
         self._by_order_id: dict[tuple[str, int], str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.closed = False  # set by close(): the engine is stopping, nothing new starts
         self.on_filled: Callable[[Order, Decimal], None] | None = None  # told each applied fill's quantity
+        self.on_applied: Callable[[Order], None] | None = None  # told each applied group's resulting order
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -132,6 +134,8 @@ class OrderStore:
                 self.on_filled(current, current.filled_qty - before)
             self._place(current)
             self._release(cid)
+            if self.on_applied is not None:
+                self.on_applied(current)
             if on_durable is not None:
                 on_durable()
             if not done.done():
@@ -215,6 +219,7 @@ class OrderStore:
             log.warning("order task ended on %s: %s", exc.reason, exc)
 
     async def close(self) -> None:
+        self.closed = True
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -46,6 +46,7 @@ from engine.guardrails.risk import (
     check_risk,
 )
 from engine.journal import Journal, NewEntry
+from engine.kill_switch import KillReport, KillSwitch
 from engine.order import CLIENT_ORDER_ID, Order, decide_create
 from engine.order_store import OrderStore
 from engine.ports import Clock, ExchangePort
@@ -98,6 +99,9 @@ class OrderService:
         self._rate = OrderRateWindow()
         self._filled_since: dict[str, Decimal] = {}  # base asset -> net fills since the balance snapshot
         self.store.on_filled = self._on_filled
+        self.kill_switch = KillSwitch(self.store, sessions, self.cancel)
+        self.store.on_applied = self.kill_switch.on_order
+        sessions.on_applied = self.kill_switch.on_session
 
     # -- placing -------------------------------------------------------------------------------
 
@@ -129,7 +133,11 @@ class OrderService:
         if refusal is not None:
             steps.append(("reject", {"reason": refusal[0], "detail": refusal[1]}, refusal[0]))
         else:
-            steps.append(("send_test" if mode == "test" else "send", {}, ""))
+            # The pair's assets go into the journal so positions can be computed from it alone (engine.ledger);
+            # the rules are known here: check_filters refuses a symbol without them
+            rules = self.rules[req.symbol]
+            assets = {"baseAsset": rules.base_asset, "quoteAsset": rules.quote_asset}
+            steps.append(("send_test" if mode == "test" else "send", assets, ""))
         entries = [decide_create(req, mode, actor), *self.store.chain(S.NEW, 1, cid, steps, actor)]
         outcome = {"decision": steps[-1][0], **({"reason": refusal[0]} if refusal else {})}
         first = self._commit_audited(None, entries, audit, outcome, reserve=None if refusal else req)
@@ -323,7 +331,7 @@ class OrderService:
             return Placement(order, exchange=vo.raw)
         await self._record(order, lambda o: self.store.chain(
             o.state, o.version, cid, [(t, p, "") for t, p in plan_sync(o, vo)], "system"))  # fmt: skip
-        self.store.writer.metrics.send_latency.observe(asyncio.get_running_loop().time() - started)
+        self.store.writer.metrics.observe_send_latency(asyncio.get_running_loop().time() - started)
         return Placement(order, exchange=vo.raw)
 
     async def _record(self, order: Order, decide: Callable[[Order], list[NewEntry]]) -> Order:
@@ -415,22 +423,12 @@ class OrderService:
 
         await self._record(order, failed)
 
-    async def cancel_all(self, actor: str, symbol: str | None = None) -> list[str]:
-        """Request a cancel of every cancellable open order (optionally on one symbol); returns the ids
-        whose cancel did not go through. Each is an ordinary cancel, journaled as one."""
-        targets = [
-            o.client_order_id for o in list(self.open.values())
-            if (symbol is None or o.symbol == symbol) and o.state in (S.ACKED, S.PARTIALLY_FILLED)
-        ]  # fmt: skip
-        failed: list[str] = []
-        results = await asyncio.gather(
-            *(self.cancel(self.open[cid].symbol, cid, None, actor) for cid in targets if cid in self.open),
-            return_exceptions=True,
-        )
-        for cid, result in zip(targets, results, strict=False):
-            if isinstance(result, EngineError):
-                failed.append(cid)
-        return failed
+    async def cancel_all(self, reason: str, actor: str) -> tuple[TradingSession, KillReport]:
+        """The kill switch: HOLD (journaled first, with cancel_all in its row), then a cancel of every own
+        open order, those still in flight included as soon as they become cancellable (engine.kill_switch
+        says what is guaranteed). Answers once the cancels that could be sent now have their outcome."""
+        session = await self._sessions.hold(reason, actor, cancel_all=True)
+        return session, await self.kill_switch.settle(session.version)
 
     # -- delegated to the store and the reconciler ---------------------------------------------
 

@@ -2,9 +2,9 @@
 
 Verify checks, row by row: seq contiguous, prev_hash equals the previous row's hash, the hash recomputes,
 created_at never goes backwards, the payload is a JSON object of a known schema_version, every
-order/session row is a legal edge of its FSM from the aggregate's current state, and per-stream versions
+order/session/approval row is a legal edge of its FSM from the aggregate's current state, and per-stream versions
 are contiguous. With `approver_keys`, every approval in an arm/go_live row is re-verified against its
-signed token; with `require_token`, an arm/go_live row without one is refused. The first failure raises
+signed token (and every approval request's approve row); with `require_token`, an arm/go_live row without one is refused. The first failure raises
 JournalCorrupt naming the row's seq: no damage (a NULL, a wrong type, invalid JSON) escapes as another
 exception.
 """
@@ -16,10 +16,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine import approval_request as approval_mod
 from engine import order as order_mod
 from engine import session as session_mod
+from engine.approval_request import ApprovalRequest
 from engine.errors import JournalCorrupt
-from engine.fsm.machines import ORDER_EDGES, SESSION_EDGES
+from engine.fsm.approval_table import APPROVAL_CREATE_TRIGGER
+from engine.fsm.machines import APPROVAL_EDGES, ORDER_EDGES, SESSION_EDGES
 from engine.fsm.order_table import ORDER_CREATE_TRIGGER, ORDER_INITIAL, ORDER_TERMINAL
 from engine.fsm.session_table import SESSION_CREATE_TRIGGER
 from engine.guardrails.approvals import verify_journaled
@@ -48,6 +51,7 @@ class ReplayResult:
     last_hash: str = GENESIS_HASH
     keep_terminal: bool = False
     terminal_orders: dict[str, Order] = field(default_factory=dict)
+    approvals: dict[str, ApprovalRequest] = field(default_factory=dict)  # every approval request
 
 
 # Python type of each raw column (None allowed only where listed): used to name the damage of a bad row
@@ -91,12 +95,44 @@ def _check_guarded(
         raise JournalCorrupt(seq, "approval nonce was already used in this session")
 
 
+def _replay_approval(
+    approvals: dict[str, ApprovalRequest], seq: int, sid: str, version: int, trigger: str,
+    frm: str | None, to: str | None, payload: dict[str, Any], reason: str, approver_keys: dict[str, str] | None,
+) -> None:  # fmt: skip
+    req = approvals.get(sid)
+    if req is None:
+        if trigger != APPROVAL_CREATE_TRIGGER or version != 1 or frm is not None:
+            raise JournalCorrupt(seq, "approval stream must start with request")
+    elif version != req.version + 1:
+        raise JournalCorrupt(seq, f"version {version} after {req.version}")
+    elif frm != req.state or (frm, trigger, to) not in APPROVAL_EDGES:
+        raise JournalCorrupt(seq, f"illegal approval transition {frm} --{trigger}--> {to}")
+    if trigger == "approve" and req is not None:
+        approval = payload.get("approval")
+        if not isinstance(approval, dict) or approval.get("nonce") != req.nonce:
+            raise JournalCorrupt(seq, "approval is not signed over the request's nonce")
+        if approver_keys is not None:
+            problem = verify_journaled(approval, public_keys=approver_keys, session_id=req.session_id)
+            if problem:
+                raise JournalCorrupt(seq, problem)
+    try:
+        approvals[sid] = approval_mod.apply(req, sid, trigger, to or "", version, payload, reason)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise JournalCorrupt(seq, f"payload cannot be applied: {exc!r}") from exc
+
+
+# Told every order row once it verified and applied: (seq, client order id, trigger, to_state, version,
+# payload, created_at, the order as applied); engine.ledger's read models are built from the same scan
+OnOrderRow = Callable[[int, str, str, str | None, int, dict[str, Any], str, Order], None]
+
+
 def replay(
     rows: Iterable[RawRow],
     *,
     keep_terminal: bool = False,
     approver_keys: dict[str, str] | None = None,
     require_token: bool = False,
+    on_order: OnOrderRow | None = None,
 ) -> ReplayResult:
     """Fold rows (in seq order) into state, verifying as it goes.
 
@@ -108,8 +144,9 @@ def replay(
         signature, or cannot be read at all (NULL, wrong type, invalid JSON, unknown schema_version).
     """
     return Replayer(
-        keep_terminal=keep_terminal, approver_keys=approver_keys, require_token=require_token
-    ).feed(rows)
+        keep_terminal=keep_terminal, approver_keys=approver_keys, require_token=require_token,
+        on_order=on_order,
+    ).feed(rows)  # fmt: skip
 
 
 @dataclass
@@ -129,12 +166,13 @@ class Replayer:
 
     def __init__(
         self, *, keep_terminal: bool = False, approver_keys: dict[str, str] | None = None,
-        require_token: bool = False,
+        require_token: bool = False, on_order: OnOrderRow | None = None,
     ) -> None:  # fmt: skip
         self.result = ReplayResult(keep_terminal=keep_terminal)
         self._cursor = _Cursor()
         self._approver_keys = approver_keys
         self._require_token = require_token
+        self._on_order = on_order
         self._broken: JournalCorrupt | None = None
 
     @property
@@ -154,7 +192,7 @@ class Replayer:
         if self._broken is not None:
             raise JournalCorrupt(self._broken.seq, self._broken.problem)
         try:
-            _replay(rows, self.result, self._cursor, self._approver_keys, self._require_token)
+            _replay(rows, self.result, self._cursor, self._approver_keys, self._require_token, self._on_order)
         except _RowUnreadable as bad:
             expect_seq, row, exc = bad.args
             self._broken = JournalCorrupt(expect_seq, _diagnose(row, exc))
@@ -175,6 +213,7 @@ def _replay(
     cursor: _Cursor,
     approver_keys: dict[str, str] | None,
     require_token: bool,
+    on_order: OnOrderRow | None = None,
 ) -> None:
     keep_terminal = res.keep_terminal
     orders = res.open_orders
@@ -248,6 +287,8 @@ def _replay(
                         res.terminal_orders[sid] = updated
                 elif current is None:
                     orders[sid] = updated
+                if on_order is not None:
+                    on_order(seq, sid, trigger, to, version, payload, created, updated)
             elif stream == "session":
                 sess = sessions.get(sid)
                 if sess is None:
@@ -260,9 +301,14 @@ def _replay(
                 if guarded and trigger in _GUARDED:
                     _check_guarded(seq, sid, trigger, payload, sess, approver_keys, require_token)
                 try:
-                    sessions[sid] = session_mod.apply(sess, sid, trigger, to or "", version, payload, reason)
+                    sessions[sid] = session_mod.apply(
+                        sess, sid, trigger, to or "", version, payload, reason, at=created
+                    )
                 except (KeyError, ValueError) as exc:
                     raise JournalCorrupt(seq, f"payload cannot be applied: {exc!r}") from exc
+            elif stream == "approval":
+                _replay_approval(res.approvals, seq, sid, version, trigger, frm, to, payload, reason,
+                                 approver_keys)  # fmt: skip
             elif stream == "audit":
                 if version != 1:
                     raise JournalCorrupt(seq, "audit rows are single-version")

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.approvals import ApprovalService
 from engine.audit import audit_entry
 from engine.checkpoint import Checkpointer, CheckpointLog
 from engine.config import EngineSettings
 from engine.journal import Journal, NewEntry
+from engine.ledger import Ledger
 from engine.orders import OrderService
 from engine.ports import Clock, ExchangePort
 from engine.replay import Replayer, ReplayResult
@@ -68,8 +70,12 @@ class Engine:
         self.writer = GroupCommitWriter(journal, checkpointer=checkpointer)
         # session_id: a fixed id (tests); by default a new journal's session gets a unique one
         self.sessions = SessionService(self.writer, exchange, settings, self.clock, session_id)
+        self.approvals = ApprovalService(self.writer, self.sessions, settings, self.clock)
         self.orders = OrderService(self.writer, journal, exchange, self.sessions, settings, self.clock)
         self.preflight = self.sessions.preflight
+        # Fills, positions, order history: rebuilt by open()'s replay, then fed every durable group
+        self.ledger = Ledger()
+        self.writer.observers.append(lambda records: self.ledger.observe(records))
         self.supervisor = Supervisor(self._report_failure)
         self.opened = False
         self.connected = False
@@ -78,7 +84,7 @@ class Engine:
         self.opens = 0  # replays run: 1 for the life of an engine
         self.self_check_problem: str | None = None
         # A standby's replay, kept up with the journal by follow(): at takeover only the newer rows are read
-        self._warm: Replayer | None = None
+        self._warm: tuple[Replayer, Ledger] | None = None
         # After a warm takeover: the whole prefix is verified again in the background ("pending", "OK" or
         # the damage found, which HOLDs the session)
         self.prefix_verify: str | None = None
@@ -99,11 +105,14 @@ class Engine:
             return self.report
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        replayer = await self._warm_replayer() or self._replayer()
+        replayer, ledger = await self._warm_replayer() or self._replayer()
         warm_seq, warm_hash = replayer.last_seq, replayer.last_hash
         result: ReplayResult = await asyncio.to_thread(
             lambda: replayer.feed(self.journal.scan(after_seq=replayer.last_seq))
         )
+        # The ledger was built in the replay's thread(s), and is published on the loop once it is complete
+        ledger.last_seq = result.last_seq
+        self.ledger = ledger
         self.opens += 1
         if warm_seq:  # verified again once connected: not competing with the takeover for the CPU
             self.prefix_verify = "pending"
@@ -118,14 +127,19 @@ class Engine:
         )
         self.orders.store.restore(result.open_orders)
         await self.sessions.restore(result.sessions)
+        self.approvals.restore(result.approvals)
         self.exchange.on_update(self._on_update)
         self.opened = True
         return self.report
 
-    def _replayer(self) -> Replayer:
+    def _replayer(self) -> tuple[Replayer, Ledger]:
         rules = self.settings.approvals
+        ledger = Ledger()
         # Every arm/go_live row must carry an approval that verifies against the approver keys in force
-        return Replayer(approver_keys=rules.public_keys, require_token=rules.require_token)
+        replayer = Replayer(
+            approver_keys=rules.public_keys, require_token=rules.require_token, on_order=ledger.on_order_row
+        )
+        return replayer, ledger
 
     async def follow(self, max_rows: int = 200_000) -> int:
         """A standby's catch-up, read-only: verify and fold up to `max_rows` rows appended since the last
@@ -139,24 +153,25 @@ class Engine:
             return self.report.rows
         warm = self._warm or self._replayer()
         self._warm = None
-        rows = itertools.islice(self.journal.scan(after_seq=warm.last_seq), max_rows)
-        await asyncio.to_thread(lambda: warm.feed(rows))
+        replayer = warm[0]
+        rows = itertools.islice(self.journal.scan(after_seq=replayer.last_seq), max_rows)
+        await asyncio.to_thread(lambda: replayer.feed(rows))
         self._warm = warm
-        return warm.last_seq
+        return replayer.last_seq
 
     @property
     def followed_seq(self) -> int | None:
-        return self._warm.last_seq if self._warm is not None else None
+        return self._warm[0].last_seq if self._warm is not None else None
 
-    async def _warm_replayer(self) -> Replayer | None:
+    async def _warm_replayer(self) -> tuple[Replayer, Ledger] | None:
         """The standby's replay, if the journal still has the hash it verified at its last row (a rewrite
         of any row before it changes that hash); else None."""
         warm, self._warm = self._warm, None
-        if warm is None or warm.last_seq == 0:
+        if warm is None or warm[0].last_seq == 0:
             return warm
-        if await asyncio.to_thread(self.journal.hash_at, warm.last_seq) != warm.last_hash:
+        if await asyncio.to_thread(self.journal.hash_at, warm[0].last_seq) != warm[0].last_hash:
             log.warning(
-                "journal changed under the standby's replay at seq %s: replaying it all", warm.last_seq
+                "journal changed under the standby's replay at seq %s: replaying it all", warm[0].last_seq
             )
             return None
         return warm
@@ -165,7 +180,7 @@ class Engine:
         """After a warm takeover, replay and verify rows 1..seq once more, from the database as it is
         now; damage (a row changed after the standby read it) HOLDs the session."""
         try:
-            again = self._replayer()
+            again, _ = self._replayer()
             rows = itertools.takewhile(lambda r: r[0] <= seq, self.journal.scan())
             await asyncio.to_thread(lambda: again.feed(rows))
             problem = None if (again.last_seq, again.last_hash) == (seq, digest) else (
@@ -197,6 +212,8 @@ class Engine:
         if problems:
             self.report.problems = problems
             await self.sessions.hold(f"reconciliation: {'; '.join(problems)}"[:500])
+        # Restarted on a kill switch's HOLD: what reconciliation found resting is cancelled now
+        self.orders.kill_switch.sweep()
         self.supervisor.start("preflight", self.preflight.run)
         self.supervisor.start("market_data_refresh", self._refresh_market_forever)
         self.supervisor.start("approval_expiry", self._expire_forever)
@@ -228,6 +245,7 @@ class Engine:
         while True:
             await asyncio.sleep(_APPROVAL_CHECK_S)
             await self.sessions.expire_if_due()
+            await self.approvals.expire_due()
 
     async def _self_check_forever(self) -> None:
         while True:

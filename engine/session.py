@@ -28,9 +28,11 @@ class Guard:
 class TradingSession:
     __slots__ = (
         "approval",
+        "cancel_all_by",
         "hold_reason",
         "profile",
         "session_id",
+        "since",
         "state",
         "used_nonces",
         "venue",
@@ -44,6 +46,10 @@ class TradingSession:
         self.state = SessionState.PAPER if profile == "paper" else SessionState.TESTNET
         self.version = 0
         self.hold_reason = ""
+        # The kill switch: while on a HOLD entered with cancel_all, every own order that is or becomes
+        # cancellable gets a cancel (engine.kill_switch); the operator who pressed it, None when off
+        self.cancel_all_by: str | None = None
+        self.since = ""  # created_at of the row that entered the current state
         self.approval: dict[str, Any] | None = None
         self.used_nonces: set[str] = set()  # approvals are single-use, across restarts too
 
@@ -116,6 +122,9 @@ class TradingSession:
             "state": self.state.value,
             "version": self.version,
             "hold_reason": self.hold_reason or None,
+            "since": self.since or None,
+            "cancel_all": self.cancel_all_by is not None,
+            "cancel_all_by": self.cancel_all_by,
             "approval": self.approval,
         }
 
@@ -128,16 +137,25 @@ def decide_open(session_id: str, profile: str, venue: str, actor: str) -> NewEnt
 
 def apply(
     session: TradingSession | None, stream_id: str, trigger: str, to_state: str, version: int,
-    payload: dict[str, Any], reason: str,
+    payload: dict[str, Any], reason: str, *, at: str = "",
 ) -> TradingSession:  # fmt: skip
+    """`at`: the row's created_at, kept as `since` when the state changes (a second HOLD keeps the first's)."""
     if session is None:
         session = TradingSession(stream_id, payload["profile"], payload["venue"])
-    session.state = SessionState(to_state)
+    entered = SessionState(to_state)
+    if entered is not session.state or version == 1:
+        session.since = at
+    session.state = entered
     session.version = version
     if trigger == "hold":
         session.hold_reason = reason
-    elif session.state is not SessionState.HOLD:
-        session.hold_reason = ""
+        if payload.get("cancel_all"):
+            # Sticky until resume: a second HOLD without the option does not switch the kill switch off
+            session.cancel_all_by = str(payload["requested_by"])
+    else:
+        session.cancel_all_by = None
+        if session.state is not SessionState.HOLD:
+            session.hold_reason = ""
     if trigger in ("arm", "go_live"):
         session.approval = payload.get("approval")
         if session.approval:

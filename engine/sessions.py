@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -21,7 +22,7 @@ from engine.guardrails.preflight import Check, PreflightMonitor
 from engine.journal import NewEntry, Record
 from engine.ports import Clock, ExchangePort
 from engine.session import Guard, TradingSession, apply, decide_open
-from engine.writer import GroupCommitWriter
+from engine.writer import GroupCommitWriter, OnDurable
 
 _LIVE_STATES = (SessionState.ARMED, SessionState.LIVE)
 
@@ -38,6 +39,8 @@ class SessionService:
         self._session_id = session_id  # None: generated when this journal opens its first session
         self._pending: asyncio.Future[TradingSession] | None = None
         self.session: TradingSession | None = None
+        # Told each applied transition, in the durability callback (the kill switch's sweep starts there)
+        self.on_applied: Callable[[TradingSession], None] | None = None
         self.preflight = PreflightMonitor(
             exchange, settings.preflight, settings.symbols, clock, self.hold_once,
             lambda: self.session is not None and self.session.state in _LIVE_STATES,
@@ -85,8 +88,11 @@ class SessionService:
         await self.idle()
         return await self._commit(self.current.decide(trigger, payload or {}, actor, reason))
 
-    async def hold(self, reason: str, actor: str = "system") -> TradingSession:
-        return await self.transition("hold", actor, reason=reason)
+    async def hold(self, reason: str, actor: str = "system", *, cancel_all: bool = False) -> TradingSession:
+        """HOLD; with `cancel_all`, the kill switch: the HOLD row says so, and from the moment it is applied
+        until resume every own order that is or becomes cancellable gets a cancel (engine.orders)."""
+        payload = {"cancel_all": True, "requested_by": actor} if cancel_all else None
+        return await self.transition("hold", actor, reason=reason, payload=payload)
 
     async def hold_once(self, reason: str, actor: str = "system") -> bool:
         """HOLD unless already on HOLD (a detector's fault episode is journaled once); True if it held."""
@@ -96,18 +102,25 @@ class SessionService:
         await self._commit(self.current.decide("hold", {}, actor, reason))
         return True
 
-    def _commit(self, entry: NewEntry) -> asyncio.Future[TradingSession]:
-        """Queue one decided entry; the future resolves once it is durable and applied."""
+    def _commit(
+        self, entry: NewEntry, also: Sequence[NewEntry] = (), on_also: OnDurable | None = None
+    ) -> asyncio.Future[TradingSession]:
+        """Queue one decided entry (with `also`, other streams' rows that must land in the same commit,
+        applied by `on_also` in the same callback); the future resolves once it is durable and applied."""
         if self._pending is not None:
             raise EngineError("a session transition is pending", reason="session_busy")
         done: asyncio.Future[TradingSession] = asyncio.get_running_loop().create_future()
         done.add_done_callback(lambda f: f.cancelled() or f.exception())
 
         def durable(records: list[Record]) -> None:
-            (rec,) = records
+            rec = records[0]
+            if on_also is not None:
+                on_also(records[1:])
             self.session = apply(self.session, rec.stream_id, rec.trigger, rec.to_state or "", rec.version,
-                                 entry.payload, rec.reason)  # fmt: skip
+                                 entry.payload, rec.reason, at=rec.created_at)  # fmt: skip
             self._pending = None
+            if self.on_applied is not None:
+                self.on_applied(self.session)
             if not done.done():
                 done.set_result(self.session)
 
@@ -116,14 +129,20 @@ class SessionService:
             if not done.done():
                 done.set_exception(exc)
 
-        self._writer.submit([entry], durable, failed)
+        self._writer.submit([entry, *also], durable, failed)
         self._pending = done
         return done
 
     # -- arming: preflight verdict + second operator's approval --------------------------------
 
-    async def guarded(self, trigger: str, actor: str, token: str | None, risk: Check) -> TradingSession:
+    async def guarded(
+        self, trigger: str, actor: str, token: str | None, risk: Check, *,
+        also: Callable[[], tuple[Sequence[NewEntry], OnDurable]] | None = None,
+    ) -> TradingSession:  # fmt: skip
         """arm / go_live, refused unless every guard passes; a failing verdict also HOLDs (once).
+
+        `also`: decides rows of another stream (an approval request's `use`) that are committed with the
+        session's row or not at all, and their applier; called once every guard has passed.
 
         Raises:
             ApprovalRejected, PreflightFailed, InvalidTransition, EngineError(safe_mode_config).
@@ -147,7 +166,10 @@ class SessionService:
         except PreflightFailed:
             await self.preflight.hold_for([f for f in failed if "stale_s" not in (f["detail"] or {})])
             raise
-        return await self._commit(entry)
+        if also is None:
+            return await self._commit(entry)
+        rows, on_also = also()
+        return await self._commit(entry, rows, on_also)
 
     def _approval(self, trigger: str, actor: str, token: str | None, now_s: float) -> Approval | None:
         rules = self._settings.approvals

@@ -46,6 +46,8 @@ class GroupCommitWriter:
         # The journal's head as this writer last committed it: what the engine's self-check expects to find
         self.head: tuple[int, str] | None = None
         self.metrics = metrics or Metrics()
+        # Read models told every durable group after the commit, before its callback (engine.ledger)
+        self.observers: list[OnDurable] = []
         self._max_groups = max_groups
         self._queue: collections.deque[_Group] = collections.deque()
         self._wake: asyncio.Event | None = None
@@ -157,6 +159,8 @@ class GroupCommitWriter:
                 continue
             self.rows += len(result)
             self.metrics.observe(result)
+            for observe in self.observers:
+                self._call(observe, result)
             self._call(group.on_durable, result)
 
     @staticmethod

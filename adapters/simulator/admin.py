@@ -24,7 +24,8 @@ Fault keys (POST /_sim/faults):
                                      next N accepted POST /api/v3/order execute, then answer -1007 (500 or 503)
     not_found_lag_s: float           orders placed from now on answer -2013 to GET order/openOrders for S s
     clock_skew_ms: int               server clock offset (serverTime, timestamp checks, engine times)
-    rate_limit: {"status": 429, "count": N, "retry_after_s": R} | {"status": 418, "seconds": S}
+    rate_limit: {"status": 429, "count": N, "retry_after_s": R, "path": P} | {"status": 418, "seconds": S}
+                                     (with "path", only requests to P take the 429s)
     waf_403: int                     next N REST requests answer HTTP 403 with an HTML body, before anything
                                      else (a WAF rule, rest-api.md "HTTP Return Codes"); nothing executed
     ws_drop: true                    close every WebSocket connection now

@@ -161,8 +161,8 @@ def _error(exc: VenueError, headers: dict[str, str]) -> Response:
     return json_response({"code": exc.code, "msg": exc.msg}, exc.http_status, headers)
 
 
-def _forced_limits(state: SimulatorState) -> None:
-    if state.faults.take("force_429"):
+def _forced_limits(state: SimulatorState, path: str) -> None:
+    if state.faults.take_429(path):
         raise RateLimited(
             -1003,
             f"Too much request weight used; current limit is {state.limiter.weight_limit} request weight per "
@@ -207,7 +207,7 @@ async def dispatch(request: Request) -> Response:
         except VenueError as exc:
             params, parse_error = {}, exc
         try:
-            _forced_limits(state)
+            _forced_limits(state, request.url.path)
             state.limiter.admit(ip, now, 0 if ep.free_on_success else ep.weight_of(params))
         finally:
             headers["X-MBX-USED-WEIGHT-1M"] = headers["X-MBX-USED-WEIGHT"] = str(

@@ -51,6 +51,7 @@ class Faults:
     clock_skew_ms: int = 0
     force_429: int = 0
     force_429_retry_after_s: int = 1
+    force_429_path: str = ""  # when set, only requests to this path take the forced 429s
     waf_403: int = 0  # next N REST requests meet a WAF block: HTTP 403, HTML body, nothing executed
     ws_stall_until_ms: int = 0
     ws_refuse_until_ms: int = 0  # market-stream handshakes answer HTTP 403 until then (an outage)
@@ -58,7 +59,7 @@ class Faults:
     def update(self, spec: dict[str, Any], now_ms: int) -> list[str]:
         """Apply a /_sim/faults body; returns the ws actions it asked for (e.g. ["ws_drop"]).
 
-        `rate_limit` is {"status": 429, "count": N, "retry_after_s": R} or {"status": 418, "seconds": S};
+        `rate_limit` is {"status": 429, "count": N, "retry_after_s": R, "path": P} or {"status": 418, "seconds": S};
         the 418 part is applied by the caller (it bans IPs in the rate limiter) and is returned as "ban:S".
 
         Raises:
@@ -77,10 +78,7 @@ class Faults:
                     raise FaultSpecError(f"clock_skew_ms must be an integer, was {value!r}")
                 staged.clock_skew_ms = value
             elif key == "http_5xx_path":
-                value = spec[key]
-                if not isinstance(value, str) or (value and not value.startswith("/")):
-                    raise FaultSpecError(f"http_5xx_path must be a path such as /api/v3/order, was {value!r}")
-                staged.http_5xx_path = value
+                staged.http_5xx_path = _path(spec, key)
             elif key == "not_found_lag_s":
                 staged.not_found_lag_s = _float(spec, key)
             elif key == "ws_stall":
@@ -109,6 +107,7 @@ class Faults:
             self.force_429 = _int(rl, "count", 1)
             if "retry_after_s" in rl:
                 self.force_429_retry_after_s = _int(rl, "retry_after_s", 1)
+            self.force_429_path = _path(rl, "path") if "path" in rl else ""
             return []
         return [f"ban:{_float(rl, 'seconds')}"]
 
@@ -119,6 +118,12 @@ class Faults:
             setattr(self, counter, left - 1)
             return True
         return False
+
+    def take_429(self, path: str) -> bool:
+        """Consume one forced 429 if this request's path is the one targeted (or any path is)."""
+        if self.force_429_path and path != self.force_429_path:
+            return False
+        return self.take("force_429")
 
     def take_5xx(self, path: str) -> bool:
         """Consume one forced 5xx if this request's path is the one targeted (or any path is)."""
@@ -134,3 +139,10 @@ class Faults:
 
     def snapshot(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _path(spec: dict[str, Any], key: str) -> str:
+    value = spec[key]
+    if not isinstance(value, str) or (value and not value.startswith("/")):
+        raise FaultSpecError(f"{key} must be a path such as /api/v3/order, was {value!r}")
+    return value

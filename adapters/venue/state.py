@@ -211,7 +211,7 @@ class VenueState:
                 lookup_symbol(symbol, self.rules)
             books = [self._open[symbol]] if symbol is not None else list(self._open.values())
             found = [o for b in books for o in b.values()]
-            # pending order-list legs are accepted by the engine, not yet on the book (spot_glossary.md
+            # pending order-list legs are accepted by the engine, not yet on the book (faqs/spot_glossary.md
             # "PENDING_NEW"); openOrders lists them with that status
             found += [p for p, _, _ in self._pending.values() if symbol is None or p.symbol == symbol]
             return [responses.order(o) for o in sorted(found, key=lambda o: o.order_id)]

@@ -44,7 +44,7 @@ def _instant(name: str, text: str | None) -> datetime | None:
 
 
 def journal_filters(
-    stream: Literal["session", "order", "audit"] | None = None,
+    stream: Literal["session", "order", "audit", "approval"] | None = None,
     stream_id: Annotated[str | None, Query(max_length=64)] = None,
     trigger: Annotated[str | None, Query(max_length=48)] = None,
     actor: Annotated[str | None, Query(max_length=64)] = None,

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from api.approvers import check_approver
 from api.deps import Admin, EngineDep, Reader, RuntimeDep, json_body
 from api.errors import ApiError
 from api.runtime import Runtime
@@ -63,29 +64,64 @@ async def get_session(op: Reader, engine: EngineDep) -> dict[str, Any]:
 
 @router.post("/arm")
 async def arm(request: Request, op: Admin, engine: EngineDep, runtime: RuntimeDep) -> dict[str, Any]:
-    """TESTNET → ARMED: needs preflight OK and a second operator's approval token."""
+    """TESTNET → ARMED: needs preflight OK and a second operator's approval (a token, or an approved
+    request from POST /api/approvals by `approval_id`; with neither: the token file or the one approved
+    request, never a guess between several)."""
     body = parse_body(ArmBody, await json_body(request, optional=True))
-    token = body.token or _token_file(runtime)
-    return await _fire(engine, op.id, "arm", _arm(engine, runtime, op.id, token))
+
+    async def run() -> TradingSession:
+        token, request_id = _pick(engine, runtime, body)
+        if request_id is not None:
+            return await _arm_with_request(engine, runtime, op.id, request_id)
+        return await _arm(engine, runtime, op.id, token)
+
+    return await _fire(engine, op.id, "arm", run())
 
 
 async def _arm(engine: Engine, runtime: Runtime, requester: str, token: str | None) -> TradingSession:
-    """The approver must be a configured operator whose role may approve, and another person than the
-    requester (ids compared case-insensitively); the engine then verifies the token itself."""
+    """The approver a token names is checked as a person (api.approvers); the engine then verifies the
+    token itself."""
     approver_id = claimed_approver(token) if token else None
     if approver_id is not None:
-        approver = runtime.operators.find(approver_id)
-        if approver is None:
-            raise ApprovalRejected(
-                "the approver is not a configured operator", reason="approval_unknown_approver"
-            )
-        if not approver.may("approve"):
-            raise ApprovalRejected(f"role {approver.role} may not approve", reason="approval_role")
-        if approver.id.casefold() == requester.casefold():
-            raise ApprovalRejected(
-                "the requester cannot approve their own request", reason="approval_same_operator"
-            )
+        check_approver(runtime.operators, approver_id, requester)
     return await engine.sessions.guarded("arm", requester, token, engine.orders.risk_headroom())
+
+
+async def _arm_with_request(
+    engine: Engine, runtime: Runtime, requester: str, request_id: str
+) -> TradingSession:
+    """Arm with an APPROVED request (POST /api/approvals); its approver is checked again as a person
+    (they may have lost the role since), and the request becomes USED in the arm's own commit."""
+    req = engine.approvals.get(request_id)
+    if req.approver is not None:
+        check_approver(runtime.operators, req.approver, requester)
+    return await engine.approvals.arm(request_id, requester, engine.orders.risk_headroom())
+
+
+def _pick(engine: Engine, runtime: Runtime, body: ArmBody) -> tuple[str | None, str | None]:
+    """(token, approval request id) for an arm call; without either in the body: the token file, or the
+    one APPROVED request of this session. Both at once, or several requests, is ambiguous: refused.
+
+    Raises:
+        ApiError: 422 both given. ApprovalRejected: 409 approval_ambiguous."""
+    if body.token and body.approval_id:
+        raise ApiError(
+            422, "invalid_body", [{"field": "approval_id", "error": "give token or approval_id, not both"}]
+        )
+    if body.token or body.approval_id:
+        return body.token, body.approval_id
+    approved = engine.approvals.approved_for(engine.sessions.current.session_id)
+    token = _token_file(runtime)
+    if len(approved) + (token is not None) > 1:
+        found = [r.request_id for r in approved] + (["approvals/token.txt"] if token else [])
+        raise ApprovalRejected(
+            "more than one approval is at hand: name one with approval_id or token",
+            reason="approval_ambiguous",
+            detail={"found": found},
+        )
+    if approved:
+        return None, approved[0].request_id
+    return token, None
 
 
 @router.post("/go_live")
@@ -109,9 +145,26 @@ async def disarm(request: Request, op: Admin, engine: EngineDep) -> dict[str, An
 
 @router.post("/hold")
 async def hold(request: Request, op: Admin, engine: EngineDep) -> dict[str, Any]:
-    """Any state → HOLD: no new orders until resumed; cancels and reads still work."""
+    """Any state → HOLD: no new orders until resumed; cancels and reads still work. With
+    `"cancel_all": true`, the kill switch: then every own open order is cancelled, including orders in
+    flight once the venue acknowledges them, until resume; the answer lists what happened to each."""
     body = parse_body(HoldBody, await json_body(request, optional=True))
-    return await _fire(engine, op.id, "hold", engine.sessions.hold(body.reason, op.id))
+    if not body.cancel_all:
+        return await _fire(engine, op.id, "hold", engine.sessions.hold(body.reason, op.id))
+    try:
+        session, report = await engine.orders.cancel_all(body.reason, op.id)
+    except EngineError as exc:
+        await engine.audit(op.id, "api.session.hold", {"cancel_all": True, "refused": exc.reason,
+                                                       "message": str(exc)[:300]})  # fmt: skip
+        raise
+    # The HOLD row and each cancel's rows are journaled by the engine; this row is the call's outcome
+    outcome = report.as_dict()
+    await engine.audit(op.id, "api.session.hold", {"cancel_all": True, "outcome": _ids(outcome)})
+    return {**_answer(engine, session), "cancel_all": outcome}
+
+
+def _ids(outcome: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
+    return {k: [str(o["clientOrderId"]) for o in v] for k, v in outcome.items()}
 
 
 @router.post("/resume")

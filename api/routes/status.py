@@ -71,12 +71,23 @@ def _approvals(runtime: Runtime) -> dict[str, Any]:
         "ttl_s": rules.ttl_s,
         "approvers": sorted(rules.public_keys),
         "in_force": session.approval if session else None,
+        "open_requests": sum(1 for r in runtime.engine.approvals.requests.values() if r.open),
     }
     if not rules.require_token:
         return _component("WARN", {**detail, "note": "approval tokens are not required"})
     if not rules.public_keys:
-        return _component("WARN", {**detail, "note": "no approver keys configured: arming is not possible"})
+        return _component("WARN", {**detail, "note": "no approver keys configured: arming is not possible",
+                                   "next_step": _NO_KEYS_HINT})  # fmt: skip
     return _component("OK", detail)
+
+
+# What a fresh install's WARN tells the operator to do next
+_NO_KEYS_HINT = (
+    "the second operator runs `propbot keygen --out approver.pem` on their own machine; put the public key "
+    "it prints under their operator id in the config's approvals.public_keys and restart "
+    "(docs/walkthrough.md, docs/LIVE_TRADING_README.md section 6). A paper session is never armed: "
+    "this matters for the testnet and live profiles"
+)
 
 
 def _leadership(runtime: Runtime) -> dict[str, Any]:
@@ -144,6 +155,8 @@ async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
         "session": {
             "state": session.state.value if session else None,
             "hold_reason": (session.hold_reason or None) if session else None,
+            "since": (session.since or None) if session else None,
+            "cancel_all": session.cancel_all_by is not None if session else False,
             "session_id": session.session_id if session else None,
         },
         "components": components,

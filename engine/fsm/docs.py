@@ -3,6 +3,7 @@ A test keeps the committed file equal to this output."""
 
 from __future__ import annotations
 
+from engine.fsm.approval_table import APPROVAL_CREATE_TRIGGER, APPROVAL_TERMINAL, APPROVAL_TRANSITIONS
 from engine.fsm.order_table import ORDER_CREATE_TRIGGER, ORDER_TERMINAL, ORDER_TRANSITIONS
 from engine.fsm.session_table import SESSION_CREATE_TRIGGER, SESSION_TRANSITIONS
 
@@ -47,6 +48,13 @@ def render() -> str:
         + ".",
         "",
         *_table(ORDER_TRANSITIONS),
+        "",
+        "## Approval request",
+        "",
+        f"An approval stream starts with `{APPROVAL_CREATE_TRIGGER}` into PENDING (`POST /api/approvals`). "
+        "Terminal: " + ", ".join(sorted(s.value for s in APPROVAL_TERMINAL)) + ".",
+        "",
+        *_table(APPROVAL_TRANSITIONS),
         "",
     ]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from enum import StrEnum
 from transitions import Machine, MachineError
 
 from engine.errors import InvalidTransition
+from engine.fsm.approval_table import APPROVAL_TRANSITIONS, ApprovalState
 from engine.fsm.order_table import ORDER_TRANSITIONS, OrderState
 from engine.fsm.session_table import SESSION_TRANSITIONS, SessionState
 
@@ -39,7 +40,8 @@ def _build(states: type[StrEnum], table: list[dict[str, object]]) -> Machine:
 
 ORDER_FSM = _build(OrderState, ORDER_TRANSITIONS)
 SESSION_FSM = _build(SessionState, SESSION_TRANSITIONS)
-_KIND = {id(ORDER_FSM): "order", id(SESSION_FSM): "session"}
+APPROVAL_FSM = _build(ApprovalState, APPROVAL_TRANSITIONS)
+_KIND = {id(ORDER_FSM): "order", id(SESSION_FSM): "session", id(APPROVAL_FSM): "approval"}
 
 
 def _condition_free(table: list[dict[str, object]]) -> bool:
@@ -109,3 +111,4 @@ def triggers(machine: Machine) -> Iterable[str]:
 
 ORDER_EDGES = legal_edges(ORDER_FSM)
 SESSION_EDGES = legal_edges(SESSION_FSM)
+APPROVAL_EDGES = legal_edges(APPROVAL_FSM)

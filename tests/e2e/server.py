@@ -31,10 +31,11 @@ SIM_SECRET = "e2e-sim-secret"
 
 
 def add_operators(data_dir: Path) -> dict[str, str]:
-    """One operator per role, named after it; returns role -> token."""
+    """One operator per role, named after it, and the second admin approver2; returns id -> token."""
     store = OperatorStore(data_dir / "operators.json")
     tokens = {role: store.add(role, role) for role in ROLES}
-    store.add("approver2", "admin")  # the second operator of the two-man rule (signs with its own key)
+    # The second operator of the two-man rule (signs with its own key; submits approvals with this token)
+    tokens["approver2"] = store.add("approver2", "admin")
     return tokens
 
 

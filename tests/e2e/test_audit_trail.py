@@ -3,12 +3,19 @@ a 401 has no operator and is counted, never journaled (api.audit_trail)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.e2e.server import ApiServer, journal_rows
+from api.app import create_app
+from engine.journal import JournalQuery
+from engine.persistence.sql_journal import JournalUnavailable
+from tests.e2e.server import ApiServer, add_operators, journal_rows, paper_settings
+from tests.waiting import eventually_async
 
 ORDER = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.001",
          "price": "60000.00"}  # fmt: skip
@@ -100,3 +107,48 @@ def test_an_order_flood_is_throttled_without_growing_the_journal_without_bound(t
         assert codes.count(429) >= 40
         audits = [r for r in journal_rows(auditor, stream="audit") if r["trigger"] == "api.live.order"]
         assert len(audits) == 60 - codes.count(429)  # throttled calls never reached the journal
+
+
+async def test_a_call_cut_short_whose_commit_then_fails_still_writes_its_row(tmp_path: Path) -> None:
+    """The engine claimed the call's row for the order's first commit; the call is cancelled while that
+    commit is in flight, and the commit then fails: the finisher writes the row after all (one row)."""
+    settings = paper_settings(tmp_path)
+    token = add_operators(settings.data_dir)["trader"]
+    app = create_app(settings, announce=lambda _: None)
+    async with app.router.lifespan_context(app):
+        journal = app.state.runtime.journal
+        entered, gate = threading.Event(), threading.Event()
+        real = journal.append_groups
+
+        def stalls_then_fails(groups: Any) -> Any:
+            if any(e.stream_id == "cut-1" for g in groups for e in g):
+                entered.set()
+                gate.wait(10)
+                raise JournalUnavailable("journal write failed: injected outage")
+            return real(groups)
+
+        journal.append_groups = stalls_then_fails
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
+            call = asyncio.create_task(
+                client.post("/api/live/order", json={**ORDER, "newClientOrderId": "cut-1"})
+            )
+            assert await asyncio.to_thread(entered.wait, 10)
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+            gate.set()
+
+            def rows() -> list[Any]:
+                return [
+                    r for r in journal.query(JournalQuery(stream="audit")) if r.trigger == "api.live.order"
+                ]
+
+            await eventually_async(lambda: len(rows()) == 1)
+            await asyncio.sleep(0.2)  # and no second row follows
+            (row,) = rows()
+            assert row.actor == "trader"
+            assert row.payload["outcome"]["reason"] == "call_cancelled"
+            assert row.payload["outcome"]["claimed_commit_failed"] == "journal_unavailable"
+            assert journal.stream("order", "cut-1") == []

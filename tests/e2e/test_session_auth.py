@@ -29,10 +29,12 @@ def test_hold_refuses_orders_until_resumed(
     assert trader.get("/api/orders/e2e-held-1").json()["order"]["state"] == "REJECTED"
 
     status = admin.get("/api/status").json()
-    assert {k: v for k, v in status["session"].items() if k != "session_id"} == {
+    assert {k: v for k, v in status["session"].items() if k not in ("session_id", "since")} == {
         "state": "HOLD",
         "hold_reason": "e2e drill",
+        "cancel_all": False,
     }
+    assert status["session"]["since"]  # when it entered HOLD
     assert status["session"]["session_id"].startswith("paper-")  # unique to this journal
 
     r = admin.post("/api/session/resume")

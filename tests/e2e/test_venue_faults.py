@@ -55,7 +55,8 @@ def test_lost_response_is_504_unknown_then_reconciled_without_resending(live: tu
 
 def test_rate_limit_is_503_with_retry_after(live: tuple[Any, ApiServer]) -> None:
     sim, api = live
-    _fault(sim, {"rate_limit": {"status": 429, "count": 1, "retry_after_s": 1}})
+    # aimed at this call's path: the engine's background calls must not take the one 429 first
+    _fault(sim, {"rate_limit": {"status": 429, "count": 1, "retry_after_s": 1, "path": "/api/v3/openOrders"}})
     r = api.client("viewer").get("/api/live/open_orders", params={"symbol": "BTCUSDT"})
     assert r.status_code == 503, r.text
     assert r.json()["ok"] is False

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from engine.config import EngineSettings
 from engine.errors import EngineError, ExchangeRejected, ExecutionStatusUnknown
+from engine.ledger import project
 from engine.order import Order
 from engine.persistence.migrate import upgrade
 from engine.persistence.sql_journal import SqlJournal
@@ -95,6 +96,11 @@ async def run(ops: list[tuple[str, str, str]], url: str) -> None:
     live = {cid: eng.orders.open.get(cid) or seen[cid] for cid in seen}
     assert {cid: snapshot(o) for cid, o in replayed.items()} == {cid: snapshot(o) for cid, o in live.items()}
     assert set(rebuilt.open_orders) == set(eng.orders.open)
+    # The read models (fills, positions, order history) fed live equal their recomputation by replay
+    ledger, _ = project(SqlJournal(url).scan())
+    assert ledger.positions() == eng.ledger.positions()
+    assert ledger.fills(limit=10**6) == eng.ledger.fills(limit=10**6)
+    assert ledger.list_orders(limit=1000) == eng.ledger.list_orders(limit=1000)
     session, again = eng.sessions.current, rebuilt.sessions["testnet"]
     assert (session.state, session.version, session.hold_reason) == (
         again.state,
