@@ -18,6 +18,7 @@ from adapters.binance.exchange import BinanceExchange
 from adapters.binance.rest import BinanceSpotClient
 from adapters.binance.user_stream import UserDataStream
 from adapters.binance.ws import FeedState, MarketDataFeed
+from adapters.nats.relay import OutboxRelay, RelayConfig
 from adapters.paper.exchange import PaperExchange
 from adapters.venue import MatchingEngine
 from api.auth import OperatorStore
@@ -30,6 +31,7 @@ from engine.fsm.order_table import OrderState
 from engine.persistence.database import is_sqlite
 from engine.persistence.lease import WriterLease
 from engine.persistence.migrate import upgrade
+from engine.persistence.outbox_source import default_source
 from engine.persistence.sql_journal import SqlJournal
 from engine.ports import ExchangePort
 from engine.runtime import Engine
@@ -152,6 +154,14 @@ def run_simulator(argv: list[str]) -> int:
     return main(argv)
 
 
+def _relay(settings: Settings) -> OutboxRelay:
+    """The outbox relay for this process's journal (the `relay:` config section): it only reads the
+    journal and writes its cursor row; its status and metrics join /api/status and /metrics."""
+    assert settings.relay_nats_url is not None
+    source = settings.relay_source or default_source(settings.db_url)
+    return OutboxRelay(RelayConfig(settings.db_url, settings.relay_nats_url, source, settings.relay_stream))
+
+
 def build_runtime(settings: Settings) -> Runtime:
     """Wire everything; nothing connects until Runtime.start()."""
     # PostgreSQL: one writer per account, by the lease on the account's schema; SQLite: one engine per file
@@ -183,6 +193,15 @@ def build_runtime(settings: Settings) -> Runtime:
         status_sources["rate_limit"] = governor.status
         status_sources["clock"] = exchange.client.clock.status
         hold_checks.append(lambda: "rate_limit: IP banned (418)" if governor.hold_required else None)
+    if settings.relay_nats_url:
+        relay = _relay(settings)
+
+        async def start_relay() -> None:
+            relay.start()
+
+        status_sources["outbox_relay"] = relay.status
+        start_hooks.append(start_relay)
+        stop_hooks.append(relay.stop)
     if settings.ws.enabled:
         feed = _feed(settings, engine)
         status_sources["market_data"] = feed.status

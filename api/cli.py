@@ -160,7 +160,7 @@ def _register() -> None:
     from api.cli_outbox import mirror, relay
     from api.cli_views import fills, positions
 
-    for command in (journal, keygen, approve, relay, mirror, positions, fills, demo):
+    for command in (journal, keygen, approve, positions, fills, demo, relay, mirror):
         cli.add_command(command)
 
 

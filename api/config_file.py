@@ -158,6 +158,14 @@ class Journal(_Model):
     url: str | None = None
 
 
+class Relay(_Model):
+    """The journal outbox relay inside the API process (docs/scale-out.md); absent: no relay here."""
+
+    nats_url: str = Field(pattern=r"^(nats|tls)://")
+    source: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    stream: str = Field("PROPBOT", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+
 class Server(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -186,6 +194,7 @@ class ConfigFile(_Model):
     paper: Paper = Field(default_factory=Paper)
     journal: Journal = Field(default_factory=Journal)
     server: Server = Field(default_factory=Server)
+    relay: Relay | None = None
     data_dir: str | None = None
 
 

@@ -161,6 +161,9 @@ class _RuntimeCollector(Collector):
                     "Seconds since the last market-data message.",
                     age,
                 )
+        relay = runtime.status_sources.get("outbox_relay")
+        if relay is not None:  # the `relay:` config section: the outbox relay runs in this process
+            yield from _relay(relay())
         stream = runtime.status_sources.get("user_stream")
         if stream is not None:
             data = stream()
@@ -175,6 +178,29 @@ class _RuntimeCollector(Collector):
                                       value=data.get("gaps", 0))  # fmt: skip
             yield CounterMetricFamily("propbot_user_stream_events", "Events received on the user data stream.",
                                       value=data.get("events", 0))  # fmt: skip
+
+
+def _relay(st: dict[str, Any]) -> Iterator[Metric]:
+    """The same series as the relay's own --status-port /metrics (engine.outbox.relay_metrics)."""
+    labels = {"source": str(st["source"])}
+    yield _gauge("propbot_relay_cursor", "Last journal seq JetStream acknowledged.", st["cursor"], labels)
+    yield _gauge("propbot_relay_journal_last_seq", "The journal's last seq.", st["journal_last_seq"], labels)
+    yield _gauge(
+        "propbot_relay_lag_rows", "Journal rows not yet acknowledged by JetStream.", st["lag_rows"], labels
+    )
+    yield _gauge("propbot_relay_lag_seconds", "Age of the oldest journal row not yet acknowledged.",
+                 st["lag_seconds"], labels)  # fmt: skip
+    published = CounterMetricFamily(
+        "propbot_relay_published", "Rows JetStream acknowledged.", labels=["source"]
+    )
+    published.add_metric([labels["source"]], st["published_total"])
+    yield published
+    yield _gauge(
+        "propbot_relay_connected", "1 while the relay is connected to NATS.", int(st["connected"]), labels
+    )
+    yield _gauge(
+        "propbot_relay_up", "1 while no relay component failed recently.", int(st["status"] == "OK"), labels
+    )
 
 
 class Exposition:

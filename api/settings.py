@@ -117,6 +117,10 @@ class Settings:
     # PostgreSQL: the schema holding this account's chain (the writer lease is keyed on it); SQLite: None
     journal_schema: str | None = None
     engine_id: str = ""  # stored in every row this process writes (PROPBOT_ENGINE_ID or host:pid:nonce)
+    # the `relay:` section: the journal outbox relay runs in this process (None: it does not)
+    relay_nats_url: str | None = None
+    relay_source: str | None = None
+    relay_stream: str = "PROPBOT"
 
     @property
     def safe_mode(self) -> bool:
@@ -495,4 +499,7 @@ def load_settings(
         account=loc.account,
         journal_schema=loc.journal_schema,
         engine_id=_engine_id(merged),
+        relay_nats_url=cfg.relay.nats_url if cfg.relay else None,
+        relay_source=cfg.relay.source if cfg.relay else None,
+        relay_stream=cfg.relay.stream if cfg.relay else "PROPBOT",
     )

@@ -7,8 +7,9 @@ Run: .venv/bin/python benchmarks/bench_relay.py [--n 20000] [--batch 512] [--rat
 - raw nats-py: the same messages (subjects, headers with Nats-Msg-Id, payloads) published with
   js.publish_async in the same batches, each batch's acks awaited: no journal read, no cursor commit.
   Target: relay ≥ 0.5× raw.
-- lag: rows appended at a steady --rate (one per commit) for --seconds while the relay runs; a JetStream
-  ordered consumer notes each row's receipt; lag = receipt − the appender's return from the commit; p50/p99.
+- lag: rows appended at a steady --rate (one per commit) for --seconds while `propbot relay` runs as its
+  own process; a JetStream ordered consumer notes each row's receipt; lag = receipt − the appender's
+  return from the commit, p50/p99 (relay_*: a core subscriber's receipt of the relay's publish).
 Each runs on SQLite and, when PROPBOT_BENCH_PG_URL/PROPBOT_TEST_PG_URL is set, on PostgreSQL. A private
 nats-server (file store in a temp folder) is started when nats-server is installed, else --nats is used.
 """
@@ -20,6 +21,7 @@ import asyncio
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from common import drop_pg_schema, fresh_pg_schema, save, table, temp_sqlite_url
+from common import ROOT, drop_pg_schema, fresh_pg_schema, save, table, temp_sqlite_url
 
 from adapters.nats.relay import OutboxRelay, RelayConfig
 from adapters.nats.stream import ensure_stream
 from engine.journal import NewEntry
 from engine.outbox import encode_row
 from engine.persistence.migrate import upgrade
+from engine.persistence.outbox_source import OutboxSource
 from engine.persistence.sql_journal import SqlJournal
 
 PAYLOAD = {"orderId": 123456, "executedQty": "0.00100000", "venueStatus": "FILLED", "tradeIds": [98765]}
@@ -110,8 +113,9 @@ async def bench_lag(db_url: str, nats_url: str, rate: float, seconds: float) -> 
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await ensure_stream(js, "PROPBOT")
-    relay = OutboxRelay(RelayConfig(db_url, nats_url, source))
-    await asyncio.to_thread(relay.journal.save_cursor, source, base)  # publish only the rows appended now
+    cursor = OutboxSource(db_url)  # publish only the rows appended from now on
+    cursor.save_cursor(source, base)
+    cursor.close()
 
     published: dict[int, float] = {}
 
@@ -123,7 +127,14 @@ async def bench_lag(db_url: str, nats_url: str, rate: float, seconds: float) -> 
 
     sub = await js.subscribe(f"propbot.{source}.>", cb=on_msg, ordered_consumer=True)
     core = await nc.subscribe(f"propbot.{source}.>", cb=on_publish)
-    relay.start()
+    # the relay as its own process, as it is deployed: it does not share this process's GIL
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "relay", "--db", db_url, "--nats", nats_url, "--source", source],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    warm = journal.append([entry(-1, f"lag-{source}")])[0].seq  # measured from when the relay is up
+    while warm not in received:
+        await asyncio.sleep(0.01)
     halt = threading.Event()
 
     def append_steadily() -> None:
@@ -146,7 +157,8 @@ async def bench_lag(db_url: str, nats_url: str, rate: float, seconds: float) -> 
         if last in received:
             break
         await asyncio.sleep(0.01)
-    await relay.stop()
+    relay.terminate()
+    relay.wait()
     await sub.unsubscribe()
     await core.unsubscribe()
     await nc.close()

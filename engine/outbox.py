@@ -172,3 +172,30 @@ class SeqGate:
             )
         self.last[source] = seq
         return True
+
+
+def relay_metrics(st: dict[str, Any]) -> str:
+    """Prometheus lines of a relay's status (the relay's own /metrics, and the API's when it runs there)."""
+    label = f'{{source="{st["source"]}"}}'
+    return "\n".join(
+        [
+            "# HELP propbot_relay_cursor Last journal seq JetStream acknowledged.",
+            "# TYPE propbot_relay_cursor gauge",
+            f"propbot_relay_cursor{label} {st['cursor']}",
+            "# TYPE propbot_relay_journal_last_seq gauge",
+            f"propbot_relay_journal_last_seq{label} {st['journal_last_seq']}",
+            "# HELP propbot_relay_lag_rows Journal rows not yet acknowledged by JetStream.",
+            "# TYPE propbot_relay_lag_rows gauge",
+            f"propbot_relay_lag_rows{label} {st['lag_rows']}",
+            "# HELP propbot_relay_lag_seconds Age of the oldest journal row not yet acknowledged.",
+            "# TYPE propbot_relay_lag_seconds gauge",
+            f"propbot_relay_lag_seconds{label} {st['lag_seconds']}",
+            "# TYPE propbot_relay_published_total counter",
+            f"propbot_relay_published_total{label} {st['published_total']}",
+            "# TYPE propbot_relay_connected gauge",
+            f"propbot_relay_connected{label} {int(st['connected'])}",
+            "# TYPE propbot_relay_up gauge",
+            f"propbot_relay_up{label} {int(st['status'] == 'OK')}",
+            "",
+        ]
+    )

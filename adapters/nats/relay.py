@@ -33,7 +33,7 @@ from adapters.nats.stream import (
     connect,
     ensure_stream,
 )
-from engine.outbox import OutboxMessage, check_source, encode_row
+from engine.outbox import OutboxMessage, check_source, encode_row, relay_metrics
 from engine.persistence.journal_wakeup import listen_for_appends
 from engine.persistence.outbox_source import OutboxSource
 from engine.supervisor import Supervisor
@@ -250,27 +250,4 @@ class OutboxRelay:
         }
 
     def metrics(self) -> str:
-        st = self.status()
-        label = f'{{source="{st["source"]}"}}'
-        return "\n".join(
-            [
-                "# HELP propbot_relay_cursor Last journal seq JetStream acknowledged and the relay committed.",
-                "# TYPE propbot_relay_cursor gauge",
-                f"propbot_relay_cursor{label} {st['cursor']}",
-                "# TYPE propbot_relay_journal_last_seq gauge",
-                f"propbot_relay_journal_last_seq{label} {st['journal_last_seq']}",
-                "# HELP propbot_relay_lag_rows Journal rows not yet acknowledged by JetStream.",
-                "# TYPE propbot_relay_lag_rows gauge",
-                f"propbot_relay_lag_rows{label} {st['lag_rows']}",
-                "# HELP propbot_relay_lag_seconds Age of the oldest journal row not yet acknowledged.",
-                "# TYPE propbot_relay_lag_seconds gauge",
-                f"propbot_relay_lag_seconds{label} {st['lag_seconds']}",
-                "# TYPE propbot_relay_published_total counter",
-                f"propbot_relay_published_total{label} {st['published_total']}",
-                "# TYPE propbot_relay_connected gauge",
-                f"propbot_relay_connected{label} {int(st['connected'])}",
-                "# TYPE propbot_relay_up gauge",
-                f"propbot_relay_up{label} {int(st['status'] == 'OK')}",
-                "",
-            ]
-        )
+        return relay_metrics(self.status())

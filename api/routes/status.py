@@ -139,6 +139,10 @@ async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
             data = fn()
             components[name] = _component(str(data.get("level", "WARN")), data)
     components["approvals"] = _approvals(runtime)
+    relay = runtime.status_sources.get("outbox_relay")
+    if relay is not None:  # the `relay:` config section: the outbox relay runs in this process
+        data = relay()
+        components["outbox_relay"] = _component(str(data["status"]), data)
     components["leadership"] = _leadership(runtime)
     session = engine.sessions.session
     overall = max((c["status"] for c in components.values()), key=lambda s: _RANK.get(s, 2))
