@@ -178,8 +178,14 @@ class Server(_Model):
     port: int = Field(8000, ge=0, le=65535)
 
 
+# An account id: a PostgreSQL schema name part (propbot_<id>) and an environment variable suffix
+ACCOUNT_PATTERN = r"^[a-z][a-z0-9_]{0,29}$"
+
+
 class ConfigFile(_Model):
     profile: Literal["paper", "testnet", "live"]
+    # The account this engine serves (docs/scale-out.md): its journal schema, keys and data dir
+    account: str | None = Field(None, pattern=ACCOUNT_PATTERN)
     exchange: Literal["paper", "binance_spot"]
     routing: Routing | None = None
     safe_mode: StrictBool = True

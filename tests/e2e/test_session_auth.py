@@ -71,14 +71,15 @@ def test_status_reports_every_component(viewer: httpx.Client) -> None:
     }
     assert set(components) == {
         "journal", "exchange", "clock_skew", "preflight", "rate_limit", "market_data", "user_stream", "approvals",
-        "foreign_orders",
-        *tasks,
+        "foreign_orders", "leadership", *tasks,
     }  # fmt: skip
     assert all(c["status"] in ("OK", "WARN", "ERROR") for c in components.values())
     assert components["journal"]["status"] == "OK"
     assert components["exchange"]["status"] == "OK"
     # no approver keys in this config: arming is impossible, which status says
     assert components["approvals"]["status"] == "WARN"
+    # SQLite: one engine per journal file, no lease
+    assert (body["role"], components["leadership"]["status"]) == ("ACTIVE", "OK")
 
 
 def test_healthz_needs_no_token(api: ApiServer) -> None:
