@@ -55,8 +55,8 @@ class ReplayResult:
 
 
 # Python type of each raw column (None allowed only where listed): used to name the damage of a bad row
-_COLUMN_TYPES: tuple[type, ...] = (int, str, str, int, str, str, str, str, str, str, int, str, str, str)
-_NULLABLE = frozenset({"from_state", "to_state"})
+_COLUMN_TYPES: tuple[type, ...] = (int, str, str, int, str, str, str, str, str, str, int, str, str, str, str)
+_NULLABLE = frozenset({"from_state", "to_state", "engine_id"})
 _TS_LEN = len("2026-01-01T00:00:00.000000Z")
 _GUARDED = frozenset({"arm", "go_live"})
 
@@ -143,11 +143,64 @@ def replay(
         JournalCorrupt: the first row that breaks the chain, the versions, the FSM, the clock or a
         signature, or cannot be read at all (NULL, wrong type, invalid JSON, unknown schema_version).
     """
-    try:
-        return _replay(rows, keep_terminal, approver_keys, require_token, on_order)
-    except _RowUnreadable as bad:
-        expect_seq, row, exc = bad.args
-        raise JournalCorrupt(expect_seq, _diagnose(row, exc)) from exc
+    return Replayer(
+        keep_terminal=keep_terminal, approver_keys=approver_keys, require_token=require_token,
+        on_order=on_order,
+    ).feed(rows)  # fmt: skip
+
+
+@dataclass
+class _Cursor:
+    """Where a replay stands between two feeds: the next seq, the last hash and time, finished orders."""
+
+    expect_seq: int = 1
+    prev: str = GENESIS_HASH
+    prev_created: str = ""
+    finished: set[str] = field(default_factory=set)
+
+
+class Replayer:
+    """A replay fed in parts: rows 1..n in one call or in several give the same state and the same
+    errors (a warm standby verifies the journal as it grows, and at takeover reads only the rows after
+    the last one it verified). A replay that found damage stays broken."""
+
+    def __init__(
+        self, *, keep_terminal: bool = False, approver_keys: dict[str, str] | None = None,
+        require_token: bool = False, on_order: OnOrderRow | None = None,
+    ) -> None:  # fmt: skip
+        self.result = ReplayResult(keep_terminal=keep_terminal)
+        self._cursor = _Cursor()
+        self._approver_keys = approver_keys
+        self._require_token = require_token
+        self._on_order = on_order
+        self._broken: JournalCorrupt | None = None
+
+    @property
+    def last_seq(self) -> int:
+        return self.result.last_seq
+
+    @property
+    def last_hash(self) -> str:
+        return self.result.last_hash
+
+    def feed(self, rows: Iterable[RawRow]) -> ReplayResult:
+        """Fold the rows after the last one fed (the first must be seq last_seq + 1).
+
+        Raises:
+            JournalCorrupt: as `replay`; every later feed raises it again.
+        """
+        if self._broken is not None:
+            raise JournalCorrupt(self._broken.seq, self._broken.problem)
+        try:
+            _replay(rows, self.result, self._cursor, self._approver_keys, self._require_token, self._on_order)
+        except _RowUnreadable as bad:
+            expect_seq, row, exc = bad.args
+            self._broken = JournalCorrupt(expect_seq, _diagnose(row, exc))
+            raise self._broken from exc
+        except JournalCorrupt as exc:
+            self._broken = exc
+            raise
+        return self.result
 
 
 class _RowUnreadable(Exception):
@@ -156,33 +209,32 @@ class _RowUnreadable(Exception):
 
 def _replay(
     rows: Iterable[RawRow],
-    keep_terminal: bool,
+    res: ReplayResult,
+    cursor: _Cursor,
     approver_keys: dict[str, str] | None,
     require_token: bool,
     on_order: OnOrderRow | None = None,
-) -> ReplayResult:
-    res = ReplayResult(keep_terminal=keep_terminal)
+) -> None:
+    keep_terminal = res.keep_terminal
     orders = res.open_orders
     sessions = res.sessions
-    finished: set[str] = set()
+    finished = cursor.finished
     loads = json.loads
     apply_order = order_mod.apply
-    expect_seq = 1
-    prev = GENESIS_HASH
-    prev_created = ""
+    expect_seq, prev, prev_created = cursor.expect_seq, cursor.prev, cursor.prev_created
     guarded = approver_keys is not None or require_token
     row: Any = None
     try:
         for row in rows:
-            seq, stream, sid, version, trigger, frm, to, payload_json, _, reason, schema, created, prev_hash, digest = row  # fmt: skip
+            seq, stream, sid, version, trigger, frm, to, payload_json, actor, reason, schema, created, prev_hash, digest, engine_id = row  # fmt: skip
             if seq != expect_seq:
                 if type(seq) is not int:
                     raise JournalCorrupt(expect_seq, f"seq {seq!r:.40} is not an integer")
                 raise JournalCorrupt(seq, f"seq gap: expected {expect_seq}")
             if prev_hash != prev:
                 raise JournalCorrupt(seq, "prev_hash does not match the previous row's hash")
-            # Columns seq..created_at are row_hash's arguments after prev_hash, in the same order
-            if row_hash(prev, *row[:12]) != digest:
+            if row_hash(prev, seq, stream, sid, version, trigger, frm, to, payload_json, actor, reason,
+                        schema, created, engine_id) != digest:  # fmt: skip
                 raise JournalCorrupt(seq, "hash does not match the row's content")
             if created < prev_created or len(created) != _TS_LEN:
                 problem = (
@@ -267,7 +319,7 @@ def _replay(
             expect_seq = seq + 1
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, ArithmeticError) as exc:
         raise _RowUnreadable(expect_seq, row, exc) from exc
+    cursor.expect_seq, cursor.prev, cursor.prev_created = expect_seq, prev, prev_created
     res.rows = expect_seq - 1
     res.last_seq = expect_seq - 1
     res.last_hash = prev
-    return res
