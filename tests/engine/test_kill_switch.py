@@ -257,15 +257,15 @@ async def test_cancels_refused_past_the_attempts_are_retried_until_the_venue_rec
 ) -> None:
     fake = FlakyCancel()
     async with running(db_url, fake, settings, live=True) as eng:
-        await asyncio.gather(*(eng.orders.submit(limit(f"rest-{i}"), "trader") for i in range(2)))
+        await asyncio.gather(*(eng.orders.submit(limit(f"pb-rest-{i}"), "trader") for i in range(2)))
         fake.failures = 4 * kill_switch_mod.ATTEMPTS  # well past one press's attempts
         _, report = await eng.orders.cancel_all("panic", "admin")
-        assert sorted(o["clientOrderId"] for o in report.failed) == ["rest-0", "rest-1"]
+        assert sorted(o["clientOrderId"] for o in report.failed) == ["pb-rest-0", "pb-rest-1"]
         status = eng.orders.kill_switch.status()
-        assert (status["status"], status["uncancelled"]) == ("ERROR", ["rest-0", "rest-1"])
+        assert (status["status"], status["uncancelled"]) == ("ERROR", ["pb-rest-0", "pb-rest-1"])
         # Nothing else changes state: the switch's own re-sweeps cancel them once the venue answers
-        await eventually(lambda: resting_on_venue(fake) == [] and not eng.orders.kill_switch.uncancelled())
-        assert all(fake.orders[c].status is VenueStatus.CANCELED for c in ("rest-0", "rest-1"))
+        await eventually(lambda: resting_on_venue(fake) == [] and not eng.orders.open)  # CANCELLED, applied
+        assert all(fake.orders[c].status is VenueStatus.CANCELED for c in ("pb-rest-0", "pb-rest-1"))
         assert eng.orders.kill_switch.status()["status"] == "OK"
         assert eng.supervisor.status()["kill_switch_retry"]["running"]
         assert_memory_is_the_journal(eng)
@@ -275,7 +275,7 @@ async def test_cancels_refused_past_the_attempts_are_retried_until_the_venue_rec
 async def test_resume_during_the_retries_stops_them(db_url: str, settings: EngineSettings) -> None:
     fake = FlakyCancel(failures=10**9)  # the venue never recovers
     async with running(db_url, fake, settings, live=True) as eng:
-        await eng.orders.submit(limit("rest-1"), "trader")
+        await eng.orders.submit(limit("pb-rest-1"), "trader")
         await eng.orders.cancel_all("panic", "admin")
         await eventually(lambda: fake.cancel_calls > 2 * kill_switch_mod.ATTEMPTS)  # re-sweeps running
         await eng.sessions.transition("resume", "admin")  # while a re-sweep's cancel may be out
@@ -285,11 +285,11 @@ async def test_resume_during_the_retries_stops_them(db_url: str, settings: Engin
         for _ in range(20):  # many times the longest backoff: no cancel is sent any more
             await asyncio.sleep(kill_switch_mod.RESWEEP_MAX_S)
         assert fake.cancel_calls == calls
-        assert resting_on_venue(fake) == ["rest-1"]
-        assert eng.orders.open["rest-1"].state is S.ACKED
+        assert resting_on_venue(fake) == ["pb-rest-1"]
+        assert eng.orders.open["pb-rest-1"].state is S.ACKED
         assert eng.supervisor.status()["kill_switch_retry"]["running"]
         # Pressed again: the same component retries again
         fake.failures = 0
         _, report = await eng.orders.cancel_all("again", "admin")
-        assert [o["clientOrderId"] for o in report.requested] == ["rest-1"]
+        assert [o["clientOrderId"] for o in report.requested] == ["pb-rest-1"]
         await eventually(lambda: resting_on_venue(fake) == [])
