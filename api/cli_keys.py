@@ -58,6 +58,9 @@ def load_key(key_file: Path) -> Ed25519PrivateKey:
     return key
 
 
+_LAST_EPOCH_S = 253402300799  # 9999-12-31T23:59:59Z
+
+
 def read_request(text: str, source: str) -> dict[str, Any]:
     """An approval request as GET /api/approvals/{id} answers it ({"approval": {...}}) or the bare object.
 
@@ -79,6 +82,8 @@ def read_request(text: str, source: str) -> dict[str, Any]:
         raise CliError(f"{source}: the request has no integer expires_at")
     if data["status"] != "PENDING":
         raise CliError(f"{source}: request {data['id']} is {data['status']}, not PENDING: nothing to approve")
+    if not 0 < expires <= _LAST_EPOCH_S:  # shown as a date before signing: it must be one
+        raise CliError(f"{source}: expires_at {expires} is not a time (Unix seconds) before year 10000")
     return data
 
 
