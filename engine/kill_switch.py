@@ -157,7 +157,9 @@ class KillSwitch:
         """The own orders still cancellable (resting on the venue) while the switch is engaged."""
         if self.engaged_by is None:
             return []
-        return sorted(cid for cid, order in self._store.open.items() if order.state in CANCELLABLE)
+        return sorted(
+            cid for cid, order in self._store.open.items() if order.state in CANCELLABLE and self._own(cid)
+        )
 
     def status(self) -> dict[str, Any]:
         """ERROR while the switch is engaged and own orders it has not cancelled yet remain."""

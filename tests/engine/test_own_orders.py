@@ -166,5 +166,8 @@ async def test_an_open_order_without_the_prefix_from_an_older_journal_is_never_c
         await eng.orders.cancel_all("panic", "ops")
         await eventually(lambda: fake.orders["pb-new-2"].status is VenueStatus.CANCELED)
         assert fake.orders["legacy-1"].status is VenueStatus.NEW
+        # the switch's status counts own orders only: the foreign one resting keeps no retry going
+        await eventually(lambda: eng.orders.kill_switch.status()["status"] == "OK")
+        assert eng.orders.kill_switch.status() == {"status": "OK", "engaged": True, "uncancelled": []}
         await eng.orders.cancel("BTCUSDT", "legacy-1", None, "ops")  # by name: an operator's own call
         assert fake.orders["legacy-1"].status is VenueStatus.CANCELED
