@@ -4,7 +4,10 @@ Verify checks, row by row: seq contiguous, prev_hash equals the previous row's h
 created_at never goes backwards, the payload is a JSON object of a known schema_version, every
 order/session/approval row is a legal edge of its FSM from the aggregate's current state, and per-stream versions
 are contiguous. With `approver_keys`, every approval in an arm/go_live row is re-verified against its
-signed token (and every approval request's approve row); with `require_token`, an arm/go_live row without one is refused. The first failure raises
+signed token (and every approval request's approve row), and with `two_man_rule` its approver must be
+another person than the requester; with `require_token`, an arm/go_live row without one is refused. An
+`arm` with an approval request's nonce must be committed with that request's `use` row (the next row),
+and a `use` row only so. The first failure raises
 JournalCorrupt naming the row's seq: no damage (a NULL, a wrong type, invalid JSON) escapes as another
 exception.
 """
@@ -77,20 +80,24 @@ def _diagnose(row: Any, exc: BaseException) -> str:
 
 
 def _check_guarded(
-    seq: int, sid: str, trigger: str, payload: dict[str, Any], sess: TradingSession | None,
-    approver_keys: dict[str, str] | None, require_token: bool,
+    seq: int, sid: str, trigger: str, payload: dict[str, Any], sess: TradingSession | None, actor: str,
+    approver_keys: dict[str, str] | None, require_token: bool, two_man_rule: bool,
 ) -> None:  # fmt: skip
     approval = payload.get("approval")
     if not approval:
         if require_token:
             raise JournalCorrupt(seq, f"{trigger} without an approval")
         return
-    if approver_keys is not None:
-        problem = verify_journaled(approval, public_keys=approver_keys, session_id=sid)
-        if problem:
-            raise JournalCorrupt(seq, problem)
     if not isinstance(approval, dict):
         raise JournalCorrupt(seq, "approval is not an object")
+    if approver_keys is not None:
+        # go_live may be fired by another admin: the requester is the one who armed (in the approval)
+        requester = approval.get("requester") if two_man_rule else None
+        if trigger == "arm" and two_man_rule and requester != actor:
+            raise JournalCorrupt(seq, f"approval requester {requester!r} is not the arm's actor {actor!r}")
+        problem = verify_journaled(approval, public_keys=approver_keys, session_id=sid, requester=requester)
+        if problem:
+            raise JournalCorrupt(seq, problem)
     if trigger == "arm" and sess is not None and approval.get("nonce") in sess.used_nonces:
         raise JournalCorrupt(seq, "approval nonce was already used in this session")
 
@@ -98,6 +105,7 @@ def _check_guarded(
 def _replay_approval(
     approvals: dict[str, ApprovalRequest], seq: int, sid: str, version: int, trigger: str,
     frm: str | None, to: str | None, payload: dict[str, Any], reason: str, approver_keys: dict[str, str] | None,
+    two_man_rule: bool,
 ) -> None:  # fmt: skip
     req = approvals.get(sid)
     if req is None:
@@ -112,13 +120,32 @@ def _replay_approval(
         if not isinstance(approval, dict) or approval.get("nonce") != req.nonce:
             raise JournalCorrupt(seq, "approval is not signed over the request's nonce")
         if approver_keys is not None:
-            problem = verify_journaled(approval, public_keys=approver_keys, session_id=req.session_id)
+            if payload.get("approver") != approval.get("approver"):
+                raise JournalCorrupt(
+                    seq,
+                    f"approver {payload.get('approver')!r} is not the signer {approval.get('approver')!r}",
+                )
+            problem = verify_journaled(
+                approval, public_keys=approver_keys, session_id=req.session_id,
+                requester=req.requester if two_man_rule else None,
+            )  # fmt: skip
             if problem:
                 raise JournalCorrupt(seq, problem)
     try:
         approvals[sid] = approval_mod.apply(req, sid, trigger, to or "", version, payload, reason)
     except (KeyError, ValueError, TypeError) as exc:
         raise JournalCorrupt(seq, f"payload cannot be applied: {exc!r}") from exc
+
+
+def _owed_use(
+    seq: int, trigger: str, payload: dict[str, Any], request_nonces: dict[str, str]
+) -> tuple[int, str] | None:
+    """An arm with the token of an approval request owes that request's `use` row in the same commit: a
+    token read back from a request's approve row arms nothing without it (engine.sessions)."""
+    approval = payload.get("approval")
+    nonce = approval.get("nonce") if trigger == "arm" and isinstance(approval, dict) else None
+    request_id = request_nonces.get(nonce) if isinstance(nonce, str) else None
+    return None if request_id is None else (seq, request_id)
 
 
 # Told every order row once it verified and applied: (seq, client order id, trigger, to_state, version,
@@ -132,19 +159,21 @@ def replay(
     keep_terminal: bool = False,
     approver_keys: dict[str, str] | None = None,
     require_token: bool = False,
+    two_man_rule: bool = True,
     on_order: OnOrderRow | None = None,
 ) -> ReplayResult:
     """Fold rows (in seq order) into state, verifying as it goes.
 
     approver_keys: approver id -> Ed25519 public key (base64), the keys in force; when given, every
     journaled approval must verify with them. require_token: arm/go_live rows must carry an approval.
+    two_man_rule: (with approver_keys) an approval signed by its own requester is refused.
 
     Raises:
         JournalCorrupt: the first row that breaks the chain, the versions, the FSM, the clock or a
         signature, or cannot be read at all (NULL, wrong type, invalid JSON, unknown schema_version).
     """
     try:
-        return _replay(rows, keep_terminal, approver_keys, require_token, on_order)
+        return _replay(rows, keep_terminal, approver_keys, require_token, two_man_rule, on_order)
     except _RowUnreadable as bad:
         expect_seq, row, exc = bad.args
         raise JournalCorrupt(expect_seq, _diagnose(row, exc)) from exc
@@ -159,6 +188,7 @@ def _replay(
     keep_terminal: bool,
     approver_keys: dict[str, str] | None,
     require_token: bool,
+    two_man_rule: bool,
     on_order: OnOrderRow | None = None,
 ) -> ReplayResult:
     res = ReplayResult(keep_terminal=keep_terminal)
@@ -171,10 +201,12 @@ def _replay(
     prev = GENESIS_HASH
     prev_created = ""
     guarded = approver_keys is not None or require_token
+    request_nonces: dict[str, str] = {}  # nonce -> approval request id
+    owed_use: tuple[int, str] | None = None  # (seq of an arm with a request's token, that request's id)
     row: Any = None
     try:
         for row in rows:
-            seq, stream, sid, version, trigger, frm, to, payload_json, _, reason, schema, created, prev_hash, digest = row  # fmt: skip
+            seq, stream, sid, version, trigger, frm, to, payload_json, actor, reason, schema, created, prev_hash, digest = row  # fmt: skip
             if seq != expect_seq:
                 if type(seq) is not int:
                     raise JournalCorrupt(expect_seq, f"seq {seq!r:.40} is not an integer")
@@ -201,6 +233,14 @@ def _replay(
                 if type(schema) is not int or not 1 <= schema < SCHEMA_VERSION or schema not in UPCASTERS:
                     raise JournalCorrupt(seq, f"unknown schema_version {schema!r:.20}")
                 payload = upcast(payload, schema)
+            if owed_use is not None:  # the arm and its request's use are one commit: adjacent rows
+                if (stream, sid, trigger) != ("approval", owed_use[1], "use"):
+                    raise JournalCorrupt(
+                        owed_use[0], f"arm with request {owed_use[1]}'s approval has no use row"
+                    )
+                owed_use = None
+            elif stream == "approval" and trigger == "use":
+                raise JournalCorrupt(seq, "use row not committed with an arm")
             if stream == "order":
                 current = orders.get(sid)
                 if current is None:
@@ -247,7 +287,9 @@ def _replay(
                 elif frm != sess.state or (frm, trigger, to) not in SESSION_EDGES:
                     raise JournalCorrupt(seq, f"illegal session transition {frm} --{trigger}--> {to}")
                 if guarded and trigger in _GUARDED:
-                    _check_guarded(seq, sid, trigger, payload, sess, approver_keys, require_token)
+                    _check_guarded(seq, sid, trigger, payload, sess, actor, approver_keys, require_token,
+                                   two_man_rule)  # fmt: skip
+                owed_use = _owed_use(seq, trigger, payload, request_nonces)
                 try:
                     sessions[sid] = session_mod.apply(
                         sess, sid, trigger, to or "", version, payload, reason, at=created
@@ -256,7 +298,9 @@ def _replay(
                     raise JournalCorrupt(seq, f"payload cannot be applied: {exc!r}") from exc
             elif stream == "approval":
                 _replay_approval(res.approvals, seq, sid, version, trigger, frm, to, payload, reason,
-                                 approver_keys)  # fmt: skip
+                                 approver_keys, two_man_rule)  # fmt: skip
+                if version == 1:
+                    request_nonces[res.approvals[sid].nonce] = sid
             elif stream == "audit":
                 if version != 1:
                     raise JournalCorrupt(seq, "audit rows are single-version")
@@ -267,6 +311,8 @@ def _replay(
             expect_seq = seq + 1
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, ArithmeticError) as exc:
         raise _RowUnreadable(expect_seq, row, exc) from exc
+    if owed_use is not None:
+        raise JournalCorrupt(owed_use[0], f"arm with request {owed_use[1]}'s approval has no use row")
     res.rows = expect_seq - 1
     res.last_seq = expect_seq - 1
     res.last_hash = prev

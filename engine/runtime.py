@@ -102,7 +102,7 @@ class Engine:
         result: ReplayResult = await asyncio.to_thread(
             lambda: replay(
                 self.journal.scan(), approver_keys=rules.public_keys, require_token=rules.require_token,
-                on_order=ledger.on_order_row,
+                two_man_rule=rules.two_man_rule, on_order=ledger.on_order_row,
             )
         )  # fmt: skip
         ledger.last_seq = result.last_seq

@@ -41,6 +41,9 @@ class SessionService:
         self.session: TradingSession | None = None
         # Told each applied transition, in the durability callback (the kill switch's sweep starts there)
         self.on_applied: Callable[[TradingSession], None] | None = None
+        # The approval request a nonce was issued for (engine.approvals sets it): such a token arms only
+        # through its request, which checks the request's state and requester
+        self.request_of_nonce: Callable[[str], str | None] = lambda nonce: None
         self.preflight = PreflightMonitor(
             exchange, settings.preflight, settings.symbols, clock, self.hold_once,
             lambda: self.session is not None and self.session.state in _LIVE_STATES,
@@ -137,12 +140,14 @@ class SessionService:
 
     async def guarded(
         self, trigger: str, actor: str, token: str | None, risk: Check, *,
-        also: Callable[[], tuple[Sequence[NewEntry], OnDurable]] | None = None,
+        also: Callable[[], tuple[Sequence[NewEntry], OnDurable]] | None = None, request_id: str | None = None,
     ) -> TradingSession:  # fmt: skip
         """arm / go_live, refused unless every guard passes; a failing verdict also HOLDs (once).
 
         `also`: decides rows of another stream (an approval request's `use`) that are committed with the
         session's row or not at all, and their applier; called once every guard has passed.
+        `request_id`: the approval request whose token this is (engine.approvals); a token signed over a
+        request's nonce is refused without it (approval_use_request), whatever that request's state.
 
         Raises:
             ApprovalRejected, PreflightFailed, InvalidTransition, EngineError(safe_mode_config).
@@ -153,7 +158,7 @@ class SessionService:
         session = self.current
         session.decide(trigger, {}, actor, guard=_OPEN_GUARD)  # an illegal trigger fails before any check
         now_s = self._clock.now().timestamp()
-        approval = self._approval(trigger, actor, token, now_s) if trigger == "arm" else None
+        approval = self._approval(trigger, actor, token, now_s, request_id) if trigger == "arm" else None
         failed = tuple(self.preflight.failures(risk))
         guard = Guard(
             self._settings.approvals.require_token, self._settings.safe_mode, now_s, failed, approval
@@ -171,7 +176,9 @@ class SessionService:
         rows, on_also = also()
         return await self._commit(entry, rows, on_also)
 
-    def _approval(self, trigger: str, actor: str, token: str | None, now_s: float) -> Approval | None:
+    def _approval(
+        self, trigger: str, actor: str, token: str | None, now_s: float, request_id: str | None
+    ) -> Approval | None:
         rules = self._settings.approvals
         if not rules.require_token:
             return None
@@ -179,11 +186,20 @@ class SessionService:
             raise ApprovalRejected(
                 "a second operator's approval token is required", reason="approval_required"
             )
-        return verify_approval(
+        approval = verify_approval(
             token, public_keys=rules.public_keys, requester=actor if rules.two_man_rule else "",
             session_id=self.current.session_id, action=trigger, now_s=now_s,
             used_nonces=self.current.used_nonces, max_ttl_s=rules.ttl_s,
         )  # fmt: skip
+        owner = self.request_of_nonce(approval.nonce)
+        if owner is not None and owner != request_id:
+            # Read back from the request's approve row it would skip the request's state (rejected,
+            # expired) and requester: a request's token is good only for that request
+            raise ApprovalRejected(
+                f"the token approves request {owner}: arm with approval_id",
+                reason="approval_use_request", detail={"approval_id": owner},
+            )  # fmt: skip
+        return approval
 
     async def expire_if_due(self) -> None:
         await self.idle()
