@@ -169,9 +169,7 @@ class ApprovalService:
             def rows() -> tuple[Sequence[NewEntry], OnDurable]:
                 return [use], self._apply
 
-            return await self._sessions.guarded(
-                "arm", requester, req.token, risk, also=rows, request_id=req.request_id
-            )
+            return await self._sessions.guarded("arm", requester, req.token, risk, also=rows)
 
     async def expire_due(self) -> None:
         """Journal EXPIRED for every open request past its expiry (skipping one busy right now)."""

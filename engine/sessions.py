@@ -140,14 +140,15 @@ class SessionService:
 
     async def guarded(
         self, trigger: str, actor: str, token: str | None, risk: Check, *,
-        also: Callable[[], tuple[Sequence[NewEntry], OnDurable]] | None = None, request_id: str | None = None,
+        also: Callable[[], tuple[Sequence[NewEntry], OnDurable]] | None = None,
     ) -> TradingSession:  # fmt: skip
         """arm / go_live, refused unless every guard passes; a failing verdict also HOLDs (once).
 
         `also`: decides rows of another stream (an approval request's `use`) that are committed with the
-        session's row or not at all, and their applier; called once every guard has passed.
-        `request_id`: the approval request whose token this is (engine.approvals); a token signed over a
-        request's nonce is refused without it (approval_use_request), whatever that request's state.
+        session's row or not at all, and their applier; called once every guard has passed. A token
+        signed over an approval request's nonce arms only with that request's `use` row among them
+        (engine.approvals decides it, from APPROVED only): else approval_use_request, whatever the
+        request's state.
 
         Raises:
             ApprovalRejected, PreflightFailed, InvalidTransition, EngineError(safe_mode_config).
@@ -158,7 +159,10 @@ class SessionService:
         session = self.current
         session.decide(trigger, {}, actor, guard=_OPEN_GUARD)  # an illegal trigger fails before any check
         now_s = self._clock.now().timestamp()
-        approval = self._approval(trigger, actor, token, now_s, request_id) if trigger == "arm" else None
+        approval = self._approval(trigger, actor, token, now_s) if trigger == "arm" else None
+        owner = self.request_of_nonce(approval.nonce) if approval is not None else None
+        if owner is not None and also is None:
+            raise _use_request(owner)
         failed = tuple(self.preflight.failures(risk))
         guard = Guard(
             self._settings.approvals.require_token, self._settings.safe_mode, now_s, failed, approval
@@ -174,11 +178,13 @@ class SessionService:
         if also is None:
             return await self._commit(entry)
         rows, on_also = also()
+        if owner is not None and not any(
+            (r.stream, r.stream_id, r.trigger) == ("approval", owner, "use") for r in rows
+        ):
+            raise _use_request(owner)
         return await self._commit(entry, rows, on_also)
 
-    def _approval(
-        self, trigger: str, actor: str, token: str | None, now_s: float, request_id: str | None
-    ) -> Approval | None:
+    def _approval(self, trigger: str, actor: str, token: str | None, now_s: float) -> Approval | None:
         rules = self._settings.approvals
         if not rules.require_token:
             return None
@@ -186,20 +192,11 @@ class SessionService:
             raise ApprovalRejected(
                 "a second operator's approval token is required", reason="approval_required"
             )
-        approval = verify_approval(
+        return verify_approval(
             token, public_keys=rules.public_keys, requester=actor if rules.two_man_rule else "",
             session_id=self.current.session_id, action=trigger, now_s=now_s,
             used_nonces=self.current.used_nonces, max_ttl_s=rules.ttl_s,
         )  # fmt: skip
-        owner = self.request_of_nonce(approval.nonce)
-        if owner is not None and owner != request_id:
-            # Read back from the request's approve row it would skip the request's state (rejected,
-            # expired) and requester: a request's token is good only for that request
-            raise ApprovalRejected(
-                f"the token approves request {owner}: arm with approval_id",
-                reason="approval_use_request", detail={"approval_id": owner},
-            )  # fmt: skip
-        return approval
 
     async def expire_if_due(self) -> None:
         await self.idle()
@@ -207,6 +204,15 @@ class SessionService:
         live = session.state in _LIVE_STATES
         if live and approval is not None and not approval["expires_at"] > self._clock.now().timestamp():
             await self._commit(session.decide("expire", {}, "system", "approval ttl ended"))
+
+
+def _use_request(request_id: str) -> ApprovalRejected:
+    # Read back from the request's approve row, the token alone would skip the request's state
+    # (rejected, expired) and its requester: it is good only as that request's own use
+    return ApprovalRejected(
+        f"the token approves request {request_id}: arm with approval_id",
+        reason="approval_use_request", detail={"approval_id": request_id},
+    )  # fmt: skip
 
 
 # Only to ask the FSM whether a guarded trigger is legal at all, before any check runs: never committed

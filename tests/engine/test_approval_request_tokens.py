@@ -14,9 +14,11 @@ from engine.errors import ApprovalRejected, JournalCorrupt
 from engine.fsm.approval_table import ApprovalState
 from engine.fsm.session_table import SessionState
 from engine.guardrails.approvals import sign_approval
+from engine.journal import NewEntry
 from engine.persistence.sql_journal import SqlJournal
 from engine.replay import replay
 from engine.runtime import Engine
+from engine.writer import OnDurable
 from tests.approvals import APPROVER, APPROVER_KEY, APPROVER_KEYS
 from tests.engine.conftest import running
 from tests.engine.test_approval_requests import RISK, approved, token_for
@@ -53,6 +55,20 @@ async def test_a_token_signed_but_never_submitted_does_not_arm_raw(engine: Engin
     req = await engine.approvals.request("ops")
     assert await _refused_raw(engine, "ops", token_for(req)) == "approval_use_request"
     assert req.state is ApprovalState.PENDING
+
+
+async def test_a_requests_token_arms_only_with_that_requests_use_row_in_the_commit(engine: Engine) -> None:
+    req, other = await approved(engine), await engine.approvals.request("ops")
+    wrong_use = other.decide("reject", {}, "ops")
+
+    def rows() -> tuple[list[NewEntry], OnDurable]:  # another stream's rows, not this request's use
+        return [wrong_use], lambda records: None
+
+    with pytest.raises(ApprovalRejected) as refused:
+        await engine.sessions.guarded("arm", "ops", req.token, RISK, also=rows)
+    assert refused.value.reason == "approval_use_request"
+    assert engine.sessions.current.state is SessionState.TESTNET
+    assert (req.state, other.state) == (ApprovalState.APPROVED, ApprovalState.PENDING)
 
 
 async def test_approve_refuses_a_token_that_outlives_its_request(engine: Engine) -> None:
