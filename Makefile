@@ -45,6 +45,7 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_live.py
 	cd benchmarks && ../$(BIN)/python bench_weight.py
 	cd benchmarks && ../$(BIN)/python bench_relay.py
+	cd benchmarks && ../$(BIN)/python bench_takeover.py
 
 # schemathesis over the whole OpenAPI once per role (0 server errors; undocumented statuses reported), then
 # `propbot journal verify` and the journal tamper matrix, as one table. CI runs the short profile (--quick).

@@ -29,11 +29,13 @@ def create_app(
     *,
     build: Callable[[Settings], Runtime] | None = None,
     announce: Callable[[str], None] = print,
+    on_fenced: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The PropBot API for `settings`. Nothing connects until the lifespan starts.
 
     `build` replaces api.bootstrap.build_runtime (tests inject their own wiring); `announce` receives
-    one-line notices for the operator, such as where first-run tokens were written.
+    one-line notices for the operator, such as where first-run tokens were written; `on_fenced` is
+    called when this engine loses the account's writer lease (`propbot serve` exits then).
     """
 
     @asynccontextmanager
@@ -49,6 +51,8 @@ def create_app(
             if path is not None:
                 announce(f"first start: operator tokens for admin and trader written to {path}")
         app.state.runtime = runtime
+        if on_fenced is not None:
+            runtime.on_fenced = on_fenced
         await runtime.start()
         try:
             yield

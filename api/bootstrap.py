@@ -12,6 +12,8 @@ import logging
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.pool import NullPool
+
 from adapters.binance.exchange import BinanceExchange
 from adapters.binance.rest import BinanceSpotClient
 from adapters.binance.user_stream import UserDataStream
@@ -25,7 +27,8 @@ from api.settings import Settings
 from engine.audit import AuditSlot
 from engine.checkpoint import engine_log
 from engine.errors import EngineError
-from engine.fsm.order_table import OrderState
+from engine.persistence.database import is_sqlite
+from engine.persistence.lease import WriterLease
 from engine.persistence.migrate import upgrade
 from engine.persistence.outbox_source import default_source
 from engine.persistence.sql_journal import SqlJournal
@@ -33,11 +36,25 @@ from engine.ports import ExchangePort
 from engine.runtime import Engine
 
 log = logging.getLogger(__name__)
-_CANCELLABLE = (OrderState.ACKED, OrderState.PARTIALLY_FILLED)
 
 
-def prepare_journal(url: str) -> None:
-    """Bring the journal's schema to the newest alembic revision (a no-op when it is current)."""
+def prepare_journal(url: str, schema: str | None = None) -> None:
+    """Create the account's schema if it is new (PostgreSQL), then bring the journal to the newest
+    alembic revision (a no-op when it is current). Run by the writer only, after it holds the lease."""
+    if schema is not None and schema != "public":
+        from sqlalchemy import create_engine, text
+
+        eng = create_engine(url, poolclass=NullPool)
+        try:
+            with eng.begin() as conn:
+                # Looked up first: a least-privilege engine role (docs/SECURITY.md) may not CREATE at all
+                found = conn.execute(
+                    text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}
+                ).first()
+                if found is None:
+                    conn.execute(text(f'CREATE SCHEMA "{schema}"'))  # the account pattern: a-z0-9_ only
+        finally:
+            eng.dispose()
     upgrade(url)
 
 
@@ -67,10 +84,8 @@ def build_exchange(settings: Settings) -> ExchangePort:
 
 def _cancel_open_on(engine: Engine, symbol: str) -> Hook:
     async def cancel_open() -> None:
-        targets = [
-            o for o in list(engine.orders.open.values()) if o.symbol == symbol and o.state in _CANCELLABLE
-        ]
-        for order in targets:
+        # Our own orders only: a foreign order on the account (no engine prefix) is never cancelled
+        for order in engine.orders.cancellable(symbol):
             audit = AuditSlot(
                 "system", "cancel_on_disconnect", {"symbol": symbol, "clientOrderId": order.client_order_id}
             )
@@ -145,7 +160,11 @@ def _relay(settings: Settings) -> OutboxRelay:
 
 def build_runtime(settings: Settings) -> Runtime:
     """Wire everything; nothing connects until Runtime.start()."""
-    journal = SqlJournal(settings.db_url)
+    # PostgreSQL: one writer per account, by the lease on the account's schema; SQLite: one engine per file
+    lease = None
+    if not is_sqlite(settings.db_url):
+        lease = WriterLease(settings.db_url, settings.journal_schema or "public", settings.engine_id)
+    journal = SqlJournal(settings.db_url, engine_id=settings.engine_id, lease=lease)
     exchange = build_exchange(settings)
     # The signed journal heads live beside the data, outside the database they protect (docs/SECURITY.md)
     engine = Engine(journal, exchange, settings.engine, checkpoints=engine_log(settings.data_dir))
@@ -189,9 +208,10 @@ def build_runtime(settings: Settings) -> Runtime:
         engine,
         journal,
         OperatorStore(settings.data_dir / "operators.json"),
-        prepare_journal=lambda: prepare_journal(settings.db_url),
+        prepare_journal=lambda: prepare_journal(settings.db_url, settings.journal_schema),
         status_sources=status_sources,
         hold_checks=hold_checks,
         start_hooks=start_hooks,
         stop_hooks=stop_hooks,
+        lease=lease,
     )

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
-from api.cli_common import CONFIG, DATA_DIR, DB, PROFILE, CliError
+from api.cli_common import ACCOUNT, CONFIG, DATA_DIR, DB, PROFILE, CliError
 from api.settings import locate
 
 
@@ -24,6 +25,7 @@ def cli() -> None:
 @CONFIG
 @DATA_DIR
 @DB
+@ACCOUNT
 @click.option("--host", default=None, help="bind address (default 127.0.0.1)")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="default 8000")
 def serve(
@@ -31,16 +33,20 @@ def serve(
     config_file: Path | None,
     data_dir: Path | None,
     db_url: str | None,
+    account: str | None,
     host: str | None,
     port: int | None,
-) -> None:
-    """Run the API server."""
+) -> int:
+    """Run the API server. On PostgreSQL it is the account's writer or its standby; exit code 3 when it
+    lost the writer lease (fenced), so a process supervisor starts it again (then as a standby)."""
     from api.app import create_app
     from api.auth import OperatorStore
-    from api.serving import serve
+    from api.serving import make_server
     from api.settings import load_settings
 
-    settings = load_settings(profile, config_file, data_dir=data_dir, db_url=db_url, host=host, port=port)
+    settings = load_settings(
+        profile, config_file, data_dir=data_dir, db_url=db_url, host=host, port=port, account=account
+    )
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # an unusable data dir fails here, in one line
     # A broken or group/world-writable operators.json is refused now, not on the first request
     OperatorStore(settings.data_dir / "operators.json").operators()
@@ -54,11 +60,24 @@ def serve(
         click.echo(
             f"warning: binding {settings.host}, not loopback: the API is reachable from the network", err=True
         )
+    account_text = f", account {settings.account}" if settings.account else ""
     click.echo(
-        f"propbot {settings.profile}: safe_mode={'on' if settings.safe_mode else 'OFF'}, "
-        f"journal {_safe_url(settings.db_url)}, http://{settings.host}:{settings.port}"
+        f"propbot {settings.profile}{account_text}: safe_mode={'on' if settings.safe_mode else 'OFF'}, "
+        f"journal {_safe_url(settings.db_url)}, engine {settings.engine_id}, http://{settings.host}:{settings.port}"
     )
-    serve(create_app(settings, announce=click.echo), settings.host, settings.port)
+    servers: list[Any] = []
+
+    def exit_fenced() -> None:  # uvicorn's graceful path: the lifespan stops the runtime, then run returns
+        servers[0].should_exit = True
+
+    app = create_app(settings, announce=click.echo, on_fenced=exit_fenced)
+    servers.append(make_server(app, settings.host, settings.port))
+    servers[0].run()
+    runtime = getattr(app.state, "runtime", None)
+    if runtime is not None and runtime.fenced:
+        click.echo("propbot: stopped: this engine lost the writer lease (fenced); exit code 3", err=True)
+        return 3
+    return 0
 
 
 def _safe_url(url: str) -> str:
@@ -83,11 +102,14 @@ def operators() -> None:
 @click.option("--role", required=True, type=click.Choice(["viewer", "trader", "auditor", "admin"]))
 @PROFILE
 @DATA_DIR
-def operators_add(operator_id: str, role: str, profile: str | None, data_dir: Path | None) -> None:
+@ACCOUNT
+def operators_add(
+    operator_id: str, role: str, profile: str | None, data_dir: Path | None, account: str | None
+) -> None:
     """Create an operator (or replace its token); the token is printed once, as the last line."""
     from api.auth import OperatorStore
 
-    loc = locate(profile, data_dir=data_dir)
+    loc = locate(profile, data_dir=data_dir, account=account)
     token = OperatorStore(loc.data_dir / "operators.json").add(operator_id, role)
     click.echo(f"operator {operator_id} ({role}) saved in {loc.data_dir / 'operators.json'}; token:")
     click.echo(token)
@@ -96,11 +118,12 @@ def operators_add(operator_id: str, role: str, profile: str | None, data_dir: Pa
 @operators.command("list")
 @PROFILE
 @DATA_DIR
-def operators_list(profile: str | None, data_dir: Path | None) -> None:
+@ACCOUNT
+def operators_list(profile: str | None, data_dir: Path | None, account: str | None) -> None:
     """List operator ids and roles (never tokens)."""
     from api.auth import OperatorStore
 
-    loc = locate(profile, data_dir=data_dir)
+    loc = locate(profile, data_dir=data_dir, account=account)
     for op in OperatorStore(loc.data_dir / "operators.json").operators():
         click.echo(f"{op.id}\t{op.role}")
 

@@ -17,6 +17,11 @@ CONFIG = click.option(
 DATA_DIR = click.option(
     "--data-dir", type=click.Path(path_type=Path, file_okay=False), help="default: data/<profile>"
 )
+ACCOUNT = click.option(
+    "--account",
+    default=None,
+    help="the account (its journal schema, keys, data dir); default $PROPBOT_ACCOUNT or the config's",
+)
 DB = click.option("--db", "db_url", help="journal URL; default $PROPBOT_DB_URL or <data-dir>/journal.db")
 
 

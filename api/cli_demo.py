@@ -278,7 +278,9 @@ def _walk(story: _Story, sim_url: str, key_file: Path) -> None:
     resting = {"symbol": _SYMBOL, "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.001",
                "price": f"{price * 0.95:.2f}"}  # fmt: skip
     story.step("a SAFE order (carol): the session is TESTNET, so it goes to /api/v3/order/test")
-    safe = story.call("carol", "POST", "/api/live/order", json={**resting, "newClientOrderId": "demo-safe-1"})
+    safe = story.call(
+        "carol", "POST", "/api/live/order", json={**resting, "newClientOrderId": "pb-demo-safe-1"}
+    )
     story.say(f"mode {safe['mode']}, state {safe['state']}: validated by the venue, never on its book")
     story.rows()
 
@@ -312,7 +314,7 @@ def _walk(story: _Story, sim_url: str, key_file: Path) -> None:
         "side": "BUY",
         "type": "MARKET",
         "quantity": "0.002",
-        "newClientOrderId": "demo-buy-1",
+        "newClientOrderId": "pb-demo-buy-1",
     }
     bought = story.call("carol", "POST", "/api/live/order", json=buy)
     story.say(f"mode {bought['mode']}, state {bought['state']}, orderId {bought.get('orderId')}, "
@@ -320,7 +322,7 @@ def _walk(story: _Story, sim_url: str, key_file: Path) -> None:
     story.rows()
 
     story.step("a fill (carol sells 0.001 BTC at the market)")
-    sell = {**buy, "side": "SELL", "quantity": "0.001", "newClientOrderId": "demo-sell-1"}
+    sell = {**buy, "side": "SELL", "quantity": "0.001", "newClientOrderId": "pb-demo-sell-1"}
     sold = story.call("carol", "POST", "/api/live/order", json=sell)
     story.say(f"mode {sold['mode']}, state {sold['state']}, filled {sold['filledQty']}")
     fills = _until("both fills in /api/fills", lambda: _both_fills(story))
@@ -335,24 +337,28 @@ def _walk(story: _Story, sim_url: str, key_file: Path) -> None:
                   f"realized P&L {pos['realized_pnl']}, fees {pos['fees']}")  # fmt: skip
 
     story.step("cancel (carol places a resting BUY 5 % under the market, then cancels it)")
-    rest = story.call("carol", "POST", "/api/live/order", json={**resting, "newClientOrderId": "demo-rest-1"})
+    rest = story.call(
+        "carol", "POST", "/api/live/order", json={**resting, "newClientOrderId": "pb-demo-rest-1"}
+    )
     story.say(f"placed: mode {rest['mode']}, state {rest['state']}")
     cancelled = story.call("carol", "POST", "/api/live/cancel",
-                           json={"symbol": _SYMBOL, "origClientOrderId": "demo-rest-1"})  # fmt: skip
+                           json={"symbol": _SYMBOL, "origClientOrderId": "pb-demo-rest-1"})  # fmt: skip
     story.say(f"cancelled: state {cancelled['state']}")
     story.rows()
 
     story.step("kill switch (alice: HOLD and cancel every open order)")
-    rest = story.call("carol", "POST", "/api/live/order", json={**resting, "newClientOrderId": "demo-rest-2"})
-    story.say(f"carol's resting order demo-rest-2: {rest['state']}")
+    rest = story.call(
+        "carol", "POST", "/api/live/order", json={**resting, "newClientOrderId": "pb-demo-rest-2"}
+    )
+    story.say(f"carol's resting order pb-demo-rest-2: {rest['state']}")
     held = story.call(
         "alice", "POST", "/api/session/hold", json={"reason": "demo kill switch", "cancel_all": True}
     )
     story.say(f"session {held['session']['state']}: {held['session']['hold_reason']}")
-    state = _until("the kill switch's cancel", lambda: _cancelled(story, "demo-rest-2"))
-    story.say(f"demo-rest-2: {state}")
+    state = _until("the kill switch's cancel", lambda: _cancelled(story, "pb-demo-rest-2"))
+    story.say(f"pb-demo-rest-2: {state}")
     refused = story.call("carol", "POST", "/api/live/order", want=409,
-                         json={**resting, "newClientOrderId": "demo-rest-3"})  # fmt: skip
+                         json={**resting, "newClientOrderId": "pb-demo-rest-3"})  # fmt: skip
     story.say(f"a new order while on HOLD: 409 {refused['reason']}")
     story.rows()
 
@@ -364,7 +370,7 @@ def _walk(story: _Story, sim_url: str, key_file: Path) -> None:
 
 def _both_fills(story: _Story) -> list[dict[str, Any]] | None:
     fills = story.call("carol", "GET", "/api/fills", params={"symbol": _SYMBOL})["fills"]
-    ours = [f for f in fills if f["clientOrderId"] in ("demo-buy-1", "demo-sell-1")]
+    ours = [f for f in fills if f["clientOrderId"] in ("pb-demo-buy-1", "pb-demo-sell-1")]
     sides = {f["side"] for f in ours}
     return ours if sides == {"BUY", "SELL"} else None
 

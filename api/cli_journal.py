@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from api.cli_common import CONFIG, DATA_DIR, DB, PROFILE, CliError
+from api.cli_common import ACCOUNT, CONFIG, DATA_DIR, DB, PROFILE, CliError
 from api.settings import Location, locate
 
 CHECKPOINTS = click.option(
@@ -49,8 +49,9 @@ def _journal_location(
     *,
     must_exist: bool = True,
     config_file: Path | None = None,
+    account: str | None = None,
 ) -> Location:
-    loc = locate(profile, config_file, data_dir=data_dir, db_url=db_url)
+    loc = locate(profile, config_file, data_dir=data_dir, db_url=db_url, account=account)
     path = _sqlite_path(loc.db_url)
     if must_exist and path is not None and not path.is_file():
         raise CliError(f"no journal at {path}")
@@ -110,6 +111,7 @@ def _broken(seq: int, problem: str) -> int:
 @CONFIG
 @DATA_DIR
 @DB
+@ACCOUNT
 @CHECKPOINTS
 @CHECKPOINT_KEY
 @click.option(
@@ -135,6 +137,7 @@ def journal_verify(
     config_file: Path | None,
     data_dir: Path | None,
     db_url: str | None,
+    account: str | None,
     checkpoints: Path | None,
     checkpoint_key: Path | None,
     check_approvals: bool,
@@ -147,7 +150,9 @@ def journal_verify(
     from engine.errors import JournalCorrupt
     from engine.replay import replay
 
-    loc = _journal_location(profile, data_dir, db_url, must_exist=False, config_file=config_file)
+    loc = _journal_location(
+        profile, data_dir, db_url, must_exist=False, config_file=config_file, account=account
+    )
     cplog = _checkpoint_log(loc, checkpoints, checkpoint_key, sign=False)
     path = _sqlite_path(loc.db_url)
     if path is not None and not path.is_file():
@@ -165,7 +170,10 @@ def journal_verify(
         return _broken(exc.seq, exc.problem)
     finally:
         store.close()
-    click.echo(f"journal OK: {result.rows} rows, last seq {result.last_seq}, last hash {result.last_hash}")
+    chain = f" (account {loc.account}, schema {loc.journal_schema})" if loc.account else ""
+    click.echo(
+        f"journal OK{chain}: {result.rows} rows, last seq {result.last_seq}, last hash {result.last_hash}"
+    )
     if cplog is None:
         click.echo("checkpoints: none (no checkpoint log): a truncated tail or a rewrite is not detectable")
     else:
@@ -316,11 +324,12 @@ def journal_backup(
 @PROFILE
 @DATA_DIR
 @DB
+@ACCOUNT
 def journal_show(
-    client_order_id: str, profile: str | None, data_dir: Path | None, db_url: str | None
+    client_order_id: str, profile: str | None, data_dir: Path | None, db_url: str | None, account: str | None
 ) -> None:
     """Print one order's transitions, oldest first."""
-    store = _open_journal(_journal_location(profile, data_dir, db_url))
+    store = _open_journal(_journal_location(profile, data_dir, db_url, account=account))
     try:
         rows = store.stream("order", client_order_id)
     finally:
@@ -341,14 +350,16 @@ def journal_show(
 @PROFILE
 @DATA_DIR
 @DB
+@ACCOUNT
 def journal_export(
-    fmt: str, out: Path | None, profile: str | None, data_dir: Path | None, db_url: str | None
-) -> None:
+    fmt: str, out: Path | None, profile: str | None, data_dir: Path | None, db_url: str | None,
+    account: str | None,
+) -> None:  # fmt: skip
     """Write every row in seq order as JSON lines or CSV."""
     from api.export import export_csv, export_jsonl
     from engine.journal import JournalQuery
 
-    store = _open_journal(_journal_location(profile, data_dir, db_url))
+    store = _open_journal(_journal_location(profile, data_dir, db_url, account=account))
     chunks = (export_csv if fmt == "csv" else export_jsonl)(store, JournalQuery())
     try:
         if out is None:

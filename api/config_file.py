@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
 
+from engine.client_ids import DEFAULT_PREFIX, PREFIX_PATTERN
 from engine.types import parse_decimal
 
 
@@ -147,6 +148,12 @@ class Binance(_Model):
     # selfTradePreventionMode sent with every order; None: the symbol's defaultSelfTradePreventionMode.
     # Checked against every configured symbol's allowedSelfTradePreventionModes at connect.
     self_trade_prevention_mode: StpMode | None = None
+    # Every client order id the engine places starts with it (Binance's id alphabet, 1-20 characters so a
+    # generated id keeps 16 random ones within 36); orders without it are foreign: never adopted or
+    # cancelled, journaled once and shown in /api/status. An operator's newClientOrderId must carry it.
+    client_order_id_prefix: str = Field(DEFAULT_PREFIX, pattern=PREFIX_PATTERN.pattern)
+    # A foreign working order on the account puts the session on HOLD (default: reported only)
+    hold_on_foreign_orders: StrictBool = False
 
 
 class Paper(_Model):
@@ -171,8 +178,14 @@ class Server(_Model):
     port: int = Field(8000, ge=0, le=65535)
 
 
+# An account id: a PostgreSQL schema name part (propbot_<id>) and an environment variable suffix
+ACCOUNT_PATTERN = r"^[a-z][a-z0-9_]{0,29}$"
+
+
 class ConfigFile(_Model):
     profile: Literal["paper", "testnet", "live"]
+    # The account this engine serves (docs/scale-out.md): its journal schema, keys and data dir
+    account: str | None = Field(None, pattern=ACCOUNT_PATTERN)
     exchange: Literal["paper", "binance_spot"]
     routing: Routing | None = None
     safe_mode: StrictBool = True

@@ -40,6 +40,8 @@ _UNAVAILABLE_REASONS = {
     "journal_unavailable",
     "journal_corrupt",
     "exchange_unavailable",
+    "standby",  # another engine is the account's writer (docs/scale-out.md)
+    "lease_lost",  # this engine was the writer and lost its lease: fenced
 }
 # Approval refusals about who signed (authority) rather than about timing or state
 _APPROVAL_FORBIDDEN = {

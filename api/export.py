@@ -52,7 +52,8 @@ def export_csv(journal: Journal, q: JournalQuery) -> Iterator[bytes]:
     for rows in pages(journal, q):
         for r in rows:
             cells = [r.seq, r.stream, r.stream_id, r.version, r.trigger, r.from_state or "", r.to_state or "",
-                     r.payload_json, r.actor, r.reason, r.schema_version, r.created_at, r.prev_hash, r.hash]  # fmt: skip
+                     r.payload_json, r.actor, r.reason, r.schema_version, r.created_at, r.prev_hash, r.hash,
+                     r.engine_id or ""]  # fmt: skip
             writer.writerow([csv_cell(c) for c in cells])
         yield buf.getvalue().encode()
         buf.seek(0)

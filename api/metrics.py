@@ -79,12 +79,11 @@ class _RuntimeCollector(Collector):
         yield _gauge(
             "propbot_ready", "1 once the journal is verified and the venue reconciled.", runtime.ready
         )
-        role = getattr(
-            runtime, "role", None
-        )  # an account's writer role, where the runtime has one (scale-out)
-        if isinstance(role, str):
-            yield _gauge("propbot_writer_role", "1 for this engine's role for its account: ACTIVE, STANDBY or LOST.",
-                         1, {"role": role})  # fmt: skip
+        roles = GaugeMetricFamily("propbot_writer_role", "1 for this engine's role for its account (docs/scale-out.md).",
+                                  labels=["role"])  # fmt: skip
+        for role in ("ACTIVE", "STANDBY", "LOST"):
+            roles.add_metric([role], 1 if runtime.role == role else 0)
+        yield roles
         yield from self._session(runtime)
         yield from self._journal(runtime)
         yield from self._components()

@@ -3,6 +3,13 @@
 Built by api.bootstrap (the only api module that knows the adapters); this module does not import them.
 Start-up failures do not kill the server: a broken journal or an unreachable venue leaves the API up,
 answering 503 with the reason, while /api/status and /healthz keep working.
+
+With a writer lease (PostgreSQL, docs/scale-out.md) the runtime starts as a STANDBY: every command is 503
+`standby` and nothing is journaled while another engine holds the account's lease; it polls for the lease
+and, once it holds it, starts as any engine starts (migrate, replay, verify, reconcile, HOLD restart).
+An ACTIVE runtime checks its lease as often; when the lease is lost it is fenced at once: commands are
+503 `lease_lost`, background components stop, the journal refuses appends, and `on_fenced` (the server
+exiting, so a process supervisor starts it again as a standby) is called.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from api.audit_trail import RateLimiter
 from api.auth import OperatorStore
@@ -30,6 +37,24 @@ _CONNECT_RETRY_MAX_S = 30.0
 # Journal-writing reads (ping, account, open orders) per operator: a flood is answered 429, unjournaled
 _READS_PER_S = 20.0
 _READ_BURST = 40.0
+# How often a standby tries the lease (a takeover waits for the next try; a try is one tiny query), and
+# how often an active engine checks it holds it when idle (each append checks it too)
+LEASE_POLL_S = 0.1
+LEASE_CHECK_S = 0.5
+
+
+class Lease(Protocol):
+    """engine.persistence.lease.WriterLease, as the runtime uses it (routes may not import persistence)."""
+
+    state: str
+
+    def try_acquire(self) -> bool: ...
+
+    def check(self) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
 
 
 class Runtime:
@@ -45,6 +70,7 @@ class Runtime:
         hold_checks: list[Callable[[], str | None]] | None = None,
         start_hooks: list[Hook] | None = None,
         stop_hooks: list[Hook] | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -65,12 +91,104 @@ class Runtime:
         self._hooks_started = False
         # This runtime's own Prometheus registry (api.metrics), fed by the engine from the start
         self.metrics = Exposition(self)
+        self.lease = lease
+        self.fenced = False
+        self.on_fenced: Callable[[], None] = lambda: None
+        self._writer_start: asyncio.Task[None] | None = None  # a standby's takeover runs here
+        self._writer_started = False
+        self.follow_error: str | None = None
 
     @property
     def ready(self) -> bool:
-        return self.engine.ready and self.start_error is None
+        return self.engine.ready and self.start_error is None and not self.fenced
+
+    @property
+    def role(self) -> str:
+        """ACTIVE (holds the lease, or needs none), STANDBY, or LOST (fenced)."""
+        return "ACTIVE" if self.lease is None else self.lease.state
 
     async def start(self) -> None:
+        """Without a lease: start as the writer now. With one: standby until the lease is held."""
+        if self.lease is None:
+            await self._start_writer()
+            return
+        if await asyncio.to_thread(self.lease.try_acquire):
+            # The writer from the first moment: start as an engine without a lease does (the server
+            # begins answering only once this returns)
+            self._writer_started = True
+            await self._start_writer()
+        else:
+            self.start_error = self._standby_error()
+        self.supervisor.start("leadership", self._lead)
+
+    def _standby_error(self) -> EngineError:
+        assert self.lease is not None
+        status = self.lease.status()
+        holder = status.get("holder") or {}
+        return EngineError(
+            f"standby: engine {holder.get('engine_id') or 'unknown'} holds the writer lease of "
+            f"{status.get('schema')}",
+            reason="standby",
+            detail={"holder": holder or None, "schema": status.get("schema")},
+        )
+
+    async def _lead(self) -> None:
+        """Standby until the lease is ours, then start the writer and watch the lease for good."""
+        assert self.lease is not None
+        lease = self.lease
+        while not await asyncio.to_thread(lease.try_acquire):
+            if lease.state == "LOST":
+                return await self._fence("the writer lease was lost")
+            self.start_error = self._standby_error()
+            await self._follow()
+            await asyncio.sleep(LEASE_POLL_S)
+        if not self._writer_started:
+            self._writer_started = True
+            log.warning("writer lease held: starting as the account's writer")
+            self.start_error = None
+            # Its own task: replaying a large journal must not delay the lease checks below
+            self._writer_start = asyncio.get_running_loop().create_task(
+                self._start_writer(), name="writer-start"
+            )
+        while not self.fenced:
+            await asyncio.sleep(LEASE_CHECK_S)
+            if not await asyncio.to_thread(lease.check):
+                await self._fence(str(lease.status().get("lost_reason") or "the writer lease was lost"))
+
+    async def _follow(self) -> None:
+        """A warm standby: verify the account's new rows as they come (read-only), so a takeover reads
+        only what was appended since the last poll. A journal not readable yet (a new account, no writer
+        has migrated it) is retried at the next poll; the takeover replays from scratch then."""
+        try:
+            await self.engine.follow()
+            self.follow_error = None
+        except Exception as exc:
+            self.follow_error = f"{type(exc).__name__}: {exc}"[:300]
+            log.debug("standby follow failed: %s", self.follow_error)
+
+    async def _fence(self, why: str) -> None:
+        """Stop being the writer at once: nothing is journaled or sent from here on (the journal itself
+        refuses appends without the lease); the process is expected to exit (`on_fenced`)."""
+        if self.fenced:
+            return
+        self.fenced = True
+        log.error("FENCED: %s; refusing every command", why)
+        self.start_error = EngineError(
+            f"this engine lost the writer lease ({why}): another engine may be the writer now",
+            reason="lease_lost",
+            detail=self.lease.status() if self.lease is not None else None,
+        )
+        self.engine.stopping = True  # venue updates are left to the next writer's reconciliation
+        if self._writer_start is not None and not self._writer_start.done():
+            self._writer_start.cancel()
+        for name in ("connect", "hold_checks"):
+            comp = self.supervisor.components.get(name)
+            if comp is not None and comp.task is not None:
+                comp.task.cancel()
+        await self.engine.supervisor.stop()
+        self.on_fenced()
+
+    async def _start_writer(self) -> None:
         """Migrate the journal, open the engine once (replay → verify → restore), then connect it
         (reconcile; retried in the background until the venue answers) and start the side services."""
         try:
@@ -91,6 +209,11 @@ class Runtime:
             log.error("journal cannot be opened: %s (%s)", exc, exc.reason)
             self.start_error = exc
             return
+        if self.lease is not None:  # who took over from whom, for the auditors (rows carry engine_id too)
+            lease = self.lease.status()
+            await self.engine.audit("system", "writer.lease_acquired", {
+                k: lease.get(k) for k in ("engine_id", "schema", "backend_pid", "previous_holder")
+            })  # fmt: skip
         if not await self._connect():
             self.supervisor.start("connect", self._connect_until_done)
         self.supervisor.start("hold_checks", self._hold_checks_forever)
@@ -139,5 +262,9 @@ class Runtime:
                 await hook()
             except Exception:
                 log.exception("stop hook failed")
+        if self._writer_start is not None and not self._writer_start.done():
+            self._writer_start.cancel()
         await self.engine.stop()
         await asyncio.to_thread(self.journal.close)
+        if self.lease is not None:  # after the last commit: a clean stop hands over to a standby at once
+            await asyncio.to_thread(self.lease.close)

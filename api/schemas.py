@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from api.errors import ApiError, field_errors
-from engine.orders import new_client_order_id
+from engine.client_ids import DEFAULT_PREFIX, new_client_order_id
 from engine.types import OrderRequest, OrderType, Side, TimeInForce, parse_decimal
 
 SYMBOL = r"^[A-Z0-9]{2,20}$"
@@ -96,12 +96,14 @@ class OrderBody(_Body):
             raise ValueError("MARKET orders need exactly one of quantity or quoteOrderQty")
         return self
 
-    def to_request(self) -> OrderRequest:
+    def to_request(self, prefix: str = DEFAULT_PREFIX) -> OrderRequest:
+        """The engine's request; without a newClientOrderId, one is generated with the engine's `prefix`
+        (an id the operator gives must carry the prefix itself: the engine refuses it otherwise)."""
         return OrderRequest(
             symbol=self.symbol,
             side=Side(self.side),
             type=OrderType(self.type),
-            client_order_id=self.newClientOrderId or new_client_order_id(),
+            client_order_id=self.newClientOrderId or new_client_order_id(prefix),
             quantity=self.quantity,
             price=self.price,
             time_in_force=TimeInForce(self.timeInForce) if self.timeInForce else None,

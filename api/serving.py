@@ -108,5 +108,9 @@ def server_config(
     return uvicorn.Config(app, **options)
 
 
+def make_server(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.Server:
+    return uvicorn.Server(server_config(app, host, port, **overrides))
+
+
 def serve(app: Any, host: str, port: int, **overrides: Any) -> None:
-    uvicorn.Server(server_config(app, host, port, **overrides)).run()
+    make_server(app, host, port, **overrides).run()

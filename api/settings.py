@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
+import socket
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,8 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import SecretStr
 
-from api.config_file import ConfigError, ConfigFile, load_config_file
+from api.config_file import ACCOUNT_PATTERN, ConfigError, ConfigFile, load_config_file
 from api.dotenv import EnvFileError, read_env_file
+from api.journal_url import is_sqlite, search_path_of, with_search_path
 from engine.config import (
     ApprovalSettings,
     EngineSettings,
@@ -30,6 +34,7 @@ from engine.config import (
     PreflightSettings,
     RiskLimits,
 )
+from engine.journal import ENGINE_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +113,10 @@ class Settings:
     paper_seed: int | None = None
     # live only: PROPBOT_LIVE_ALLOW_UNOFFICIAL_HOSTS=true let routing leave Binance's official hosts
     unofficial_hosts: bool = False
+    account: str | None = None  # the account this engine serves; None: the single-account layout
+    # PostgreSQL: the schema holding this account's chain (the writer lease is keyed on it); SQLite: None
+    journal_schema: str | None = None
+    engine_id: str = ""  # stored in every row this process writes (PROPBOT_ENGINE_ID or host:pid:nonce)
     # the `relay:` section: the journal outbox relay runs in this process (None: it does not)
     relay_nats_url: str | None = None
     relay_source: str | None = None
@@ -163,11 +172,14 @@ def _profile(explicit: str | None, config_file: Path | None, env: Mapping[str, s
     return profile, CONFIG_DIR / f"config.{profile}.yaml"
 
 
-def _keys(profile: str, env: Mapping[str, str], key_type: str = "HMAC") -> tuple[SecretStr, SecretStr]:
+def _keys(
+    profile: str, env: Mapping[str, str], key_type: str = "HMAC", account: str | None = None
+) -> tuple[SecretStr, SecretStr]:
     """The profile's API key and its secret: the HMAC secret, or for ED25519 the private key PEM from
-    BINANCE_API_SECRET_<PROFILE> or from the file BINANCE_API_PRIVATE_KEY_FILE_<PROFILE>. Messages name
-    variables and paths, never a value."""
-    suffix = profile.upper()
+    BINANCE_API_SECRET_<PROFILE> or from the file BINANCE_API_PRIVATE_KEY_FILE_<PROFILE>. With an account
+    the names end in _<PROFILE>_<ACCOUNT> and the profile-wide ones are never used in their place: one
+    account must not trade with another's keys. Messages name variables and paths, never a value."""
+    suffix = profile.upper() if account is None else f"{profile.upper()}_{account.upper()}"
     key_var, secret_var, file_var = (
         f"BINANCE_API_KEY_{suffix}",
         f"BINANCE_API_SECRET_{suffix}",
@@ -184,7 +196,8 @@ def _keys(profile: str, env: Mapping[str, str], key_type: str = "HMAC") -> tuple
         secret = _private_key_file(Path(key_file), file_var)
     if not key or not secret:
         where = f"{secret_var} (or {file_var})" if key_type == "ED25519" else secret_var
-        raise ConfigError(f"the {profile} profile needs {key_var} and {where} (in the environment or .env)")
+        whose = f"the {profile} profile" if account is None else f"account {account} ({profile})"
+        raise ConfigError(f"{whose} needs {key_var} and {where} (in the environment or .env)")
     if key_type == "ED25519":
         # .env values are one line: a PEM may be written there with literal \n between its lines
         secret = secret if "\n" in secret else secret.replace("\\n", "\n")
@@ -316,6 +329,8 @@ def engine_settings(cfg: ConfigFile, safe_mode: bool) -> EngineSettings:
         approvals=ApprovalSettings(a.two_man_rule, a.require_token, a.ttl_s, dict(a.public_keys)),
         unknown_grace_s=cfg.orders.unknown_grace_s,
         reconcile_interval_s=cfg.orders.reconcile_interval_s,
+        client_order_id_prefix=cfg.binance.client_order_id_prefix,
+        hold_on_foreign_orders=cfg.binance.hold_on_foreign_orders,
     )
 
 
@@ -329,6 +344,8 @@ class Location:
     data_dir: Path
     db_url: str
     env: dict[str, str] = field(repr=False)
+    account: str | None = None
+    journal_schema: str | None = None
 
 
 def locate(
@@ -339,8 +356,9 @@ def locate(
     db_url: str | None = None,
     env: Mapping[str, str] | None = None,
     env_file: Path | None = None,
+    account: str | None = None,
 ) -> Location:
-    """Profile, config, data dir and journal URL (for the CLI's journal and operator commands).
+    """Profile, config, data dir, account and journal URL (for the CLI's journal and operator commands).
 
     Raises:
         ConfigError: as load_settings.
@@ -350,15 +368,69 @@ def locate(
     cfg = load_config_file(path)
     if wanted and cfg.profile != wanted:
         raise ConfigError(f"{path} is for profile {cfg.profile}, not {wanted}")
+    acct = _account(account, merged, cfg.account, path)
+    default_dir = Path("data") / cfg.profile if acct is None else Path("data") / cfg.profile / acct
     folder = data_dir or (
         Path(merged["PROPBOT_DATA_DIR"])
         if merged.get("PROPBOT_DATA_DIR")
         else Path(cfg.data_dir)
         if cfg.data_dir
-        else Path("data") / cfg.profile
+        else default_dir
     )
     url = db_url or merged.get("PROPBOT_DB_URL") or cfg.journal.url or f"sqlite:///{folder / 'journal.db'}"
-    return Location(cfg.profile, cfg, path, folder, url, merged)
+    url, schema = _account_journal(url, acct)
+    return Location(cfg.profile, cfg, path, folder, url, merged, acct, schema)
+
+
+def _account(explicit: str | None, env: Mapping[str, str], configured: str | None, path: Path) -> str | None:
+    """The account from --account, PROPBOT_ACCOUNT and the config's `account:`. Fail closed: every
+    source that names one must name the same one (a wrong account trades another book)."""
+    given = {
+        "--account": explicit,
+        "PROPBOT_ACCOUNT": env.get("PROPBOT_ACCOUNT"),
+        f"{path} account": configured,
+    }
+    named = {source: value for source, value in given.items() if value is not None}
+    for source, value in named.items():
+        if not re.fullmatch(ACCOUNT_PATTERN, value):
+            raise ConfigError(f"{source}: an account id is 1-30 of a-z, 0-9 and _, starting with a letter")
+    if len(set(named.values())) > 1:
+        listed = ", ".join(f"{source}={value}" for source, value in named.items())
+        raise ConfigError(f"the account is ambiguous ({listed}): give one, or the same everywhere")
+    return next(iter(named.values()), None)
+
+
+def account_schema(account: str) -> str:
+    return f"propbot_{account}"
+
+
+def _account_journal(url: str, account: str | None) -> tuple[str, str | None]:
+    """(journal URL, schema of the account's chain). PostgreSQL with an account: the URL gets the
+    account's search_path; a URL that already picks a schema as well is ambiguous and refused."""
+    if is_sqlite(url):
+        return url, None
+    chosen = search_path_of(url)
+    if account is None:
+        return url, chosen or "public"
+    if chosen is not None:
+        raise ConfigError(
+            f"the journal URL selects schema {chosen} and the account is {account}: give one of them"
+        )
+    try:
+        return with_search_path(url, account_schema(account)), account_schema(account)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _engine_id(env: Mapping[str, str]) -> str:
+    """PROPBOT_ENGINE_ID, or <host>:<pid>:<nonce>: unique to this process, kept in every row it writes."""
+    configured = env.get("PROPBOT_ENGINE_ID")
+    if configured is not None:
+        if not re.fullmatch(ENGINE_ID_PATTERN, configured):
+            raise ConfigError("PROPBOT_ENGINE_ID must be 1-64 of A-Z a-z 0-9 _ . : @ -")
+        return configured
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "host"
+    return f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def load_settings(
@@ -371,6 +443,7 @@ def load_settings(
     port: int | None = None,
     env: Mapping[str, str] | None = None,
     env_file: Path | None = None,
+    account: str | None = None,
 ) -> Settings:
     """Build the settings for one profile.
 
@@ -380,14 +453,18 @@ def load_settings(
     Raises:
         ConfigError: with a one-line message naming the file, line or key at fault (never a secret).
     """
-    loc = locate(profile, config_file, data_dir=data_dir, db_url=db_url, env=env, env_file=env_file)
+    loc = locate(
+        profile, config_file, data_dir=data_dir, db_url=db_url, env=env, env_file=env_file, account=account
+    )
     cfg, merged, path, folder, url = loc.config, loc.env, loc.config_path, loc.data_dir, loc.db_url
     unofficial = live_floor(cfg, path, merged)
     env_safe = _bool(merged, "SAFE_MODE")
     safe_mode = cfg.safe_mode if env_safe is None else env_safe
     # Paper never loads exchange keys at all, whatever the environment holds
     api_key, api_secret = (
-        (None, None) if cfg.profile == "paper" else _keys(cfg.profile, merged, cfg.binance.key_type)
+        (None, None)
+        if cfg.profile == "paper"
+        else _keys(cfg.profile, merged, cfg.binance.key_type, loc.account)
     )
     ws = cfg.ws
     return Settings(
@@ -421,6 +498,9 @@ def load_settings(
         paper_price_interval_s=cfg.paper.price_interval_s,
         paper_seed=cfg.paper.seed,
         unofficial_hosts=unofficial,
+        account=loc.account,
+        journal_schema=loc.journal_schema,
+        engine_id=_engine_id(merged),
         relay_nats_url=cfg.relay.nats_url if cfg.relay else None,
         relay_source=cfg.relay.source if cfg.relay else None,
         relay_stream=cfg.relay.stream if cfg.relay else "PROPBOT",

@@ -83,7 +83,7 @@ function request()
   counter = counter + 1
   local side = (counter % 2 == 1) and "BUY" or "SELL"
   local body = string.format(
-    '{"symbol":"BTCUSDT","side":"%s","type":"MARKET","quantity":"0.001","newClientOrderId":"%s-%d-%d"}',
+    '{"symbol":"BTCUSDT","side":"%s","type":"MARKET","quantity":"0.001","newClientOrderId":"pb-%s-%d-%d"}',
     side, run, tid, counter)
   return wrk.format("POST", "/api/live/order", headers, body)
 end

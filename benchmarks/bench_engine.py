@@ -63,7 +63,7 @@ async def flows(url: str, n_flows: int, seconds: float, venue: ExchangePort) -> 
         nonlocal orders
         i = 0
         while asyncio.get_running_loop().time() < stop:
-            cid = f"f{k}-{i}"
+            cid = f"pb-f{k}-{i}"
             req = OrderRequest("BTCUSDT", Side.BUY, OrderType.LIMIT, cid, Decimal("0.001"), Decimal("60000.00"),
                                TimeInForce.GTC)  # fmt: skip
             await engine.orders.submit(req, "bench")
@@ -111,7 +111,7 @@ def build_open_orders(url: str, n: int) -> None:
     for start in range(0, n, chunk):
         groups = []
         for i in range(start, min(n, start + chunk)):
-            req = OrderRequest("BTCUSDT", Side.BUY, OrderType.LIMIT, f"m{i}", Decimal("0.001"), Decimal("60000.00"),
+            req = OrderRequest("BTCUSDT", Side.BUY, OrderType.LIMIT, f"pb-m{i}", Decimal("0.001"), Decimal("60000.00"),
                                TimeInForce.GTC)  # fmt: skip
             entries = [decide_create(req, "paper", "bench")]
             state, version = "NEW", 1

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import time
 from decimal import Decimal
 
+from engine.client_ids import DEFAULT_PREFIX, check_prefix
+
 
 @dataclass(frozen=True, slots=True)
 class RiskLimits:
@@ -69,6 +71,14 @@ class EngineSettings:
     reconcile_interval_s: float = 0.25
     # Orders on symbols outside `symbols` skip the price collar's fresh price: refused unless enabled
     allow_unlisted_symbols: bool = False
+    # Every client order id this engine places starts with it; orders without it are foreign (never
+    # adopted or cancelled, reported in /api/status). engine.client_ids has the rules
+    client_order_id_prefix: str = DEFAULT_PREFIX
+    # A foreign working order on the account puts the session on HOLD (else it is only reported)
+    hold_on_foreign_orders: bool = False
+
+    def __post_init__(self) -> None:
+        check_prefix(self.client_order_id_prefix)  # fail closed: an invalid prefix never starts an engine
 
 
 def fingerprint(settings: EngineSettings) -> str:

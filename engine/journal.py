@@ -5,6 +5,10 @@ fixed order joined by U+001F. Identifiers are validated to a charset without con
 payload is stored as canonical JSON (sorted keys, ASCII-escaped) and the free-text reason is JSON-encoded,
 so no field can contain the separator and the encoding is unambiguous. Verify recomputes it from the
 stored text alone (no re-serialisation), which keeps replay of a million rows fast.
+
+`engine_id` names the process that wrote the row (docs/adr/0007-one-chain-per-account.md). It is part of
+the hash when present, as a 14th field after created_at; rows written before the column existed (NULL or
+empty) hash exactly as they always did, so old journals still verify.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any, Protocol
 SCHEMA_VERSION = 1
 GENESIS_HASH = "0" * 64
 STREAMS = ("session", "order", "audit", "approval")
+# Which process wrote a row: host, pid and a start nonce, or a configured id (api.settings checks it)
+ENGINE_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,64}$"
 
 # allow_nan=False: NaN and Infinity are not JSON; a payload holding one is refused before it is journaled
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
@@ -52,6 +58,7 @@ def row_hash(
     reason: str,
     schema_version: int,
     created_at: str,
+    engine_id: str | None = None,
 ) -> str:
     material = "\x1f".join(
         (
@@ -70,6 +77,8 @@ def row_hash(
             created_at,
         )
     )
+    if engine_id:  # validated to ENGINE_ID_PATTERN: it cannot contain the separator
+        material = f"{material}\x1f{engine_id}"
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -117,6 +126,7 @@ class Record:
     created_at: str
     prev_hash: str
     hash: str
+    engine_id: str | None = None  # None on rows written before migration 0004
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -139,6 +149,7 @@ class Record:
             "created_at": self.created_at,
             "prev_hash": self.prev_hash,
             "hash": self.hash,
+            "engine_id": self.engine_id,
         }
 
 
@@ -158,8 +169,9 @@ RAW_COLUMNS = (
     "created_at",
     "prev_hash",
     "hash",
+    "engine_id",
 )
-RawRow = tuple[int, str, str, int, str, str | None, str | None, str, str, str, int, str, str, str]
+RawRow = tuple[int, str, str, int, str, str | None, str | None, str, str, str, int, str, str, str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +205,8 @@ class Journal(Protocol):
 
     def stream(self, stream: str, stream_id: str) -> list[Record]: ...
 
-    def scan(self, batch_size: int = 10_000) -> Iterator[RawRow]:
-        """Every row in seq order, as raw tuples in RAW_COLUMNS order."""
+    def scan(self, batch_size: int = 10_000, after_seq: int = 0) -> Iterator[RawRow]:
+        """Every row after `after_seq` in seq order, as raw tuples in RAW_COLUMNS order."""
         ...
 
     def last_seq(self) -> int: ...

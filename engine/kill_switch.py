@@ -82,7 +82,17 @@ class KillReport:
 
 
 class KillSwitch:
-    def __init__(self, store: OrderStore, sessions: _Sessions, cancel: Cancel) -> None:
+    def __init__(
+        self,
+        store: OrderStore,
+        sessions: _Sessions,
+        cancel: Cancel,
+        *,
+        own: Callable[[str], bool] = lambda _c: True,
+    ) -> None:
+        """`own(clientOrderId)`: whether an order is ours (the engine's prefix); a foreign one is never
+        cancelled."""
+        self._own = own
         self._store = store
         self._sessions = sessions
         self._cancel = cancel
@@ -101,7 +111,7 @@ class KillSwitch:
 
     def on_session(self, session: TradingSession) -> None:
         if self.engaged_by is not None:
-            press = _Press(set(self._store.open) | set(self._store.reserved))
+            press = _Press({c for c in (*self._store.open, *self._store.reserved) if self._own(c)})
             self._presses[session.version] = press
             while len(self._presses) > _PRESSES_KEPT:
                 del self._presses[next(iter(self._presses))]
@@ -109,7 +119,10 @@ class KillSwitch:
 
     def on_order(self, order: Order) -> None:
         actor = self.engaged_by
-        if actor is not None and order.state in CANCELLABLE and not self._store.closed:
+        if (
+            actor is not None and order.state in CANCELLABLE and not self._store.closed
+            and self._own(order.client_order_id)
+        ):  # fmt: skip
             self._start(order, actor)
 
     def sweep(self) -> dict[str, asyncio.Task[dict[str, Any]]]:
@@ -121,7 +134,7 @@ class KillSwitch:
         return {
             order.client_order_id: self._start(order, actor)
             for order in list(self._store.open.values())
-            if order.state in CANCELLABLE
+            if order.state in CANCELLABLE and self._own(order.client_order_id)
         }
 
     def _start(self, order: Order, actor: str) -> asyncio.Task[dict[str, Any]]:
@@ -167,7 +180,9 @@ class KillSwitch:
     async def settle(self, session_version: int) -> KillReport:
         """Wait for the cancels started since the HOLD at `session_version` (without cancelling them if the
         waiter goes) and report on every own order that was open then."""
-        press = self._presses.pop(session_version, None) or _Press(set(self._store.open))
+        press = self._presses.pop(session_version, None) or _Press(
+            {c for c in self._store.open if self._own(c)}
+        )
         tasks = {**press.tasks, **self._tasks}
         if tasks:
             await asyncio.wait(tasks.values())

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from engine.audit import AuditSlot
+from engine.client_ids import is_own
 from engine.config import EngineSettings
 from engine.errors import (
     EngineError,
@@ -37,6 +37,7 @@ from engine.errors import (
 )
 from engine.fsm.order_table import OrderState
 from engine.fsm.session_table import SessionState
+from engine.guardrails.position import PositionLedger
 from engine.guardrails.preflight import Check, risk_headroom
 from engine.guardrails.risk import (
     OrderRateWindow,
@@ -54,7 +55,7 @@ from engine.reconcile import KNOWN_STATUSES, plan_sync
 from engine.reconciler import Reconciler
 from engine.session import TradingSession
 from engine.sessions import SessionService
-from engine.types import OrderRequest, Side, SymbolRules
+from engine.types import BalancePush, OrderRequest, Side, SymbolRules, VenueOrder
 from engine.writer import GroupCommitWriter
 
 S = OrderState
@@ -95,11 +96,13 @@ class OrderService:
         self.reconciler = Reconciler(self.store, exchange, sessions, settings)
         self.rules: dict[str, SymbolRules] = {}
         self.last_prices: dict[str, Decimal] = {}
-        self.balances: dict[str, Decimal] = {}  # asset -> free + locked, for max_position
+        self.positions = PositionLedger()  # holdings for max_position: snapshots + our fills since
         self._rate = OrderRateWindow()
-        self._filled_since: dict[str, Decimal] = {}  # base asset -> net fills since the balance snapshot
         self.store.on_filled = self._on_filled
-        self.kill_switch = KillSwitch(self.store, sessions, self.cancel)
+        self.reconciler.on_heard = self.heard
+        # the kill switch cancels our own orders only (engine.client_ids): never a foreign one
+        prefix = settings.client_order_id_prefix
+        self.kill_switch = KillSwitch(self.store, sessions, self.cancel, own=lambda cid: is_own(cid, prefix))
         self.store.on_applied = self.kill_switch.on_order
         sessions.on_applied = self.kill_switch.on_session
 
@@ -115,6 +118,14 @@ class OrderService:
             # The API validates too; the engine does not rely on it (ids go into the journal's hash encoding)
             raise OrderRejected(
                 "clientOrderId must match [.A-Z:/a-z0-9_-]{1,36}", reason="invalid_client_order_id"
+            )
+        prefix = self._settings.client_order_id_prefix
+        if not is_own(req.client_order_id, prefix):
+            # Own orders are told from foreign ones by this prefix alone (adoption, cancel-all): an id
+            # without it would be ours in the journal but foreign on the venue
+            raise OrderRejected(
+                f"clientOrderId must start with this engine's prefix {prefix!r}",
+                reason="client_order_id_prefix",
             )
         cid = req.client_order_id
         while self.store.busy(cid) or self._sessions.busy:
@@ -239,20 +250,39 @@ class OrderService:
             )
         )
 
+    @property
+    def balances(self) -> dict[str, Decimal]:
+        """asset -> free + locked as of the last balance snapshot (pushed or read)."""
+        return self.positions.balances
+
     def _held(self, rules: SymbolRules | None) -> Decimal:
         """The last balance snapshot plus what our own orders bought (less sold) since it was taken."""
         if rules is None:
             return Decimal(0)
-        asset = rules.base_asset
-        return self.balances.get(asset, Decimal(0)) + self._filled_since.get(asset, Decimal(0))
+        return self.positions.held(rules.base_asset)
+
+    def heard(self, vo: VenueOrder) -> None:
+        """A venue view of one of our orders arrived (pushed, or a REST answer): note how far it filled,
+        before anything is decided from it (engine.guardrails.position)."""
+        streamed = vo.raw.get("e") == "executionReport"
+        order = self.store.open.get(vo.client_order_id)
+        if order is None:  # finished meanwhile: its entry (if any) still counts until a snapshot covers it
+            self.positions.heard_again(vo.client_order_id, vo.executed_qty, streamed=streamed)
+        elif order.symbol == vo.symbol:
+            self._note(order, vo.executed_qty, streamed=streamed)
+
+    def _note(self, order: Order, executed: Decimal, *, streamed: bool = False) -> None:
+        rules = self.rules.get(order.symbol)
+        if rules is not None and executed:
+            sign = 1 if order.request.side is Side.BUY else -1
+            self.positions.heard(order.client_order_id, rules.base_asset, sign, executed, streamed=streamed)
 
     def _on_filled(self, order: Order, delta: Decimal) -> None:
-        rules = self.rules.get(order.symbol)
-        if rules is not None and delta:
-            sign = 1 if order.request.side is Side.BUY else -1
-            self._filled_since[rules.base_asset] = (
-                self._filled_since.get(rules.base_asset, Decimal(0)) + sign * delta
-            )
+        self._note(order, order.filled_qty)  # applied fills count too (a venue with no push, e.g. paper)
+
+    def on_balances(self, push: BalancePush) -> None:
+        """The venue pushed balances (user data stream): the snapshot max_position starts from."""
+        self.positions.pushed(push, set(self.store.open))
 
     def _open_buys(self, symbol: str) -> Decimal:
         """Base quantity still to be bought by open BUYs and by BUYs reserved but not yet durable."""
@@ -275,9 +305,12 @@ class OrderService:
         order path."""
         self.rules = await self._exchange.symbol_rules()
         if self._settings.risk.max_position:
+            covered = self.positions.begin_read()  # what the read will include at least
             account = await self._exchange.account()
-            self.balances = {b.asset: b.free + b.locked for b in account.balances}
-            self._filled_since = {}  # the new snapshot holds them
+            self.positions.read(
+                {b.asset: b.free + b.locked for b in account.balances}, account.update_time_ms, covered,
+                set(self.store.open),
+            )  # fmt: skip
         prices: dict[str, Decimal] = {}
         for symbol in self._settings.symbols:
             price = await self._exchange.last_price(symbol)
@@ -309,6 +342,7 @@ class OrderService:
 
         try:
             vo = await self._exchange.place(order.request)
+            self.heard(vo)
         except ExecutionStatusUnknown as exc:
             await self._record(order, from_sent("mark_unknown", exc))
             self.reconciler.watch_unknown(cid)
@@ -396,6 +430,7 @@ class OrderService:
         order = await first
         try:
             vo = await self._exchange.cancel(order.symbol, order.client_order_id)
+            self.heard(vo)
         except ExecutionStatusUnknown:
             self.reconciler.watch_unknown(order.client_order_id)
             raise
@@ -430,6 +465,20 @@ class OrderService:
         session = await self._sessions.hold(reason, actor, cancel_all=True)
         return session, await self.kill_switch.settle(session.version)
 
+    def cancellable(self, symbol: str | None = None) -> list[Order]:
+        """Our open orders a cancel may be requested for now (optionally on one symbol): what cancel-all,
+        the kill switch and cancel-on-disconnect act on. Foreign orders are never in it."""
+        prefix = self._settings.client_order_id_prefix
+        return [
+            o for o in list(self.open.values())
+            if (symbol is None or o.symbol == symbol) and o.state in (S.ACKED, S.PARTIALLY_FILLED)
+            and is_own(o.client_order_id, prefix)
+        ]  # fmt: skip
+
+    def foreign_orders(self) -> list[dict[str, Any]]:
+        """Working orders on the account that are not ours, as last seen (for /api/status)."""
+        return self.reconciler.foreign_orders()
+
     # -- delegated to the store and the reconciler ---------------------------------------------
 
     @property
@@ -460,7 +509,3 @@ async def _awaited(flow: asyncio.Task[Placement]) -> Placement:
         if flow.cancelled() and (task is None or not task.cancelling()):
             raise EngineStopped("the engine stopped before the order's outcome was recorded") from None
         raise
-
-
-def new_client_order_id() -> str:
-    return f"pb-{uuid.uuid4().hex[:24]}"

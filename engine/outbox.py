@@ -28,7 +28,7 @@ SOURCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Subject tokens must not hold '.', '*', '>' or whitespace; '%' is escaped too so the escaping is reversible
 _UNSAFE = re.compile(r"[^A-Za-z0-9_:/=+@-]")
 _INT_COLUMNS = frozenset({"seq", "version", "schema_version"})
-_NULLABLE = frozenset({"from_state", "to_state"})
+_NULLABLE = frozenset({"from_state", "to_state", "engine_id"})  # engine_id: NULL on rows before 0004
 
 HDR_SOURCE = "Propbot-Source"
 HDR_SEQ = "Propbot-Seq"
@@ -121,9 +121,25 @@ def decode_row(data: bytes) -> RawRow:
 
 
 def recompute_hash(row: RawRow) -> str:
-    seq, stream, sid, version, trigger, frm, to, payload, actor, reason, schema, created, prev, _ = row
+    (
+        seq,
+        stream,
+        sid,
+        version,
+        trigger,
+        frm,
+        to,
+        payload,
+        actor,
+        reason,
+        schema,
+        created,
+        prev,
+        _,
+        engine_id,
+    ) = row
     return row_hash(
-        prev, seq, stream, sid, version, trigger, frm, to, payload, actor, reason, schema, created
+        prev, seq, stream, sid, version, trigger, frm, to, payload, actor, reason, schema, created, engine_id
     )
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from engine.types import AccountInfo, OrderRequest, PingResult, SymbolRules, VenueOrder
+from engine.types import AccountInfo, BalancePush, OrderRequest, PingResult, SymbolRules, VenueOrder
 
 
 class Clock(Protocol):
@@ -60,6 +60,11 @@ class ExchangePort(Protocol):
 
     def on_update(self, listener: Callable[[VenueOrder], None]) -> None:
         """Register a callback for order updates the venue pushes (fills, expiries, cancels)."""
+        ...
+
+    def on_balances(self, listener: Callable[[BalancePush], None]) -> None:
+        """Register a callback for balance changes the venue pushes (a venue that pushes none never
+        calls it; the engine then reads the account instead)."""
         ...
 
     async def close(self) -> None: ...

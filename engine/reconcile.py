@@ -7,7 +7,7 @@ from typing import Any
 
 from engine.fsm.order_table import OrderState
 from engine.order import Order
-from engine.types import VenueOrder, VenueStatus
+from engine.types import Fill, VenueOrder, VenueStatus
 
 V = VenueStatus
 S = OrderState
@@ -43,13 +43,18 @@ def _payloads(order: Order, vo: VenueOrder) -> tuple[dict[str, Any], dict[str, A
         "executedQty": str(vo.executed_qty),
         "cumQuoteQty": str(vo.cumulative_quote_qty),
         "tradeIds": [f.trade_id for f in new],
-        "fills": [
-            {"tradeId": f.trade_id, "price": str(f.price), "qty": str(f.qty), "commission": str(f.commission),
-             "commissionAsset": f.commission_asset}
-            for f in new
-        ],
-    }  # fmt: skip
+        "fills": [_fill(f) for f in new],
+    }
     return base, fill
+
+
+def _fill(f: Fill) -> dict[str, Any]:
+    """One trade as journaled, the same whether the stream or GET /myTrades reported it."""
+    out: dict[str, Any] = {"tradeId": f.trade_id, "price": str(f.price), "qty": str(f.qty),
+                           "commission": str(f.commission), "commissionAsset": f.commission_asset}  # fmt: skip
+    if f.is_maker is not None:
+        out["isMaker"] = f.is_maker
+    return out
 
 
 def plan_sync(order: Order, vo: VenueOrder) -> list[tuple[str, dict[str, Any]]]:

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from engine.client_ids import is_own
 from engine.config import EngineSettings
-from engine.errors import EngineError, ExchangeError
+from engine.errors import EngineError, EngineStopped, ExchangeError, VersionConflict
 from engine.fsm.order_table import OrderState
+from engine.journal import NewEntry
 from engine.order import CLIENT_ORDER_ID, Order, decide_create
 from engine.order_store import OrderStore
 from engine.ports import ExchangePort
@@ -20,11 +23,45 @@ from engine.types import VenueOrder, VenueStatus
 
 S = OrderState
 log = logging.getLogger(__name__)
+_FINISHED = frozenset(
+    {VenueStatus.FILLED, VenueStatus.CANCELED, VenueStatus.REJECTED, VenueStatus.EXPIRED,
+     VenueStatus.EXPIRED_IN_MATCH}
+)  # fmt: skip
+EXTERNAL_ORDER = "external_order"  # the audit trigger of a foreign order's one journal row
 
 
 def _list_leg(vo: VenueOrder) -> bool:
     list_id = vo.raw.get("orderListId", -1)
     return vo.status is VenueStatus.PENDING_NEW or (isinstance(list_id, int) and list_id != -1)
+
+
+def _status_text(vo: VenueOrder) -> str:
+    """The venue's status; its own text for one the engine does not model."""
+    if vo.status is VenueStatus.UNRECOGNISED:
+        return str(vo.raw.get("status"))[:40]
+    return vo.status.value
+
+
+def _external_row(vo: VenueOrder, why: str) -> NewEntry | None:
+    """The one audit row of a foreign order: its stream id names the order (symbol and the venue's order
+    id), so a second append of it, in this run or after a restart, is a version conflict and nothing
+    is written twice. None when the venue's answer names no order id."""
+    if vo.order_id is None:
+        return None
+    payload = {
+        "symbol": vo.symbol,
+        "clientOrderId": vo.client_order_id,
+        "orderId": vo.order_id,
+        "status": _status_text(vo),
+        "side": vo.side.value if vo.side is not None else None,
+        "qty": str(vo.orig_qty),
+        "executedQty": str(vo.executed_qty),
+        "price": str(vo.price) if vo.price is not None else None,
+        "orderListId": vo.raw.get("orderListId", -1),
+        "why": why,
+    }
+    sid = f"{EXTERNAL_ORDER}-{vo.symbol}-{vo.order_id}"
+    return NewEntry("audit", sid, 1, EXTERNAL_ORDER, None, None, payload, "system", why)
 
 
 class Reconciler:
@@ -36,7 +73,66 @@ class Reconciler:
         self._sessions = sessions
         self._settings = settings
         self._resolving: set[str] = set()
-        self.foreign: set[str] = set()  # working orders on the account that are not ours (list legs)
+        # Working orders on the account that are not ours: (symbol, clientOrderId) -> what was last seen
+        self.foreign: dict[tuple[str, str], dict[str, Any]] = {}
+        self._reported: set[tuple[str, str]] = set()  # foreign orders journaled (or being) in this run
+        self.on_heard: Callable[[VenueOrder], None] | None = None  # told of every view of ours on arrival
+
+    def foreign_reason(self, vo: VenueOrder) -> str | None:
+        """Why `vo` is not ours to adopt or cancel, or None when it is ours."""
+        if _list_leg(vo):
+            # An order-list leg (OTO/OCO...): this engine places no lists, and cancelling one leg alone
+            # would cancel its whole list (rest-api.md): it is left to whoever placed the list
+            return "order-list leg"
+        if not is_own(vo.client_order_id, self._settings.client_order_id_prefix):
+            return "clientOrderId without this engine's prefix"
+        return None
+
+    def note_foreign(self, vo: VenueOrder, why: str) -> asyncio.Future[None] | None:
+        """Record a foreign order as the venue shows it now (a finished one leaves the report) and
+        journal it once, the first time it is seen. Never adopted, never cancelled. Returns the commit
+        of its row (resolved either way, never failed) when this call journaled it, else None."""
+        key = (vo.symbol, vo.client_order_id)
+        if vo.status in _FINISHED:
+            self.foreign.pop(key, None)
+            return None
+        self.foreign[key] = {
+            "symbol": vo.symbol,
+            "clientOrderId": vo.client_order_id,
+            "orderId": vo.order_id,
+            "status": _status_text(vo),
+            "side": vo.side.value if vo.side is not None else None,
+            "qty": str(vo.orig_qty),
+            "why": why,
+        }
+        entry = _external_row(vo, why)
+        if key in self._reported or entry is None:
+            return None
+        self._reported.add(key)
+        log.warning("foreign order on the account: %s %s (%s)", vo.symbol, vo.client_order_id, why)
+
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def durable(_records: object) -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def failed(exc: BaseException) -> None:
+            if not isinstance(exc, VersionConflict):  # a conflict: journaled already (an earlier run)
+                self._reported.discard(key)  # e.g. the journal was down: journaled when next seen
+                log.warning("foreign order %s not journaled: %r", vo.client_order_id, exc)
+            if not done.done():
+                done.set_result(None)
+
+        try:
+            self._store.writer.submit([entry], durable, failed)
+        except EngineStopped:
+            self._reported.discard(key)
+            return None
+        return done
+
+    def foreign_orders(self) -> list[dict[str, Any]]:
+        return [dict(v) for v in self.foreign.values()]
 
     def on_venue_update(self, vo: VenueOrder) -> None:
         """Listener for pushed updates (fills of resting orders, expiries, foreign cancels). Decides at
@@ -49,8 +145,19 @@ class Reconciler:
                 )
             )
             return
+        if self.on_heard is not None:
+            self.on_heard(vo)  # before deciding: a balance snapshot may arrive while this commits
         order = store.open.get(vo.client_order_id)
         if order is None:
+            why = self.foreign_reason(vo)
+            if why is not None:
+                if self.note_foreign(vo, why) is not None and self._settings.hold_on_foreign_orders:
+                    store.spawn(
+                        self._sessions.hold_once(
+                            f"foreign order on the account: {vo.symbol} {vo.client_order_id} ({why})"[:300]
+                        )
+                    )
+                return
             if vo.status is not VenueStatus.REJECTED:
                 store.spawn(self._check_closed(vo))
             return
@@ -181,11 +288,13 @@ class Reconciler:
             venue_open = await self._exchange.open_orders(None)
         except ExchangeError as exc:
             return [*problems, f"open orders query failed ({exc.reason})"]
+        self.foreign = {}  # the venue's list is the truth: foreign orders that ended meanwhile leave
+        journaling: list[asyncio.Future[None]] = []
         for vo in venue_open:
-            if _list_leg(vo):
-                # An order-list leg (OTO/OCO...): never ours to adopt, and cancelling it alone would cancel
-                # its whole list (rest-api.md); it is left to whoever placed the list
-                self.foreign.add(vo.client_order_id)
+            why = self.foreign_reason(vo)
+            if why is not None and vo.client_order_id not in store.open:
+                if (row := self.note_foreign(vo, why)) is not None:
+                    journaling.append(row)
                 continue
             known = await store.find_async(vo.client_order_id)
             if known is None:
@@ -197,6 +306,9 @@ class Reconciler:
                 problems.append(
                     f"{vo.client_order_id}: journalled {known.state.value} but working on the venue"
                 )
+        await asyncio.gather(*journaling)  # connect returns with every foreign order journaled
+        if self._settings.hold_on_foreign_orders and self.foreign:
+            problems.append(f"{len(self.foreign)} foreign working order(s) on the account")
         return problems
 
     async def _finish_interrupted(self, order: Order) -> None:

@@ -58,8 +58,8 @@ class ReplayResult:
 
 
 # Python type of each raw column (None allowed only where listed): used to name the damage of a bad row
-_COLUMN_TYPES: tuple[type, ...] = (int, str, str, int, str, str, str, str, str, str, int, str, str, str)
-_NULLABLE = frozenset({"from_state", "to_state"})
+_COLUMN_TYPES: tuple[type, ...] = (int, str, str, int, str, str, str, str, str, str, int, str, str, str, str)
+_NULLABLE = frozenset({"from_state", "to_state", "engine_id"})
 _TS_LEN = len("2026-01-01T00:00:00.000000Z")
 _GUARDED = frozenset({"arm", "go_live"})
 
@@ -148,6 +148,10 @@ def _owed_use(
     return None if request_id is None else (seq, request_id)
 
 
+def _no_use_row(owed: tuple[int, str]) -> JournalCorrupt:
+    return JournalCorrupt(owed[0], f"arm with request {owed[1]}'s approval has no use row")
+
+
 # Told every order row once it verified and applied: (seq, client order id, trigger, to_state, version,
 # payload, created_at, the order as applied); engine.ledger's read models are built from the same scan
 OnOrderRow = Callable[[int, str, str, str | None, int, dict[str, Any], str, Order], None]
@@ -172,11 +176,71 @@ def replay(
         JournalCorrupt: the first row that breaks the chain, the versions, the FSM, the clock or a
         signature, or cannot be read at all (NULL, wrong type, invalid JSON, unknown schema_version).
     """
-    try:
-        return _replay(rows, keep_terminal, approver_keys, require_token, two_man_rule, on_order)
-    except _RowUnreadable as bad:
-        expect_seq, row, exc = bad.args
-        raise JournalCorrupt(expect_seq, _diagnose(row, exc)) from exc
+    return Replayer(
+        keep_terminal=keep_terminal, approver_keys=approver_keys, require_token=require_token,
+        two_man_rule=two_man_rule, on_order=on_order,
+    ).feed(rows, complete=True)  # fmt: skip
+
+
+@dataclass
+class _Cursor:
+    """Where a replay stands between two feeds: the next seq, the last hash and time, finished orders."""
+
+    expect_seq: int = 1
+    prev: str = GENESIS_HASH
+    prev_created: str = ""
+    finished: set[str] = field(default_factory=set)
+    request_nonces: dict[str, str] = field(default_factory=dict)  # nonce -> approval request id
+    owed_use: tuple[int, str] | None = None  # (seq of an arm with a request's token, that request's id)
+
+
+class Replayer:
+    """A replay fed in parts: rows 1..n in one call or in several give the same state and the same
+    errors (a warm standby verifies the journal as it grows, and at takeover reads only the rows after
+    the last one it verified). A replay that found damage stays broken."""
+
+    def __init__(
+        self, *, keep_terminal: bool = False, approver_keys: dict[str, str] | None = None,
+        require_token: bool = False, two_man_rule: bool = True, on_order: OnOrderRow | None = None,
+    ) -> None:  # fmt: skip
+        self.result = ReplayResult(keep_terminal=keep_terminal)
+        self._cursor = _Cursor()
+        self._approver_keys = approver_keys
+        self._require_token = require_token
+        self._two_man_rule = two_man_rule
+        self._on_order = on_order
+        self._broken: JournalCorrupt | None = None
+
+    @property
+    def last_seq(self) -> int:
+        return self.result.last_seq
+
+    @property
+    def last_hash(self) -> str:
+        return self.result.last_hash
+
+    def feed(self, rows: Iterable[RawRow], *, complete: bool = False) -> ReplayResult:
+        """Fold the rows after the last one fed (the first must be seq last_seq + 1). `complete`: these
+        are all the rows (a commit's rows are never cut off then, as a bounded feed may cut them).
+
+        Raises:
+            JournalCorrupt: as `replay`; every later feed raises it again.
+        """
+        if self._broken is not None:
+            raise JournalCorrupt(self._broken.seq, self._broken.problem)
+        try:
+            _replay(rows, self.result, self._cursor, self._approver_keys, self._require_token,
+                    self._two_man_rule, self._on_order)  # fmt: skip
+            if complete and self._cursor.owed_use is not None:
+                raise _no_use_row(self._cursor.owed_use)
+        except _RowUnreadable as bad:
+            expect_seq, row, exc = bad.args
+            self._broken = JournalCorrupt(expect_seq, _diagnose(row, exc))
+            raise self._broken from exc
+        except JournalCorrupt as exc:
+            self._broken = exc
+            raise
+        return self.result
 
 
 class _RowUnreadable(Exception):
@@ -185,36 +249,34 @@ class _RowUnreadable(Exception):
 
 def _replay(
     rows: Iterable[RawRow],
-    keep_terminal: bool,
+    res: ReplayResult,
+    cursor: _Cursor,
     approver_keys: dict[str, str] | None,
     require_token: bool,
     two_man_rule: bool,
     on_order: OnOrderRow | None = None,
-) -> ReplayResult:
-    res = ReplayResult(keep_terminal=keep_terminal)
+) -> None:
+    keep_terminal = res.keep_terminal
     orders = res.open_orders
     sessions = res.sessions
-    finished: set[str] = set()
+    finished = cursor.finished
     loads = json.loads
     apply_order = order_mod.apply
-    expect_seq = 1
-    prev = GENESIS_HASH
-    prev_created = ""
+    expect_seq, prev, prev_created = cursor.expect_seq, cursor.prev, cursor.prev_created
     guarded = approver_keys is not None or require_token
-    request_nonces: dict[str, str] = {}  # nonce -> approval request id
-    owed_use: tuple[int, str] | None = None  # (seq of an arm with a request's token, that request's id)
+    request_nonces, owed_use = cursor.request_nonces, cursor.owed_use
     row: Any = None
     try:
         for row in rows:
-            seq, stream, sid, version, trigger, frm, to, payload_json, actor, reason, schema, created, prev_hash, digest = row  # fmt: skip
+            seq, stream, sid, version, trigger, frm, to, payload_json, actor, reason, schema, created, prev_hash, digest, engine_id = row  # fmt: skip
             if seq != expect_seq:
                 if type(seq) is not int:
                     raise JournalCorrupt(expect_seq, f"seq {seq!r:.40} is not an integer")
                 raise JournalCorrupt(seq, f"seq gap: expected {expect_seq}")
             if prev_hash != prev:
                 raise JournalCorrupt(seq, "prev_hash does not match the previous row's hash")
-            # Columns seq..created_at are row_hash's arguments after prev_hash, in the same order
-            if row_hash(prev, *row[:12]) != digest:
+            if row_hash(prev, seq, stream, sid, version, trigger, frm, to, payload_json, actor, reason,
+                        schema, created, engine_id) != digest:  # fmt: skip
                 raise JournalCorrupt(seq, "hash does not match the row's content")
             if created < prev_created or len(created) != _TS_LEN:
                 problem = (
@@ -235,9 +297,7 @@ def _replay(
                 payload = upcast(payload, schema)
             if owed_use is not None:  # the arm and its request's use are one commit: adjacent rows
                 if (stream, sid, trigger) != ("approval", owed_use[1], "use"):
-                    raise JournalCorrupt(
-                        owed_use[0], f"arm with request {owed_use[1]}'s approval has no use row"
-                    )
+                    raise _no_use_row(owed_use)
                 owed_use = None
             elif stream == "approval" and trigger == "use":
                 raise JournalCorrupt(seq, "use row not committed with an arm")
@@ -311,9 +371,8 @@ def _replay(
             expect_seq = seq + 1
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, ArithmeticError) as exc:
         raise _RowUnreadable(expect_seq, row, exc) from exc
-    if owed_use is not None:
-        raise JournalCorrupt(owed_use[0], f"arm with request {owed_use[1]}'s approval has no use row")
+    cursor.expect_seq, cursor.prev, cursor.prev_created = expect_seq, prev, prev_created
+    cursor.owed_use = owed_use
     res.rows = expect_seq - 1
     res.last_seq = expect_seq - 1
     res.last_hash = prev
-    return res

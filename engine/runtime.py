@@ -13,6 +13,8 @@ Lifecycle, each step once and in order:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,10 +28,10 @@ from engine.journal import Journal, NewEntry
 from engine.ledger import Ledger
 from engine.orders import OrderService
 from engine.ports import Clock, ExchangePort
-from engine.replay import ReplayResult, replay
+from engine.replay import Replayer, ReplayResult
 from engine.sessions import SessionService
 from engine.supervisor import Supervisor
-from engine.types import VenueOrder
+from engine.types import BalancePush, VenueOrder
 from engine.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,13 @@ class Engine:
         self.report = StartReport()
         self.opens = 0  # replays run: 1 for the life of an engine
         self.self_check_problem: str | None = None
+        # A standby's replay, kept up with the journal by follow(): at takeover only the newer rows are read
+        self._warm: tuple[Replayer, Ledger] | None = None
+        # After a warm takeover: the whole prefix is verified again in the background ("pending", "OK" or
+        # the damage found, which HOLDs the session)
+        self.prefix_verify: str | None = None
+        self._prefix_task: asyncio.Task[None] | None = None
+        self._prefix_check: tuple[int, str] | None = None
 
     @property
     def ready(self) -> bool:
@@ -96,18 +105,18 @@ class Engine:
             return self.report
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        rules = self.settings.approvals
-        # Every arm/go_live row must carry an approval that verifies against the approver keys in force
-        ledger = Ledger()  # built in the replay's thread, published on the loop once it is complete
+        replayer, ledger = await self._warm_replayer() or self._replayer()
+        warm_seq, warm_hash = replayer.last_seq, replayer.last_hash
         result: ReplayResult = await asyncio.to_thread(
-            lambda: replay(
-                self.journal.scan(), approver_keys=rules.public_keys, require_token=rules.require_token,
-                two_man_rule=rules.two_man_rule, on_order=ledger.on_order_row,
-            )
-        )  # fmt: skip
+            lambda: replayer.feed(self.journal.scan(after_seq=replayer.last_seq), complete=True)
+        )
+        # The ledger was built in the replay's thread(s), and is published on the loop once it is complete
         ledger.last_seq = result.last_seq
         self.ledger = ledger
         self.opens += 1
+        if warm_seq:  # verified again once connected: not competing with the takeover for the CPU
+            self.prefix_verify = "pending"
+            self._prefix_check = (warm_seq, warm_hash)
         self.writer.head = (result.last_seq, result.last_hash)
         if self.checkpoints is not None:
             await asyncio.to_thread(self.checkpoints.check, result, self.journal.hash_at)
@@ -120,8 +129,75 @@ class Engine:
         await self.sessions.restore(result.sessions)
         self.approvals.restore(result.approvals)
         self.exchange.on_update(self._on_update)
+        self.exchange.on_balances(self._on_balances)
         self.opened = True
         return self.report
+
+    def _replayer(self) -> tuple[Replayer, Ledger]:
+        rules = self.settings.approvals
+        ledger = Ledger()
+        # Every arm/go_live row must carry an approval that verifies against the approver keys in force
+        replayer = Replayer(
+            approver_keys=rules.public_keys, require_token=rules.require_token,
+            two_man_rule=rules.two_man_rule, on_order=ledger.on_order_row,
+        )  # fmt: skip
+        return replayer, ledger
+
+    async def follow(self, max_rows: int = 200_000) -> int:
+        """A standby's catch-up, read-only: verify and fold up to `max_rows` rows appended since the last
+        call into a replay kept for the takeover (bounded, so a standby catching up with a large journal
+        still polls its lease between calls); returns the seq reached. Once opened, a no-op.
+
+        Raises:
+            JournalCorrupt, JournalUnavailable: the kept replay is dropped (open() starts from scratch).
+        """
+        if self.opened:
+            return self.report.rows
+        warm = self._warm or self._replayer()
+        self._warm = None
+        replayer = warm[0]
+        rows = itertools.islice(self.journal.scan(after_seq=replayer.last_seq), max_rows)
+        await asyncio.to_thread(lambda: replayer.feed(rows))
+        self._warm = warm
+        return replayer.last_seq
+
+    @property
+    def followed_seq(self) -> int | None:
+        return self._warm[0].last_seq if self._warm is not None else None
+
+    async def _warm_replayer(self) -> tuple[Replayer, Ledger] | None:
+        """The standby's replay, if the journal still has the hash it verified at its last row (a rewrite
+        of any row before it changes that hash); else None."""
+        warm, self._warm = self._warm, None
+        if warm is None or warm[0].last_seq == 0:
+            return warm
+        if await asyncio.to_thread(self.journal.hash_at, warm[0].last_seq) != warm[0].last_hash:
+            log.warning(
+                "journal changed under the standby's replay at seq %s: replaying it all", warm[0].last_seq
+            )
+            return None
+        return warm
+
+    async def _verify_prefix(self, seq: int, digest: str) -> None:
+        """After a warm takeover, replay and verify rows 1..seq once more, from the database as it is
+        now; damage (a row changed after the standby read it) HOLDs the session."""
+        try:
+            again, _ = self._replayer()
+            rows = itertools.takewhile(lambda r: r[0] <= seq, self.journal.scan())
+            await asyncio.to_thread(lambda: again.feed(rows))
+            problem = None if (again.last_seq, again.last_hash) == (seq, digest) else (
+                f"rows 1..{seq} no longer hash to what the standby verified"
+            )  # fmt: skip
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"[:300]
+        if problem is not None:
+            log.error("journal verify after takeover: %s", problem)
+            self.self_check_problem = problem
+            with contextlib.suppress(Exception):
+                await self.sessions.hold_once(f"journal verify after takeover: {problem}"[:500])
+        self.prefix_verify = problem or "OK"  # after the HOLD: whoever reads it sees the session held
 
     async def connect(self) -> StartReport:
         """Reconcile with the venue and start the background components; retry until it returns.
@@ -145,6 +221,10 @@ class Engine:
         self.supervisor.start("approval_expiry", self._expire_forever)
         self.supervisor.start("journal_self_check", self._self_check_forever)
         self.connected = True
+        if self._prefix_check is not None and self._prefix_task is None:
+            self._prefix_task = asyncio.get_running_loop().create_task(
+                self._verify_prefix(*self._prefix_check), name="prefix-verify"
+            )
         return self.report
 
     async def start(self) -> StartReport:
@@ -157,6 +237,10 @@ class Engine:
             log.info("update for %s arrived while stopping: left to the next start", vo.client_order_id)
             return
         self.orders.reconciler.on_venue_update(vo)
+
+    def _on_balances(self, push: BalancePush) -> None:
+        if not self.stopping:
+            self.orders.on_balances(push)
 
     async def _refresh_market_forever(self) -> None:
         while True:
@@ -211,6 +295,10 @@ class Engine:
     async def stop(self) -> None:
         """Idempotent; see the module docstring for the order."""
         self.stopping = True  # venue sources first: from here on their updates are refused cleanly
+        if self._prefix_task is not None:
+            self._prefix_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._prefix_task
         await self.supervisor.stop()
         await self.orders.close()  # a send cut short stays SENT: the next start resolves it by query
         await self.writer.close()

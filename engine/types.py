@@ -133,6 +133,7 @@ class Fill:
     qty: Decimal
     commission: Decimal = Decimal(0)
     commission_asset: str = ""
+    is_maker: bool | None = None  # None where the venue's answer does not say (an order's FULL answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +171,25 @@ class Balance:
 
 
 @dataclass(frozen=True, slots=True)
+class BalancePush:
+    """A balance change the venue pushed (Binance user-data-stream.md): kind "position" holds absolute
+    balances of the assets an event changed (`outboundAccountPosition`, time = its `u`); kind "delta" is
+    one asset's change by a deposit, withdrawal or transfer (`balanceUpdate`, time = its `T`)."""
+
+    kind: str  # "position" | "delta"
+    time_ms: int
+    balances: tuple[Balance, ...] = ()
+    asset: str = ""
+    delta: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
 class AccountInfo:
     can_trade: bool
     balances: tuple[Balance, ...]
     permissions: tuple[str, ...]
     raw: dict[str, Any] = field(default_factory=dict)
+    update_time_ms: int = -1  # the venue's time of the last account change (Binance `updateTime`)
 
 
 @dataclass(frozen=True, slots=True)

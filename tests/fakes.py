@@ -13,6 +13,7 @@ from engine.errors import ExchangeError, ExchangeRejected
 from engine.types import (
     AccountInfo,
     Balance,
+    BalancePush,
     Fill,
     OrderRequest,
     PingResult,
@@ -54,6 +55,7 @@ class FakeExchange:
         self.hidden: set[str] = set()  # not visible to query (lag)
         self.outcome: Callable[[OrderRequest], VenueStatus] = lambda _req: VenueStatus.NEW
         self.listeners: list[Callable[[VenueOrder], None]] = []
+        self.balance_listeners: list[Callable[[BalancePush], None]] = []
         self.skew_ms = 0.0
         self.balances: dict[str, Decimal] = {}
         self.permissions: tuple[str, ...] = ("SPOT",)
@@ -134,6 +136,9 @@ class FakeExchange:
 
     def on_update(self, listener: Callable[[VenueOrder], None]) -> None:
         self.listeners.append(listener)
+
+    def on_balances(self, listener: Callable[[BalancePush], None]) -> None:
+        self.balance_listeners.append(listener)
 
     async def close(self) -> None:
         return None

@@ -28,7 +28,7 @@ def _truth(sim: Any) -> dict[str, Any]:
 def test_safe_mode_order_is_validated_never_executed(sim_stack: tuple[Any, ApiServer]) -> None:
     sim, api = sim_stack
     assert api.settings.safe_mode is True
-    r = api.client("trader").post("/api/live/order", json={**ORDER, "newClientOrderId": "safe-1"})
+    r = api.client("trader").post("/api/live/order", json={**ORDER, "newClientOrderId": "pb-safe-1"})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["ok"] is True
@@ -44,9 +44,11 @@ def test_safe_mode_order_is_validated_never_executed(sim_stack: tuple[Any, ApiSe
 
 def test_safe_mode_order_is_journaled_with_its_audit_row(sim_stack: tuple[Any, ApiServer]) -> None:
     _, api = sim_stack
-    api.client("trader").post("/api/live/order", json={**ORDER, "newClientOrderId": "safe-2"})
+    api.client("trader").post("/api/live/order", json={**ORDER, "newClientOrderId": "pb-safe-2"})
     auditor = api.client("auditor")
-    steps = [(r["trigger"], r["to_state"]) for r in journal_rows(auditor, stream="order", stream_id="safe-2")]
+    steps = [
+        (r["trigger"], r["to_state"]) for r in journal_rows(auditor, stream="order", stream_id="pb-safe-2")
+    ]
     assert steps == [
         ("create", "NEW"),
         ("preflight", "PREFLIGHT"),
@@ -56,7 +58,7 @@ def test_safe_mode_order_is_journaled_with_its_audit_row(sim_stack: tuple[Any, A
     audits = [
         r
         for r in journal_rows(auditor, stream="audit", trigger="api.live.order")
-        if r["payload"].get("request", {}).get("clientOrderId") == "safe-2"
+        if r["payload"].get("request", {}).get("clientOrderId") == "pb-safe-2"
     ]
     assert len(audits) == 1
     assert audits[0]["actor"] == "trader"
@@ -71,7 +73,8 @@ def test_venue_rejection_of_a_test_order_is_422_with_its_code(sim_stack: tuple[A
     # A filter the engine does not check locally: the venue's PERCENT_PRICE (price far below the market)
     api.runtime.engine.orders.last_prices.pop("BTCUSDT", None)  # no collar: let the venue judge
     r = api.client("trader").post(
-        "/api/live/order", json={**ORDER, "quantity": "0.1", "price": "1000.00", "newClientOrderId": "safe-3"}
+        "/api/live/order",
+        json={**ORDER, "quantity": "0.1", "price": "1000.00", "newClientOrderId": "pb-safe-3"},
     )
     assert r.status_code == 422, r.text
     body = r.json()
@@ -84,9 +87,9 @@ def test_venue_rejection_of_a_test_order_is_422_with_its_code(sim_stack: tuple[A
 
 def test_tested_order_cannot_be_cancelled(sim_stack: tuple[Any, ApiServer]) -> None:
     _, api = sim_stack
-    api.client("trader").post("/api/live/order", json={**ORDER, "newClientOrderId": "safe-4"})
+    api.client("trader").post("/api/live/order", json={**ORDER, "newClientOrderId": "pb-safe-4"})
     r = api.client("trader").post(
-        "/api/live/cancel", json={"symbol": "BTCUSDT", "origClientOrderId": "safe-4"}
+        "/api/live/cancel", json={"symbol": "BTCUSDT", "origClientOrderId": "pb-safe-4"}
     )
     assert r.status_code == 409
     assert r.json()["reason"] == "invalid_transition"

@@ -6,6 +6,12 @@ user-data-stream.md). Polling is the fallback while the stream is down: every `p
 open orders for each symbol it tracks and queries the ones that left the open list (6 weight per symbol
 and round, plus 4 per order that closed). Every (re)subscription also runs one polling round, so what
 happened during a gap is learned by REST (Binance does not replay missed events).
+
+Fills learned by REST carry their trades: an order whose executedQty moved past what this adapter last saw
+(GET /order, openOrders and DELETE /order carry no `fills`) is completed from GET /api/v3/myTrades with
+symbol + orderId (weight 5, paged by fromId; rest-api.md "Account trade list"), so each fill reaches the
+engine with its trade id, price, quantity, commission and maker flag exactly as an executionReport would,
+and the engine's dedup by trade id drops what the stream delivered already.
 """
 
 from __future__ import annotations
@@ -14,15 +20,31 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 from adapters.binance.errors import Reason
 from adapters.binance.rest import BinanceSpotClient
-from adapters.binance.schemas import account_from_json, symbol_rules_from_json, venue_order_from_json
+from adapters.binance.schemas import (
+    account_from_json,
+    fill_from_trade,
+    symbol_rules_from_json,
+    venue_order_from_json,
+)
 from adapters.binance.signing import format_value
 from engine.errors import ExchangeError, ExchangeRejected
-from engine.types import AccountInfo, OrderRequest, PingResult, SymbolRules, VenueOrder, VenueStatus
+from engine.types import (
+    AccountInfo,
+    Balance,
+    BalancePush,
+    Fill,
+    OrderRequest,
+    PingResult,
+    SymbolRules,
+    VenueOrder,
+    VenueStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +57,7 @@ _TERMINAL = frozenset(
         VenueStatus.EXPIRED_IN_MATCH,
     }
 )
+_TRADES_PAGE = 1000  # myTrades' maximum `limit` (rest-api.md)
 
 
 def order_payload(req: OrderRequest) -> dict[str, Any]:
@@ -69,6 +92,8 @@ class BinanceExchange:
         restrictions_ttl_s: float = 60.0,
         stp_mode: str | None = None,
         symbols: tuple[str, ...] | None = None,
+        trades_attempts: int = 3,
+        trades_retry_s: float = 0.2,
     ) -> None:
         """`stp_mode` is the selfTradePreventionMode the client sends (None: each symbol's default);
         symbol_rules() refuses it when one of `symbols` (all symbols when None) does not allow it."""
@@ -87,6 +112,7 @@ class BinanceExchange:
         self._rules: dict[str, SymbolRules] | None = None
         self._rules_at = 0.0
         self._listeners: list[Callable[[VenueOrder], None]] = []
+        self._balance_listeners: list[Callable[[BalancePush], None]] = []
         self._tracked: dict[tuple[str, str], VenueOrder | None] = {}  # (symbol, client id) → last seen
         self._misses: dict[tuple[str, str], int] = {}
         self.max_misses = max_misses
@@ -95,6 +121,12 @@ class BinanceExchange:
         self.stream_live = False  # a subscription is live: polling pauses
         self.stream_gaps = 0
         self._catch_up: asyncio.Task[None] | None = None
+        self._catch_up_again = False
+        # myTrades reads from "Memory => Database" (rest-api.md): a trade may show there a moment after the
+        # order's executedQty; asked again this many times, this far apart, before giving up on it
+        self.trades_attempts = max(1, trades_attempts)
+        self.trades_retry_s = trades_retry_s
+        self.trade_requests = 0
 
     # -- reads --
 
@@ -189,7 +221,7 @@ class BinanceExchange:
             if exc.reason == Reason.UNKNOWN_ORDER.value:
                 return None
             raise
-        order = venue_order_from_json(data)
+        order = await self._with_trades(venue_order_from_json(data))
         self._watch(order)
         return order
 
@@ -241,10 +273,16 @@ class BinanceExchange:
     def on_update(self, listener: Callable[[VenueOrder], None]) -> None:
         self._listeners.append(listener)
 
+    def on_balances(self, listener: Callable[[BalancePush], None]) -> None:
+        self._balance_listeners.append(listener)
+
     def attach_user_stream(self, stream: Any) -> None:
-        """Take order updates from `stream` (a UserDataStream); it is started and stopped by its owner."""
+        """Take order and balance updates from `stream` (a UserDataStream); it is started and stopped by
+        its owner."""
         self.user_stream = stream
         stream.on_order = self._pushed
+        stream.on_balances = self._pushed_position
+        stream.on_event = self._pushed_event
         stream.on_gap = self._stream_gap
         stream.on_subscribed = self._stream_subscribed
 
@@ -252,20 +290,60 @@ class BinanceExchange:
         self._tracked.setdefault((order.symbol, order.client_order_id), None)
         self._seen(order)
 
+    def _pushed_position(self, balances: list[Balance], event: dict[str, Any]) -> None:
+        """outboundAccountPosition: absolute balances of the assets the event changed, as of `u`."""
+        time_ms = event.get("u", event.get("E"))
+        if not isinstance(time_ms, int):
+            log.warning("outboundAccountPosition without a time: %.200r", event)
+            return
+        self._tell_balances(BalancePush("position", time_ms, tuple(balances)))
+
+    def _pushed_event(self, event: dict[str, Any]) -> None:
+        """balanceUpdate (a deposit, withdrawal or transfer): one asset's delta at clear time `T`."""
+        if event.get("e") != "balanceUpdate":
+            return
+        try:
+            asset, delta, time_ms = str(event["a"]), Decimal(str(event["d"])), int(event["T"])
+        except (KeyError, TypeError, ValueError, ArithmeticError):
+            log.warning("balanceUpdate not understood: %.200r", event)
+            return
+        if asset and delta.is_finite():
+            self._tell_balances(BalancePush("delta", time_ms, asset=asset, delta=delta))
+
+    def _tell_balances(self, push: BalancePush) -> None:
+        for listener in self._balance_listeners:
+            listener(push)
+
     def _stream_gap(self, reason: str) -> None:
         # Events may be missing until the next subscription: the poller takes over meanwhile
         self.stream_live = False
         self.stream_gaps += 1
         log.warning("user data stream gap (%s): polling until it is back", reason)
         self._ensure_poller()
+        stream = self.user_stream
+        if stream is not None and stream.status().get("connected"):
+            # An event was missed on a subscription that is still live (no resubscription will follow to
+            # trigger the catch-up): reconcile by REST now; new orders wait for it (order_gate)
+            self._stream_subscribed(None)
 
-    def _stream_subscribed(self, _subscription_id: int) -> None:
+    def _stream_subscribed(self, _subscription_id: int | None) -> None:
         self.stream_live = True
-        if self._listeners and (self._catch_up is None or self._catch_up.done()):
-            # Close the gap by REST: whatever changed while nobody was listening
-            self._catch_up = asyncio.get_running_loop().create_task(
-                self._poll_safely(), name="binance-catch-up"
-            )
+        if not self._listeners:
+            return
+        if self._catch_up is not None and not self._catch_up.done():
+            self._catch_up_again = True  # the round under way may have passed what this gap hid
+            return
+        # Close the gap by REST: whatever changed while nobody was listening
+        self._catch_up = asyncio.get_running_loop().create_task(
+            self._catch_up_rounds(), name="binance-catch-up"
+        )
+
+    async def _catch_up_rounds(self) -> None:
+        while True:
+            self._catch_up_again = False
+            await self._poll_safely()
+            if not self._catch_up_again:
+                return
 
     async def _poll_safely(self) -> None:
         try:
@@ -276,26 +354,29 @@ class BinanceExchange:
             self._ensure_poller()
 
     async def poll_once(self) -> list[VenueOrder]:
-        """One polling round; returns (and tells listeners about) the orders that changed."""
+        """One polling round; returns (and tells listeners about) the orders that changed, each fill with
+        its trades (myTrades for the orders whose executedQty moved)."""
         changed: list[VenueOrder] = []
         for symbol in sorted({s for s, _ in self._tracked}):
+            moved: list[VenueOrder] = []
             open_now = {o.client_order_id: o for o in await self.open_orders(symbol)}
             for order in open_now.values():
                 self._tracked.setdefault((symbol, order.client_order_id), None)
-                if self._seen(order):
-                    changed.append(order)
+                if self._differs(order):
+                    moved.append(await self._with_trades(order))
             for (sym, cid), last in list(self._tracked.items()):
                 if sym != symbol or cid in open_now or (last is not None and last.status in _TERMINAL):
                     continue
-                found = await self.query(sym, cid)
+                found = await self.query(sym, cid)  # with its trades already
                 if found is None:
                     # "Not found" can lag the send by a minute: give up only after max_misses rounds
                     self._misses[(sym, cid)] = misses = self._misses.get((sym, cid), 0) + 1
                     if misses >= self.max_misses:
                         del self._tracked[(sym, cid)]
                         self._misses.pop((sym, cid), None)
-                elif self._seen(found):
-                    changed.append(found)
+                elif self._differs(found):
+                    moved.append(found)
+            changed.extend(order for order in moved if self._seen(order))
             # Terminal orders were reported; forget them
             for key, last in list(self._tracked.items()):
                 if key[0] == symbol and last is not None and last.status in _TERMINAL:
@@ -303,11 +384,61 @@ class BinanceExchange:
                     self._misses.pop(key, None)
         return changed
 
+    def _differs(self, order: VenueOrder) -> bool:
+        last = self._tracked.get((order.symbol, order.client_order_id))
+        return last is None or (last.status, last.executed_qty) != (order.status, order.executed_qty)
+
+    async def _with_trades(self, order: VenueOrder) -> VenueOrder:
+        """`order` with the trades behind its executedQty when it moved past what was last seen and the
+        answer carries none (GET /order, openOrders: no `fills`)."""
+        last = self._tracked.get((order.symbol, order.client_order_id))
+        before = last.executed_qty if last is not None else Decimal(0)
+        if order.fills or order.order_id is None or order.executed_qty <= before:
+            return order
+        fills: tuple[Fill, ...] = ()
+        for attempt in range(self.trades_attempts):
+            fills = await self.order_trades(order)
+            if sum((f.qty for f in fills), Decimal(0)) >= order.executed_qty:
+                break
+            if attempt + 1 < self.trades_attempts:
+                await asyncio.sleep(self.trades_retry_s * (attempt + 1))
+        else:
+            log.warning(
+                "myTrades shows less than executedQty %s for %s %s: journaled with the trades it shows",
+                order.executed_qty, order.symbol, order.client_order_id,
+            )  # fmt: skip
+        return replace(order, fills=fills)
+
+    async def order_trades(self, order: VenueOrder) -> tuple[Fill, ...]:
+        """The order's trades, oldest first, from GET /api/v3/myTrades with symbol + orderId (weight 5),
+        paged by fromId (symbol + orderId + fromId is a supported combination). Cut at the order's
+        executedQty, so they never claim more than the snapshot they complete (a trade after it comes with
+        its own update)."""
+        params: dict[str, Any] = {"symbol": order.symbol, "orderId": order.order_id, "limit": _TRADES_PAGE}
+        rows: list[dict[str, Any]] = []
+        while True:
+            self.trade_requests += 1
+            page = await self.client.my_trades(params)
+            rows.extend(page)
+            if len(page) < _TRADES_PAGE:
+                break
+            params = {**params, "fromId": max(int(t["id"]) for t in page) + 1}
+        fills: list[Fill] = []
+        total = Decimal(0)
+        for fill in sorted((fill_from_trade(t) for t in rows), key=lambda f: f.trade_id):
+            if total + fill.qty > order.executed_qty:
+                break
+            fills.append(fill)
+            total += fill.qty
+        return tuple(fills)
+
     def _seen(self, order: VenueOrder, *, notify: bool = True) -> bool:
         key = (order.symbol, order.client_order_id)
         last = self._tracked.get(key)
         if last is not None and (last.status, last.executed_qty) == (order.status, order.executed_qty):
             return False
+        if last is not None and order.executed_qty < last.executed_qty:
+            return False  # a stale snapshot (REST answered before a pushed fill arrived): nothing new
         self._tracked[key] = order
         if notify:
             for listener in self._listeners:
@@ -327,6 +458,10 @@ class BinanceExchange:
                 await self.poll_once()
             except ExchangeError as exc:
                 log.warning("order poll failed: %s (%s)", exc, exc.reason)
+                continue
+            stream = self.user_stream
+            if stream is not None and stream.status().get("connected"):
+                self.stream_live = True  # this round closed the gap of a subscription that stayed up
 
     # -- lifecycle and status --
 

@@ -79,6 +79,20 @@ def _enum(kind: Any, value: Any) -> Any:
         return None
 
 
+def fill_from_trade(trade: dict[str, Any]) -> Fill:
+    """One entry of GET /api/v3/myTrades (rest-api.md "Account trade list") as the engine's Fill: the
+    same fields an executionReport TRADE carries (t, L, l, n, N, m)."""
+    maker = trade.get("isMaker")
+    return Fill(
+        trade_id=int(trade["id"]),
+        price=_dec(trade.get("price")),
+        qty=_dec(trade.get("qty")),
+        commission=_dec(trade.get("commission")),
+        commission_asset=trade.get("commissionAsset") or "",
+        is_maker=maker if isinstance(maker, bool) else None,
+    )
+
+
 def account_from_json(data: dict[str, Any]) -> AccountInfo:
     balances = tuple(
         Balance(asset=b["asset"], free=_dec(b["free"]), locked=_dec(b["locked"]))
@@ -89,6 +103,7 @@ def account_from_json(data: dict[str, Any]) -> AccountInfo:
         balances=balances,
         permissions=tuple(data.get("permissions", ())),
         raw=data,
+        update_time_ms=int(data["updateTime"]) if isinstance(data.get("updateTime"), int) else -1,
     )
 
 

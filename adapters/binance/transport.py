@@ -12,12 +12,24 @@ everything after → httpx.ReadTimeout/RemoteProtocolError/ReadError, with the a
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import httpx
 import yarl
 
 _HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What `AiohttpTransport.fetch` returns: what BinanceSpotClient reads of an httpx.Response."""
+
+    status_code: int
+    headers: Mapping[str, str]  # case-insensitive (aiohttp's CIMultiDictProxy)
+    content: bytes
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -45,26 +57,50 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self._get_session()
         timeout = request.extensions.get("timeout", {})
         headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _HOP_HEADERS]
         body = await request.aread()
+        client_timeout = aiohttp.ClientTimeout(
+            connect=timeout.get("pool"), sock_connect=timeout.get("connect"), sock_read=timeout.get("read")
+        )
+        status, raw_headers, content = await self._exchange(
+            request.method, str(request.url), headers, body or None, client_timeout, request
+        )
+        return httpx.Response(
+            status,
+            headers=raw_headers,
+            stream=httpx.ByteStream(content),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def fetch(self, method: str, url: str, headers: Mapping[str, str], timeout_s: float) -> Answer:
+        """The same exchange without building an httpx.Request and httpx.Response around it (the
+        client's hot path: that wrapping cost about as much as the request itself on loopback). Raises the
+        same httpx errors as handle_async_request, with no request attached."""
+        client_timeout = aiohttp.ClientTimeout(connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s)
+        status, raw_headers, content = await self._exchange(method, url, headers, None, client_timeout, None)
+        return Answer(status, raw_headers, content)
+
+    async def _exchange(
+        self, method: str, url: str, headers: Any, body: bytes | None, timeout: aiohttp.ClientTimeout,
+        request: httpx.Request | None,
+    ) -> tuple[int, Any, bytes]:  # fmt: skip
+        session = self._get_session()
         try:
             async with session.request(
-                request.method,
-                yarl.URL(str(request.url), encoded=True),
+                method,
+                yarl.URL(url, encoded=True),
                 headers=headers,
-                data=body or None,
+                data=body,
                 allow_redirects=False,
-                auto_decompress=False,
-                timeout=aiohttp.ClientTimeout(
-                    connect=timeout.get("pool"),
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                ),
+                # httpx decodes what it asked gzip for itself; fetch() callers get the decoded body
+                auto_decompress=request is None,
+                timeout=timeout,
             ) as resp:
                 content = await resp.read()
-                status, raw_headers = resp.status, list(resp.raw_headers)
+                # raw pairs for an httpx.Response, the case-insensitive view for fetch()
+                return resp.status, (list(resp.raw_headers) if request is not None else resp.headers), content
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             cls = (
                 httpx.ConnectTimeout
@@ -78,13 +114,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(str(exc) or "server disconnected", request=request) from exc
         except aiohttp.ClientError as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
-        return httpx.Response(
-            status,
-            headers=raw_headers,
-            stream=httpx.ByteStream(content),
-            request=request,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -134,6 +134,7 @@ def parse_execution_report(event: Mapping[str, Any]) -> VenueOrder | None:
                 qty=_dec(event.get("l")),
                 commission=_dec(event.get("n")),
                 commission_asset=event.get("N") or "",
+                is_maker=event.get("m") if isinstance(event.get("m"), bool) else None,
             ),
         )
     order_id = _int(event.get("i"))

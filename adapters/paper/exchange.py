@@ -19,7 +19,7 @@ from adapters.binance.exchange import order_payload
 from adapters.binance.schemas import account_from_json, venue_order_from_json
 from adapters.venue import MatchingEngine, VenueError
 from engine.errors import ExchangeError, ExchangeRejected
-from engine.types import AccountInfo, OrderRequest, PingResult, SymbolRules, VenueOrder
+from engine.types import AccountInfo, BalancePush, OrderRequest, PingResult, SymbolRules, VenueOrder
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,9 @@ class PaperExchange:
 
     def on_update(self, listener: Callable[[VenueOrder], None]) -> None:
         self._listeners.append(listener)
+
+    def on_balances(self, listener: Callable[[BalancePush], None]) -> None:
+        """The paper venue pushes no balances: the engine reads the account."""
 
     def _on_engine_event(self, kind: str, payload: dict[str, Any]) -> None:
         # The order a place/cancel answers for is told by that answer; any other order it touched (our

@@ -8,6 +8,9 @@
                                the account (MatchingEngine.place_oto): working leg NEW on the book, pending
                                leg PENDING_NEW with the same orderListId until the working leg fills;
                                answers Binance's order-list shape, 400 {"code","msg"} when refused
+    POST   /_sim/balance       {"asset": "BTC", "delta": "0.5"}: a deposit (or, negative, a withdrawal) of
+                               free balance; the user data stream reports balanceUpdate, then
+                               outboundAccountPosition
     POST   /_sim/market        {"quiet": true|false}: a quiet market's prices do not move by themselves
                                (only /_sim/price moves them); answers {"quiet": ..}
     GET    /_sim/state         faults, weights per IP, order counts, connected WebSocket clients
@@ -125,6 +128,21 @@ async def set_price(request: Request) -> Response:
     return _json({"symbol": symbol, "price": str(state.engine.prices[symbol])})
 
 
+async def adjust_balance(request: Request) -> Response:
+    """A deposit (positive `delta`) or withdrawal (negative) of free balance: the user data stream hears
+    it as `balanceUpdate` and `outboundAccountPosition`."""
+    state = _state(request)
+    try:
+        body = await _body(request)
+        asset, delta = str(body["asset"]), Decimal(str(body["delta"]))
+        if not asset.isalnum() or not asset.isupper():
+            raise FaultSpecError(f"bad asset {asset!r}")
+        change = state.engine.adjust_balance(asset, delta)
+    except (FaultSpecError, KeyError, InvalidOperation, ValueError) as exc:
+        return _json({"error": f"expected {{'asset': .., 'delta': ..}} within the free balance: {exc}"}, 400)
+    return _json(change)
+
+
 async def place_oto(request: Request) -> Response:
     state = _state(request)
     try:
@@ -196,6 +214,7 @@ def routes() -> list[BaseRoute]:
         Route("/_sim/price", set_price, methods=["POST"]),
         Route("/_sim/market", set_market, methods=["POST"]),
         Route("/_sim/oto", place_oto, methods=["POST"]),
+        Route("/_sim/balance", adjust_balance, methods=["POST"]),
         Route("/_sim/state", get_state, methods=["GET"]),
         Route("/_sim/api_restrictions", set_api_restrictions, methods=["POST"]),
         Route("/_sim/api_restrictions", clear_api_restrictions, methods=["DELETE"]),

@@ -119,7 +119,19 @@ def cancel_open_orders(state: SimulatorState, p: dict[str, str]) -> Any:
     return state.engine.cancel_open_orders(_symbol(p))
 
 
+# rest-api.md "Account trade list": the supported combinations of optional parameters (with `symbol`)
+_TRADE_COMBOS = frozenset(
+    frozenset(c)
+    for c in ((), ("orderId",), ("startTime",), ("endTime",), ("fromId",), ("startTime", "endTime"),
+              ("orderId", "fromId"))
+)  # fmt: skip
+_DAY_MS = 24 * 3600 * 1000
+
+
 def my_trades(state: SimulatorState, p: dict[str, str]) -> Any:
+    """GET /api/v3/myTrades as strictly as rest-api.md states it: symbol mandatory, only the documented
+    combinations of orderId / startTime / endTime / fromId (else -1128), at most 24 h between startTime
+    and endTime (-1127), limit 1..1000 (default 500; outside it -1130)."""
     symbol = _symbol(p)
 
     def opt_int(name: str) -> int | None:
@@ -130,11 +142,19 @@ def my_trades(state: SimulatorState, p: dict[str, str]) -> Any:
             raise mandatory(name)
         return int(raw)
 
+    given = frozenset(k for k in ("orderId", "startTime", "endTime", "fromId") if p.get(k) not in (None, ""))
+    if given not in _TRADE_COMBOS:
+        raise VenueError(-1128, "Combination of optional parameters invalid.")
     order_id, from_id = opt_int("orderId"), opt_int("fromId")
-    limit = min(opt_int("limit") or 500, 1000)
     start, end = opt_int("startTime"), opt_int("endTime")
-    trades = state.engine.my_trades(symbol, order_id=order_id, from_id=from_id, limit=limit)
-    return [t for t in trades if (start is None or t["time"] >= start) and (end is None or t["time"] <= end)]
+    limit = opt_int("limit")
+    if limit is not None and not 1 <= limit <= 1000:
+        raise VenueError(-1130, "Data sent for parameter 'limit' is not valid.")
+    if start is not None and end is not None and end - start > _DAY_MS:
+        raise VenueError(-1127, "More than 24 hours between startTime and endTime.")
+    return state.engine.my_trades(
+        symbol, order_id=order_id, from_id=from_id, limit=limit or 500, start_time=start, end_time=end
+    )
 
 
 def my_trades_weight(p: dict[str, str]) -> int:

@@ -17,9 +17,11 @@ percent-encoding (web-socket-api.md "SIGNED request example (HMAC)" / "(Ed25519)
 `register_ed25519`. Weight is charged to the same per-IP limiter as REST.
 
 Every order change in the matching engine becomes an `executionReport` (user-data-stream.md "Order
-Update") for every subscription, wrapped as `{"subscriptionId": n, "event": {...}}`; the balances the
-operation touched follow as one `outboundAccountPosition` once the engine call returns (one per REST
-request, not one per execution report: Binance does not document the grouping). The server pings through
+Update") for every subscription, wrapped as `{"subscriptionId": n, "event": {...}}`, each followed by an
+`outboundAccountPosition` with the assets whose balance that execution changed (none when it moved no
+funds), read at the moment of the change. An order list (the admin OTO) reports `listStatus` when it
+starts executing and when every leg is done; an admin deposit or withdrawal (POST /_sim/balance) reports
+`balanceUpdate`, then its `outboundAccountPosition`. The server pings through
 uvicorn's ws_ping_interval (20 s on Binance); a connection lives `max_lifetime_s` (24 h) at most.
 
 Faults, POST /_sim/ws_api/faults (JSON, any subset; DELETE clears them); they act on the event stream:
@@ -27,6 +29,8 @@ Faults, POST /_sim/ws_api/faults (JSON, any subset; DELETE clears them); they ac
     duplicate: int       the next N events are sent twice
     skip: int            the next N events are never sent (a silent gap, as a lost message would be)
     reorder: int         the next N events are each held back and sent right after the event following them
+    refuse: int          the next N connection attempts are refused (HTTP 403 before the upgrade): with
+                         `drop`, an outage that lasts until the test says so
     drop: true           close every WS API connection now (code 1011)
     terminate: true      send `eventStreamTerminated` on every subscription and end them (sockets stay open)
     shutdown: float      send `serverShutdown` on every connection now and close them S seconds later
@@ -117,6 +121,7 @@ class StreamFaults:
     duplicate: int = 0
     skip: int = 0
     reorder: int = 0
+    refuse: int = 0
 
     def update(self, spec: dict[str, Any]) -> list[str]:
         """Apply a /_sim/ws_api/faults body; returns the actions it asked for ("drop", "terminate",
@@ -128,7 +133,7 @@ class StreamFaults:
         staged = StreamFaults(**asdict(self))
         actions: list[str] = []
         for key, value in spec.items():
-            if key in ("delay_ms", "duplicate", "skip", "reorder"):
+            if key in ("delay_ms", "duplicate", "skip", "reorder", "refuse"):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise FaultSpecError(f"{key} must be an integer >= 0, was {value!r}")
                 setattr(staged, key, value)
@@ -177,8 +182,8 @@ class WsApiHub:
         self.events_published = 0
         self._held: dict[str, Any] | None = None  # the reorder fault's held-back event
         self._exec_ids = itertools.count(1)
-        self._dirty_assets: set[str] = set()
-        self._flush_scheduled = False
+        self._sent_balances: dict[str, tuple[str, str]] = {}  # asset -> (free, locked) last reported
+        self._balances_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         state.engine.add_listener(self._on_engine_event)
@@ -203,43 +208,72 @@ class WsApiHub:
     # ----- engine events -> executionReport / outboundAccountPosition -------------------------------
 
     def _on_engine_event(self, kind: str, payload: dict[str, Any]) -> None:
-        if kind != "order" or self._loop is None:
+        """Runs under the matching engine's lock, right after the change: the balances read here are
+        the ones this very change left (user-data-stream.md: an outboundAccountPosition "any time an
+        account balance has changed", with the assets that event possibly changed)."""
+        if kind not in ("order", "list", "balance") or self._loop is None:
             return  # nobody ever connected: nothing to tell
-        event = self._execution_report(payload)
-        rules = self.state.engine.rules.get(payload["symbol"])
-        assets = {rules.base_asset, rules.quote_asset} if rules is not None else set()
-        if threading.get_ident() != self._loop_thread:
-            self._loop.call_soon_threadsafe(self._after_order, event, assets)
+        events: list[dict[str, Any]] = []
+        if kind == "order":
+            rules = self.state.engine.rules.get(payload["symbol"])
+            events.append(self._execution_report(payload))
+            assets = [rules.base_asset, rules.quote_asset] if rules is not None else []
+        elif kind == "list":
+            events.append(self._list_status(payload))
+            assets = []
         else:
-            self._after_order(event, assets)
+            events.append({"e": "balanceUpdate", "E": self.state.now_ms(), "a": payload["asset"],
+                           "d": payload["delta"], "T": payload["time"]})  # fmt: skip
+            assets = [payload["asset"]]
+        position = self._position(assets)
+        if position is not None:
+            events.append(position)
+        if threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self._publish_all, events)
+        else:
+            self._publish_all(events)
 
-    def _after_order(self, event: dict[str, Any], assets: set[str]) -> None:
-        self._publish(event)
-        self._dirty_assets |= assets
-        if not self._flush_scheduled and self._loop is not None:
-            # the engine call is still running (listeners run under its lock): report balances after it
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush_balances)
+    def _publish_all(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self._publish(event)
 
-    def _flush_balances(self) -> None:
-        self._flush_scheduled = False
-        assets, self._dirty_assets = sorted(self._dirty_assets), set()
+    def _position(self, assets: list[str]) -> dict[str, Any] | None:
+        """outboundAccountPosition for those of `assets` whose balance differs from the last one sent,
+        or None when none changed (an execution that moved no funds)."""
         if not assets:
-            return
-        account = self.state.engine.account()
-        balances = {b["asset"]: b for b in account["balances"]}
-        self._publish(
-            {
-                "e": "outboundAccountPosition",
-                "E": self.state.now_ms(),
-                "u": account["updateTime"],
-                "B": [
-                    {"a": a, "f": balances[a]["free"], "l": balances[a]["locked"]}
-                    for a in assets
-                    if a in balances
-                ],
-            }
-        )
+            return None
+        with self._balances_lock:
+            account = self.state.engine.account()
+            balances = {b["asset"]: b for b in account["balances"]}
+            changed = []
+            for a in sorted(set(assets)):
+                row = balances.get(a)
+                if row is None:
+                    continue
+                now = (row["free"], row["locked"])
+                if self._sent_balances.get(a) != now:
+                    self._sent_balances[a] = now
+                    changed.append({"a": a, "f": row["free"], "l": row["locked"]})
+        if not changed:
+            return None
+        return {"e": "outboundAccountPosition", "E": self.state.now_ms(), "u": account["updateTime"],
+                "B": changed}  # fmt: skip
+
+    def _list_status(self, lst: dict[str, Any]) -> dict[str, Any]:
+        """user-data-stream.md "Order Update" (listStatus): every documented field."""
+        return {
+            "e": "listStatus",
+            "E": self.state.now_ms(),
+            "s": lst["symbol"],
+            "g": lst["orderListId"],
+            "c": lst["contingencyType"],
+            "l": lst["listStatusType"],
+            "L": lst["listOrderStatus"],
+            "r": "NONE",
+            "C": lst["listClientOrderId"],
+            "T": lst["transactionTime"],
+            "O": [{"s": o["symbol"], "i": o["orderId"], "c": o["clientOrderId"]} for o in lst["orders"]],
+        }
 
     def _execution_report(self, o: dict[str, Any]) -> dict[str, Any]:
         """user-data-stream.md "Order Update": every documented field, conditional ones when they apply."""
@@ -325,7 +359,15 @@ class WsApiHub:
 
     async def endpoint(self, ws: WebSocket) -> None:
         if self._loop is None:
+            held = self.state.engine.account()["balances"]  # outside our lock: the engine's comes first
+            with self._balances_lock:  # what the account holds now: later events report changes to it
+                for b in held:
+                    self._sent_balances.setdefault(b["asset"], (b["free"], b["locked"]))
             self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
+        if self.faults.refuse > 0:
+            self.faults.refuse -= 1
+            await ws.close(code=1013)  # before accept: the handshake is answered 403
+            return
         await ws.accept()
         conn = _Conn(ws, ws.client.host if ws.client else "unknown", self.state.now_ms())
         self.conns.add(conn)

@@ -219,6 +219,14 @@ class MatchingEngine(VenueState):
             self._orders[p.order_id] = p
             self._by_client[(p.symbol, p.client_order_id)] = p
             self._pending[p.order_id] = (p, pspec, prules)
+            list_client_id = self._new_client_id()
+            self._lists[list_id] = {"base": {
+                "symbol": w.symbol, "orderListId": list_id, "contingencyType": "OTO",
+                "listClientOrderId": list_client_id,
+                "orders": [{"symbol": x.symbol, "orderId": x.order_id, "clientOrderId": x.client_order_id}
+                           for x in (w, p)],
+            }}  # fmt: skip
+            self._emit_list(list_id, "EXEC_STARTED", "EXECUTING")
             self._emit_order(p, "NEW")
             # rest-api.md "New Order list - OTO": when the working order fills at once, the answer still
             # shows the pending order as PENDING_NEW (query it again for its new status)
@@ -231,7 +239,7 @@ class MatchingEngine(VenueState):
                 "contingencyType": "OTO",
                 "listStatusType": "EXEC_STARTED",
                 "listOrderStatus": "EXECUTING",
-                "listClientOrderId": self._new_client_id(),
+                "listClientOrderId": list_client_id,
                 "transactionTime": now,
                 "symbol": w.symbol,
                 "orders": [

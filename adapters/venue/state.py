@@ -87,6 +87,7 @@ class VenueState:
         self._clock = clock_ms or _system_ms
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
+        self._lists: dict[int, dict[str, Any]] = {}  # orderListId -> its listStatus fields
         self._orders: dict[int, Order] = {}
         self._by_client: dict[tuple[str, str], Order] = {}
         self._open: dict[str, dict[int, Order]] = {s: {} for s in self.rules}
@@ -151,6 +152,42 @@ class VenueState:
         payload["lastTrade"] = responses.my_trade(trade) if trade is not None else None
         payload.update(extra)
         self._emit("order", payload)
+        if o.order_list_id >= 0 and o.status not in ("NEW", "PARTIALLY_FILLED", "PENDING_NEW"):
+            partner = self._orders.get(o.list_partner) if o.list_partner is not None else None
+            if partner is None or partner.status not in ("NEW", "PARTIALLY_FILLED", "PENDING_NEW"):
+                # every leg is done: the list is too (enums.md "List Status Type" / "List Order Status")
+                self._emit_list(o.order_list_id, "ALL_DONE", "ALL_DONE")
+
+    def _emit_list(self, list_id: int, status_type: str, order_status: str) -> None:
+        """A `listStatus` for the order list `list_id` (user-data-stream.md "Order Update")."""
+        info = self._lists.get(list_id)
+        if info is None or not self._listeners or info.get("done"):
+            return
+        if status_type == "ALL_DONE":
+            info["done"] = True
+        self._emit("list", {**info["base"], "listStatusType": status_type, "listOrderStatus": order_status,
+                            "transactionTime": self._clock()})  # fmt: skip
+
+    def adjust_balance(self, asset: str, delta: Decimal) -> dict[str, Any]:
+        """A deposit (delta > 0) or withdrawal (< 0) of free balance, as the wallet would book it; the
+        listeners hear it as kind "balance" (the user data stream's `balanceUpdate`).
+
+        Raises:
+            ValueError: a withdrawal of more than is free, or a zero or non-finite delta.
+        """
+        with self._lock:
+            if not delta.is_finite() or not delta:
+                raise ValueError(f"delta must be a non-zero decimal, was {delta}")
+            self.ledger.ensure(asset)
+            if self.ledger.free[asset] + delta < 0:
+                raise ValueError(f"cannot withdraw {-delta} {asset}: free is {self.ledger.free[asset]}")
+            self.ledger.free[asset] += delta
+            now = self._clock()
+            self._update_time = now
+            change = {"asset": asset, "delta": fmt(delta), "time": now}
+            if self._listeners:
+                self._emit("balance", change)
+            return change
 
     # ----- lookups -------------------------------------------------------------------------------------
 
@@ -246,21 +283,34 @@ class VenueState:
             }
 
     def my_trades(
-        self, symbol: str, order_id: int | None = None, from_id: int | None = None, limit: int = 500
+        self,
+        symbol: str,
+        order_id: int | None = None,
+        from_id: int | None = None,
+        limit: int = 500,
+        start_time: int | None = None,
+        end_time: int | None = None,
     ) -> list[dict[str, Any]]:
-        """GET /api/v3/myTrades, oldest first; `limit` is clamped to Binance's 1..1000.
+        """GET /api/v3/myTrades, oldest first (rest-api.md "Account trade list"): trades >= `from_id`, or
+        from `start_time`, are the first `limit` of them; otherwise the most recent `limit`. `limit` is
+        clamped to Binance's 1..1000 (the simulator's handler refuses values outside it).
 
         Raises:
             VenueError: -1121 for an unknown symbol.
         """
         with self._lock:
             lookup_symbol(symbol, self.rules)
-            trades = self._trades[symbol]
-            if order_id is not None:
-                trades = [t for t in trades if t.order_id == order_id]
-            if from_id is not None:
-                trades = [t for t in trades if t.id >= from_id]
-            return [responses.my_trade(t) for t in trades[: max(1, min(limit, 1000))]]
+            trades = [
+                t
+                for t in self._trades[symbol]
+                if (order_id is None or t.order_id == order_id)
+                and (from_id is None or t.id >= from_id)
+                and (start_time is None or t.time >= start_time)
+                and (end_time is None or t.time <= end_time)
+            ]
+            n = max(1, min(limit, 1000))
+            chosen = trades[:n] if from_id is not None or start_time is not None else trades[-n:]
+            return [responses.my_trade(t) for t in chosen]
 
     def book_ticker(self, symbol: str) -> dict[str, Any]:
         """GET /api/v3/ticker/bookTicker for one symbol.

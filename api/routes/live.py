@@ -112,7 +112,7 @@ async def place_order(request: Request, call: TradeCallDep) -> dict[str, Any]:
     """Place an order in the session's mode: paper, test (SAFE_MODE, /order/test) or live."""
     op, engine, audit = call.operator, call.engine, call.audit
     audit.detail["venue"] = engine.exchange.venue
-    req = parse_body(OrderBody, await json_body(request)).to_request()
+    req = parse_body(OrderBody, await json_body(request)).to_request(engine.settings.client_order_id_prefix)
     audit.detail["request"] = req.to_payload()
     try:
         placement = await engine.orders.submit(req, op.id, audit=audit)

@@ -81,6 +81,13 @@ def _approvals(runtime: Runtime) -> dict[str, Any]:
     return _component("OK", detail)
 
 
+def _foreign(orders: list[dict[str, Any]]) -> dict[str, Any]:
+    """Working orders on the account that are not ours (no engine prefix, order-list legs): never
+    adopted or cancelled; WARN while any exist, with the first few named."""
+    detail = {"count": len(orders), "orders": orders[:5]}
+    return _component("WARN" if orders else "OK", detail)
+
+
 # What a fresh install's WARN tells the operator to do next
 _NO_KEYS_HINT = (
     "the second operator runs `propbot keygen --out approver.pem` on their own machine; put the public key "
@@ -88,6 +95,21 @@ _NO_KEYS_HINT = (
     "(docs/walkthrough.md, docs/LIVE_TRADING_README.md section 6). A paper session is never armed: "
     "this matters for the testnet and live profiles"
 )
+
+
+def _leadership(runtime: Runtime) -> dict[str, Any]:
+    """Which engine writes this account's journal: ACTIVE here, STANDBY (and who holds the lease, when
+    PostgreSQL lets this role see it), or LOST (fenced: this process must be started again)."""
+    base = {"account": runtime.settings.account, "engine_id": runtime.settings.engine_id}
+    if runtime.lease is None:
+        return _component(
+            "OK", {**base, "role": "ACTIVE", "lease": "none: SQLite, one engine per journal file"}
+        )
+    engine = runtime.engine
+    detail = {**base, **runtime.lease.status(), "followed_seq": engine.followed_seq,
+              "follow_error": runtime.follow_error, "prefix_verify": engine.prefix_verify}  # fmt: skip
+    level = {"ACTIVE": "OK", "STANDBY": "WARN"}.get(str(detail["role"]), "ERROR")
+    return _component(level, detail)
 
 
 @router.get("/api/status")
@@ -102,8 +124,10 @@ async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
     else:
         error = runtime.start_error
         detail = {"reason": error.reason, "message": str(error)} if error else {"reason": "not_ready"}
+        # A standby is healthy as such: it measures nothing until it is the writer
+        level = "WARN" if error is not None and error.reason == "standby" else "ERROR"
         for name in ("exchange", "clock_skew", "preflight"):
-            components[name] = _component("ERROR", detail)
+            components[name] = _component(level, detail)
     for name, comp in {**engine.supervisor.status(), **runtime.supervisor.status()}.items():
         components[f"task.{name}"] = _component(comp["status"], comp)
     clock = runtime.status_sources.get("clock")
@@ -122,16 +146,21 @@ async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
             data = fn()
             components[name] = _component(str(data.get("level", "WARN")), data)
     components["approvals"] = _approvals(runtime)
+    components["foreign_orders"] = _foreign(engine.orders.foreign_orders())
     relay = runtime.status_sources.get("outbox_relay")
     if relay is not None:  # the `relay:` config section: the outbox relay runs in this process
         data = relay()
         components["outbox_relay"] = _component(str(data["status"]), data)
+    components["leadership"] = _leadership(runtime)
     session = engine.sessions.session
     overall = max((c["status"] for c in components.values()), key=lambda s: _RANK.get(s, 2))
     return {
         "ok": True,
         "status": overall,
         "profile": runtime.settings.profile,
+        "account": runtime.settings.account,
+        "engine_id": runtime.settings.engine_id,
+        "role": runtime.role,
         "venue": engine.exchange.venue,
         "safe_mode": runtime.settings.safe_mode,
         "ready": runtime.ready,

@@ -1,4 +1,9 @@
-"""The journal on SQLAlchemy: append-only INSERTs chained by hash, group commit, fast raw scans."""
+"""The journal on SQLAlchemy: append-only INSERTs chained by hash, group commit, fast raw scans.
+
+On PostgreSQL each schema holds one account's chain: the chain lock is per schema, so accounts never wait
+for each other. With a `WriterLease` every append runs on the lease's own session and first checks that
+this session holds the lease (engine/persistence/lease.py): a fenced engine cannot append.
+"""
 
 from __future__ import annotations
 
@@ -24,10 +29,9 @@ from engine.journal import (
     row_hash,
 )
 from engine.persistence.database import is_sqlite, make_engines
+from engine.persistence.lease import LeaseLost, WriterLease, stable_key
 from engine.persistence.tables import journal, metadata
 
-# Any constant works: it only has to be the same in every process sharing the database
-_PG_CHAIN_LOCK = 0x50524F50
 _COLUMNS = ", ".join(RAW_COLUMNS)
 
 
@@ -38,8 +42,16 @@ class JournalUnavailable(EngineError):
 class SqlJournal:
     """Implements engine.journal.Journal on SQLite or PostgreSQL."""
 
-    def __init__(self, url: str, *, now: Callable[[], datetime] | None = None, create: bool = False) -> None:
+    def __init__(
+        self, url: str, *, now: Callable[[], datetime] | None = None, create: bool = False,
+        engine_id: str | None = None, lease: WriterLease | None = None,
+    ) -> None:  # fmt: skip
+        """`engine_id`: stored in (and hashed with) every row this instance writes. `lease`: append only
+        on the lease's session, and only while it holds the account's writer lock (PostgreSQL)."""
         self.url = url
+        self.engine_id = engine_id or None
+        self.lease = lease
+        self._chain_key: int | None = None
         self._sqlite = is_sqlite(url)
         self._writer, self._reader = make_engines(url)
         self._now = now or (lambda: datetime.now(UTC))
@@ -55,6 +67,10 @@ class SqlJournal:
 
     @contextmanager
     def _write_tx(self) -> Iterator[Connection]:
+        if self.lease is not None:
+            with self._wlock, self.lease.writing() as conn, conn.begin():
+                yield conn
+            return
         with self._wlock:
             if self._wconn is None:
                 self._wconn = self._writer.connect()
@@ -95,6 +111,8 @@ class SqlJournal:
         except IntegrityError:
             pass
         except OperationalError as exc:
+            if self.lease is not None and self.lease.state == WriterLease.LOST:
+                raise LeaseLost(f"journal write failed and the writer lease is lost: {exc.orig}") from exc
             raise JournalUnavailable(f"journal write failed: {exc.orig}") from exc
         return self._append_one_by_one(groups)
 
@@ -120,7 +138,13 @@ class SqlJournal:
 
     def _tail(self, conn: Connection) -> tuple[int, str]:
         if not self._sqlite:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHAIN_LOCK})
+            if self._chain_key is None:
+                schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
+                self._chain_key = stable_key("propbot.chain", str(schema))
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self._chain_key})
+            if self.lease is not None and not conn.exec_driver_sql(self.lease.held_sql()).scalar():
+                self.lease.lose("an append found the lease session without the lock")
+                raise LeaseLost("this session does not hold the writer lease: nothing appended")
         row = conn.exec_driver_sql(
             "SELECT seq, hash, created_at FROM journal ORDER BY seq DESC LIMIT 1"
         ).first()
@@ -132,13 +156,14 @@ class SqlJournal:
     def _build(self, group: Sequence[NewEntry], seq: int, prev: str) -> list[Record]:
         # created_at never goes backwards (replay refuses that): a clock stepped back keeps the last time
         created = max(format_ts(self._now()), self._last_created)
+        engine_id = self.engine_id
         out = []
         for e in group:
             seq += 1
             payload = e.payload_json
             digest = row_hash(
                 prev, seq, e.stream, e.stream_id, e.version, e.trigger, e.from_state, e.to_state,
-                payload, e.actor, e.reason, SCHEMA_VERSION, created,
+                payload, e.actor, e.reason, SCHEMA_VERSION, created, engine_id,
             )  # fmt: skip
             out.append(
                 Record(
@@ -156,6 +181,7 @@ class SqlJournal:
                     created,
                     prev,
                     digest,
+                    engine_id,
                 )
             )
             prev = digest
@@ -165,7 +191,7 @@ class SqlJournal:
     def _row(r: Record) -> tuple[Any, ...]:
         return (
             r.seq, r.stream, r.stream_id, r.version, r.trigger, r.from_state, r.to_state, r.payload_json,
-            r.actor, r.reason, r.schema_version, r.created_at, r.prev_hash, r.hash,
+            r.actor, r.reason, r.schema_version, r.created_at, r.prev_hash, r.hash, r.engine_id,
         )  # fmt: skip
 
     # -- reading -------------------------------------------------------------------------------
@@ -236,11 +262,12 @@ class SqlJournal:
         with self._read() as conn:
             return int(conn.execute(select(func.count()).select_from(journal)).scalar() or 0)
 
-    def scan(self, batch_size: int = 10_000) -> Iterator[RawRow]:
-        """Raw DBAPI rows in keyset-paginated batches: replay reads a million rows and Row objects would
-        double its cost; no connection or transaction is held while the caller works between batches."""
+    def scan(self, batch_size: int = 10_000, after_seq: int = 0) -> Iterator[RawRow]:
+        """Raw DBAPI rows after `after_seq` in keyset-paginated batches: replay reads a million rows and
+        Row objects would double its cost; no connection or transaction is held while the caller works
+        between batches."""
         sql = f"SELECT {_COLUMNS} FROM journal WHERE seq > {{after}} ORDER BY seq LIMIT {int(batch_size)}"
-        after = 0
+        after = int(after_seq)
         while True:
             try:
                 raw = self._reader.raw_connection()

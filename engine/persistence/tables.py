@@ -36,6 +36,8 @@ journal = Table(
     Column("created_at", String(32), nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # Which engine process wrote the row (migration 0004); NULL on older rows. Part of the hash when set
+    Column("engine_id", String(64), nullable=True),
     UniqueConstraint("stream", "stream_id", "version", name="uq_journal_stream_version"),
     Index("ix_journal_created_at", "created_at"),
 )

@@ -39,6 +39,22 @@ def order_json(cid: str, status: str = "NEW", executed: str = "0.00000000", **ex
     }
 
 
+def trade_json(trade_id: int, qty: str, order_id: int = 11) -> dict[str, Any]:
+    return {"symbol": "BTCUSDT", "id": trade_id, "orderId": order_id, "orderListId": -1, "price": "50000.00",
+            "qty": qty, "quoteQty": "1", "commission": "0.00000010", "commissionAsset": "BTC", "time": 1,
+            "isBuyer": True, "isMaker": True, "isBestMatch": True}  # fmt: skip
+
+
+def serve_trades(venue: FakeVenue, trades: list[dict[str, Any]]) -> None:
+    """GET /api/v3/myTrades as rest-api.md pages it: orderId, fromId (>=), limit."""
+
+    def answer(r: httpx.Request, p: dict[str, str]) -> httpx.Response:
+        rows = [t for t in trades if str(t["orderId"]) == p["orderId"] and t["id"] >= int(p.get("fromId", 0))]
+        return ok(rows[: int(p.get("limit", 500))])
+
+    venue.route("GET", "/api/v3/myTrades", answer)
+
+
 def make(venue: FakeVenue) -> BinanceExchange:
     client = BinanceSpotClient("testnet", API_KEY, SECRET, BASE, transport=httpx.MockTransport(venue))
     return BinanceExchange(client, poll_interval_s=0)
@@ -207,17 +223,25 @@ async def test_poller_reports_partial_fill_then_final_state() -> None:
             else error(400, -2013, "Order does not exist.")
         ),
     )
+    trades: list[dict[str, Any]] = []
+    serve_trades(venue, trades)
     ex = make(venue)
     seen: list[VenueOrder] = []
     ex.on_update(seen.append)
     await ex.place(REQ)
     assert await ex.poll_once() == []  # nothing changed since the place answer
     book["pb-1"] = order_json("pb-1", "PARTIALLY_FILLED", "0.00050000")
+    trades.append(trade_json(7, "0.00050000"))
     await ex.poll_once()
     assert [(o.status, o.executed_qty) for o in seen] == [(VenueStatus.PARTIALLY_FILLED, Decimal("0.0005"))]
+    assert [(f.trade_id, f.qty, f.commission_asset, f.is_maker) for f in seen[0].fills] == [
+        (7, Decimal("0.0005"), "BTC", True)
+    ]  # the fill learned by REST carries its trade (myTrades)
     book["pb-1"] = order_json("pb-1", "FILLED", "0.00100000")  # leaves the open list: queried
+    trades.append(trade_json(9, "0.00050000"))
     await ex.poll_once()
     assert seen[-1].status is VenueStatus.FILLED
+    assert [f.trade_id for f in seen[-1].fills] == [7, 9]  # the engine drops the one it has by trade id
     assert ex.status()["tracked_orders"] == 0
     await ex.poll_once()
     assert len(seen) == 2
@@ -264,6 +288,7 @@ async def test_orders_learned_by_query_are_polled_too() -> None:
         "GET", "/api/v3/openOrders", lambda r, p: ok([o for o in book.values() if o["status"] == "NEW"])
     )
     venue.route("GET", "/api/v3/order", lambda r, p: ok(book[p["origClientOrderId"]]))
+    serve_trades(venue, [trade_json(3, "0.00100000")])
     ex = make(venue)
     seen: list[VenueOrder] = []
     ex.on_update(seen.append)
@@ -272,4 +297,38 @@ async def test_orders_learned_by_query_are_polled_too() -> None:
     book["pb-1"] = order_json("pb-1", "FILLED", "0.00100000")
     await ex.poll_once()
     assert [o.status for o in seen] == [VenueStatus.FILLED]
+    await ex.close()
+
+
+async def test_order_trades_page_by_from_id_and_stop_at_the_snapshot() -> None:
+    """More than one page (1,000) of trades is read by fromId; trades past the snapshot's executedQty
+    (made after it) are left to the update that reports them."""
+    venue = FakeVenue()
+    serve_trades(venue, [trade_json(100 + i, "0.00000001") for i in range(1500)])
+    ex = make(venue)
+    order = VenueOrder(
+        "BTCUSDT", "pb-1", VenueStatus.PARTIALLY_FILLED, 11, Decimal("1"), Decimal("0.00001200")
+    )
+    fills = await ex.order_trades(order)
+    assert [f.trade_id for f in fills] == list(range(100, 1300))
+    assert venue.count("GET", "/api/v3/myTrades") == 2
+    await ex.close()
+
+
+async def test_trades_lagging_the_order_are_asked_again() -> None:
+    venue = FakeVenue()
+    trades: list[dict[str, Any]] = []
+
+    def lagging(r: httpx.Request, p: dict[str, str]) -> httpx.Response:
+        if venue.count("GET", "/api/v3/myTrades") >= 2:  # the trade reaches myTrades' database late
+            trades[:] = [trade_json(5, "0.00100000")]
+        return ok(list(trades))
+
+    venue.route("GET", "/api/v3/myTrades", lagging)
+    venue.route("GET", "/api/v3/order", lambda r, p: ok(order_json("pb-1", "FILLED", "0.00100000")))
+    ex = make(venue)
+    ex.trades_retry_s = 0.0
+    found = await ex.query("BTCUSDT", "pb-1")
+    assert found is not None
+    assert [f.trade_id for f in found.fills] == [5]
     await ex.close()

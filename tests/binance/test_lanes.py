@@ -110,15 +110,15 @@ async def test_slow_orders_in_flight_do_not_block_a_cancel(sim: SimulatorServer)
     await setup.order(_order("lane-slow-victim"))
     await setup.aclose()
     client = _client(sim, max_in_flight=2)
-    orig = client._http.request
+    orig = client._round_trip
     gate = asyncio.Event()
 
-    async def slow_orders(method: str, url: str, **kw: Any) -> Any:
+    async def slow_orders(method: str, url: str) -> Any:
         if method == "POST":
             await gate.wait()
-        return await orig(method, url, **kw)
+        return await orig(method, url)
 
-    client._http.request = slow_orders  # type: ignore[method-assign]
+    client._round_trip = slow_orders  # type: ignore[method-assign]
     orders = [asyncio.create_task(client.order(_order(f"lane-s{i}", "59000.00"))) for i in range(6)]
     try:
         while client.in_flight < 2:

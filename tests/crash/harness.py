@@ -10,6 +10,7 @@ RTT-midpoint estimate by half the latency. The market-data WebSocket is off: not
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,19 +43,31 @@ def _free_port() -> int:
 class ApiProcess:
     """`propbot serve --profile testnet --config … --data-dir … --port …`, killable with SIGKILL."""
 
-    def __init__(self, data_dir: Path, sim_base_url: str, sim_ws_url: str, approvers: dict[str, str]) -> None:
+    def __init__(
+        self, data_dir: Path, sim_base_url: str, sim_ws_url: str, approvers: dict[str, str],
+        *, config_extra: dict[str, Any] | None = None, operators_of: ApiProcess | None = None,
+    ) -> None:  # fmt: skip
+        """`config_extra`: merged into the config (e.g. account, journal.url); `operators_of`: share that
+        server's operators (and tokens) instead of creating new ones (an active and its standby)."""
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = data_dir / "config.testnet.yaml"
-        self.config_path.write_text(yaml.safe_dump(_config(sim_base_url, sim_ws_url, approvers)))
+        config = {**_config(sim_base_url, sim_ws_url, approvers), **(config_extra or {})}
+        self.config_path.write_text(yaml.safe_dump(config))
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
-        self.env = {**env, "BINANCE_API_KEY_TESTNET": SIM_KEY, "BINANCE_API_SECRET_TESTNET": SIM_SECRET}
+        account = config.get("account")
+        suffix = "TESTNET" if account is None else f"TESTNET_{str(account).upper()}"
+        self.env = {**env, f"BINANCE_API_KEY_{suffix}": SIM_KEY, f"BINANCE_API_SECRET_{suffix}": SIM_SECRET}
         self.log_path = data_dir / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.starts = 0
-        self.tokens = {role: self._add_operator(role) for role in ROLES}
-        self._add_operator("admin", "approver2")  # the two-man rule's second operator
+        if operators_of is not None:
+            shutil.copy2(operators_of.data_dir / "operators.json", data_dir / "operators.json")
+            self.tokens = dict(operators_of.tokens)
+        else:
+            self.tokens = {role: self._add_operator(role) for role in ROLES}
+            self._add_operator("admin", "approver2")  # the two-man rule's second operator
         self._clients: list[httpx.Client] = []
 
     @property
@@ -79,8 +92,9 @@ class ApiProcess:
         assert done.returncode == 0, done.stderr
         return done.stdout.strip().splitlines()[-1]
 
-    def start(self, timeout_s: float = 30.0) -> ApiProcess:
-        """Start the server and wait for /readyz (journal replayed and verified, venue reconciled)."""
+    def start(self, timeout_s: float = 30.0, *, ready: bool = True) -> ApiProcess:
+        """Start the server and wait for /readyz (journal replayed and verified, venue reconciled), or
+        with `ready=False` only for /healthz (a standby answers, but is not ready)."""
         self.port = _free_port()
         self.starts += 1
         with self.log_path.open("ab") as log:
@@ -99,7 +113,10 @@ class ApiProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"propbot serve exited ({self.proc.returncode}):\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                if (
+                    httpx.get(f"{self.base_url}/{'readyz' if ready else 'healthz'}", timeout=2).status_code
+                    == 200
+                ):
                     return self
             except httpx.TransportError:
                 pass

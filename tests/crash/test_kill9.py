@@ -82,7 +82,8 @@ def test_kill_with_a_burst_of_orders_in_flight(live_api: ApiProcess, sim: Simula
     # 20 ms per venue request: each live order (preflight + send) takes ~150 ms, so the burst is mid-stream
     sim_fault(sim.base_url, {"latency_ms": 20})
     bodies = {
-        f"crash-a-{i:02d}": order_body(f"crash-a-{i:02d}", "rest" if i % 2 else "fill") for i in range(40)
+        f"pb-crash-a-{i:02d}": order_body(f"pb-crash-a-{i:02d}", "rest" if i % 2 else "fill")
+        for i in range(40)
     }
     burst = Burst(live_api, bodies, workers=8)
     eventually(lambda: burst.answered() >= 10, timeout=20, interval=0.005)
@@ -105,7 +106,7 @@ def test_kill_after_the_write_ahead_row_before_the_venue_answers(
     # The venue takes 500 ms per request; the orders' preflights run first, then the SENT rows are
     # committed and the POSTs leave: kill as soon as every SENT row is in the journal
     sim_fault(sim.base_url, {"latency_ms": 500})
-    bodies = {f"crash-b-{i}": order_body(f"crash-b-{i}", "rest" if i % 2 else "fill") for i in range(6)}
+    bodies = {f"pb-crash-b-{i}": order_body(f"pb-crash-b-{i}", "rest" if i % 2 else "fill") for i in range(6)}
     auditor = live_api.client("auditor")
     burst = Burst(live_api, bodies, workers=len(bodies))
 
@@ -145,7 +146,7 @@ def _seconds(iso: str) -> float:
 def test_kill_with_lost_responses_pending_reconciliation(live_api: ApiProcess, sim: SimulatorServer) -> None:
     # -1007 after execution, and the venue keeps answering "no such order" for a while: UNKNOWN stays open
     sim_fault(sim.base_url, {"lost_response": 3, "not_found_lag_s": 30})
-    kinds = {"crash-c-0": "rest", "crash-c-1": "fill", "crash-c-2": "rest"}
+    kinds = {"pb-crash-c-0": "rest", "pb-crash-c-1": "fill", "pb-crash-c-2": "rest"}
     bodies = {cid: order_body(cid, kind) for cid, kind in kinds.items()}
     trader, viewer = live_api.client("trader"), live_api.client("viewer")
     for body in bodies.values():
@@ -174,7 +175,7 @@ def test_kill_with_lost_responses_pending_reconciliation(live_api: ApiProcess, s
 def test_kill_after_the_venue_executed_before_it_answered(live_api: ApiProcess, sim: SimulatorServer) -> None:
     # The venue executes at once and answers 3 s later: kill once the simulator holds every order
     sim_fault(sim.base_url, {"order_answer_delay_ms": 3000})
-    kinds = {"crash-d-0": "rest", "crash-d-1": "fill", "crash-d-2": "rest"}
+    kinds = {"pb-crash-d-0": "rest", "pb-crash-d-1": "fill", "pb-crash-d-2": "rest"}
     bodies = {cid: order_body(cid, kind) for cid, kind in kinds.items()}
     burst = Burst(live_api, bodies, workers=len(bodies))
     eventually(lambda: len(ground_truth(sim.base_url)["orders"]) == len(bodies), timeout=20, interval=0.01)

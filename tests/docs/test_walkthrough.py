@@ -31,7 +31,7 @@ EXPECTED = [
     "ARMED bob",
     "LIVE live",
     "live ACKED",
-    "walk-live-1",
+    "pb-walk-live-1",
     "CANCELLED",
     "TESTNET",
     "create preflight send ack request_cancel cancelled",

@@ -27,33 +27,33 @@ def audits(auditor: httpx.Client, action: str) -> list[dict[str, Any]]:
 
 def test_a_viewers_refused_order_writes_its_audit_row(viewer: httpx.Client, auditor: httpx.Client) -> None:
     before = len(audits(auditor, "api.live.order"))
-    r = viewer.post("/api/live/order", json={**ORDER, "newClientOrderId": "viewer-1"})
+    r = viewer.post("/api/live/order", json={**ORDER, "newClientOrderId": "pb-viewer-1"})
     assert (r.status_code, r.json()["reason"]) == (403, "forbidden")
     rows = audits(auditor, "api.live.order")
     assert len(rows) == before + 1
     assert rows[-1]["actor"] == "viewer"
     assert rows[-1]["payload"]["outcome"] == {"status": 403, "reason": "forbidden"}
-    assert journal_rows(auditor, stream="order", stream_id="viewer-1") == []  # no order id was reached
+    assert journal_rows(auditor, stream="order", stream_id="pb-viewer-1") == []  # no order id was reached
 
 
 def test_each_call_writes_exactly_one_row(trader: httpx.Client, auditor: httpx.Client) -> None:
     cases = [
-        ("post", "/api/live/order", {"json": {**ORDER, "newClientOrderId": "one-1"}}, 200),
-        ("post", "/api/live/order", {"json": {**ORDER, "newClientOrderId": "one-1"}}, 200),  # replay
+        ("post", "/api/live/order", {"json": {**ORDER, "newClientOrderId": "pb-one-1"}}, 200),
+        ("post", "/api/live/order", {"json": {**ORDER, "newClientOrderId": "pb-one-1"}}, 200),  # replay
         (
             "post",
             "/api/live/order",
-            {"json": {**ORDER, "quantity": "0.002", "newClientOrderId": "one-1"}},
+            {"json": {**ORDER, "quantity": "0.002", "newClientOrderId": "pb-one-1"}},
             409,
         ),
         ("post", "/api/live/order", {"content": b"{oops"}, 400),
         (
             "post",
             "/api/live/order",
-            {"json": {**ORDER, "symbol": "XYZUSDT", "newClientOrderId": "one-2"}},
+            {"json": {**ORDER, "symbol": "XYZUSDT", "newClientOrderId": "pb-one-2"}},
             422,
         ),
-        ("post", "/api/live/cancel", {"json": {"symbol": "BTCUSDT", "origClientOrderId": "one-1"}}, 200),
+        ("post", "/api/live/cancel", {"json": {"symbol": "BTCUSDT", "origClientOrderId": "pb-one-1"}}, 200),
         ("post", "/api/live/cancel", {"json": {"symbol": "BTCUSDT", "origClientOrderId": "nope"}}, 404),
         ("get", "/api/live/ping", {}, 200),
         ("get", "/api/live/open_orders", {"params": {"symbol": "bad symbol"}}, 422),
@@ -102,7 +102,7 @@ def test_an_order_flood_is_throttled_without_growing_the_journal_without_bound(t
     settings = paper_settings(tmp_path, risk={"max_orders_per_minute": 60})  # 2/s, burst 10 per operator
     with ApiServer(settings) as api:
         trader, auditor = api.client("trader"), api.client("auditor")
-        codes = [trader.post("/api/live/order", json={**ORDER, "newClientOrderId": f"flood-{i}"}).status_code
+        codes = [trader.post("/api/live/order", json={**ORDER, "newClientOrderId": f"pb-flood-{i}"}).status_code
                  for i in range(60)]  # fmt: skip
         assert codes.count(429) >= 40
         audits = [r for r in journal_rows(auditor, stream="audit") if r["trigger"] == "api.live.order"]
@@ -121,7 +121,7 @@ async def test_a_call_cut_short_whose_commit_then_fails_still_writes_its_row(tmp
         real = journal.append_groups
 
         def stalls_then_fails(groups: Any) -> Any:
-            if any(e.stream_id == "cut-1" for g in groups for e in g):
+            if any(e.stream_id == "pb-cut-1" for g in groups for e in g):
                 entered.set()
                 gate.wait(10)
                 raise JournalUnavailable("journal write failed: injected outage")
@@ -132,7 +132,7 @@ async def test_a_call_cut_short_whose_commit_then_fails_still_writes_its_row(tmp
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
             call = asyncio.create_task(
-                client.post("/api/live/order", json={**ORDER, "newClientOrderId": "cut-1"})
+                client.post("/api/live/order", json={**ORDER, "newClientOrderId": "pb-cut-1"})
             )
             assert await asyncio.to_thread(entered.wait, 10)
             call.cancel()
@@ -151,4 +151,4 @@ async def test_a_call_cut_short_whose_commit_then_fails_still_writes_its_row(tmp
             assert row.actor == "trader"
             assert row.payload["outcome"]["reason"] == "call_cancelled"
             assert row.payload["outcome"]["claimed_commit_failed"] == "journal_unavailable"
-            assert journal.stream("order", "cut-1") == []
+            assert journal.stream("order", "pb-cut-1") == []

@@ -28,7 +28,7 @@ KEY_LINES = [
     "realized P&L",
     "cancelled: state CANCELLED",
     "session HOLD: demo kill switch",
-    "demo-rest-2: CANCELLED",
+    "pb-demo-rest-2: CANCELLED",
     "409 session_hold",
     "session TESTNET, order mode test",
     "journal OK:",

@@ -68,7 +68,7 @@ def agree(sim: Any, api: ApiServer) -> dict[str, list[dict[str, Any]]]:
 def test_latency_only_slows_things_down(live: tuple[Any, ApiServer]) -> None:
     sim, api = live
     sim_fault(sim.base_url, {"latency_ms": 150})
-    r = order(api, "lat-1")
+    r = order(api, "pb-lat-1")
     assert (r.status_code, r.json()["state"]) == (200, "ACKED")
     agree(sim, api)
 
@@ -76,33 +76,33 @@ def test_latency_only_slows_things_down(live: tuple[Any, ApiServer]) -> None:
 def test_5xx_on_the_order_is_unknown_then_absent_after_the_grace(live: tuple[Any, ApiServer]) -> None:
     sim, api = live
     sim_fault(sim.base_url, {"http_5xx": 1, "http_5xx_path": "/api/v3/order", "http_5xx_status": 502})
-    r = order(api, "5xx-1")
+    r = order(api, "pb-5xx-1")
     assert (r.status_code, r.json()["reason"], r.json()["detail"]["state"]) == (
         504,
         "EXECUTION_STATUS_UNKNOWN",
         "UNKNOWN",
     )
-    eventually(lambda: state_of(api, "5xx-1") == "REJECTED", timeout=GRACE_S + 8)
+    eventually(lambda: state_of(api, "pb-5xx-1") == "REJECTED", timeout=GRACE_S + 8)
     streams = agree(sim, api)
-    assert streams["5xx-1"][-1]["trigger"] == "reconcile_rejected"
+    assert streams["pb-5xx-1"][-1]["trigger"] == "reconcile_rejected"
     assert ground_truth(sim.base_url)["real_orders"] == 0
 
 
 def test_lost_response_with_not_found_lag_waits_then_adopts_the_order(live: tuple[Any, ApiServer]) -> None:
     sim, api = live
     sim_fault(sim.base_url, {"lost_response": 1, "not_found_lag_s": 1})
-    r = order(api, "lost-1")
+    r = order(api, "pb-lost-1")
     assert r.status_code == 504
-    eventually(lambda: state_of(api, "lost-1") == "ACKED", timeout=GRACE_S + 8)
+    eventually(lambda: state_of(api, "pb-lost-1") == "ACKED", timeout=GRACE_S + 8)
     streams = agree(sim, api)
-    assert [row["trigger"] for row in streams["lost-1"]][-2:] == ["mark_unknown", "reconcile_acked"]
+    assert [row["trigger"] for row in streams["pb-lost-1"]][-2:] == ["mark_unknown", "reconcile_acked"]
     assert ground_truth(sim.base_url)["real_orders"] == 1  # executed once, never resent
 
 
 def test_clock_skew_is_fixed_by_a_resync_in_safe_mode(safe: tuple[Any, ApiServer]) -> None:
     sim, api = safe
     sim_fault(sim.base_url, {"clock_skew_ms": -1500})  # our timestamps now look 1.5 s ahead: -1021
-    r = order(api, "skew-1")
+    r = order(api, "pb-skew-1")
     assert (r.status_code, r.json()["mode"], r.json()["state"]) == (200, "test", "TESTED"), r.text
     assert api.runtime.engine.exchange.client.timestamp_retries >= 1  # type: ignore[attr-defined]
     agree(sim, api)
@@ -117,7 +117,7 @@ def test_clock_skew_beyond_the_limit_refuses_live_orders_and_holds(live: tuple[A
         lambda: (s := api.client("viewer").get("/api/session").json()["session"])["state"] == "HOLD" and s
     )
     assert "clock_skew" in session["hold_reason"]
-    r = order(api, "skew-live-1")
+    r = order(api, "pb-skew-live-1")
     assert (r.status_code, r.json()["reason"]) == (409, "session_hold")
     agree(sim, api)
     assert ground_truth(sim.base_url)["real_orders"] == 0
@@ -126,19 +126,19 @@ def test_clock_skew_beyond_the_limit_refuses_live_orders_and_holds(live: tuple[A
 def test_429_refuses_without_executing_and_warns(safe: tuple[Any, ApiServer]) -> None:
     sim, api = safe
     sim_fault(sim.base_url, {"rate_limit": {"status": 429, "count": 1, "retry_after_s": 1}})
-    r = order(api, "rl-1")
+    r = order(api, "pb-rl-1")
     assert (r.status_code, r.json()["reason"]) == (503, "RATE_LIMIT"), r.text
     status = api.client("viewer").get("/api/status").json()
     assert status["components"]["rate_limit"]["status"] == "WARN"
-    assert state_of(api, "rl-1") == "REJECTED"
+    assert state_of(api, "pb-rl-1") == "REJECTED"
     agree(sim, api)
-    eventually(lambda: order(api, "rl-2").status_code == 200, timeout=4)  # after Retry-After, all is well
+    eventually(lambda: order(api, "pb-rl-2").status_code == 200, timeout=4)  # after Retry-After, all is well
 
 
 def test_418_ban_holds_the_session_and_places_nothing(live: tuple[Any, ApiServer]) -> None:
     sim, api = live
     sim_fault(sim.base_url, {"rate_limit": {"status": 418, "seconds": 3}})
-    r = order(api, "ban-1")
+    r = order(api, "pb-ban-1")
     assert r.status_code in (409, 503), r.text
     session = eventually(
         lambda: (s := api.client("viewer").get("/api/session").json()["session"])["state"] == "HOLD" and s
@@ -165,7 +165,7 @@ def test_stream_stall_or_short_drop_keeps_open_orders(
 ) -> None:
     sim, api = live
     eventually(lambda: market_data(api)["status"] == "OK")
-    r = order(api, "ws-keep-1")
+    r = order(api, "pb-ws-keep-1")
     assert r.json()["state"] == "ACKED"
     sim_fault(sim.base_url, fault)
     if "ws_stall" in fault:  # silent past error_after_s, socket alive: WARN, never ERROR
@@ -183,7 +183,7 @@ def test_stream_stall_or_short_drop_keeps_open_orders(
         assert feed["connects"] >= 2  # the fault did end the first connection
         assert feed["rollovers"] == (1 if "ws_shutdown" in fault else 0)
     assert feed["cancels_fired"] == 0
-    assert state_of(api, "ws-keep-1") == "ACKED"
+    assert state_of(api, "pb-ws-keep-1") == "ACKED"
     assert journal_rows(api.client("auditor"), trigger="cancel_on_disconnect") == []
     agree(sim, api)
     assert ground_truth(sim.base_url)["orders"][0]["status"] == "NEW"
@@ -192,16 +192,16 @@ def test_stream_stall_or_short_drop_keeps_open_orders(
 def test_stream_outage_past_the_grace_cancels_open_orders(live: tuple[Any, ApiServer]) -> None:
     sim, api = live
     eventually(lambda: market_data(api)["status"] == "OK")
-    r = order(api, "ws-1")
+    r = order(api, "pb-ws-1")
     assert r.json()["state"] == "ACKED"
     # every socket dropped and reconnects refused for longer than ws.disconnect_grace_s
     sim_fault(sim.base_url, {"ws_drop": True, "ws_refuse": WS["disconnect_grace_s"] + 2})
     eventually(lambda: market_data(api)["status"] == "ERROR", timeout=5)
-    eventually(lambda: state_of(api, "ws-1") == "CANCELLED", timeout=10)
+    eventually(lambda: state_of(api, "pb-ws-1") == "CANCELLED", timeout=10)
     eventually(lambda: market_data(api)["status"] == "OK", timeout=10)  # the outage ended
     assert [
         row["payload"]["clientOrderId"]
         for row in journal_rows(api.client("auditor"), trigger="cancel_on_disconnect")
-    ] == ["ws-1"]
+    ] == ["pb-ws-1"]
     agree(sim, api)
     assert ground_truth(sim.base_url)["orders"][0]["status"] == "CANCELED"

@@ -24,18 +24,18 @@ def some_orders(trader: httpx.Client) -> None:
                 "side": "SELL",
                 "type": "MARKET",
                 "quantity": "0.001",
-                "newClientOrderId": f"e2e-j-{i}",
+                "newClientOrderId": f"pb-e2e-j-{i}",
             },
         )
         assert r.status_code == 200, r.text
 
 
 def test_filters_select_matching_rows_only(auditor: httpx.Client) -> None:
-    rows = journal_rows(auditor, stream="order", stream_id="e2e-j-1")
-    assert {r["stream_id"] for r in rows} == {"e2e-j-1"}
+    rows = journal_rows(auditor, stream="order", stream_id="pb-e2e-j-1")
+    assert {r["stream_id"] for r in rows} == {"pb-e2e-j-1"}
     assert [r["trigger"] for r in rows] == ["create", "preflight", "send", "fill"]
     creates = journal_rows(auditor, stream="order", trigger="create", actor="trader")
-    assert {"e2e-j-0", "e2e-j-1", "e2e-j-2"} <= {r["stream_id"] for r in creates}
+    assert {"pb-e2e-j-0", "pb-e2e-j-1", "pb-e2e-j-2"} <= {r["stream_id"] for r in creates}
     assert all(r["actor"] == "trader" and r["trigger"] == "create" for r in creates)
 
 

@@ -22,10 +22,10 @@ def test_orders_survive_a_restart_on_this_journal(tmp_path: Path, journal_url: s
     settings = load_settings(config_file=config, data_dir=tmp_path, db_url=journal_url, env={})
     with ApiServer(settings) as api:
         trader = api.client("trader")
-        resting = trader.post("/api/live/order", json={**LIMIT, "newClientOrderId": "keep-1"})
+        resting = trader.post("/api/live/order", json={**LIMIT, "newClientOrderId": "pb-keep-1"})
         assert resting.json()["state"] == "ACKED", resting.text
         filled = trader.post("/api/live/order", json={"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
-                                                      "quantity": "0.001", "newClientOrderId": "fill-1"})  # fmt: skip
+                                                      "quantity": "0.001", "newClientOrderId": "pb-fill-1"})  # fmt: skip
         assert filled.json()["state"] == "FILLED", filled.text
         tokens = api.tokens
         rows_before = len(journal_rows(api.client("auditor")))
@@ -33,8 +33,8 @@ def test_orders_survive_a_restart_on_this_journal(tmp_path: Path, journal_url: s
         viewer, auditor = again.client("viewer"), again.client("auditor")
         assert again.runtime.engine.report.rows == rows_before  # replayed every row
         # the paper venue lives in memory: its resting order is expired by reconciliation, journalled
-        assert viewer.get("/api/orders/keep-1").json()["order"]["state"] == "EXPIRED"
-        assert viewer.get("/api/orders/fill-1").json()["order"]["state"] == "FILLED"
+        assert viewer.get("/api/orders/pb-keep-1").json()["order"]["state"] == "EXPIRED"
+        assert viewer.get("/api/orders/pb-fill-1").json()["order"]["state"] == "FILLED"
         assert auditor.get("/api/journal/verify").status_code == 200
-        same = again.client("trader").post("/api/live/order", json={**LIMIT, "newClientOrderId": "keep-1"})
+        same = again.client("trader").post("/api/live/order", json={**LIMIT, "newClientOrderId": "pb-keep-1"})
         assert same.json()["existing"] is True  # the idempotency key outlives the process

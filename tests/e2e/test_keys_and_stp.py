@@ -64,7 +64,7 @@ def test_an_ed25519_profile_reads_the_account_streams_and_places_a_safe_order(
         eventually(
             lambda: viewer.get("/api/status").json()["components"]["user_stream"]["detail"]["connected"]
         )
-        r = api.client("trader").post("/api/live/order", json={**ORDER, "newClientOrderId": "ed-safe-1"})
+        r = api.client("trader").post("/api/live/order", json={**ORDER, "newClientOrderId": "pb-ed-safe-1"})
         assert r.status_code == 200, r.text
         assert (r.json()["mode"], r.json()["state"]) == ("test", "TESTED")
         truth = _truth(sim)
@@ -99,9 +99,9 @@ def test_the_configured_stp_mode_is_on_the_order_the_venue_received(tmp_path: Pa
     ) as (sim, api):  # fmt: skip
         assert api.settings.stp_mode == "EXPIRE_BOTH"
         go_live(api, key)
-        r = api.client("trader").post("/api/live/order", json={**ORDER, "newClientOrderId": "stp-live-1"})
+        r = api.client("trader").post("/api/live/order", json={**ORDER, "newClientOrderId": "pb-stp-live-1"})
         assert (r.status_code, r.json()["state"]) == (200, "ACKED"), r.text
-        [order] = [o for o in _truth(sim)["orders"] if o["clientOrderId"] == "stp-live-1"]
+        [order] = [o for o in _truth(sim)["orders"] if o["clientOrderId"] == "pb-stp-live-1"]
         # the simulator's default is EXPIRE_MAKER: EXPIRE_BOTH came from the config
         assert order["selfTradePreventionMode"] == "EXPIRE_BOTH"
 
@@ -112,7 +112,7 @@ def test_an_stp_mode_a_configured_symbol_does_not_allow_fails_closed(tmp_path: P
         tmp_path, None, {"engine": venue}, binance={**BINANCE, "self_trade_prevention_mode": "EXPIRE_BOTH"}
     ) as (sim, api):
         trader = api.client("trader")
-        r = eventually(lambda: (x := trader.post("/api/live/order", json={**ORDER, "newClientOrderId": "stp-no"}))
+        r = eventually(lambda: (x := trader.post("/api/live/order", json={**ORDER, "newClientOrderId": "pb-stp-no"}))
                        .status_code == 503 and x)  # fmt: skip
         body = r.json()
         assert body["reason"] == "STP_MODE_NOT_ALLOWED", body

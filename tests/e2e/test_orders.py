@@ -30,21 +30,21 @@ def test_account_lists_balances_and_permissions(viewer: httpx.Client) -> None:
 
 
 def test_limit_order_rests_then_cancels(trader: httpx.Client) -> None:
-    r = trader.post("/api/live/order", json={**LIMIT, "price": "60000", "newClientOrderId": "e2e-rest-1"})
+    r = trader.post("/api/live/order", json={**LIMIT, "price": "60000", "newClientOrderId": "pb-e2e-rest-1"})
     assert r.status_code == 200, r.text
     placed = r.json()
     assert placed["mode"] == "paper"
     assert placed["state"] == "ACKED"
-    assert placed["clientOrderId"] == "e2e-rest-1"
+    assert placed["clientOrderId"] == "pb-e2e-rest-1"
     assert placed["exchange"]["status"] == "NEW"
     listed = trader.get("/api/live/open_orders", params={"symbol": "BTCUSDT"}).json()["orders"]
-    assert [(o["clientOrderId"], o["state"]) for o in listed] == [("e2e-rest-1", "ACKED")]
+    assert [(o["clientOrderId"], o["state"]) for o in listed] == [("pb-e2e-rest-1", "ACKED")]
 
     r = trader.post("/api/live/cancel", json={"symbol": "BTCUSDT", "orderId": placed["orderId"]})
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "CANCELLED"
     assert trader.get("/api/live/open_orders").json()["orders"] == []
-    again = trader.post("/api/live/cancel", json={"symbol": "BTCUSDT", "origClientOrderId": "e2e-rest-1"})
+    again = trader.post("/api/live/cancel", json={"symbol": "BTCUSDT", "origClientOrderId": "pb-e2e-rest-1"})
     assert again.status_code == 409
     assert again.json()["reason"] == "invalid_transition"
 
@@ -71,21 +71,21 @@ def test_market_order_by_quote_quantity(trader: httpx.Client) -> None:
 def test_idempotent_resend_places_nothing(
     trader: httpx.Client, auditor: httpx.Client, api: ApiServer
 ) -> None:
-    body = {**LIMIT, "price": "61000", "newClientOrderId": "e2e-idem-1"}
+    body = {**LIMIT, "price": "61000", "newClientOrderId": "pb-e2e-idem-1"}
     first = trader.post("/api/live/order", json=body).json()
     second = trader.post("/api/live/order", json=body)
     assert second.status_code == 200
     assert second.json()["existing"] is True
     assert second.json()["orderId"] == first["orderId"]
     venue_open = api.runtime.engine.exchange.engine.open_orders("BTCUSDT")
-    assert [o["clientOrderId"] for o in venue_open].count("e2e-idem-1") == 1
-    creates = journal_rows(auditor, stream="order", stream_id="e2e-idem-1", trigger="create")
+    assert [o["clientOrderId"] for o in venue_open].count("pb-e2e-idem-1") == 1
+    creates = journal_rows(auditor, stream="order", stream_id="pb-e2e-idem-1", trigger="create")
     assert len(creates) == 1
     # the resend still leaves its own audit row
     audits = [
         a
         for a in journal_rows(auditor, stream="audit")
-        if a["payload"].get("request", {}).get("clientOrderId") == "e2e-idem-1"
+        if a["payload"].get("request", {}).get("clientOrderId") == "pb-e2e-idem-1"
     ]
     assert len(audits) == 2
     assert audits[1]["payload"]["outcome"] == {"status": 200, "idempotent_replay": True}
@@ -93,14 +93,14 @@ def test_idempotent_resend_places_nothing(
     conflict = trader.post("/api/live/order", json={**body, "quantity": "0.002"})
     assert conflict.status_code == 409
     assert conflict.json()["reason"] == "idempotency_conflict"
-    assert conflict.json()["detail"]["clientOrderId"] == "e2e-idem-1"
-    trader.post("/api/live/cancel", json={"symbol": "BTCUSDT", "origClientOrderId": "e2e-idem-1"})
+    assert conflict.json()["detail"]["clientOrderId"] == "pb-e2e-idem-1"
+    trader.post("/api/live/cancel", json={"symbol": "BTCUSDT", "origClientOrderId": "pb-e2e-idem-1"})
 
 
 def test_order_endpoint_shows_state_and_transitions(trader: httpx.Client) -> None:
-    trader.post("/api/live/order", json={**LIMIT, "price": "60500", "newClientOrderId": "e2e-trace-1"})
-    trader.post("/api/live/cancel", json={"symbol": "BTCUSDT", "origClientOrderId": "e2e-trace-1"})
-    r = trader.get("/api/orders/e2e-trace-1")
+    trader.post("/api/live/order", json={**LIMIT, "price": "60500", "newClientOrderId": "pb-e2e-trace-1"})
+    trader.post("/api/live/cancel", json={"symbol": "BTCUSDT", "origClientOrderId": "pb-e2e-trace-1"})
+    r = trader.get("/api/orders/pb-e2e-trace-1")
     assert r.status_code == 200
     body = r.json()
     assert body["order"]["state"] == "CANCELLED"

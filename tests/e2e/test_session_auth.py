@@ -18,7 +18,7 @@ def test_hold_refuses_orders_until_resumed(
     assert r.json()["session"]["state"] == "HOLD"
     assert r.json()["session"]["hold_reason"] == "e2e drill"
 
-    refused = trader.post("/api/live/order", json={**ORDER, "newClientOrderId": "e2e-held-1"})
+    refused = trader.post("/api/live/order", json={**ORDER, "newClientOrderId": "pb-e2e-held-1"})
     assert refused.status_code == 409
     body = refused.json()
     assert body["ok"] is False
@@ -26,7 +26,7 @@ def test_hold_refuses_orders_until_resumed(
     assert body["detail"]["state"] == "REJECTED"
     assert body["detail"]["session_state"] == "HOLD"
     # refused, but journaled: the order exists, REJECTED
-    assert trader.get("/api/orders/e2e-held-1").json()["order"]["state"] == "REJECTED"
+    assert trader.get("/api/orders/pb-e2e-held-1").json()["order"]["state"] == "REJECTED"
 
     status = admin.get("/api/status").json()
     assert {k: v for k, v in status["session"].items() if k not in ("session_id", "since")} == {
@@ -71,13 +71,15 @@ def test_status_reports_every_component(viewer: httpx.Client) -> None:
     }
     assert set(components) == {
         "journal", "exchange", "clock_skew", "preflight", "rate_limit", "market_data", "user_stream", "approvals",
-        *tasks,
+        "foreign_orders", "leadership", *tasks,
     }  # fmt: skip
     assert all(c["status"] in ("OK", "WARN", "ERROR") for c in components.values())
     assert components["journal"]["status"] == "OK"
     assert components["exchange"]["status"] == "OK"
     # no approver keys in this config: arming is impossible, which status says
     assert components["approvals"]["status"] == "WARN"
+    # SQLite: one engine per journal file, no lease
+    assert (body["role"], components["leadership"]["status"]) == ("ACTIVE", "OK")
 
 
 def test_healthz_needs_no_token(api: ApiServer) -> None:

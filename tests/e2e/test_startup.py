@@ -36,11 +36,11 @@ def test_restart_replays_the_journal(tmp_path: Path) -> None:
     with ApiServer(settings) as api:
         tokens = api.tokens
         api.client("trader").post(
-            "/api/live/order", json={**order, "price": "60000", "newClientOrderId": "e2e-restart"}
+            "/api/live/order", json={**order, "price": "60000", "newClientOrderId": "pb-e2e-restart"}
         )
     with ApiServer(paper_settings(tmp_path), tokens=tokens) as api:
         # the paper venue forgot its book: reconciliation expired the resting order, journaled
-        body = api.client("viewer").get("/api/orders/e2e-restart").json()
+        body = api.client("viewer").get("/api/orders/pb-e2e-restart").json()
         assert body["order"]["state"] == "EXPIRED"
         assert body["transitions"][-1]["actor"] == "reconciler"
         assert api.client("auditor").get("/api/journal/verify").status_code == 200
@@ -84,14 +84,14 @@ def test_cli_verify_show_export(tmp_path: Path, capsys: pytest.CaptureFixture[st
                 "side": "BUY",
                 "type": "MARKET",
                 "quantity": "0.001",
-                "newClientOrderId": "e2e-cli",
+                "newClientOrderId": "pb-e2e-cli",
             },
         )
     url = f"sqlite:///{tmp_path / 'journal.db'}"
     capsys.readouterr()
     assert main(["journal", "verify", "--db", url]) == 0
     assert capsys.readouterr().out.startswith("journal OK: ")
-    assert main(["journal", "show", "--order", "e2e-cli", "--db", url]) == 0
+    assert main(["journal", "show", "--order", "pb-e2e-cli", "--db", url]) == 0
     assert [line.split()[3] for line in capsys.readouterr().out.splitlines()] == [
         "create",
         "preflight",

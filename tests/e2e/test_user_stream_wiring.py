@@ -23,7 +23,7 @@ def test_a_fill_arrives_by_the_user_data_stream_with_its_trade(tmp_path: Path) -
         )
         go_live(api, key)
         body = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.001",
-                "price": "64000.00", "newClientOrderId": "uds-1"}  # fmt: skip
+                "price": "64000.00", "newClientOrderId": "pb-uds-1"}  # fmt: skip
         placed = api.client("trader").post("/api/live/order", json=body)
         assert (placed.status_code, placed.json()["state"]) == (200, "ACKED"), placed.text
         httpx.post(
@@ -33,7 +33,7 @@ def test_a_fill_arrives_by_the_user_data_stream_with_its_trade(tmp_path: Path) -
         rows = eventually(
             lambda: [
                 r
-                for r in journal_rows(auditor, stream="order", stream_id="uds-1")
+                for r in journal_rows(auditor, stream="order", stream_id="pb-uds-1")
                 if r["trigger"] in ("fill", "partial_fill")
             ]
         )
@@ -58,9 +58,9 @@ def test_live_orders_wait_while_the_stream_has_a_gap(tmp_path: Path) -> None:
         gaps_before = exchange.stream_gaps  # type: ignore[attr-defined]
         httpx.post(f"{sim.base_url}/_sim/ws_api/faults", json={"drop": True}).raise_for_status()
         eventually(lambda: exchange.stream_gaps > gaps_before)  # type: ignore[attr-defined]
-        refused = trader.post("/api/live/order", json={**body, "newClientOrderId": "gap-1"})
+        refused = trader.post("/api/live/order", json={**body, "newClientOrderId": "pb-gap-1"})
         if refused.status_code == 503:  # the stream may already be back: then the order simply goes out
             assert refused.json()["reason"] == "venue_gap"
         eventually(lambda: exchange.order_gate() is None)  # type: ignore[attr-defined]
-        ok = trader.post("/api/live/order", json={**body, "newClientOrderId": "gap-2"})
+        ok = trader.post("/api/live/order", json={**body, "newClientOrderId": "pb-gap-2"})
         assert ok.status_code == 200, ok.text

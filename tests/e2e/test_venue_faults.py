@@ -37,20 +37,20 @@ def _fault(sim: Any, spec: dict[str, Any]) -> None:
 def test_lost_response_is_504_unknown_then_reconciled_without_resending(live: tuple[Any, ApiServer]) -> None:
     sim, api = live
     _fault(sim, {"lost_response": 1})
-    body = {**small_limit(api, "BTCUSDT"), "newClientOrderId": "fault-lost-1"}
+    body = {**small_limit(api, "BTCUSDT"), "newClientOrderId": "pb-fault-lost-1"}
     r = api.client("trader").post("/api/live/order", json=body)
     assert r.status_code == 504, r.text
     assert r.json()["reason"] == "EXECUTION_STATUS_UNKNOWN"
-    assert r.json()["detail"]["clientOrderId"] == "fault-lost-1"
+    assert r.json()["detail"]["clientOrderId"] == "pb-fault-lost-1"
     assert r.json()["detail"]["state"] == "UNKNOWN"
     viewer = api.client("viewer")
-    eventually(lambda: viewer.get("/api/orders/fault-lost-1").json()["order"]["state"] == "ACKED")
+    eventually(lambda: viewer.get("/api/orders/pb-fault-lost-1").json()["order"]["state"] == "ACKED")
     # the same request again is answered from the journal: nothing is resent
     again = api.client("trader").post("/api/live/order", json=body)
     assert again.json()["existing"] is True
     truth = httpx.get(f"{sim.base_url}/_sim/ground_truth").json()
     assert truth["real_orders"] == 1
-    assert [o["clientOrderId"] for o in truth["orders"]] == ["fault-lost-1"]
+    assert [o["clientOrderId"] for o in truth["orders"]] == ["pb-fault-lost-1"]
 
 
 def test_rate_limit_is_503_with_retry_after(live: tuple[Any, ApiServer]) -> None:

@@ -82,7 +82,7 @@ async def test_max_open_orders_holds_under_concurrent_submits(
     fake = SlowFake()
     cfg = replace(settings, risk=RiskLimits(max_open_orders=cap))
     async with running(db_url, fake, cfg, live=True) as eng:
-        results = await submit_all(eng, [limit(f"o{i}") for i in range(burst)])
+        results = await submit_all(eng, [limit(f"pb-o{i}") for i in range(burst)])
         assert len(fake.placed) == min(cap, burst)
         assert refused(results, "risk_max_open_orders") == max(0, burst - cap)
         assert len(eng.orders.open) == min(cap, burst)
@@ -95,7 +95,7 @@ async def test_orders_per_minute_holds_under_concurrent_submits(
     fake = SlowFake()
     cfg = replace(settings, risk=RiskLimits(max_orders_per_minute=5))
     async with running(db_url, fake, cfg, live=True) as eng:
-        results = await submit_all(eng, [limit(f"r{i}") for i in range(20)])
+        results = await submit_all(eng, [limit(f"pb-r{i}") for i in range(20)])
         assert len(fake.placed) == 5
         assert refused(results, "risk_order_rate") == 15
 
@@ -106,7 +106,7 @@ async def test_max_position_holds_under_concurrent_buys(db_url: str, settings: E
     cfg = replace(settings, risk=RiskLimits(max_position={"BTC": Decimal("0.005")}))
     async with running(db_url, fake, cfg, live=True) as eng:
         await eng.orders.refresh_market()
-        results = await submit_all(eng, [limit(f"p{i}") for i in range(10)])
+        results = await submit_all(eng, [limit(f"pb-p{i}") for i in range(10)])
         assert len(fake.placed) == 3  # 0.002 held + 3 × 0.001 reaches the cap exactly
         assert refused(results, "risk_max_position") == 7
 
@@ -115,8 +115,8 @@ async def test_max_notional_holds_for_every_concurrent_order(db_url: str, settin
     fake = SlowFake()
     cfg = replace(settings, risk=RiskLimits(max_order_notional=Decimal("100")))
     async with running(db_url, fake, cfg, live=True) as eng:
-        ok = [limit(f"n{i}", "0.0015") for i in range(5)]  # 97.5 each
-        big = [limit(f"b{i}", "0.002") for i in range(5)]  # 130 each
+        ok = [limit(f"pb-n{i}", "0.0015") for i in range(5)]  # 97.5 each
+        big = [limit(f"pb-b{i}", "0.002") for i in range(5)]  # 130 each
         results = await submit_all(eng, ok + big)
         assert len(fake.placed) == 5
         assert refused(results, "risk_max_notional") == 5
@@ -129,10 +129,10 @@ async def test_a_refused_or_failed_order_releases_its_reservation(
     fake.fail_next = ExchangeUnavailable("busy", reason="EXCHANGE_UNAVAILABLE")
     cfg = replace(settings, risk=RiskLimits(max_open_orders=2))
     async with running(db_url, fake, cfg, live=True) as eng:
-        results = await submit_all(eng, [limit("f1"), limit("f2")])
+        results = await submit_all(eng, [limit("pb-f1"), limit("pb-f2")])
         assert sum(isinstance(r, ExchangeUnavailable) for r in results) == 1
         assert eng.orders.open_count() == 1  # the failed send released its place
-        assert (await eng.orders.submit(limit("f3"), "trader")).order.state is OrderState.ACKED
+        assert (await eng.orders.submit(limit("pb-f3"), "trader")).order.state is OrderState.ACKED
         assert eng.orders.store.reserved == {}
 
 
@@ -161,22 +161,22 @@ async def test_a_submit_cancelled_mid_commit_leaves_journal_and_memory_equal(
     try:
         await go_live(eng)
         journal.delay_s = 0.2
-        task = asyncio.create_task(eng.orders.submit(limit("cx"), "trader"))
+        task = asyncio.create_task(eng.orders.submit(limit("pb-cx"), "trader"))
         await asyncio.sleep(0.05)  # the SENT group is in the writer's transaction now
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         journal.delay_s = 0.0
-        await eng.orders.store.idle("cx")
+        await eng.orders.store.idle("pb-cx")
         for _ in range(100):  # the send itself goes on in the store's task and is recorded
-            if eng.orders.open.get("cx") and eng.orders.open["cx"].state is OrderState.ACKED:
+            if eng.orders.open.get("pb-cx") and eng.orders.open["pb-cx"].state is OrderState.ACKED:
                 break
             await asyncio.sleep(0.01)
-        assert eng.orders.open["cx"].state is OrderState.ACKED
-        assert [r.client_order_id for r in fake.placed] == ["cx"]  # sent once, not lost, not twice
+        assert eng.orders.open["pb-cx"].state is OrderState.ACKED
+        assert [r.client_order_id for r in fake.placed] == ["pb-cx"]  # sent once, not lost, not twice
         assert_memory_is_the_journal(eng)
         # a resubmit of the same id is the same order, not a second one
-        assert (await eng.orders.submit(limit("cx"), "trader")).existing
+        assert (await eng.orders.submit(limit("pb-cx"), "trader")).existing
     finally:
         await eng.stop()
 
@@ -211,10 +211,10 @@ async def test_three_failed_connects_then_a_good_one_leave_one_listener_and_one_
         assert eng.opens == 1
         assert [r.trigger for r in eng.journal.stream("session", "testnet")] == ["open"]
         await go_live(eng)
-        await eng.orders.submit(limit("once"), "trader")
-        fake.fill("once", Decimal("0.0004"))  # pushed once: processed once, by the one listener
-        await eng.orders.store.idle("once")
-        assert [r.trigger for r in eng.journal.stream("order", "once")].count("partial_fill") == 1
+        await eng.orders.submit(limit("pb-once"), "trader")
+        fake.fill("pb-once", Decimal("0.0004"))  # pushed once: processed once, by the one listener
+        await eng.orders.store.idle("pb-once")
+        assert [r.trigger for r in eng.journal.stream("order", "pb-once")].count("partial_fill") == 1
     finally:
         await eng.stop()
 
@@ -224,18 +224,18 @@ async def test_a_fill_pushed_while_stopping_is_journaled_or_refused_cleanly(
 ) -> None:
     fake = FakeExchange()
     async with running(db_url, fake, settings, live=True) as eng:
-        await submit_all(eng, [limit("s1"), limit("s2")])
-        fake.fill("s1", Decimal("0.001"), VenueStatus.FILLED)  # queued before stop: journaled by the drain
+        await submit_all(eng, [limit("pb-s1"), limit("pb-s2")])
+        fake.fill("pb-s1", Decimal("0.001"), VenueStatus.FILLED)  # queued before stop: journaled by the drain
         stopping = asyncio.create_task(eng.stop())
         await asyncio.sleep(0)  # stop has begun: updates are refused from here on
-        fake.fill("s2", Decimal("0.001"), VenueStatus.FILLED)  # must neither raise nor be half-recorded
+        fake.fill("pb-s2", Decimal("0.001"), VenueStatus.FILLED)  # must neither raise nor be half-recorded
         await stopping
     rebuilt = replay(SqlJournal(db_url).scan())  # verifies
-    assert "s1" not in rebuilt.open_orders  # FILLED, journaled during the drain
-    assert rebuilt.open_orders["s2"].state is OrderState.ACKED  # refused, so still what the journal knew
+    assert "pb-s1" not in rebuilt.open_orders  # FILLED, journaled during the drain
+    assert rebuilt.open_orders["pb-s2"].state is OrderState.ACKED  # refused, so still what the journal knew
     async with running(db_url, fake, settings) as again:  # and the next start reconciles it
-        assert "s2" not in again.orders.open
-        assert again.journal.stream("order", "s2")[-1].trigger == "fill"
+        assert "pb-s2" not in again.orders.open
+        assert again.journal.stream("order", "pb-s2")[-1].trigger == "fill"
 
 
 async def test_append_after_close_raises_a_typed_error(db_url: str, settings: EngineSettings) -> None:
@@ -253,14 +253,14 @@ async def test_append_after_close_raises_a_typed_error(db_url: str, settings: En
 async def test_an_order_on_a_slow_venue_call_delays_no_other_order(
     db_url: str, settings: EngineSettings
 ) -> None:
-    fake = SlowFake(delay_s=0.0, per_id={"slow": 2.0})
+    fake = SlowFake(delay_s=0.0, per_id={"pb-slow": 2.0})
     async with running(db_url, fake, settings, live=True) as eng:
-        resting = await eng.orders.submit(limit("resting"), "trader")
-        slow = asyncio.create_task(eng.orders.submit(limit("slow"), "trader"))
+        resting = await eng.orders.submit(limit("pb-resting"), "trader")
+        slow = asyncio.create_task(eng.orders.submit(limit("pb-slow"), "trader"))
         await asyncio.sleep(0.05)
         assert fake.in_flight == 1  # the slow send is out
-        fast = await eng.orders.submit(limit("fast"), "trader")
-        cancelled = await eng.orders.cancel("BTCUSDT", "resting", None, "trader")
+        fast = await eng.orders.submit(limit("pb-fast"), "trader")
+        cancelled = await eng.orders.cancel("BTCUSDT", "pb-resting", None, "trader")
         assert not slow.done()  # both finished while the slow call was still out
         assert fast.order.state is OrderState.ACKED
         assert cancelled.order.state is OrderState.CANCELLED
@@ -289,17 +289,21 @@ async def test_live_orders_are_refused_while_safe_mode_is_on(db_url: str, settin
     async with running(db_url, fake, settings, live=True) as eng:
         object.__setattr__(eng.settings, "safe_mode", True)  # as if the config had been flipped under it
         with pytest.raises(OrderRejected) as info:
-            await eng.orders.submit(limit("safe"), "trader")
+            await eng.orders.submit(limit("pb-safe"), "trader")
         assert info.value.reason == "safe_mode_config"
         assert fake.placed == []
 
 
 async def test_orders_outside_the_configured_symbols_are_refused(engine: Engine, fake: FakeExchange) -> None:
-    req = OrderRequest("ETHUSDT", Side.BUY, OrderType.MARKET, "eth-1", Decimal("0.01"))
+    req = OrderRequest("ETHUSDT", Side.BUY, OrderType.MARKET, "pb-eth-1", Decimal("0.01"))
     with pytest.raises(OrderRejected) as info:
         await engine.orders.submit(req, "trader")
     assert info.value.reason == "symbol_not_configured"
-    assert [r.trigger for r in engine.journal.stream("order", "eth-1")] == ["create", "preflight", "reject"]
+    assert [r.trigger for r in engine.journal.stream("order", "pb-eth-1")] == [
+        "create",
+        "preflight",
+        "reject",
+    ]
 
 
 async def test_a_tail_deleted_under_a_running_engine_is_found_by_its_self_check(
@@ -308,7 +312,7 @@ async def test_a_tail_deleted_under_a_running_engine_is_found_by_its_self_check(
     from tests.journal import attacker
 
     async with running(db_url, FakeExchange(), settings) as eng:
-        await eng.orders.submit(limit("t1"), "trader")
+        await eng.orders.submit(limit("pb-t1"), "trader")
         assert await eng.journal_self_check() is None
         attacker.execute(db_url, f"DELETE FROM journal WHERE seq > {eng.journal.last_seq() - 2}")
         problem = await eng.journal_self_check()

@@ -96,28 +96,30 @@ async def test_orders_in_flight_when_pressed_are_cancelled_once_acked(
     fake = GatedFake()
     async with running(db_url, fake, settings, live=True) as eng:
         # Resting and cancellable when the switch is pressed
-        for cid in ("rest-1", "rest-2", "rest-3"):
+        for cid in ("pb-rest-1", "pb-rest-2", "pb-rest-3"):
             await eng.orders.submit(limit(cid), "trader")
         # A trader's cancel out at the venue, which the venue will refuse: back to ACKED after the press
-        await eng.orders.submit(limit("refused-cancel"), "trader")
-        fake.refuse_cancel.add("refused-cancel")
-        fake.cancel_gates["refused-cancel"] = asyncio.Event()
-        trader_cancel = asyncio.ensure_future(eng.orders.cancel("BTCUSDT", "refused-cancel", None, "trader"))
+        await eng.orders.submit(limit("pb-refused-cancel"), "trader")
+        fake.refuse_cancel.add("pb-refused-cancel")
+        fake.cancel_gates["pb-refused-cancel"] = asyncio.Event()
+        trader_cancel = asyncio.ensure_future(
+            eng.orders.cancel("BTCUSDT", "pb-refused-cancel", None, "trader")
+        )
         # SENT: the venue has not answered yet; one of them will execute and answer with a timeout
-        in_flight = [f"flight-{i}" for i in range(5)]
+        in_flight = [f"pb-flight-{i}" for i in range(5)]
         for cid in in_flight:
             fake.place_gates[cid] = asyncio.Event()
-        fake.lost.add("flight-4")
+        fake.lost.add("pb-flight-4")
         submits = [asyncio.ensure_future(eng.orders.submit(limit(cid), "trader")) for cid in in_flight]
         await eventually(lambda: all(eng.orders.open.get(c) is not None and eng.orders.open[c].state is S.SENT
                                      for c in in_flight))  # fmt: skip
-        await eventually(lambda: eng.orders.open["refused-cancel"].state is S.CANCEL_PENDING)
+        await eventually(lambda: eng.orders.open["pb-refused-cancel"].state is S.CANCEL_PENDING)
 
-        gates = [fake.place_gates[c] for c in in_flight] + [fake.cancel_gates["refused-cancel"]]
+        gates = [fake.place_gates[c] for c in in_flight] + [fake.cancel_gates["pb-refused-cancel"]]
         pressed, _, late = await asyncio.gather(
             eng.orders.cancel_all("panic", "admin"),
             release(gates, spacing, eng),
-            eng.orders.submit(limit("after-press"), "trader"),
+            eng.orders.submit(limit("pb-after-press"), "trader"),
             return_exceptions=True,
         )
         assert not isinstance(pressed, BaseException), pressed
@@ -133,21 +135,21 @@ async def test_orders_in_flight_when_pressed_are_cancelled_once_acked(
         # Every order that reached the venue ends cancelled there, whenever its ACK arrived
         await eventually(lambda: not resting_on_venue(fake) and not cancellable(eng), timeout=10)
         await eventually(lambda: not eng.orders.open, timeout=10)
-        for cid in ("rest-1", "rest-2", "rest-3", "refused-cancel", *in_flight):
+        for cid in ("pb-rest-1", "pb-rest-2", "pb-rest-3", "pb-refused-cancel", *in_flight):
             rows = [(r.trigger, r.actor) for r in eng.journal.stream("order", cid)]
             assert rows[-1][0] in ("cancelled", "reconcile_cancelled"), (cid, rows)
         # The switch's cancels are the admin's, journaled as ordinary cancels
         assert ("request_cancel", "admin") in [
-            (r.trigger, r.actor) for r in eng.journal.stream("order", "flight-0")
+            (r.trigger, r.actor) for r in eng.journal.stream("order", "pb-flight-0")
         ]
         requested = {o["clientOrderId"] for o in report.requested}
-        assert {"rest-1", "rest-2", "rest-3"} <= requested
+        assert {"pb-rest-1", "pb-rest-2", "pb-rest-3"} <= requested
         reported = requested | {
             o["clientOrderId"] for o in report.in_flight + report.finished + report.failed
         }
-        assert set(in_flight) | {"refused-cancel"} <= reported  # each named, none forgotten
+        assert set(in_flight) | {"pb-refused-cancel"} <= reported  # each named, none forgotten
         if spacing is None:  # nothing was cancellable but the resting ones when the HOLD applied
-            after = [r for r in eng.journal.stream("order", "flight-0") if r.trigger == "ack"]
+            after = [r for r in eng.journal.stream("order", "pb-flight-0") if r.trigger == "ack"]
             hold_seq = max(r.seq for r in eng.journal.stream("session", session.session_id))
             assert after
             assert after[0].seq > hold_seq  # acknowledged after the press, and still cancelled
@@ -162,10 +164,10 @@ async def test_plain_hold_cancels_nothing_and_resume_switches_it_off(
 ) -> None:
     fake = GatedFake()
     async with running(db_url, fake, settings, live=True) as eng:
-        await eng.orders.submit(limit("rest"), "trader")
+        await eng.orders.submit(limit("pb-rest"), "trader")
         await eng.sessions.hold("plain", "admin")
         assert eng.sessions.current.cancel_all_by is None
-        assert resting_on_venue(fake) == ["rest"]
+        assert resting_on_venue(fake) == ["pb-rest"]
         # Kill switch, then a second plain HOLD: still engaged (sticky until resume)
         await eng.orders.cancel_all("panic", "admin")
         await eng.sessions.hold("another cause", "system")
@@ -182,19 +184,19 @@ async def test_restart_on_the_kill_switch_hold_cancels_what_reconciliation_finds
     """The HOLD row carries cancel_all, so the guarantee survives a restart: an order that was SENT when
     the engine stopped and that the venue had executed is cancelled once reconciliation finds it."""
     fake = GatedFake()
-    fake.place_gates["sent"] = asyncio.Event()
+    fake.place_gates["pb-sent"] = asyncio.Event()
     async with running(db_url, fake, settings, live=True) as eng:
-        submit = asyncio.ensure_future(eng.orders.submit(limit("sent"), "trader"))
-        await eventually(lambda: "sent" in eng.orders.open and eng.orders.open["sent"].state is S.SENT)
+        submit = asyncio.ensure_future(eng.orders.submit(limit("pb-sent"), "trader"))
+        await eventually(lambda: "pb-sent" in eng.orders.open and eng.orders.open["pb-sent"].state is S.SENT)
         _, report = await eng.orders.cancel_all("panic", "admin")
-        assert [o["clientOrderId"] for o in report.in_flight] == ["sent"]
+        assert [o["clientOrderId"] for o in report.in_flight] == ["pb-sent"]
         sid = eng.sessions.current.session_id
     submit.cancel()
     await asyncio.gather(submit, return_exceptions=True)
     # The request had reached the venue before the engine stopped: it rests there
     fake.place_gates.clear()
-    await FakeExchange.place(fake, limit("sent"))
-    assert resting_on_venue(fake) == ["sent"]
+    await FakeExchange.place(fake, limit("pb-sent"))
+    assert resting_on_venue(fake) == ["pb-sent"]
 
     rebuilt = replay(SqlJournal(db_url).scan()).sessions[sid]
     assert (rebuilt.state, rebuilt.cancel_all_by) == (SessionState.HOLD, "admin")
@@ -203,7 +205,7 @@ async def test_restart_on_the_kill_switch_hold_cancels_what_reconciliation_finds
     await eng2.start()
     try:
         await eventually(lambda: not resting_on_venue(fake), timeout=10)
-        triggers: list[Any] = [(r.trigger, r.actor) for r in eng2.journal.stream("order", "sent")]
+        triggers: list[Any] = [(r.trigger, r.actor) for r in eng2.journal.stream("order", "pb-sent")]
         assert ("request_cancel", "admin") in triggers
         assert eng2.sessions.current.cancel_all_by == "admin"
     finally:
@@ -215,11 +217,11 @@ async def test_hold_is_journaled_before_any_cancel(db_url: str, settings: Engine
     fake = GatedFake()
     async with running(db_url, fake, settings) as eng:
         await go_live(eng)
-        await eng.orders.submit(limit("r"), "trader")
+        await eng.orders.submit(limit("pb-r"), "trader")
         _, report = await eng.orders.cancel_all("panic", "admin")
         rows = list(eng.journal.scan())
         hold_seq = next(r[0] for r in rows if r[4] == "hold")
         cancel_seq = next(r[0] for r in rows if r[4] == "request_cancel")
         assert hold_seq < cancel_seq  # HOLD first, journaled, then the cancels
-        assert [o["clientOrderId"] for o in report.requested] == ["r"]
+        assert [o["clientOrderId"] for o in report.requested] == ["pb-r"]
         assert report.requested[0]["state"] == "CANCELLED"

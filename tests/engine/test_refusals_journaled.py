@@ -20,11 +20,11 @@ async def test_a_stale_verdict_refuses_a_live_order_with_its_rows(engine: Engine
     assert isinstance(engine.clock, FrozenClock)
     # No measurement since: the verdict is older than its allowed age (decided without an await)
     engine.clock.advance(engine.settings.preflight.max_age_s + 1)
-    audit = AuditSlot("trader", "api.live.order", {"clientOrderId": "stale-1"})
+    audit = AuditSlot("trader", "api.live.order", {"clientOrderId": "pb-stale-1"})
     with pytest.raises(PreflightFailed) as refused:
-        await engine.orders.submit(limit("stale-1"), "trader", audit=audit)
+        await engine.orders.submit(limit("pb-stale-1"), "trader", audit=audit)
     assert {f["check"] for f in refused.value.detail} >= {"clock_skew"}
-    assert triggers(engine, "stale-1") == ["create", "preflight", "reject"]
+    assert triggers(engine, "pb-stale-1") == ["create", "preflight", "reject"]
     assert audit.claimed
     assert fake.placed == []
     # Stale is not failed: no HOLD; the monitor's next measurement decides (docs/api.md)

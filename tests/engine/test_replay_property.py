@@ -22,7 +22,7 @@ from engine.runtime import Engine
 from engine.types import OrderRequest, OrderType, Side, TimeInForce, VenueStatus
 from tests.fakes import FakeExchange, FrozenClock
 
-CIDS = ["a", "b", "c", "d"]
+CIDS = ["pb-a", "pb-b", "pb-c", "pb-d"]
 op = st.one_of(
     st.tuples(st.just("submit"), st.sampled_from(CIDS), st.sampled_from(["0.001", "0.002", "0.0000001"])),
     st.tuples(st.just("fill"), st.sampled_from(CIDS), st.sampled_from(["0.0005", "rest"])),

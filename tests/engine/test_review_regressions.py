@@ -72,9 +72,9 @@ async def test_an_unknown_order_is_never_rejected_on_failed_queries(
     async with running(db_url, fake, settings, live=True) as eng:
         fake.execute_then_fail = ExecutionStatusUnknown("timeout", reason="TIMEOUT")
         with pytest.raises(ExecutionStatusUnknown):
-            await eng.orders.submit(limit("u1"), "trader")
+            await eng.orders.submit(limit("pb-u1"), "trader")
         await asyncio.sleep(settings.unknown_grace_s * 2.5)
-        assert eng.orders.open["u1"].state is OrderState.UNKNOWN  # never "proven absent"
+        assert eng.orders.open["pb-u1"].state is OrderState.UNKNOWN  # never "proven absent"
         assert eng.sessions.current.state is SessionState.HOLD  # and an operator is asked to look
 
 
@@ -82,7 +82,7 @@ async def test_a_failed_ack_commit_is_retried_not_left_sent(db_url: str, setting
     fake = FakeExchange()
     async with flaky_live(db_url, settings, fake) as (eng, journal):
         journal.fail, journal.fail_if = 1, has_trigger("ack")
-        placed = await eng.orders.submit(limit("s1"), "trader")
+        placed = await eng.orders.submit(limit("pb-s1"), "trader")
         assert placed.order.state is OrderState.ACKED
 
 
@@ -92,8 +92,8 @@ async def test_a_failed_resolution_commit_is_retried(db_url: str, settings: Engi
         fake.execute_then_fail = ExecutionStatusUnknown("timeout", reason="TIMEOUT")
         journal.fail, journal.fail_if = 1, has_trigger("reconcile_acked")
         with pytest.raises(ExecutionStatusUnknown):
-            await eng.orders.submit(limit("s3"), "trader")
-        assert await until(lambda: eng.orders.open["s3"].state is OrderState.ACKED)
+            await eng.orders.submit(limit("pb-s3"), "trader")
+        assert await until(lambda: eng.orders.open["pb-s3"].state is OrderState.ACKED)
 
 
 async def test_filled_buys_count_against_the_position_cap(db_url: str, settings: EngineSettings) -> None:
@@ -102,7 +102,7 @@ async def test_filled_buys_count_against_the_position_cap(db_url: str, settings:
     cfg = replace(settings, risk=RiskLimits(max_position={"BTC": Decimal("0.0015")}))
     async with running(db_url, fake, cfg, live=True) as eng:
         await eng.orders.refresh_market()
-        results = [await _try(eng, limit(f"f{i}")) for i in range(5)]
+        results = [await _try(eng, limit(f"pb-f{i}")) for i in range(5)]
         assert results.count("FILLED") == 1  # 0.001 bought; the next 0.001 would pass 0.0015
 
 
@@ -112,7 +112,7 @@ async def test_a_quote_quantity_buy_is_position_checked(db_url: str, settings: E
     async with running(db_url, fake, cfg, live=True) as eng:
         await eng.orders.refresh_market()
         req = OrderRequest(
-            "BTCUSDT", Side.BUY, OrderType.MARKET, "q1", quote_order_qty=Decimal("650")
+            "BTCUSDT", Side.BUY, OrderType.MARKET, "pb-q1", quote_order_qty=Decimal("650")
         )  # 0.01 BTC
         with pytest.raises(OrderRejected) as info:
             await eng.orders.submit(req, "trader")
@@ -126,7 +126,7 @@ async def test_a_market_order_without_a_price_fails_the_notional_cap_closed(
     cfg = replace(settings, risk=RiskLimits(max_order_notional=Decimal("100")))
     async with running(db_url, fake, cfg, live=True) as eng:
         eng.orders.last_prices = {}
-        req = OrderRequest("BTCUSDT", Side.SELL, OrderType.MARKET, "m1", Decimal("10"))
+        req = OrderRequest("BTCUSDT", Side.SELL, OrderType.MARKET, "pb-m1", Decimal("10"))
         with pytest.raises(OrderRejected) as info:
             await eng.orders.submit(req, "trader")
         assert info.value.reason in ("risk_no_price", "risk_max_qty", "filter_failure")
@@ -165,7 +165,7 @@ async def test_a_paper_session_never_reaches_a_real_venue(db_url: str, fake: Fak
     cfg = EngineSettings(profile="paper", symbols=("BTCUSDT",))  # a fake venue that calls itself binance
     async with running(db_url, fake, cfg) as eng:
         with pytest.raises(OrderRejected) as info:
-            await eng.orders.submit(limit("p1"), "trader")
+            await eng.orders.submit(limit("pb-p1"), "trader")
         assert info.value.reason == "paper_on_real_venue"
         assert fake.placed == []
 
@@ -178,7 +178,7 @@ async def test_no_live_order_after_the_approval_expired(db_url: str, settings: E
         clock.advance(601)  # the test approver signs for 600 s; the expiry job has not run
         await eng.preflight.refresh()
         with pytest.raises(OrderRejected) as info:
-            await eng.orders.submit(limit("e1"), "trader")
+            await eng.orders.submit(limit("pb-e1"), "trader")
         assert info.value.reason == "approval_expired"
         assert fake.placed == []
 

@@ -93,7 +93,7 @@ class EngineUnderLoad(RuleBasedStateMachine):
 
     def _req(self, side: Side, qty: str) -> OrderRequest:
         self.ids += 1
-        return OrderRequest("BTCUSDT", side, OrderType.LIMIT, f"h{self.ids}", Decimal(qty), Decimal("65000"),
+        return OrderRequest("BTCUSDT", side, OrderType.LIMIT, f"pb-h{self.ids}", Decimal(qty), Decimal("65000"),
                             TimeInForce.GTC)  # fmt: skip
 
     @rule(

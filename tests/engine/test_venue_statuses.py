@@ -38,15 +38,15 @@ async def test_an_unrecognised_pushed_status_is_journaled_raw_and_holds(
 ) -> None:
     fake = FakeExchange()
     async with running(db_url, fake, settings, live=True) as eng:
-        await eng.orders.submit(limit("u1"), "trader")
-        weird = replace(fake.orders["u1"], status=VenueStatus.UNRECOGNISED, raw={"status": "HALF_BAKED"})
+        await eng.orders.submit(limit("pb-u1"), "trader")
+        weird = replace(fake.orders["pb-u1"], status=VenueStatus.UNRECOGNISED, raw={"status": "HALF_BAKED"})
         for listener in fake.listeners:
             listener(weird)  # must not raise
         await settle(eng)
         session = eng.sessions.current
         assert session.state is SessionState.HOLD
         assert "HALF_BAKED" in session.hold_reason
-        assert eng.orders.open["u1"].state is OrderState.ACKED  # nothing guessed
+        assert eng.orders.open["pb-u1"].state is OrderState.ACKED  # nothing guessed
 
 
 async def test_an_unrecognised_status_in_the_place_answer_is_unknown_and_holds(
@@ -55,7 +55,7 @@ async def test_an_unrecognised_status_in_the_place_answer_is_unknown_and_holds(
     fake = FakeExchange()
     fake.outcome = lambda _req: VenueStatus.UNRECOGNISED
     async with running(db_url, fake, settings, live=True) as eng:
-        placed = await eng.orders.submit(limit("u2"), "trader")
+        placed = await eng.orders.submit(limit("pb-u2"), "trader")
         assert placed.order.state is OrderState.UNKNOWN
         assert eng.sessions.current.state is SessionState.HOLD
 
@@ -64,21 +64,21 @@ async def test_pending_new_is_an_accepted_order(db_url: str, settings: EngineSet
     fake = FakeExchange()
     fake.outcome = lambda _req: VenueStatus.PENDING_NEW
     async with running(db_url, fake, settings, live=True) as eng:
-        placed = await eng.orders.submit(limit("p1"), "trader")
+        placed = await eng.orders.submit(limit("pb-p1"), "trader")
         assert placed.order.state is OrderState.ACKED
 
 
 async def test_expired_in_match_keeps_the_prevented_quantity(db_url: str, settings: EngineSettings) -> None:
     fake = FakeExchange()
     async with running(db_url, fake, settings, live=True) as eng:
-        await eng.orders.submit(limit("stp1"), "trader")
-        vo = replace(fake.orders["stp1"], status=VenueStatus.EXPIRED_IN_MATCH,
+        await eng.orders.submit(limit("pb-stp1"), "trader")
+        vo = replace(fake.orders["pb-stp1"], status=VenueStatus.EXPIRED_IN_MATCH,
                      raw={"status": "EXPIRED_IN_MATCH", "preventedQuantity": "0.00100000"})  # fmt: skip
-        fake.orders["stp1"] = vo
+        fake.orders["pb-stp1"] = vo
         for listener in fake.listeners:
             listener(vo)
-        await eng.orders.store.idle("stp1")
-        last = eng.journal.stream("order", "stp1")[-1]
+        await eng.orders.store.idle("pb-stp1")
+        last = eng.journal.stream("order", "pb-stp1")[-1]
         assert (last.trigger, last.to_state) == ("expire", "EXPIRED")
         assert last.payload["venueStatus"] == "EXPIRED_IN_MATCH"
         assert last.payload["preventedQty"] == "0.00100000"
@@ -103,7 +103,7 @@ async def test_a_pending_new_leg_on_the_account_is_neither_adopted_nor_a_problem
         assert eng.report.problems == []
         assert "someone-elses-leg" not in eng.orders.open
         assert eng.journal.stream("order", "someone-elses-leg") == []
-        assert eng.orders.reconciler.foreign == {"someone-elses-leg"}
+        assert [o["clientOrderId"] for o in eng.orders.foreign_orders()] == ["someone-elses-leg"]
 
 
 async def test_live_orders_wait_while_the_venue_has_an_open_gap(
@@ -115,8 +115,8 @@ async def test_live_orders_wait_while_the_venue_has_an_open_gap(
     async with running(db_url, fake, settings, live=True) as eng:
         fake.gate = "user data stream is down"
         with pytest.raises(OrderRejected) as info:
-            await eng.orders.submit(limit("g1"), "trader")
+            await eng.orders.submit(limit("pb-g1"), "trader")
         assert info.value.reason == "venue_gap"
         assert fake.placed == []
         fake.gate = None
-        assert (await eng.orders.submit(limit("g2"), "trader")).order.state is OrderState.ACKED
+        assert (await eng.orders.submit(limit("pb-g2"), "trader")).order.state is OrderState.ACKED

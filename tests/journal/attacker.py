@@ -28,7 +28,7 @@ def rehash(rows: Rows, start: int = 0) -> Rows:
     prev = rows[start - 1][13] if start else GENESIS_HASH
     for r in rows[start:]:
         r[12] = prev
-        r[13] = prev = row_hash(prev, *r[:12])
+        r[13] = prev = row_hash(prev, *r[:12], engine_id=r[14])
     return rows
 
 

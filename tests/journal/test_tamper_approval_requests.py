@@ -20,7 +20,7 @@ from engine.guardrails.approvals import sign_approval
 from engine.guardrails.preflight import Check
 from engine.journal import canonical_json
 from engine.persistence.sql_journal import SqlJournal
-from engine.replay import replay
+from engine.replay import Replayer, replay
 from engine.runtime import Engine
 from tests.fakes import FakeExchange, FrozenClock
 from tests.journal import attacker
@@ -192,3 +192,18 @@ async def test_a_use_row_without_its_arm_is_caught(journal_url: str) -> None:
         verify(journal_url)
     assert broken.value.seq == ARM_SEQ  # the use row, renumbered
     assert "use row not committed with an arm" in broken.value.problem
+
+
+async def test_a_feed_cut_between_the_arm_and_its_use_row_resumes(journal_url: str) -> None:
+    # A standby's bounded feed may end between a commit's rows; the next feed brings the use row
+    await armed_with_request_journal(journal_url)
+    j = SqlJournal(journal_url)
+    try:
+        rows = list(j.scan())
+    finally:
+        j.close()
+    replayer = Replayer(approver_keys=PUBLIC, require_token=True)
+    assert replayer.feed(rows[:ARM_SEQ]).last_seq == ARM_SEQ
+    with pytest.raises(JournalCorrupt, match="has no use row"):
+        Replayer(approver_keys=PUBLIC).feed(rows[:ARM_SEQ], complete=True)
+    assert replayer.feed(rows[ARM_SEQ:], complete=True).last_seq == USE_SEQ

@@ -138,7 +138,7 @@ def test_raw_rows_with_wrong_shapes_are_corrupt_not_crashes() -> None:
         replay(j_rows)  # type: ignore[arg-type]
     with pytest.raises(JournalCorrupt, match="seq 1: NULL in column stream"):
         replay([(1, None, "x", 1, "t", None, None, "{}", "ops", "", 1, "2026-01-01T00:00:00.000000Z",
-                 "0" * 64, "f" * 64)])  # type: ignore[list-item]  # fmt: skip
+                 "0" * 64, "f" * 64, None)])  # type: ignore[list-item]  # fmt: skip
 
 
 def test_a_clock_stepped_back_never_makes_created_at_go_backwards(journal_url: str) -> None:

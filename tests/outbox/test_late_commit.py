@@ -104,9 +104,9 @@ def _next_rows(journal: SqlJournal, n: int) -> list[dict[str, object]]:
     out = []
     for seq in range(last + 1, last + n + 1):
         row = (seq, "order", f"raw{seq}", 1, "create", None, "NEW", "{}", "tester", "", SCHEMA_VERSION, created,
-               prev, "")  # fmt: skip
+               prev, "", "late-writer")  # fmt: skip
         digest = recompute_hash(row)  # type: ignore[arg-type]
-        out.append(dict(zip(RAW_COLUMNS, (*row[:13], digest), strict=True)))
+        out.append(dict(zip(RAW_COLUMNS, (*row[:13], digest, row[14]), strict=True)))
         prev = digest
     return out
 

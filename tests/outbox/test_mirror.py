@@ -113,7 +113,7 @@ async def test_the_first_row_that_does_not_chain_is_refused(
 ) -> None:
     await _published(journal_url, journal, nats_broker, source, 10)
     forged = list(journal.scan())[-1]
-    forged_row = (11, *forged[1:12], "f" * 64, forged[13])  # seq 11 claiming a predecessor that is not 10
+    forged_row = (11, *forged[1:12], "f" * 64, *forged[13:])  # seq 11 claiming a predecessor that is not 10
     nc = await nats.connect(nats_broker.url)
     msg = encode_row(source, forged_row)  # type: ignore[arg-type]
     await nc.jetstream().publish(msg.subject, msg.data, headers=msg.headers)

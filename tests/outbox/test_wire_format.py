@@ -41,8 +41,9 @@ def row(seq: int = 1, prev: str = GENESIS_HASH, sid: str = "a") -> tuple[object,
         "2026-12-01T00:00:00.000000Z",
         prev,
         "",
+        "host:1:ab",  # engine_id (hashed with the row when set)
     )
-    return (*r[:13], recompute_hash(r))  # type: ignore[arg-type]
+    return (*r[:13], recompute_hash(r), r[14])  # type: ignore[arg-type]
 
 
 def test_subjects_escape_what_would_split_or_wildcard_a_token() -> None:

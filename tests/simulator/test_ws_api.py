@@ -360,6 +360,7 @@ async def test_clearing_all_faults_clears_stream_faults_and_releases_a_held_even
             "delay_ms": 0,
             "duplicate": 0,
             "skip": 0,
+            "refuse": 0,
             "reorder": 0,
         }
         assert (await events(ws, 1, "executionReport"))[0]["event"]["c"] == "held"
