@@ -29,6 +29,8 @@ import sys
 import tempfile
 import textwrap
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +92,7 @@ end
 """
 
 
-def _wrk(base: str, token: str, seconds: int, connections: int, tmp: Path) -> dict[str, Any]:
+def wrk_orders(base: str, token: str, seconds: int, connections: int, tmp: Path) -> dict[str, Any]:
     script = tmp / f"orders-{uuid.uuid4().hex[:6]}.lua"
     headers = '{["Content-Type"]="application/json", ["Authorization"]="Bearer ' + token + '"}'
     script.write_text(f'run = "{uuid.uuid4().hex[:8]}"\nheaders = {headers}\n{_WRK_SCRIPT}')
@@ -125,8 +127,8 @@ def _floor(tmp: Path, seconds: int, connections: int) -> dict[str, Any]:
     proc = subprocess.Popen([PY, str(app), str(port)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc)
-        _wrk(f"http://127.0.0.1:{port}", "x", 2, connections, tmp)  # warm-up
-        return _wrk(f"http://127.0.0.1:{port}", "x", seconds, connections, tmp)
+        wrk_orders(f"http://127.0.0.1:{port}", "x", 2, connections, tmp)  # warm-up
+        return wrk_orders(f"http://127.0.0.1:{port}", "x", seconds, connections, tmp)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -153,35 +155,52 @@ def _idle_cost(pid: int, base: str, token: str, seconds: float = 5.0) -> dict[st
             "page_req_s": round(page.req_s, 2), "page_errors": page.errors}  # fmt: skip
 
 
-def _propbot(tmp: Path, seconds: int, connections: int, *, page: bool = False) -> dict[str, Any]:
-    data = tmp / ("propbot-page" if page else "propbot")
+@contextmanager
+def paper_server(data: Path, journal_url: str | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A real `propbot serve --profile paper` on `data` with its risk caps raised for load, optionally on
+    another journal (`journal_url`); (process, base URL), stopped on exit."""
     data.mkdir()
     config = yaml.safe_load((ROOT / "configs" / "config.paper.yaml").read_text())
     config["risk"] = {**config.get("risk", {}), "max_open_orders": 1_000_000, "max_orders_per_minute": 100_000_000,
                       "max_order_notional": "1000000000", "max_order_qty": "1000"}  # fmt: skip
     config.setdefault("paper", {})["price_interval_s"] = 0
-    cfg = tmp / "config.paper.yaml"
+    if journal_url is not None:
+        config["journal"] = {"url": journal_url}
+    cfg = data.parent / f"config.{data.name}.yaml"
     cfg.write_text(yaml.safe_dump(config))
     port = free_port()
     proc = subprocess.Popen(
         [str(Path(PY).parent / "propbot"), "serve", "--profile", "paper", "--config", str(cfg), "--data-dir", str(data),
          "--port", str(port)],
-        cwd=tmp, stdout=subprocess.DEVNULL,
+        cwd=data.parent, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/healthz", proc)
-        token = next(
-            ln.split()[2] for ln in (data / "tokens.txt").read_text().splitlines() if ln.startswith("trader")
-        )
-        _wrk(base, token, 2, connections, tmp)  # warm-up
+        yield proc, base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def token_of(data: Path, role: str) -> str:
+    """The bearer token of `role` that a first paper start wrote to tokens.txt."""
+    lines = (data / "tokens.txt").read_text().splitlines()
+    return next(ln.split()[2] for ln in lines if ln.startswith(role))
+
+
+def _propbot(tmp: Path, seconds: int, connections: int, *, page: bool = False) -> dict[str, Any]:
+    data = tmp / ("propbot-page" if page else "propbot")
+    with paper_server(data) as (proc, base):
+        token = token_of(data, "trader")
+        wrk_orders(base, token, 2, connections, tmp)  # warm-up
         if page:
             idle = _idle_cost(proc.pid, base, _admin(data))
             with PagePoller(base, _admin(data)) as poller:
-                result = _wrk(base, token, seconds, connections, tmp)
+                result = wrk_orders(base, token, seconds, connections, tmp)
             result.update(idle, page_req_s_under_load=round(poller.req_s, 2), page_errors=poller.errors)
         else:
-            result = _wrk(base, token, seconds, connections, tmp)
+            result = wrk_orders(base, token, seconds, connections, tmp)
         rows = httpx.get(
             f"{base}/api/journal/verify", headers={"Authorization": f"Bearer {_admin(data)}"}, timeout=120
         )
@@ -189,15 +208,10 @@ def _propbot(tmp: Path, seconds: int, connections: int, *, page: bool = False) -
             rows.json().get("ok", False) if rows.status_code == 200 else rows.status_code
         )
         return result
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _admin(data: Path) -> str:
-    return next(
-        ln.split()[2] for ln in (data / "tokens.txt").read_text().splitlines() if ln.startswith("admin")
-    )
+    return token_of(data, "admin")
 
 
 def main() -> int:

@@ -1,6 +1,7 @@
 """The journal outbox relay: throughput into JetStream beside raw nats-py publishes, and commit→receipt lag.
 
 Run: .venv/bin/python benchmarks/bench_relay.py [--n 20000] [--batch 512] [--rate 200] [--seconds 10]
+     .venv/bin/python benchmarks/bench_relay.py --api-load [--seconds 10]
 
 - relay: OutboxRelay publishing a pre-filled journal (read by seq, encode, publish_async pipelined per batch,
   acks awaited in order, cursor committed per batch) until its cursor reaches the last row;
@@ -10,6 +11,12 @@ Run: .venv/bin/python benchmarks/bench_relay.py [--n 20000] [--batch 512] [--rat
 - lag: rows appended at a steady --rate (one per commit) for --seconds while `propbot relay` runs as its
   own process; a JetStream ordered consumer notes each row's receipt; lag = receipt − the appender's
   return from the commit, p50/p99 (relay_*: a core subscriber's receipt of the relay's publish).
+- --api-load (only this): a real `propbot serve --profile paper`; its maximum order rate is measured
+  first (bench_api.py's wrk load, 5 s, 32 connections), then paced_orders.py sends orders at half that
+  rate for --seconds while `propbot relay` publishes its journal and a JetStream ordered consumer notes
+  each row's receipt; lag = receipt − the row's created_at (taken inside the append transaction, before
+  the commit: an upper bound of commit → receipt). Target (issue 11): p99 < 100 ms. Beside it, the floor:
+  the plain-append lag run above at the same rows/s on a fresh journal of the same kind (no API).
 Each runs on SQLite and, when PROPBOT_BENCH_PG_URL/PROPBOT_TEST_PG_URL is set, on PostgreSQL. A private
 nats-server (file store in a temp folder) is started when nats-server is installed, else --nats is used.
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import socket
 import subprocess
@@ -30,12 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from common import ROOT, drop_pg_schema, fresh_pg_schema, save, table, temp_sqlite_url
+from bench_api import paper_server, token_of, wrk_orders
+from common import ROOT, drop_pg_schema, free_port, fresh_pg_schema, save, table, temp_sqlite_url
 
 from adapters.nats.relay import OutboxRelay, RelayConfig
 from adapters.nats.stream import ensure_stream
-from engine.journal import NewEntry
-from engine.outbox import encode_row
+from engine.journal import NewEntry, parse_ts
+from engine.outbox import decode_row, encode_row
 from engine.persistence.migrate import upgrade
 from engine.persistence.outbox_source import OutboxSource
 from engine.persistence.sql_journal import SqlJournal
@@ -176,6 +185,125 @@ async def bench_lag(db_url: str, nats_url: str, rate: float, seconds: float) -> 
     }
 
 
+def _pct(values: list[float], q: float) -> float:
+    return round(values[min(len(values) - 1, int(len(values) * q))], 2)
+
+
+async def _relay_idle(status_port: int, timeout_s: float = 120.0) -> None:
+    """Until the relay's status says it has published everything (lag 0 rows, cursor > 0)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            try:
+                st = (await http.get(f"http://127.0.0.1:{status_port}/status")).json()
+                if st["lag_rows"] == 0 and st["cursor"] > 0:
+                    return
+            except (httpx.TransportError, ValueError):
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the relay did not catch up")
+
+
+async def bench_api_lag(journal_url: str | None, nats_url: str, seconds: float) -> dict[str, Any]:
+    """Commit → consumer receipt while `propbot serve` takes orders at half its measured maximum rate."""
+    tmp = Path(tempfile.mkdtemp(prefix="propbot-bench-apilag-"))
+    data = tmp / "data"
+    source = f"a{uuid.uuid4().hex[:8]}"
+    try:
+        with paper_server(data, journal_url) as (_, base):
+            token = token_of(data, "trader")
+            wrk_orders(base, token, 2, 32, tmp)  # warm-up
+            peak = wrk_orders(base, token, 5, 32, tmp)
+            rate = peak["req_s"] / 2
+            db_url = journal_url or f"sqlite:///{data / 'journal.db'}"
+            status_port = free_port()
+            relay = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "relay", "--db", db_url, "--nats", nats_url, "--source", source,
+                 "--status-port", str(status_port)],
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                await _relay_idle(status_port)  # the peak run's rows are published before the clock starts
+                nc = await nats.connect(nats_url)
+                received: list[tuple[bytes, float]] = []  # decoded after the run: the callback only notes
+
+                async def on_msg(msg: Any) -> None:
+                    received.append((msg.data, time.time()))
+
+                from nats.js.api import DeliverPolicy
+
+                sub = await nc.jetstream().subscribe(
+                    f"propbot.{source}.>", cb=on_msg, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
+                )
+                start = time.time()
+                load = await asyncio.create_subprocess_exec(
+                    sys.executable, str(ROOT / "benchmarks" / "paced_orders.py"), base, token, str(rate),
+                    str(seconds), stdout=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+                out, _ = await load.communicate()
+                orders = json.loads(out)
+                await _relay_idle(status_port)
+                await asyncio.sleep(0.5)  # the last publishes reach the consumer
+                await sub.unsubscribe()
+                await nc.close()
+            finally:
+                relay.terminate()
+                relay.wait(timeout=30)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    lags = sorted(
+        (at - parse_ts(row[11]).timestamp()) * 1000
+        for row, at in ((decode_row(d), at) for d, at in received)
+        if parse_ts(row[11]).timestamp() >= start
+    )
+    return {
+        "max_req_s": peak["req_s"],
+        "load_req_s": round(rate, 1),
+        "achieved_req_s": orders["achieved_req_s"],
+        "orders_non_200": orders["non_2xx"] + orders["errors"],
+        "order_p99_ms": orders["p99_ms"],
+        "rows": len(lags),
+        "lag_p50_ms": _pct(lags, 0.5),
+        "lag_p90_ms": _pct(lags, 0.9),
+        "lag_p99_ms": _pct(lags, 0.99),
+        "lag_max_ms": round(lags[-1], 2),
+    }
+
+
+async def run_api_load(args: argparse.Namespace) -> None:
+    nats_url, proc = private_broker()
+    try:
+        backends: list[tuple[str, str | None]] = [("sqlite", None)]
+        pg = fresh_pg_schema("apilag")
+        if pg:
+            backends.append(("postgres", pg))
+        rows: list[dict[str, Any]] = []
+        for name, url in backends:
+            loaded = await bench_api_lag(url, nats_url, args.seconds)
+            # the floor: the same rows/s appended by a bare journal writer, no API, no order flow
+            floor_url = temp_sqlite_url("floor.db")[0] if url is None else fresh_pg_schema("apilagfloor")
+            assert floor_url is not None
+            upgrade(floor_url)
+            floor = await bench_lag(floor_url, nats_url, loaded["rows"] / args.seconds, args.seconds)
+            if url is not None:
+                drop_pg_schema(floor_url)
+            rows.append({"journal": name, **loaded, "floor_lag_p50_ms": round(floor["lag_p50_ms"], 2),
+                         "floor_lag_p99_ms": round(floor["lag_p99_ms"], 2)})  # fmt: skip
+        table(f"commit -> consumer receipt, propbot serve at half its max order rate for {args.seconds:.0f} s",
+              rows)  # fmt: skip
+        met = all(r["lag_p99_ms"] < 100 and r["orders_non_200"] == 0 for r in rows)
+        print(f"lag p99 target < 100 ms, every order 200: {'MET' if met else 'NOT MET'}")
+        save("bench_relay_api_load", {"seconds": args.seconds, "rows": rows, "targets_met": met})
+        if pg:
+            drop_pg_schema(pg)
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
 async def run(args: argparse.Namespace) -> None:
     nats_url, proc = private_broker()
     results: dict[str, Any] = {"n": args.n, "batch": args.batch, "rate": args.rate, "seconds": args.seconds}
@@ -214,7 +342,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--rate", type=float, default=200.0, help="rows/s appended during the lag run")
     p.add_argument("--seconds", type=float, default=10.0)
-    asyncio.run(run(p.parse_args()))
+    p.add_argument("--api-load", action="store_true", help="the lag under propbot serve at half its max rate")
+    args = p.parse_args()
+    asyncio.run(run_api_load(args) if args.api_load else run(args))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
   `standby`); SIGKILL the active one under a steady flow of orders; the standby takes over (replay,
   verify, reconcile, HOLD restart) and the journal agrees with the simulator's ground truth — nothing
   lost, nothing placed twice (orders whose send outcome died with the process are reconciled by client
-  order id);
+  order id); a relay (`propbot relay`, a private nats-server) runs across the takeover, and the mirror
+  rebuilt from the stream equals the journal row by row (`journal verify --against-mirror`);
 - the active engine's lease session ended by the server: it fences itself (503 `lease_lost`, exit code 3)
   and the standby takes over; no row of the fenced engine comes after the new writer's first row;
 - two engines for two accounts write concurrently on one database; each account's chain verifies.
@@ -22,12 +23,16 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from adapters.simulator.server import SimulatorServer
+from engine.persistence.sql_journal import SqlJournal
 from tests.agreement import ground_truth, journal_agrees_with_venue, sim_fault
-from tests.conftest import PG_SKIP, PG_URL
+from tests.conftest import PG_SKIP, PG_URL, _pg_schema_url
 from tests.crash.conftest import _BIG
 from tests.crash.harness import UNKNOWN_GRACE_S, ApiProcess, go_live, order_body
 from tests.crash.test_kill9 import Burst
 from tests.e2e.server import SIM_KEY, SIM_SECRET, approver_key, journal_rows
+from tests.outbox.broker import Broker, free_port, relay_process, stop
+from tests.outbox.test_broker_outage import _status as relay_status
+from tests.outbox.test_mirror import _mirror_cli
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.postgres
@@ -45,6 +50,29 @@ def accounts() -> Iterator[list[str]]:
         for account in ids:
             conn.execute(text(f"DROP SCHEMA IF EXISTS propbot_{account} CASCADE"))
     admin.dispose()
+
+
+@pytest.fixture
+def mirror_schema() -> Iterator[str]:
+    """An empty PostgreSQL schema for the mirror (the mirror migrates it)."""
+    schema = f"m_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield _pg_schema_url(schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path / "nats")  # skips without nats-server
+    b.start()
+    yield b
+    b.kill()
 
 
 @pytest.fixture
@@ -104,13 +132,52 @@ def sim() -> Iterator[SimulatorServer]:
 
 
 def test_the_standby_takes_over_when_the_active_engine_is_killed_under_load(
-    tmp_path: Path, sim: SimulatorServer, accounts: list[str], engines: list[ApiProcess]
-) -> None:
+    tmp_path: Path, sim: SimulatorServer, accounts: list[str], engines: list[ApiProcess],
+    private_broker: Broker, mirror_schema: str,
+) -> None:  # fmt: skip
     account = accounts[0]
     key, public = approver_key()
     active = _engine(engines, tmp_path / "a", sim, account, {"approver2": public}).start()
     standby = _engine(engines, tmp_path / "b", sim, account, {"approver2": public}, active).start(ready=False)
     a_id = _status(active)["engine_id"]
+    # The account's relay, a process of its own: it follows the chain across the change of writer
+    primary_url, source, relay_port = _pg_schema_url(f"propbot_{account}"), f"propbot_{account}", free_port()
+    relay = relay_process(primary_url, private_broker.url, source, "PROPBOT", status_port=relay_port)
+    try:
+        _takeover_under_load(sim, active, standby, key, a_id)
+        # Journal, mirror and simulator agree: B stops so the journal's head is final, the relay publishes
+        # up to it, the mirror is rebuilt from the stream alone and compared row by row
+        standby.stop()
+        primary = SqlJournal(primary_url)
+        head = primary.last_seq()
+        eventually(lambda: _relay_cursor(relay_port) == head, timeout=60, interval=0.1)
+        mirrored = _mirror_cli(private_broker.url, mirror_schema, source)
+        assert mirrored.returncode == 0, mirrored.stdout + mirrored.stderr
+        assert f"head seq {head}, {head} rows written" in mirrored.stdout, mirrored.stdout
+        mirror = SqlJournal(mirror_schema)
+        assert list(mirror.scan()) == list(primary.scan())
+        mirror.close()
+        primary.close()
+        against = standby.cli("journal", "verify", "--config", str(standby.config_path),
+                              "--data-dir", str(standby.data_dir), "--against-mirror", mirror_schema)  # fmt: skip
+        assert against.returncode == 0, against.stdout + against.stderr
+        assert f"mirror OK: {head} rows equal, last seq {head}" in against.stdout, against.stdout
+    finally:
+        log = stop(relay)
+    assert "ERROR" not in log, log
+
+
+def _relay_cursor(port: int) -> int:
+    try:
+        return int(relay_status(port)["cursor"])
+    except OSError:
+        return -1
+
+
+def _takeover_under_load(
+    sim: SimulatorServer, active: ApiProcess, standby: ApiProcess, key: Any, a_id: str
+) -> None:
+    account = _status(active)["account"]
 
     # Exactly one writer: B is STANDBY, names A as the holder, refuses commands and journals nothing
     status = _status(standby)
