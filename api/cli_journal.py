@@ -97,7 +97,8 @@ def _checkpoint_log(loc: Location, checkpoints: Path | None, key: Path | None, *
 
 def _approval_rules(loc: Location) -> dict[str, Any]:
     rules = loc.config.approvals
-    return {"approver_keys": dict(rules.public_keys), "require_token": rules.require_token}
+    return {"approver_keys": dict(rules.public_keys), "require_token": rules.require_token,
+            "two_man_rule": rules.two_man_rule}  # fmt: skip
 
 
 def _broken(seq: int, problem: str) -> int:

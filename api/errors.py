@@ -52,6 +52,7 @@ _APPROVAL_FORBIDDEN = {
     "approval_not_signer",
     "approval_not_requester",
     "approval_wrong_nonce",
+    "approval_use_request",
 }
 _HTTP_REASONS = {
     400: "bad_request",

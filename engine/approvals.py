@@ -44,9 +44,15 @@ class ApprovalService:
         self._clock = clock
         self.requests: dict[str, ApprovalRequest] = {}
         self._busy: dict[str, asyncio.Future[None]] = {}
+        # nonce -> request id of every request, trimmed ones too: the session refuses their tokens on the
+        # raw-token path, so a request's approval is only ever used through the request
+        self._nonces: dict[str, str] = {}
+        sessions.request_of_nonce = self._nonces.get
 
     def restore(self, replayed: dict[str, ApprovalRequest]) -> None:
         self.requests = dict(replayed)
+        self._nonces.clear()
+        self._nonces.update((r.nonce, r.request_id) for r in replayed.values())
         self._trim()
 
     def get(self, request_id: str) -> ApprovalRequest:
@@ -60,12 +66,15 @@ class ApprovalService:
         reqs = sorted(self.requests.values(), key=lambda r: r.created_at, reverse=True)
         return [r for r in reqs if r.open] + [r for r in reqs if not r.open]
 
-    def approved_for(self, session_id: str) -> list[ApprovalRequest]:
+    def still_open(self) -> list[ApprovalRequest]:
+        """Open requests not yet past their expiry (the expiry loop journals those EXPIRED shortly)."""
         now = self._now()
+        return [r for r in self.requests.values() if r.open and r.expires_at > now]
+
+    def approved_for(self, session_id: str) -> list[ApprovalRequest]:
         return [
-            r for r in self.requests.values()
-            if r.state is ApprovalState.APPROVED and r.session_id == session_id and r.expires_at > now
-        ]  # fmt: skip
+            r for r in self.still_open() if r.state is ApprovalState.APPROVED and r.session_id == session_id
+        ]
 
     def _now(self) -> float:
         return self._clock.now().timestamp()
@@ -100,8 +109,9 @@ class ApprovalService:
 
         Raises:
             UnknownApproval; InvalidTransition (not PENDING); ApprovalRejected: expired, or any rule of
-            verify_approval, or a token for another request's nonce, or signed by someone else than the
-            operator submitting it. A refused token leaves the request PENDING.
+            verify_approval, or a token for another request's nonce, or signed to outlive the request
+            (approval_ttl_too_long), or signed by someone else than the operator submitting it. A refused
+            token leaves the request PENDING.
         """
         async with self._exclusive(request_id) as req:
             self._check_not_expired(req)
@@ -116,6 +126,11 @@ class ApprovalService:
             )  # fmt: skip
             if approval.nonce != req.nonce:
                 raise ApprovalRejected("the token is for another request", reason="approval_wrong_nonce")
+            if approval.expires_at > req.expires_at:
+                raise ApprovalRejected(
+                    f"the token lives past the request's expiry ({req.expires_at})",
+                    reason="approval_ttl_too_long",
+                )
             if approval.approver.casefold() != approver.casefold():
                 raise ApprovalRejected(
                     f"the token is signed by {approval.approver!r}, not by {approver!r}",
@@ -196,10 +211,11 @@ class ApprovalService:
 
     def _apply(self, records: list[Record]) -> None:
         for rec in records:
-            self.requests[rec.stream_id] = apply(
+            req = self.requests[rec.stream_id] = apply(
                 self.requests.get(rec.stream_id), rec.stream_id, rec.trigger, rec.to_state or "",
                 rec.version, rec.payload, rec.reason,
             )  # fmt: skip
+            self._nonces[req.nonce] = req.request_id
         self._trim()
 
     def _commit(self, entries: list[NewEntry]) -> asyncio.Future[None]:

@@ -4,7 +4,10 @@ Verify checks, row by row: seq contiguous, prev_hash equals the previous row's h
 created_at never goes backwards, the payload is a JSON object of a known schema_version, every
 order/session/approval row is a legal edge of its FSM from the aggregate's current state, and per-stream versions
 are contiguous. With `approver_keys`, every approval in an arm/go_live row is re-verified against its
-signed token (and every approval request's approve row); with `require_token`, an arm/go_live row without one is refused. The first failure raises
+signed token (and every approval request's approve row), and with `two_man_rule` its approver must be
+another person than the requester; with `require_token`, an arm/go_live row without one is refused. An
+`arm` with an approval request's nonce must be committed with that request's `use` row (the next row),
+and a `use` row only so. The first failure raises
 JournalCorrupt naming the row's seq: no damage (a NULL, a wrong type, invalid JSON) escapes as another
 exception.
 """
@@ -77,20 +80,24 @@ def _diagnose(row: Any, exc: BaseException) -> str:
 
 
 def _check_guarded(
-    seq: int, sid: str, trigger: str, payload: dict[str, Any], sess: TradingSession | None,
-    approver_keys: dict[str, str] | None, require_token: bool,
+    seq: int, sid: str, trigger: str, payload: dict[str, Any], sess: TradingSession | None, actor: str,
+    approver_keys: dict[str, str] | None, require_token: bool, two_man_rule: bool,
 ) -> None:  # fmt: skip
     approval = payload.get("approval")
     if not approval:
         if require_token:
             raise JournalCorrupt(seq, f"{trigger} without an approval")
         return
-    if approver_keys is not None:
-        problem = verify_journaled(approval, public_keys=approver_keys, session_id=sid)
-        if problem:
-            raise JournalCorrupt(seq, problem)
     if not isinstance(approval, dict):
         raise JournalCorrupt(seq, "approval is not an object")
+    if approver_keys is not None:
+        # go_live may be fired by another admin: the requester is the one who armed (in the approval)
+        requester = approval.get("requester") if two_man_rule else None
+        if trigger == "arm" and two_man_rule and requester != actor:
+            raise JournalCorrupt(seq, f"approval requester {requester!r} is not the arm's actor {actor!r}")
+        problem = verify_journaled(approval, public_keys=approver_keys, session_id=sid, requester=requester)
+        if problem:
+            raise JournalCorrupt(seq, problem)
     if trigger == "arm" and sess is not None and approval.get("nonce") in sess.used_nonces:
         raise JournalCorrupt(seq, "approval nonce was already used in this session")
 
@@ -98,6 +105,7 @@ def _check_guarded(
 def _replay_approval(
     approvals: dict[str, ApprovalRequest], seq: int, sid: str, version: int, trigger: str,
     frm: str | None, to: str | None, payload: dict[str, Any], reason: str, approver_keys: dict[str, str] | None,
+    two_man_rule: bool,
 ) -> None:  # fmt: skip
     req = approvals.get(sid)
     if req is None:
@@ -112,13 +120,36 @@ def _replay_approval(
         if not isinstance(approval, dict) or approval.get("nonce") != req.nonce:
             raise JournalCorrupt(seq, "approval is not signed over the request's nonce")
         if approver_keys is not None:
-            problem = verify_journaled(approval, public_keys=approver_keys, session_id=req.session_id)
+            if payload.get("approver") != approval.get("approver"):
+                raise JournalCorrupt(
+                    seq,
+                    f"approver {payload.get('approver')!r} is not the signer {approval.get('approver')!r}",
+                )
+            problem = verify_journaled(
+                approval, public_keys=approver_keys, session_id=req.session_id,
+                requester=req.requester if two_man_rule else None,
+            )  # fmt: skip
             if problem:
                 raise JournalCorrupt(seq, problem)
     try:
         approvals[sid] = approval_mod.apply(req, sid, trigger, to or "", version, payload, reason)
     except (KeyError, ValueError, TypeError) as exc:
         raise JournalCorrupt(seq, f"payload cannot be applied: {exc!r}") from exc
+
+
+def _owed_use(
+    seq: int, trigger: str, payload: dict[str, Any], request_nonces: dict[str, str]
+) -> tuple[int, str] | None:
+    """An arm with the token of an approval request owes that request's `use` row in the same commit: a
+    token read back from a request's approve row arms nothing without it (engine.sessions)."""
+    approval = payload.get("approval")
+    nonce = approval.get("nonce") if trigger == "arm" and isinstance(approval, dict) else None
+    request_id = request_nonces.get(nonce) if isinstance(nonce, str) else None
+    return None if request_id is None else (seq, request_id)
+
+
+def _no_use_row(owed: tuple[int, str]) -> JournalCorrupt:
+    return JournalCorrupt(owed[0], f"arm with request {owed[1]}'s approval has no use row")
 
 
 # Told every order row once it verified and applied: (seq, client order id, trigger, to_state, version,
@@ -132,12 +163,14 @@ def replay(
     keep_terminal: bool = False,
     approver_keys: dict[str, str] | None = None,
     require_token: bool = False,
+    two_man_rule: bool = True,
     on_order: OnOrderRow | None = None,
 ) -> ReplayResult:
     """Fold rows (in seq order) into state, verifying as it goes.
 
     approver_keys: approver id -> Ed25519 public key (base64), the keys in force; when given, every
     journaled approval must verify with them. require_token: arm/go_live rows must carry an approval.
+    two_man_rule: (with approver_keys) an approval signed by its own requester is refused.
 
     Raises:
         JournalCorrupt: the first row that breaks the chain, the versions, the FSM, the clock or a
@@ -145,8 +178,8 @@ def replay(
     """
     return Replayer(
         keep_terminal=keep_terminal, approver_keys=approver_keys, require_token=require_token,
-        on_order=on_order,
-    ).feed(rows)  # fmt: skip
+        two_man_rule=two_man_rule, on_order=on_order,
+    ).feed(rows, complete=True)  # fmt: skip
 
 
 @dataclass
@@ -157,6 +190,8 @@ class _Cursor:
     prev: str = GENESIS_HASH
     prev_created: str = ""
     finished: set[str] = field(default_factory=set)
+    request_nonces: dict[str, str] = field(default_factory=dict)  # nonce -> approval request id
+    owed_use: tuple[int, str] | None = None  # (seq of an arm with a request's token, that request's id)
 
 
 class Replayer:
@@ -166,12 +201,13 @@ class Replayer:
 
     def __init__(
         self, *, keep_terminal: bool = False, approver_keys: dict[str, str] | None = None,
-        require_token: bool = False, on_order: OnOrderRow | None = None,
+        require_token: bool = False, two_man_rule: bool = True, on_order: OnOrderRow | None = None,
     ) -> None:  # fmt: skip
         self.result = ReplayResult(keep_terminal=keep_terminal)
         self._cursor = _Cursor()
         self._approver_keys = approver_keys
         self._require_token = require_token
+        self._two_man_rule = two_man_rule
         self._on_order = on_order
         self._broken: JournalCorrupt | None = None
 
@@ -183,8 +219,9 @@ class Replayer:
     def last_hash(self) -> str:
         return self.result.last_hash
 
-    def feed(self, rows: Iterable[RawRow]) -> ReplayResult:
-        """Fold the rows after the last one fed (the first must be seq last_seq + 1).
+    def feed(self, rows: Iterable[RawRow], *, complete: bool = False) -> ReplayResult:
+        """Fold the rows after the last one fed (the first must be seq last_seq + 1). `complete`: these
+        are all the rows (a commit's rows are never cut off then, as a bounded feed may cut them).
 
         Raises:
             JournalCorrupt: as `replay`; every later feed raises it again.
@@ -192,7 +229,10 @@ class Replayer:
         if self._broken is not None:
             raise JournalCorrupt(self._broken.seq, self._broken.problem)
         try:
-            _replay(rows, self.result, self._cursor, self._approver_keys, self._require_token, self._on_order)
+            _replay(rows, self.result, self._cursor, self._approver_keys, self._require_token,
+                    self._two_man_rule, self._on_order)  # fmt: skip
+            if complete and self._cursor.owed_use is not None:
+                raise _no_use_row(self._cursor.owed_use)
         except _RowUnreadable as bad:
             expect_seq, row, exc = bad.args
             self._broken = JournalCorrupt(expect_seq, _diagnose(row, exc))
@@ -213,6 +253,7 @@ def _replay(
     cursor: _Cursor,
     approver_keys: dict[str, str] | None,
     require_token: bool,
+    two_man_rule: bool,
     on_order: OnOrderRow | None = None,
 ) -> None:
     keep_terminal = res.keep_terminal
@@ -223,6 +264,7 @@ def _replay(
     apply_order = order_mod.apply
     expect_seq, prev, prev_created = cursor.expect_seq, cursor.prev, cursor.prev_created
     guarded = approver_keys is not None or require_token
+    request_nonces, owed_use = cursor.request_nonces, cursor.owed_use
     row: Any = None
     try:
         for row in rows:
@@ -253,6 +295,12 @@ def _replay(
                 if type(schema) is not int or not 1 <= schema < SCHEMA_VERSION or schema not in UPCASTERS:
                     raise JournalCorrupt(seq, f"unknown schema_version {schema!r:.20}")
                 payload = upcast(payload, schema)
+            if owed_use is not None:  # the arm and its request's use are one commit: adjacent rows
+                if (stream, sid, trigger) != ("approval", owed_use[1], "use"):
+                    raise _no_use_row(owed_use)
+                owed_use = None
+            elif stream == "approval" and trigger == "use":
+                raise JournalCorrupt(seq, "use row not committed with an arm")
             if stream == "order":
                 current = orders.get(sid)
                 if current is None:
@@ -299,7 +347,9 @@ def _replay(
                 elif frm != sess.state or (frm, trigger, to) not in SESSION_EDGES:
                     raise JournalCorrupt(seq, f"illegal session transition {frm} --{trigger}--> {to}")
                 if guarded and trigger in _GUARDED:
-                    _check_guarded(seq, sid, trigger, payload, sess, approver_keys, require_token)
+                    _check_guarded(seq, sid, trigger, payload, sess, actor, approver_keys, require_token,
+                                   two_man_rule)  # fmt: skip
+                owed_use = _owed_use(seq, trigger, payload, request_nonces)
                 try:
                     sessions[sid] = session_mod.apply(
                         sess, sid, trigger, to or "", version, payload, reason, at=created
@@ -308,7 +358,9 @@ def _replay(
                     raise JournalCorrupt(seq, f"payload cannot be applied: {exc!r}") from exc
             elif stream == "approval":
                 _replay_approval(res.approvals, seq, sid, version, trigger, frm, to, payload, reason,
-                                 approver_keys)  # fmt: skip
+                                 approver_keys, two_man_rule)  # fmt: skip
+                if version == 1:
+                    request_nonces[res.approvals[sid].nonce] = sid
             elif stream == "audit":
                 if version != 1:
                     raise JournalCorrupt(seq, "audit rows are single-version")
@@ -320,6 +372,7 @@ def _replay(
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, ArithmeticError) as exc:
         raise _RowUnreadable(expect_seq, row, exc) from exc
     cursor.expect_seq, cursor.prev, cursor.prev_created = expect_seq, prev, prev_created
+    cursor.owed_use = owed_use
     res.rows = expect_seq - 1
     res.last_seq = expect_seq - 1
     res.last_hash = prev

@@ -108,7 +108,7 @@ class Engine:
         replayer, ledger = await self._warm_replayer() or self._replayer()
         warm_seq, warm_hash = replayer.last_seq, replayer.last_hash
         result: ReplayResult = await asyncio.to_thread(
-            lambda: replayer.feed(self.journal.scan(after_seq=replayer.last_seq))
+            lambda: replayer.feed(self.journal.scan(after_seq=replayer.last_seq), complete=True)
         )
         # The ledger was built in the replay's thread(s), and is published on the loop once it is complete
         ledger.last_seq = result.last_seq
@@ -138,8 +138,9 @@ class Engine:
         ledger = Ledger()
         # Every arm/go_live row must carry an approval that verifies against the approver keys in force
         replayer = Replayer(
-            approver_keys=rules.public_keys, require_token=rules.require_token, on_order=ledger.on_order_row
-        )
+            approver_keys=rules.public_keys, require_token=rules.require_token,
+            two_man_rule=rules.two_man_rule, on_order=ledger.on_order_row,
+        )  # fmt: skip
         return replayer, ledger
 
     async def follow(self, max_rows: int = 200_000) -> int:

@@ -41,6 +41,9 @@ class SessionService:
         self.session: TradingSession | None = None
         # Told each applied transition, in the durability callback (the kill switch's sweep starts there)
         self.on_applied: Callable[[TradingSession], None] | None = None
+        # The approval request a nonce was issued for (engine.approvals sets it): such a token arms only
+        # through its request, which checks the request's state and requester
+        self.request_of_nonce: Callable[[str], str | None] = lambda nonce: None
         self.preflight = PreflightMonitor(
             exchange, settings.preflight, settings.symbols, clock, self.hold_once,
             lambda: self.session is not None and self.session.state in _LIVE_STATES,
@@ -142,7 +145,10 @@ class SessionService:
         """arm / go_live, refused unless every guard passes; a failing verdict also HOLDs (once).
 
         `also`: decides rows of another stream (an approval request's `use`) that are committed with the
-        session's row or not at all, and their applier; called once every guard has passed.
+        session's row or not at all, and their applier; called once every guard has passed. A token
+        signed over an approval request's nonce arms only with that request's `use` row among them
+        (engine.approvals decides it, from APPROVED only): else approval_use_request, whatever the
+        request's state.
 
         Raises:
             ApprovalRejected, PreflightFailed, InvalidTransition, EngineError(safe_mode_config).
@@ -154,6 +160,9 @@ class SessionService:
         session.decide(trigger, {}, actor, guard=_OPEN_GUARD)  # an illegal trigger fails before any check
         now_s = self._clock.now().timestamp()
         approval = self._approval(trigger, actor, token, now_s) if trigger == "arm" else None
+        owner = self.request_of_nonce(approval.nonce) if approval is not None else None
+        if owner is not None and also is None:
+            raise _use_request(owner)
         failed = tuple(self.preflight.failures(risk))
         guard = Guard(
             self._settings.approvals.require_token, self._settings.safe_mode, now_s, failed, approval
@@ -169,6 +178,10 @@ class SessionService:
         if also is None:
             return await self._commit(entry)
         rows, on_also = also()
+        if owner is not None and not any(
+            (r.stream, r.stream_id, r.trigger) == ("approval", owner, "use") for r in rows
+        ):
+            raise _use_request(owner)
         return await self._commit(entry, rows, on_also)
 
     def _approval(self, trigger: str, actor: str, token: str | None, now_s: float) -> Approval | None:
@@ -191,6 +204,15 @@ class SessionService:
         live = session.state in _LIVE_STATES
         if live and approval is not None and not approval["expires_at"] > self._clock.now().timestamp():
             await self._commit(session.decide("expire", {}, "system", "approval ttl ended"))
+
+
+def _use_request(request_id: str) -> ApprovalRejected:
+    # Read back from the request's approve row, the token alone would skip the request's state
+    # (rejected, expired) and its requester: it is good only as that request's own use
+    return ApprovalRejected(
+        f"the token approves request {request_id}: arm with approval_id",
+        reason="approval_use_request", detail={"approval_id": request_id},
+    )  # fmt: skip
 
 
 # Only to ask the FSM whether a guarded trigger is legal at all, before any check runs: never committed

@@ -71,7 +71,7 @@ def _approvals(runtime: Runtime) -> dict[str, Any]:
         "ttl_s": rules.ttl_s,
         "approvers": sorted(rules.public_keys),
         "in_force": session.approval if session else None,
-        "open_requests": sum(1 for r in runtime.engine.approvals.requests.values() if r.open),
+        "open_requests": len(runtime.engine.approvals.still_open()),
     }
     if not rules.require_token:
         return _component("WARN", {**detail, "note": "approval tokens are not required"})

@@ -141,9 +141,12 @@ def verify_approval(
     return approval
 
 
-def verify_journaled(approval: Any, *, public_keys: dict[str, str], session_id: str) -> str | None:
+def verify_journaled(
+    approval: Any, *, public_keys: dict[str, str], session_id: str, requester: str | None
+) -> str | None:
     """Re-check an approval as journaled (Approval.as_payload plus "requester"): the signature over the
-    signed body with the approver's key, and that the journaled fields are the signed claims.
+    signed body with the approver's key, that the journaled fields are the signed claims, and (with
+    `requester`, when the two-man rule is on) that the approver is another person than the requester.
 
     Returns None when it holds, else the problem (for JournalCorrupt)."""
     if not isinstance(approval, dict):
@@ -168,4 +171,9 @@ def verify_journaled(approval: Any, *, public_keys: dict[str, str], session_id: 
             return f"journaled approval {name} {approval.get(name)!r} is not the signed {claims.get(name)!r}"
     if claims.get("session_id") != session_id:
         return f"approval is signed for session {claims.get('session_id')!r}, not {session_id!r}"
+    # A requester's own valid signature is a well-formed token that breaks the two-man rule
+    if requester is not None and (
+        not isinstance(requester, str) or str(approver).casefold() == requester.casefold()
+    ):
+        return f"approval by {approver!r} is the requester's own (requester {requester!r})"
     return None

@@ -162,14 +162,22 @@ def test_kill_with_lost_responses_pending_reconciliation(live_api: ApiProcess, s
 
     streams, truth = _restart_and_check(live_api, sim)
     assert truth["lost_responses"] == 3
-    expected = {"rest": "reconcile_acked", "fill": "reconcile_filled"}
+    # The restart's reconciliation marks the order UNKNOWN and resolves it by query; or the user stream's
+    # catch-up after its subscription, racing it, reports the venue's state for the SENT order first
+    expected = {
+        "rest": ([*_SENT, "mark_unknown", "reconcile_acked"], [*_SENT, "ack"]),
+        "fill": ([*_SENT, "mark_unknown", "reconcile_filled"], [*_SENT, "fill"], [*_SENT, "ack", "fill"]),
+    }
     for cid, kind in kinds.items():
         triggers = [r["trigger"] for r in streams[cid]]
-        assert triggers == ["create", "preflight", "send", "mark_unknown", expected[kind]], triggers
+        assert triggers in [list(t) for t in expected[kind]], triggers
         assert streams[cid][-1]["actor"] == "reconciler"
 
     _retry_everything(live_api, bodies, set(streams))
     assert ground_truth(sim.base_url)["real_orders"] == 3
+
+
+_SENT = ("create", "preflight", "send")
 
 
 def test_kill_after_the_venue_executed_before_it_answered(live_api: ApiProcess, sim: SimulatorServer) -> None:
@@ -184,10 +192,15 @@ def test_kill_after_the_venue_executed_before_it_answered(live_api: ApiProcess, 
     assert burst.answers == {}, "an answer arrived although the venue was holding them back"
 
     streams, truth = _restart_and_check(live_api, sim)
-    expected = {"rest": "reconcile_acked", "fill": "reconcile_filled"}
+    # The restart's reconciliation marks the order UNKNOWN and resolves it by query; or the user stream's
+    # catch-up after its subscription, racing it, reports the venue's state for the SENT order first
+    expected = {
+        "rest": ([*_SENT, "mark_unknown", "reconcile_acked"], [*_SENT, "ack"]),
+        "fill": ([*_SENT, "mark_unknown", "reconcile_filled"], [*_SENT, "fill"], [*_SENT, "ack", "fill"]),
+    }
     for cid, kind in kinds.items():
         triggers = [r["trigger"] for r in streams[cid]]
-        assert triggers == ["create", "preflight", "send", "mark_unknown", expected[kind]], triggers
+        assert triggers in [list(t) for t in expected[kind]], triggers
     _retry_everything(live_api, bodies, set(streams))
     assert (
         ground_truth(sim.base_url)["real_orders"] == truth["real_orders"] == 3

@@ -117,7 +117,7 @@ def test_the_standby_takes_over_when_the_active_engine_is_killed_under_load(
     assert (status["role"], status["account"]) == ("STANDBY", account)
     assert status["components"]["leadership"]["status"] == "WARN"
     assert status["components"]["leadership"]["detail"]["holder"]["engine_id"] == a_id
-    refused = standby.client("trader").post("/api/live/order", json=order_body("sb-0", "rest"))
+    refused = standby.client("trader").post("/api/live/order", json=order_body("pb-sb-0", "rest"))
     assert (refused.status_code, refused.json()["reason"]) == (503, "standby"), refused.text
     assert httpx.get(f"{standby.base_url}/readyz").json()["reason"] == "standby"
     assert _status(active)["components"]["leadership"]["detail"]["role"] == "ACTIVE"
@@ -125,7 +125,7 @@ def test_the_standby_takes_over_when_the_active_engine_is_killed_under_load(
 
     # A steady flow of live orders on A (each ~100 ms at the venue); SIGKILL A in the middle of it
     sim_fault(sim.base_url, {"latency_ms": 20})
-    bodies = {f"to-{i:03d}": order_body(f"to-{i:03d}", "rest" if i % 2 else "fill") for i in range(120)}
+    bodies = {f"pb-to-{i:03d}": order_body(f"pb-to-{i:03d}", "rest" if i % 2 else "fill") for i in range(120)}
     burst = Burst(active, bodies, workers=4)
     eventually(lambda: burst.answered() >= 20, timeout=60, interval=0.005)
     active.kill9()
@@ -211,7 +211,7 @@ def test_two_accounts_write_concurrently_and_each_chain_verifies(
         for proc in procs:
             go_live(proc, key)
         bursts = [
-            Burst(proc, {f"{a}-{i:02d}": order_body(f"{a}-{i:02d}", "rest" if i % 2 else "fill")
+            Burst(proc, {f"pb-{a}-{i:02d}": order_body(f"pb-{a}-{i:02d}", "rest" if i % 2 else "fill")
                          for i in range(40)}, workers=4)
             for a, proc in zip(accounts, procs, strict=True)
         ]  # fmt: skip
@@ -227,7 +227,7 @@ def test_two_accounts_write_concurrently_and_each_chain_verifies(
             rows = journal_rows(auditor)
             assert rows[0]["seq"] == 1  # its own chain, its own seq
             assert {r["engine_id"] for r in rows} == {_status(proc)["engine_id"]}
-            assert all(r["stream_id"].startswith(account) for r in rows if r["stream"] == "order")
+            assert all(r["stream_id"].startswith(f"pb-{account}") for r in rows if r["stream"] == "order")
     finally:
         for s in sims:
             s.__exit__(None, None, None)

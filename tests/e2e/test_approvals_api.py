@@ -181,3 +181,22 @@ def test_approve_cli_refuses_a_request_that_is_not_pending(
     path.write_text("{\n  nope")
     assert main(argv) == 2
     assert f"{path}: line 2" in capsys.readouterr().err
+
+
+def test_a_rejected_requests_token_read_from_the_journal_does_not_arm(api: ApiServer) -> None:
+    admin, approver = api.client("admin"), api.client(token=api.tokens["approver2"])
+    req = new_request(api)
+    token = sign("approver2", req)
+    assert approver.post(f"/api/approvals/{req['id']}", json={"token": token}).status_code == 200
+    assert admin.post(f"/api/approvals/{req['id']}/reject", json={"reason": "withdrawn"}).status_code == 200
+    # The approve row carries the token (an auditor or admin reads it back): given raw, it is refused
+    a = journal_rows(admin, stream="approval", stream_id=req["id"])[1]["payload"]["approval"]
+    leaked = f"{a['signed_body']}.{a['signature']}"
+    assert leaked == token
+    r = admin.post("/api/session/arm", json={"token": leaked})
+    assert (r.status_code, r.json()["reason"]) == (403, "approval_use_request"), r.text
+    assert r.json()["detail"]["approval_id"] == req["id"]
+    assert admin.get("/api/session").json()["session"]["state"] == "TESTNET"
+    assert status_of(api, req["id"]) == "REJECTED"
+    audits = journal_rows(api.client("auditor"), stream="audit", trigger="api.session.arm")
+    assert audits[-1]["payload"]["refused"] == "approval_use_request"

@@ -27,7 +27,7 @@ def _order(cid: str) -> OrderRequest:
 
 async def _write(engine: Engine, prefix: str, n: int) -> None:
     for i in range(n):
-        await engine.orders.submit(_order(f"{prefix}{i}"), "ops")
+        await engine.orders.submit(_order(f"pb-{prefix}{i}"), "ops")
 
 
 def _standby(db_url: str, fake: FakeExchange, settings: EngineSettings) -> Engine:

@@ -1,6 +1,6 @@
 """Verify re-checks every journaled approval: the arm row carries the token's signed body and signature,
-so a rewritten row naming an unconfigured approver, a forged signature or edited claims is JournalCorrupt
-at that row when replay is given the approver keys; with require_token an arm without approval is too."""
+so a rewritten row naming an unconfigured approver, a forged signature, edited claims or the requester's
+own signature is JournalCorrupt at that row when replay is given the approver keys; with require_token an arm without approval is too."""
 
 from __future__ import annotations
 
@@ -97,6 +97,14 @@ def _signed_for_live(a: dict[str, Any]) -> dict[str, Any]:
     return {**a, "signed_body": body, "signature": sig}
 
 
+def _self_signed(a: dict[str, Any]) -> dict[str, Any]:
+    """alice, who armed, signs her own approval with her own (configured) key."""
+    token = sign_approval(KEYS["alice"], {k: a[k] for k in ("action", "nonce", "expires_at")}
+                          | {"approver": "alice", "session_id": "testnet"})  # fmt: skip
+    body, sig = token.split(".")
+    return {**a, "approver": "alice", "signed_body": body, "signature": sig}
+
+
 FORGERIES: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any] | None], str]] = {
     "an unconfigured approver": (
         lambda a: {**a, "approver": "carol"},
@@ -112,6 +120,11 @@ FORGERIES: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any] | None], st
         "journaled approval expires_at",
     ),
     "a token for another session": (_signed_for_live, "signed for session 'live', not 'testnet'"),
+    "the requester's own signature": (_self_signed, "approval by 'alice' is the requester's own"),
+    "another requester than the arm's actor": (
+        lambda a: {**a, "requester": "carol"},
+        "approval requester 'carol' is not the arm's actor 'alice'",
+    ),
 }
 
 
@@ -127,6 +140,16 @@ async def test_a_forged_approval_is_corrupt_at_its_row(
         verify(journal_url, approver_keys=PUBLIC)
     assert info.value.seq == ARM_SEQ
     assert fragment in info.value.problem
+
+
+async def test_a_self_approval_verifies_only_with_the_two_man_rule_off(journal_url: str) -> None:
+    await armed_journal(journal_url)
+    edit_arm_approval(journal_url, _self_signed)
+    with pytest.raises(JournalCorrupt) as info:
+        verify(journal_url, approver_keys=PUBLIC, require_token=True)
+    assert info.value.seq == ARM_SEQ
+    # approvals.two_man_rule false (never on live) allows an operator to approve their own arm
+    assert verify(journal_url, approver_keys=PUBLIC, require_token=True, two_man_rule=False) == 3
 
 
 async def test_require_token_refuses_an_arm_row_without_approval(journal_url: str) -> None:
