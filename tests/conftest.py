@@ -26,6 +26,25 @@ def _pg_schema_url(schema: str) -> str:
 
 
 @contextmanager
+def pg_schema(prefix: str = "t", *, migrate: bool = True) -> Iterator[str]:
+    """A fresh PostgreSQL schema (migrated unless `migrate` is off), as a URL whose search_path names it;
+    dropped with everything in it afterwards."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = _pg_schema_url(schema)
+    try:
+        if migrate:
+            upgrade(url)
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@contextmanager
 def _closing_journals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Close every SqlJournal opened meanwhile: engines do not own their journal (the runtime closes it),
     so tests that build engines would leave pooled connections to the garbage collector, and over the
@@ -59,19 +78,8 @@ def journal_url(
         return
     if not PG_URL:
         pytest.skip(PG_SKIP)
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = _pg_schema_url(schema)
-    upgrade(url)
-    try:
-        with _closing_journals(monkeypatch):
-            yield url
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with pg_schema() as url, _closing_journals(monkeypatch):
+        yield url
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ per cell."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
 from itertools import count
@@ -33,7 +32,6 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import create_engine, text
 
 from adapters.simulator.server import SimulatorServer
 from engine.fsm.order_table import OrderState
@@ -42,7 +40,7 @@ from engine.replay import replay
 from engine.types import VenueOrder
 from tests.binance.live_stack import Stack, buy, live_stack
 from tests.binance.test_gap_trades import assert_journal_matches_venue
-from tests.conftest import PG_SKIP, PG_URL, _pg_schema_url
+from tests.conftest import PG_SKIP, PG_URL, pg_schema
 from tests.waiting import eventually_async as eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -76,18 +74,8 @@ def module_journal_url(
         return
     if not PG_URL:
         pytest.skip(PG_SKIP)
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = _pg_schema_url(schema)
-    upgrade(url)
-    try:
+    with pg_schema() as url:
         yield url
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

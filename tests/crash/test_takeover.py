@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, text
 from adapters.simulator.server import SimulatorServer
 from engine.persistence.sql_journal import SqlJournal
 from tests.agreement import ground_truth, journal_agrees_with_venue, sim_fault
-from tests.conftest import PG_SKIP, PG_URL, _pg_schema_url
+from tests.conftest import PG_SKIP, PG_URL, _pg_schema_url, pg_schema
 from tests.crash.conftest import _BIG
 from tests.crash.harness import UNKNOWN_GRACE_S, ApiProcess, go_live, order_body
 from tests.crash.test_kill9 import Burst
@@ -55,16 +55,8 @@ def accounts() -> Iterator[list[str]]:
 @pytest.fixture
 def mirror_schema() -> Iterator[str]:
     """An empty PostgreSQL schema for the mirror (the mirror migrates it)."""
-    schema = f"m_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield _pg_schema_url(schema)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with pg_schema("m", migrate=False) as url:
+        yield url
 
 
 @pytest.fixture

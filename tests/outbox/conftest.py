@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from tests.conftest import PG_URL, _pg_schema_url
+from tests.conftest import pg_schema
 from tests.outbox.broker import Broker, broker
 
 
@@ -31,13 +30,5 @@ def mirror_url(journal_url: str, tmp_path: Path) -> Iterator[str]:
     if journal_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'mirror.db'}"
         return
-    schema = f"m_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield _pg_schema_url(schema)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with pg_schema("m", migrate=False) as url:
+        yield url
