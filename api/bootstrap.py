@@ -12,8 +12,6 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.pool import NullPool
-
 from adapters.binance.exchange import BinanceExchange
 from adapters.binance.rest import BinanceSpotClient
 from adapters.binance.user_stream import UserDataStream
@@ -30,7 +28,7 @@ from engine.errors import EngineError
 from engine.outbox import default_source
 from engine.persistence.database import is_sqlite
 from engine.persistence.lease import WriterLease
-from engine.persistence.migrate import upgrade
+from engine.persistence.migrate import ensure_schema, upgrade
 from engine.persistence.sql_journal import SqlJournal
 from engine.ports import ExchangePort
 from engine.runtime import Engine
@@ -42,19 +40,7 @@ def prepare_journal(url: str, schema: str | None = None) -> None:
     """Create the account's schema if it is new (PostgreSQL), then bring the journal to the newest
     alembic revision (a no-op when it is current). Run by the writer only, after it holds the lease."""
     if schema is not None and schema != "public":
-        from sqlalchemy import create_engine, text
-
-        eng = create_engine(url, poolclass=NullPool)
-        try:
-            with eng.begin() as conn:
-                # Looked up first: a least-privilege engine role (docs/SECURITY.md) may not CREATE at all
-                found = conn.execute(
-                    text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}
-                ).first()
-                if found is None:
-                    conn.execute(text(f'CREATE SCHEMA "{schema}"'))  # the account pattern: a-z0-9_ only
-        finally:
-            eng.dispose()
+        ensure_schema(url, schema)
     upgrade(url)
 
 
