@@ -25,6 +25,17 @@ from tests.outbox.broker import Broker, consume_all, free_port, relay_process, s
 
 SHORT_S = float(os.environ.get("PROPBOT_TEST_BROKER_OUTAGE_S", "5"))
 LONG = os.environ.get("PROPBOT_TEST_LONG_OUTAGE") == "1"
+# The outage lengths every broker-outage test runs: the short one always, 60 s on request
+OUTAGES = pytest.mark.parametrize(
+    "outage_s",
+    [
+        SHORT_S,
+        pytest.param(
+            60.0, marks=pytest.mark.skipif(not LONG, reason="60 s outage: set PROPBOT_TEST_LONG_OUTAGE=1")
+        ),
+    ],
+    ids=["short", "60s"],
+)
 
 
 class SteadyAppends(threading.Thread):
@@ -64,16 +75,7 @@ async def _until_status(port: int, key: str, value: object, timeout: float = 60)
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize(
-    "outage_s",
-    [
-        SHORT_S,
-        pytest.param(
-            60.0, marks=pytest.mark.skipif(not LONG, reason="60 s outage: set PROPBOT_TEST_LONG_OUTAGE=1")
-        ),
-    ],
-    ids=["short", "60s"],
-)
+@OUTAGES
 async def test_the_relay_catches_up_after_a_broker_outage_and_loses_nothing(
     journal_url: str, journal: SqlJournal, tmp_path: Path, source: str, outage_s: float
 ) -> None:

@@ -30,7 +30,7 @@ from tests.outbox.broker import (
     stream_count,
     wait_for_count,
 )
-from tests.outbox.test_broker_outage import LONG, SHORT_S, _until_status
+from tests.outbox.test_broker_outage import OUTAGES, _until_status
 from tests.waiting import eventually
 
 
@@ -102,16 +102,7 @@ def _token(data: Path, role: str) -> str:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize(
-    "outage_s",
-    [
-        SHORT_S,
-        pytest.param(
-            60.0, marks=pytest.mark.skipif(not LONG, reason="60 s outage: set PROPBOT_TEST_LONG_OUTAGE=1")
-        ),
-    ],
-    ids=["short", "60s"],
-)
+@OUTAGES
 async def test_orders_are_answered_through_a_broker_outage_and_the_stream_holds_every_row_once(
     tmp_path: Path, source: str, outage_s: float
 ) -> None:
