@@ -264,7 +264,7 @@ class OrderService:
     def heard(self, vo: VenueOrder) -> None:
         """A venue view of one of our orders arrived (pushed, or a REST answer): note how far it filled,
         before anything is decided from it (engine.guardrails.position)."""
-        streamed = vo.raw.get("e") == "executionReport"
+        streamed = vo.pushed
         order = self.store.open.get(vo.client_order_id)
         if order is None:  # finished meanwhile: its entry (if any) still counts until a snapshot covers it
             self.positions.heard_again(vo.client_order_id, vo.executed_qty, streamed=streamed)
@@ -355,7 +355,7 @@ class OrderService:
             raise
         if vo.status not in KNOWN_STATUSES:
             # Never guessed at: the order is in an unknown state, resolved by query, and an operator looks
-            text = str(vo.raw.get("status"))[:40]
+            text = vo.status_text
             unknown = ExecutionStatusUnknown(
                 f"venue answered status {text!r}", reason="VENUE_STATUS_UNRECOGNISED"
             )

@@ -33,9 +33,10 @@ def _payloads(order: Order, vo: VenueOrder) -> tuple[dict[str, Any], dict[str, A
     base: dict[str, Any] = {"venueStatus": vo.status.value}
     if vo.order_id is not None:
         base["orderId"] = vo.order_id
-    prevented = vo.raw.get("preventedQuantity")
-    if vo.status is V.EXPIRED_IN_MATCH and prevented is not None:
-        base["preventedQty"] = str(prevented)  # self-trade prevention's own outcome, kept for the audit
+    if vo.status is V.EXPIRED_IN_MATCH and vo.prevented_qty is not None:
+        base["preventedQty"] = format(
+            vo.prevented_qty, "f"
+        )  # self-trade prevention's own outcome, kept for the audit
     seen = order.trade_ids or ()
     new = [f for f in vo.fills if f.trade_id not in seen]
     fill = {

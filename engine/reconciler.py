@@ -31,14 +31,13 @@ EXTERNAL_ORDER = "external_order"  # the audit trigger of a foreign order's one 
 
 
 def _list_leg(vo: VenueOrder) -> bool:
-    list_id = vo.raw.get("orderListId", -1)
-    return vo.status is VenueStatus.PENDING_NEW or (isinstance(list_id, int) and list_id != -1)
+    return vo.status is VenueStatus.PENDING_NEW or vo.order_list_id != -1
 
 
 def _status_text(vo: VenueOrder) -> str:
     """The venue's status; its own text for one the engine does not model."""
     if vo.status is VenueStatus.UNRECOGNISED:
-        return str(vo.raw.get("status"))[:40]
+        return vo.status_text
     return vo.status.value
 
 
@@ -57,7 +56,7 @@ def _external_row(vo: VenueOrder, why: str) -> NewEntry | None:
         "qty": str(vo.orig_qty),
         "executedQty": str(vo.executed_qty),
         "price": str(vo.price) if vo.price is not None else None,
-        "orderListId": vo.raw.get("orderListId", -1),
+        "orderListId": vo.order_list_id,
         "why": why,
     }
     sid = f"{EXTERNAL_ORDER}-{vo.symbol}-{vo.order_id}"
@@ -140,9 +139,7 @@ class Reconciler:
         store = self._store
         if vo.status not in KNOWN_STATUSES:
             store.spawn(
-                self._sessions.hold_once(
-                    f"venue reported unknown order status {vo.raw.get('status')!r}"[:300]
-                )
+                self._sessions.hold_once(f"venue reported unknown order status {vo.status_text!r}"[:300])
             )
             return
         if self.on_heard is not None:
@@ -214,7 +211,7 @@ class Reconciler:
                 if vo is not None and vo.status not in KNOWN_STATUSES:
                     proven_absent = False
                     await self._sessions.hold_once(
-                        f"order {client_order_id}: venue shows unknown status {vo.raw.get('status')!r}"[:300]
+                        f"order {client_order_id}: venue shows unknown status {vo.status_text!r}"[:300]
                     )
                 elif vo is not None:
                     order = await store.sync(client_order_id, vo) or order
@@ -274,7 +271,7 @@ class Reconciler:
                 continue
             if vo is not None:
                 if vo.status not in KNOWN_STATUSES:
-                    problems.append(f"{cid}: unknown venue status {vo.raw.get('status')!r}")
+                    problems.append(f"{cid}: unknown venue status {vo.status_text!r}")
                     continue
                 order = await store.sync(cid, vo) or order
                 if order.state is S.CANCEL_PENDING:  # the cancel's outcome died with the process

@@ -34,7 +34,7 @@ class VenueStatus(StrEnum):
     """Order status as a venue reports it (Binance's spelling, enums.md "Order status").
 
     UNRECOGNISED is not a Binance value: the adapter maps any status it does not know to it, keeping the
-    venue's own text in `VenueOrder.raw["status"]`, so a new venue value reaches the engine (to be
+    venue's own text in `VenueOrder.status_text`, so a new venue value reaches the engine (to be
     journaled and held) instead of raising.
     """
 
@@ -154,6 +154,13 @@ class VenueOrder:
     type: OrderType | None = None
     price: Decimal | None = None
     time_in_force: TimeInForce | None = None
+    # Read by the engine, so parsed by the adapter: the venue's own status text (kept for a status the
+    # engine does not model), the order list it belongs to (-1: none), the quantity self-trade prevention
+    # expired (None: not reported), and whether it was pushed by the venue's stream rather than asked for
+    status_text: str = ""
+    order_list_id: int = -1
+    prevented_qty: Decimal | None = None
+    pushed: bool = False
 
     def as_request(self) -> OrderRequest | None:
         """The order as if we had asked for it, or None when the venue's answer does not say enough."""

@@ -64,11 +64,19 @@ def venue_order_from_json(data: dict[str, Any]) -> VenueOrder:
         cumulative_quote_qty=_dec(data.get("cummulativeQuoteQty")),
         fills=fills,
         raw=data,
+        status_text=str(data.get("status"))[:40],
+        order_list_id=order_list_id_of(data.get("orderListId")),
+        prevented_qty=_dec(data["preventedQuantity"]) if data.get("preventedQuantity") is not None else None,
         side=_enum(Side, data.get("side")),
         type=_enum(OrderType, data.get("type")),
         price=_dec(data.get("price")) if data.get("price") not in (None, "") else None,
         time_in_force=_enum(TimeInForce, data.get("timeInForce")),
     )
+
+
+def order_list_id_of(value: Any) -> int:
+    """orderListId: -1 for an order outside any list (rest-api.md), as does a value we cannot read."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
 def _enum(kind: Any, value: Any) -> Any:

@@ -41,7 +41,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from adapters.binance.schemas import venue_status
+from adapters.binance.schemas import order_list_id_of, venue_status
 from adapters.binance.signing import Secret, Signer, make_signer, ws_api_payload
 from engine.types import Balance, Fill, OrderType, Side, TimeInForce, VenueOrder, VenueStatus
 
@@ -149,6 +149,11 @@ def parse_execution_report(event: Mapping[str, Any]) -> VenueOrder | None:
         cumulative_quote_qty=_dec(event.get("Z")),
         fills=fills,
         raw={**event, "status": event.get("X")},
+        status_text=str(event.get("X"))[:40],
+        order_list_id=order_list_id_of(event.get("g")),
+        # "A": the quantity prevented by self-trade prevention, present on such expiries (user-data-stream.md)
+        prevented_qty=_dec(event["A"]) if event.get("A") is not None else None,
+        pushed=True,
         side=_enum(Side, event.get("S")),
         type=_enum(OrderType, event.get("o")),
         price=price if price else None,

@@ -74,6 +74,8 @@ def test_prevented_quantity_of_an_stp_expiry_is_kept_in_raw() -> None:
     assert vo.status is VenueStatus.EXPIRED_IN_MATCH
     assert Decimal(vo.raw["preventedQuantity"]) == Decimal("1.2")
     assert vo.raw["preventedMatchId"] == 0
+    assert vo.prevented_qty == Decimal("1.2")  # what the engine reads, parsed here
+    assert (vo.status_text, vo.order_list_id, vo.pushed) == ("EXPIRED_IN_MATCH", -1, False)
 
 
 def test_a_pending_new_leg_keeps_its_order_list_id() -> None:

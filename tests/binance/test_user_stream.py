@@ -111,6 +111,11 @@ def test_parsers_never_raise_on_unknown_values() -> None:
     unknown = parse_execution_report({"e": "executionReport", "s": "BTCUSDT", "X": "SOMETHING_NEW"})
     assert unknown is not None  # handed on, not dropped: the engine journals the raw text and holds
     assert (unknown.status, unknown.raw["status"]) == (VenueStatus.UNRECOGNISED, "SOMETHING_NEW")
+    assert (unknown.status_text, unknown.pushed, unknown.order_list_id) == ("SOMETHING_NEW", True, -1)
+    stp = parse_execution_report({"e": "executionReport", "s": "BTCUSDT", "X": "EXPIRED_IN_MATCH", "g": 4,
+                                  "A": "0.30000000"})  # fmt: skip
+    assert stp is not None
+    assert (stp.prevented_qty, stp.order_list_id) == (Decimal("0.3"), 4)
     odd = parse_execution_report({"e": "executionReport", "s": "X", "X": "NEW", "o": "OTO_THING", "q": "abc"})
     assert odd is not None
     assert (odd.type, odd.orig_qty, odd.order_id) == (None, Decimal(0), None)

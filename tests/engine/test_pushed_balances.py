@@ -35,7 +35,7 @@ def position(fake: FakeExchange, btc: str, time_ms: int) -> None:
 def streamed_fill(fake: FakeExchange, cid: str, qty: str, status: VenueStatus = VenueStatus.FILLED) -> None:
     """An executionReport TRADE as the user data stream delivers it (raw carries the event)."""
     vo = fake.fill(cid, D(qty), status)  # pushes the REST-shaped view too
-    pushed = replace(vo, raw={"e": "executionReport", "X": status.value, "status": status.value})
+    pushed = replace(vo, pushed=True, status_text=status.value)
     for listener in fake.listeners:
         listener(pushed)
 
@@ -80,7 +80,7 @@ async def test_a_rest_answer_ahead_of_the_stream_is_counted_until_a_balance_cove
         assert held(eng) == D("0.002")
         vo = fake.orders["pb-b"]
         for listener in fake.listeners:
-            listener(replace(vo, raw={"e": "executionReport", "X": "FILLED", "status": "FILLED"}))
+            listener(replace(vo, pushed=True, status_text="FILLED"))
         position(fake, "0.002", 200)  # the stream's own report, then the balance that includes it
         assert held(eng) == D("0.002")
 

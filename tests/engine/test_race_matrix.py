@@ -36,17 +36,18 @@ T2 = Fill(502, D("65000"), D("0.0006"), D("0.0000006"), "BTC", False)
 REQ = OrderRequest("BTCUSDT", Side.BUY, OrderType.LIMIT, CID, D("0.001"), D("65000.00"), TimeInForce.GTC)
 
 
-def view(status: VenueStatus, fills: tuple[Fill, ...], *, stream: bool, **raw: Any) -> VenueOrder:
+def view(
+    status: VenueStatus, fills: tuple[Fill, ...], *, stream: bool, prevented: D | None = None
+) -> VenueOrder:
     executed = sum((f.qty for f in fills), D(0))
-    extra = {"e": "executionReport", "X": status.value} if stream else {}
     return VenueOrder("BTCUSDT", CID, status, 77, D("0.001"), executed, executed * D("65000"), fills,
-                      {"status": status.value, **extra, **raw}, Side.BUY, OrderType.LIMIT, D("65000.00"),
-                      TimeInForce.GTC)  # fmt: skip
+                      {"status": status.value}, Side.BUY, OrderType.LIMIT, D("65000.00"), TimeInForce.GTC,
+                      status_text=status.value, prevented_qty=prevented, pushed=stream)  # fmt: skip
 
 
 def scenario(status: VenueStatus) -> tuple[list[VenueOrder], VenueOrder]:
     """The stream's events for the order reaching `status`, and the REST snapshot of it there."""
-    prevented = {"preventedQuantity": "0.00060000"} if status is V.EXPIRED_IN_MATCH else {}
+    prevented = D("0.00060000") if status is V.EXPIRED_IN_MATCH else None
     if status in (V.NEW, V.PENDING_NEW, V.REJECTED):
         return [view(status, (), stream=True)], view(status, (), stream=False)
     if status is V.PARTIALLY_FILLED:
@@ -56,8 +57,10 @@ def scenario(status: VenueStatus) -> tuple[list[VenueOrder], VenueOrder]:
                   fills=(T2,))]  # fmt: skip
         return events, view(V.FILLED, (T1, T2), stream=False)
     # CANCELED, EXPIRED, EXPIRED_IN_MATCH: a partial fill, then the end
-    end = replace(view(status, (T1,), stream=True, **prevented), fills=())
-    return [view(V.PARTIALLY_FILLED, (T1,), stream=True), end], view(status, (T1,), stream=False, **prevented)
+    end = replace(view(status, (T1,), stream=True, prevented=prevented), fills=())
+    return [view(V.PARTIALLY_FILLED, (T1,), stream=True), end], view(
+        status, (T1,), stream=False, prevented=prevented
+    )
 
 
 Deliver = Callable[[Engine, FakeExchange, list[VenueOrder], VenueOrder, VenueOrder], Awaitable[None]]

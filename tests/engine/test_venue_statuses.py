@@ -39,7 +39,7 @@ async def test_an_unrecognised_pushed_status_is_journaled_raw_and_holds(
     fake = FakeExchange()
     async with running(db_url, fake, settings, live=True) as eng:
         await eng.orders.submit(limit("pb-u1"), "trader")
-        weird = replace(fake.orders["pb-u1"], status=VenueStatus.UNRECOGNISED, raw={"status": "HALF_BAKED"})
+        weird = replace(fake.orders["pb-u1"], status=VenueStatus.UNRECOGNISED, status_text="HALF_BAKED")
         for listener in fake.listeners:
             listener(weird)  # must not raise
         await settle(eng)
@@ -73,7 +73,7 @@ async def test_expired_in_match_keeps_the_prevented_quantity(db_url: str, settin
     async with running(db_url, fake, settings, live=True) as eng:
         await eng.orders.submit(limit("pb-stp1"), "trader")
         vo = replace(fake.orders["pb-stp1"], status=VenueStatus.EXPIRED_IN_MATCH,
-                     raw={"status": "EXPIRED_IN_MATCH", "preventedQuantity": "0.00100000"})  # fmt: skip
+                     prevented_qty=Decimal("0.00100000"))  # fmt: skip
         fake.orders["pb-stp1"] = vo
         for listener in fake.listeners:
             listener(vo)
@@ -89,7 +89,7 @@ async def test_a_pending_new_leg_on_the_account_is_neither_adopted_nor_a_problem
 ) -> None:
     fake = FakeExchange()
     leg = VenueOrder("BTCUSDT", "someone-elses-leg", VenueStatus.PENDING_NEW, 77, Decimal("0.001"),
-                     raw={"status": "PENDING_NEW", "orderListId": 5}, side=Side.SELL, type=OrderType.LIMIT,
+                     order_list_id=5, side=Side.SELL, type=OrderType.LIMIT,
                      price=Decimal("70000"), time_in_force=TimeInForce.GTC)  # fmt: skip
     fake.orders[leg.client_order_id] = leg
     original = fake.open_orders
