@@ -41,6 +41,19 @@ def _status_text(vo: VenueOrder) -> str:
     return vo.status.value
 
 
+def _described(vo: VenueOrder, why: str) -> dict[str, Any]:
+    """A foreign order as /api/status shows it; its journal row adds a few fields."""
+    return {
+        "symbol": vo.symbol,
+        "clientOrderId": vo.client_order_id,
+        "orderId": vo.order_id,
+        "status": _status_text(vo),
+        "side": vo.side.value if vo.side is not None else None,
+        "qty": str(vo.orig_qty),
+        "why": why,
+    }
+
+
 def _external_row(vo: VenueOrder, why: str) -> NewEntry | None:
     """The one audit row of a foreign order: its stream id names the order (symbol and the venue's order
     id), so a second append of it, in this run or after a restart, is a version conflict and nothing
@@ -48,16 +61,10 @@ def _external_row(vo: VenueOrder, why: str) -> NewEntry | None:
     if vo.order_id is None:
         return None
     payload = {
-        "symbol": vo.symbol,
-        "clientOrderId": vo.client_order_id,
-        "orderId": vo.order_id,
-        "status": _status_text(vo),
-        "side": vo.side.value if vo.side is not None else None,
-        "qty": str(vo.orig_qty),
+        **_described(vo, why),
         "executedQty": str(vo.executed_qty),
         "price": str(vo.price) if vo.price is not None else None,
         "orderListId": vo.order_list_id,
-        "why": why,
     }
     sid = f"{EXTERNAL_ORDER}-{vo.symbol}-{vo.order_id}"
     return NewEntry("audit", sid, 1, EXTERNAL_ORDER, None, None, payload, "system", why)
@@ -95,15 +102,7 @@ class Reconciler:
         if vo.status in _FINISHED:
             self.foreign.pop(key, None)
             return None
-        self.foreign[key] = {
-            "symbol": vo.symbol,
-            "clientOrderId": vo.client_order_id,
-            "orderId": vo.order_id,
-            "status": _status_text(vo),
-            "side": vo.side.value if vo.side is not None else None,
-            "qty": str(vo.orig_qty),
-            "why": why,
-        }
+        self.foreign[key] = _described(vo, why)
         entry = _external_row(vo, why)
         if key in self._reported or entry is None:
             return None
