@@ -115,14 +115,6 @@ def _writers(rows: list[dict[str, Any]]) -> list[str]:
     return runs
 
 
-@pytest.fixture
-def sim() -> Iterator[SimulatorServer]:
-    with SimulatorServer(
-        SIM_KEY, SIM_SECRET, weight_limit=_BIG, order_limit_10s=_BIG, order_limit_1d=_BIG
-    ) as s:
-        yield s
-
-
 def test_the_standby_takes_over_when_the_active_engine_is_killed_under_load(
     tmp_path: Path, sim: SimulatorServer, accounts: list[str], engines: list[ApiProcess],
     private_broker: Broker, mirror_schema: str,
