@@ -17,12 +17,13 @@ import bisect
 import logging
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from typing import Any
 
 from engine import order as order_mod
 from engine.journal import RawRow, Record
+from engine.late_trades import TRADE_STREAM
 from engine.order import Order
 from engine.positions import Book, computed, plain
 from engine.replay import ReplayResult, replay
@@ -82,6 +83,9 @@ class OrderRow:
     base_asset: str = ""
     quote_asset: str = ""
     cum_quote: Decimal = Decimal(0)  # the venue's cumulative quote quantity as last journaled
+    # Untraced fills counted in positions at their average price, oldest first: a late trade replaces them
+    untraced_fills: list[FillRow] = field(default_factory=list)
+    uncounted: Decimal = Decimal(0)  # untraced quantity with no price at all: in no position until traced
 
     def as_dict(self) -> dict[str, Any]:
         o, req = self.order, self.order.request
@@ -158,6 +162,8 @@ class Ledger:
                     rec.payload,
                     rec.created_at,
                 )
+            elif rec.stream == TRADE_STREAM:
+                self.on_trade_row(rec.seq, rec.payload, rec.created_at)
 
     def on_order_row(
         self, seq: int, cid: str, trigger: str, to_state: str | None, version: int, payload: dict[str, Any],
@@ -226,8 +232,65 @@ class Ledger:
         )
         for fill in fills if untraced is None else [*fills, untraced]:
             self._add_fill(row, fill)
+        if untraced is not None:
+            row.untraced_fills.append(untraced)
         if row.order.terminal:
             self._finished(cid)
+
+    def on_trade_row(self, seq: int, payload: dict[str, Any], created_at: str) -> None:
+        """Fold one late trade (engine.late_trades, already verified against its order by replay)."""
+        try:
+            self._trace(seq, payload, created_at)
+        except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
+            self.problems.append(f"seq {seq}: {exc!r:.200}")
+            log.warning("ledger skipped seq %s: %r", seq, exc)
+
+    def _trace(self, seq: int, payload: dict[str, Any], created_at: str) -> None:
+        """The trade takes the place of untraced quantity: of the fills counted at their average price
+        (quantity and cost are in positions already; its commission is added, and the untraced fill
+        shrinks or leaves the list), then of quantity never counted (added as a fill of its own)."""
+        cid, f = str(payload["clientOrderId"]), payload["fill"]
+        trade_id, price, qty = int(f["tradeId"]), Decimal(f["price"]), Decimal(f["qty"])
+        row = self.orders.get(cid)
+        if row is None:
+            self.problems.append(
+                f"seq {seq}: trade {trade_id} of {cid}, no longer in the history: not counted"
+            )
+            return
+        o = row.order
+        if o.trade_ids is None:
+            o.trade_ids = set()
+        o.trade_ids.add(trade_id)
+        traced = FillRow(seq, created_at, o.symbol, o.request.side.value, cid, o.order_id, trade_id, price, qty,
+                         Decimal(f.get("commission") or 0), str(f.get("commissionAsset") or ""), o.mode)  # fmt: skip
+        left, closed = qty, 0
+        while left > 0 and row.untraced_fills:
+            u = row.untraced_fills[0]
+            used = min(u.qty, left)
+            left -= used
+            if used == u.qty:
+                row.untraced_fills.pop(0)
+                self._drop_listed(u)
+                closed += 1
+            else:  # the rest keeps its share of the quote quantity
+                u.price, u.qty = _CTX.divide(u.price * u.qty - price * used, u.qty - used), u.qty - used
+        uncounted = min(left, row.uncounted)
+        row.uncounted -= uncounted
+        asset, cost_asset = (row.base_asset, row.quote_asset) if row.base_asset else (o.symbol, "")
+        self.book.retrace(asset, cost_asset, o.request.side, price, uncounted, traced.commission or Decimal(0),
+                          traced.commission_asset or "", closed)  # fmt: skip
+        self.fills_seen += 1
+        self._fills.append(traced)
+
+    def _drop_listed(self, fill: FillRow) -> None:
+        """Take an untraced fill off the fills list (it may have been trimmed off already)."""
+        fills = self._fills
+        i = bisect.bisect_left(fills, fill.seq, key=lambda r: r.seq)
+        while i < len(fills) and fills[i].seq == fill.seq:
+            if fills[i] is fill:
+                del fills[i]
+                return
+            i += 1
 
     def _untraced(
         self, row: OrderRow, seq: int, created_at: str, trigger: str, payload: dict[str, Any], delta: Decimal,
@@ -246,6 +309,7 @@ class Ledger:
         traced_quote = sum((f.price * f.qty for f in fills), Decimal(0))
         if quote is None:
             # An adopted order's fills before the journal knew it: no price to count them at
+            row.uncounted += missing
             self.problems.append(f"seq {seq}: {trigger} of {row.order.client_order_id} moved executedQty by "
                                  f"{missing} without trades or cumQuoteQty; not in positions")  # fmt: skip
             return None
@@ -348,6 +412,6 @@ def project(
         JournalCorrupt: as engine.replay.replay.
     """
     ledger = Ledger(fills_kept=fills_kept)
-    result = replay(rows, on_order=ledger.on_order_row, **replay_options)
+    result = replay(rows, on_order=ledger.on_order_row, on_trade=ledger.on_trade_row, **replay_options)
     ledger.last_seq = result.last_seq
     return ledger, result

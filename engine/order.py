@@ -20,7 +20,7 @@ _STATES = {s.value: s for s in OrderState}  # a dict hit; Enum lookup by value c
 class Order:
     """One order's state. Identity equality; __slots__ keep 100k live orders well under 2 KiB each."""
 
-    __slots__ = ("filled_qty", "mode", "order_id", "request", "state", "trade_ids", "version")
+    __slots__ = ("filled_qty", "mode", "order_id", "request", "state", "traced_qty", "trade_ids", "version")
 
     def __init__(self, request: OrderRequest, mode: str) -> None:
         self.request = request
@@ -30,6 +30,9 @@ class Order:
         self.order_id: int | None = None
         self.filled_qty = _ZERO
         self.trade_ids: set[int] | None = None  # allocated on the first fill only
+        # The part of filled_qty journaled as trades (with id, price, fee); the rest is untraced: the venue
+        # reported the quantity without its trades (engine.late_trades traces it when they show up)
+        self.traced_qty = _ZERO
 
     @property
     def client_order_id(self) -> str:
@@ -42,6 +45,10 @@ class Order:
     @property
     def terminal(self) -> bool:
         return self.state in ORDER_TERMINAL
+
+    @property
+    def untraced_qty(self) -> Decimal:
+        return self.filled_qty - self.traced_qty
 
     def decide(self, trigger: str, payload: dict[str, Any], actor: str, reason: str = "") -> NewEntry:
         """The next transition as a journal entry, without mutating the order.
@@ -105,4 +112,6 @@ def apply(order: Order | None, trigger: str, to_state: str, version: int, payloa
         if order.trade_ids is None:
             order.trade_ids = set()
         order.trade_ids.update(trade_ids)
+        for fill in payload.get("fills") or ():
+            order.traced_qty += Decimal(fill["qty"])
     return order

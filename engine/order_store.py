@@ -23,6 +23,7 @@ from engine import order as order_mod
 from engine.errors import EngineError
 from engine.fsm.order_table import OrderState
 from engine.journal import Journal, NewEntry, Record
+from engine.late_trades import UntracedOrders, apply_trace, plan_traces, trade_entry
 from engine.order import Order, decide_from
 from engine.reconcile import plan_sync
 from engine.types import OrderRequest, VenueOrder
@@ -43,6 +44,7 @@ class OrderStore:
         self.writer = writer
         self.journal = journal
         self.open: dict[str, Order] = {}
+        self.untraced = UntracedOrders()  # terminal orders whose late trades may still be journaled
         self.reserved: dict[str, OrderRequest] = {}  # creates decided, not yet durable
         self._busy: dict[str, asyncio.Future[Order]] = {}
         self._by_order_id: dict[tuple[str, int], str] = {}
@@ -158,6 +160,7 @@ class OrderStore:
         cid = order.client_order_id
         if order.terminal:
             self.open.pop(cid, None)
+            self.untraced.finished(order)
             if order.order_id is not None:
                 self._by_order_id.pop((order.symbol, order.order_id), None)
         else:
@@ -169,23 +172,66 @@ class OrderStore:
         self._busy.pop(cid, None)
         self.reserved.pop(cid, None)
 
-    def restore(self, orders: dict[str, Order]) -> None:
-        """The open orders replay rebuilt (start-up only)."""
+    def restore(self, orders: dict[str, Order], untraced: UntracedOrders | None = None) -> None:
+        """The open orders (and the terminal ones with untraced quantity) replay rebuilt (start-up only)."""
         self.open = {}
         self._by_order_id = {}
+        self.untraced = untraced if untraced is not None else UntracedOrders()
         for order in orders.values():
             self._place(order)
 
     def sync_now(self, order: Order, vo: VenueOrder) -> asyncio.Future[Order] | None:
-        """Decide and queue whatever moves `order` to the venue's view; None when it is already there."""
+        """Decide and queue whatever moves `order` to the venue's view; None when it is already there.
+        A view that moves nothing but carries trades behind the order's untraced quantity journals them."""
         steps = plan_sync(order, vo)
         if not steps:
-            return None
+            return self.trace_now(order, vo)
         actor = "reconciler" if order.state is OrderState.UNKNOWN else "system"
         entries = self.chain(
             order.state, order.version, order.client_order_id, [(t, p, "") for t, p in steps], actor
         )
         return self.commit(order, entries)
+
+    def trace_now(self, order: Order, vo: VenueOrder) -> asyncio.Future[Order] | None:
+        """Queue one trade row per trade in `vo` that explains `order`'s untraced quantity (engine.late_trades);
+        None when there is none. `order` may be open or terminal (held in `untraced`). Applied in the
+        durability callback like every order change; the order is busy until then."""
+        fills = plan_traces(order, vo)
+        if not fills:
+            return None
+        cid = order.client_order_id
+        if cid in self._busy:
+            raise EngineError(f"order {cid} has a pending commit", reason="order_busy")
+        entries = [trade_entry(order, fill, "reconciler") for fill in fills]
+        done: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_observe)
+
+        def durable(_records: list[Record]) -> None:
+            for entry in entries:
+                apply_trace(order, entry.payload)
+            if order.terminal:
+                self.untraced.traced(order)
+            self._release(cid)
+            if not done.done():
+                done.set_result(order)
+
+        def failed(exc: BaseException) -> None:
+            self._release(cid)
+            if not done.done():
+                done.set_exception(exc)
+
+        self.writer.submit(entries, durable, failed)
+        self._busy[cid] = done
+        return done
+
+    async def trace(self, client_order_id: str, vo: VenueOrder) -> Order | None:
+        """Journal the late trades in `vo` of a terminal order still untraced; None when it is not (any more)."""
+        await self.idle(client_order_id)
+        order = self.untraced.get(client_order_id)
+        if order is None:
+            return None
+        pending = self.trace_now(order, vo)
+        return order if pending is None else await pending
 
     async def sync(self, client_order_id: str, vo: VenueOrder) -> Order | None:
         """Bring the open order to the venue's view; None when it is not open (any more)."""

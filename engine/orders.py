@@ -56,6 +56,7 @@ from engine.reconcile import KNOWN_STATUSES, plan_sync
 from engine.reconciler import Reconciler
 from engine.session import TradingSession
 from engine.sessions import SessionService
+from engine.trade_tracer import TradeTracer
 from engine.types import BalancePush, OrderRequest, Side, SymbolRules, VenueOrder
 from engine.writer import GroupCommitWriter
 
@@ -105,6 +106,7 @@ class OrderService:
         prefix = settings.client_order_id_prefix
         self.kill_switch = KillSwitch(self.store, sessions, self.cancel, own=lambda cid: is_own(cid, prefix))
         self.store.on_applied = self.kill_switch.on_order
+        self.trade_tracer = TradeTracer(self.store, exchange)
         sessions.on_applied = self.kill_switch.on_session
 
     # -- placing -------------------------------------------------------------------------------

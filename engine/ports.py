@@ -46,6 +46,11 @@ class ExchangePort(Protocol):
         (which, right after sending, is not proof of absence)."""
         ...
 
+    async def query_trades(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        """As `query`, with every trade of the order in `fills` however little its quantity moved (the
+        trade tracer: engine.trade_tracer)."""
+        ...
+
     async def open_orders(self, symbol: str | None = None) -> list[VenueOrder]: ...
 
     async def key_restrictions(self) -> dict[str, Any] | None:

@@ -70,6 +70,22 @@ class Position:
         if signed:
             self.quantity += signed
             self.cost += price * signed
+        self._fee(commission, fee_asset, price)
+
+    def retrace(self, side: Side, price: Decimal, uncounted: Decimal, commission: Decimal, fee_asset: str,
+                closed: int) -> None:  # fmt: skip
+        """A trade reported after its quantity (engine.late_trades): it replaces `closed` untraced fills,
+        whose quantity and cost are counted already (the venue's cumQuoteQty is what the trades sum to),
+        and adds its commission; `uncounted` is quantity no fill had counted, folded now at `price`."""
+        self.untraced -= closed
+        self.trades -= closed
+        if uncounted:
+            self.trade(side, price, uncounted, commission, fee_asset)
+            return
+        self.trades += 1
+        self._fee(commission, fee_asset, price)
+
+    def _fee(self, commission: Decimal, fee_asset: str, price: Decimal) -> None:
         if commission:
             self.fees[fee_asset] = self.fees.get(fee_asset, _ZERO) + commission
             if fee_asset == self.asset:
@@ -114,6 +130,14 @@ class Book:
         if pos is None:
             pos = self.positions[key] = Position(asset, cost_asset)
         pos.trade(side, price, qty, commission, fee_asset, traced=traced)
+
+    def retrace(self, asset: str, cost_asset: str, side: Side, price: Decimal, uncounted: Decimal,
+                commission: Decimal, fee_asset: str, closed: int) -> None:  # fmt: skip
+        key = (asset, cost_asset)
+        pos = self.positions.get(key)
+        if pos is None:
+            pos = self.positions[key] = Position(asset, cost_asset)
+        pos.retrace(side, price, uncounted, commission, fee_asset, closed)
 
     def fees_total(self) -> dict[str, Decimal]:
         total: dict[str, Decimal] = {}

@@ -44,12 +44,12 @@ def _payloads(order: Order, vo: VenueOrder) -> tuple[dict[str, Any], dict[str, A
         "executedQty": str(vo.executed_qty),
         "cumQuoteQty": str(vo.cumulative_quote_qty),
         "tradeIds": [f.trade_id for f in new],
-        "fills": [_fill(f) for f in new],
+        "fills": [fill_payload(f) for f in new],
     }
     return base, fill
 
 
-def _fill(f: Fill) -> dict[str, Any]:
+def fill_payload(f: Fill) -> dict[str, Any]:
     """One trade as journaled, the same whether the stream or GET /myTrades reported it."""
     out: dict[str, Any] = {"tradeId": f.trade_id, "price": str(f.price), "qty": str(f.qty),
                            "commission": str(f.commission), "commissionAsset": f.commission_asset}  # fmt: skip

@@ -30,6 +30,14 @@ from engine.fsm.order_table import ORDER_CREATE_TRIGGER, ORDER_INITIAL, ORDER_TE
 from engine.fsm.session_table import SESSION_CREATE_TRIGGER
 from engine.guardrails.approvals import verify_journaled
 from engine.journal import GENESIS_HASH, RAW_COLUMNS, SCHEMA_VERSION, RawRow, row_hash
+from engine.late_trades import (
+    TRADE_STREAM,
+    TRADE_TRIGGER,
+    UntracedOrders,
+    apply_trace,
+    check_trace,
+    trade_stream_id,
+)
 from engine.order import Order
 from engine.session import TradingSession
 
@@ -55,6 +63,8 @@ class ReplayResult:
     keep_terminal: bool = False
     terminal_orders: dict[str, Order] = field(default_factory=dict)
     approvals: dict[str, ApprovalRequest] = field(default_factory=dict)  # every approval request
+    # Terminal orders with untraced quantity: their late trades may still be journaled (engine.late_trades)
+    untraced: UntracedOrders = field(default_factory=UntracedOrders)
 
 
 # Python type of each raw column (None allowed only where listed): used to name the damage of a bad row
@@ -155,6 +165,8 @@ def _no_use_row(owed: tuple[int, str]) -> JournalCorrupt:
 # Told every order row once it verified and applied: (seq, client order id, trigger, to_state, version,
 # payload, created_at, the order as applied); engine.ledger's read models are built from the same scan
 OnOrderRow = Callable[[int, str, str, str | None, int, dict[str, Any], str, Order], None]
+# Told every trade row once it verified: (seq, payload, created_at)
+OnTradeRow = Callable[[int, dict[str, Any], str], None]
 
 
 def replay(
@@ -165,6 +177,7 @@ def replay(
     require_token: bool = False,
     two_man_rule: bool = True,
     on_order: OnOrderRow | None = None,
+    on_trade: OnTradeRow | None = None,
 ) -> ReplayResult:
     """Fold rows (in seq order) into state, verifying as it goes.
 
@@ -178,7 +191,7 @@ def replay(
     """
     return Replayer(
         keep_terminal=keep_terminal, approver_keys=approver_keys, require_token=require_token,
-        two_man_rule=two_man_rule, on_order=on_order,
+        two_man_rule=two_man_rule, on_order=on_order, on_trade=on_trade,
     ).feed(rows, complete=True)  # fmt: skip
 
 
@@ -202,6 +215,7 @@ class Replayer:
     def __init__(
         self, *, keep_terminal: bool = False, approver_keys: dict[str, str] | None = None,
         require_token: bool = False, two_man_rule: bool = True, on_order: OnOrderRow | None = None,
+        on_trade: OnTradeRow | None = None,
     ) -> None:  # fmt: skip
         self.result = ReplayResult(keep_terminal=keep_terminal)
         self._cursor = _Cursor()
@@ -209,6 +223,7 @@ class Replayer:
         self._require_token = require_token
         self._two_man_rule = two_man_rule
         self._on_order = on_order
+        self._on_trade = on_trade
         self._broken: JournalCorrupt | None = None
 
     @property
@@ -230,7 +245,7 @@ class Replayer:
             raise JournalCorrupt(self._broken.seq, self._broken.problem)
         try:
             _replay(rows, self.result, self._cursor, self._approver_keys, self._require_token,
-                    self._two_man_rule, self._on_order)  # fmt: skip
+                    self._two_man_rule, self._on_order, self._on_trade)  # fmt: skip
             if complete and self._cursor.owed_use is not None:
                 raise _no_use_row(self._cursor.owed_use)
         except _RowUnreadable as bad:
@@ -241,6 +256,31 @@ class Replayer:
             self._broken = exc
             raise
         return self.result
+
+
+def _replay_trade(
+    seq: int, sid: str, version: int, trigger: str, frm: str | None, to: str | None, payload: dict[str, Any],
+    orders: dict[str, Order], untraced: UntracedOrders,
+) -> None:  # fmt: skip
+    """A late trade (engine.late_trades): one row per trade, naming it, and within its order's untraced
+    quantity when the order is still held (an order evicted from `untraced` cannot be checked)."""
+    if version != 1 or trigger != TRADE_TRIGGER or frm is not None or to is not None:
+        raise JournalCorrupt(seq, f"a trade row is one '{TRADE_TRIGGER}' row without states")
+    fill = payload["fill"]
+    if sid != trade_stream_id(str(payload["symbol"]), int(fill["tradeId"])):
+        raise JournalCorrupt(seq, f"trade row {sid!r:.60} does not name its trade")
+    cid = str(payload["clientOrderId"])
+    order = orders.get(cid) or untraced.get(cid)
+    if order is None:
+        return
+    if order.symbol != payload["symbol"]:
+        raise JournalCorrupt(seq, f"trade row of {cid} names symbol {payload['symbol']!r:.20}")
+    problem = check_trace(order, payload)
+    if problem is not None:
+        raise JournalCorrupt(seq, problem)
+    apply_trace(order, payload)
+    if order.terminal:
+        untraced.traced(order)
 
 
 class _RowUnreadable(Exception):
@@ -255,8 +295,10 @@ def _replay(
     require_token: bool,
     two_man_rule: bool,
     on_order: OnOrderRow | None = None,
+    on_trade: OnTradeRow | None = None,
 ) -> None:
     keep_terminal = res.keep_terminal
+    untraced = res.untraced
     orders = res.open_orders
     sessions = res.sessions
     finished = cursor.finished
@@ -331,6 +373,7 @@ def _replay(
                     orders.pop(sid, None)
                     finished.add(sid)
                     res.finished_orders += 1
+                    untraced.finished(updated)
                     if keep_terminal:
                         res.terminal_orders[sid] = updated
                 elif current is None:
@@ -364,6 +407,10 @@ def _replay(
             elif stream == "audit":
                 if version != 1:
                     raise JournalCorrupt(seq, "audit rows are single-version")
+            elif stream == TRADE_STREAM:
+                _replay_trade(seq, sid, version, trigger, frm, to, payload, orders, untraced)
+                if on_trade is not None:
+                    on_trade(seq, payload, created)
             else:
                 raise JournalCorrupt(seq, f"unknown stream {stream!r}")
             prev = digest

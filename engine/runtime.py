@@ -125,7 +125,7 @@ class Engine:
         self.report = StartReport(
             result.rows, len(result.open_orders), result.finished_orders, loop.time() - t0
         )
-        self.orders.store.restore(result.open_orders)
+        self.orders.store.restore(result.open_orders, result.untraced)
         await self.sessions.restore(result.sessions)
         self.approvals.restore(result.approvals)
         self.exchange.on_update(self._on_update)
@@ -139,7 +139,7 @@ class Engine:
         # Every arm/go_live row must carry an approval that verifies against the approver keys in force
         replayer = Replayer(
             approver_keys=rules.public_keys, require_token=rules.require_token,
-            two_man_rule=rules.two_man_rule, on_order=ledger.on_order_row,
+            two_man_rule=rules.two_man_rule, on_order=ledger.on_order_row, on_trade=ledger.on_trade_row,
         )  # fmt: skip
         return replayer, ledger
 
@@ -221,6 +221,7 @@ class Engine:
         self.supervisor.start("approval_expiry", self._expire_forever)
         self.supervisor.start("journal_self_check", self._self_check_forever)
         self.supervisor.start("kill_switch_retry", self.orders.kill_switch.retry_forever)
+        self.supervisor.start("trade_tracer", self.orders.trade_tracer.run)
         self.connected = True
         if self._prefix_check is not None and self._prefix_task is None:
             self._prefix_task = asyncio.get_running_loop().create_task(

@@ -53,6 +53,7 @@ class FakeExchange:
         self.fail_next: ExchangeError | None = None
         self.execute_then_fail: ExchangeError | None = None  # the lost-response case
         self.hidden: set[str] = set()  # not visible to query (lag)
+        self.trades_of: dict[str, tuple[Fill, ...]] = {}  # query_trades answers these fills (myTrades)
         self.outcome: Callable[[OrderRequest], VenueStatus] = lambda _req: VenueStatus.NEW
         self.listeners: list[Callable[[VenueOrder], None]] = []
         self.balance_listeners: list[Callable[[BalancePush], None]] = []
@@ -123,6 +124,12 @@ class FakeExchange:
         if client_order_id in self.hidden:
             return None
         return self.orders.get(client_order_id)
+
+    async def query_trades(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        if client_order_id in self.trades_of:
+            vo = await self.query(symbol, client_order_id)
+            return None if vo is None else replace(vo, fills=self.trades_of[client_order_id])
+        return await self.query(symbol, client_order_id)
 
     async def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
         live = (VenueStatus.NEW, VenueStatus.PARTIALLY_FILLED)

@@ -225,6 +225,19 @@ class BinanceExchange:
         self._watch(order)
         return order
 
+    async def query_trades(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        """GET /order, then its trades from GET /myTrades (symbol + orderId) whenever it has filled."""
+        try:
+            data = await self.client.query_order({"symbol": symbol, "origClientOrderId": client_order_id})
+        except ExchangeRejected as exc:
+            if exc.reason == Reason.UNKNOWN_ORDER.value:
+                return None
+            raise
+        order = venue_order_from_json(data)
+        if order.order_id is None or order.executed_qty <= 0:
+            return order
+        return replace(order, fills=await self.order_trades(order))
+
     async def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
         orders = [
             venue_order_from_json(o)

@@ -82,6 +82,14 @@ class PaperExchange:
             raise
         return venue_order_from_json(data)
 
+    async def query_trades(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        order = await self.query(symbol, client_order_id)
+        if order is None or order.order_id is None or not order.executed_qty:
+            return order
+        with _translated():
+            trades = self.engine.my_trades(symbol, order_id=order.order_id, limit=1000)
+        return venue_order_from_json({**order.raw, "fills": [_fill_of(t) for t in trades]})
+
     async def open_orders(self, symbol: str | None = None) -> list[VenueOrder]:
         with _translated():
             return [venue_order_from_json(o) for o in self.engine.open_orders(symbol)]

@@ -26,6 +26,7 @@ Fault keys (POST /_sim/faults):
     lost_response: int, lost_response_status
                                      next N accepted POST /api/v3/order execute, then answer -1007 (500 or 503)
     not_found_lag_s: float           orders placed from now on answer -2013 to GET order/openOrders for S s
+    trades_lag_s: float              GET /myTrades shows a trade only S s after it happened ("Memory => Database")
     clock_skew_ms: int               server clock offset (serverTime, timestamp checks, engine times)
     rate_limit: {"status": 429, "count": N, "retry_after_s": R, "path": P} | {"status": 418, "seconds": S}
                                      (with "path", only requests to P take the 429s)

@@ -48,6 +48,8 @@ class Faults:
     lost_response: int = 0
     lost_response_status: int = 503
     not_found_lag_s: float = 0.0
+    # GET /myTrades reads "Memory => Database" (rest-api.md): a trade shows there this long after it happened
+    trades_lag_s: float = 0.0
     clock_skew_ms: int = 0
     force_429: int = 0
     force_429_retry_after_s: int = 1
@@ -79,8 +81,8 @@ class Faults:
                 staged.clock_skew_ms = value
             elif key == "http_5xx_path":
                 staged.http_5xx_path = _path(spec, key)
-            elif key == "not_found_lag_s":
-                staged.not_found_lag_s = _float(spec, key)
+            elif key in ("not_found_lag_s", "trades_lag_s"):
+                setattr(staged, key, _float(spec, key))
             elif key == "ws_stall":
                 staged.ws_stall_until_ms = now_ms + int(_float(spec, key) * 1000)
             elif key == "ws_refuse":

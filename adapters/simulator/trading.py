@@ -152,9 +152,11 @@ def my_trades(state: SimulatorState, p: dict[str, str]) -> Any:
         raise VenueError(-1130, "Data sent for parameter 'limit' is not valid.")
     if start is not None and end is not None and end - start > _DAY_MS:
         raise VenueError(-1127, "More than 24 hours between startTime and endTime.")
+    lag_ms = int(state.faults.trades_lag_s * 1000)
     return state.engine.my_trades(
-        symbol, order_id=order_id, from_id=from_id, limit=limit or 500, start_time=start, end_time=end
-    )
+        symbol, order_id=order_id, from_id=from_id, limit=limit or 500, start_time=start, end_time=end,
+        visible_until=state.now_ms() - lag_ms if lag_ms else None,
+    )  # fmt: skip
 
 
 def my_trades_weight(p: dict[str, str]) -> int:

@@ -290,10 +290,12 @@ class VenueState:
         limit: int = 500,
         start_time: int | None = None,
         end_time: int | None = None,
+        visible_until: int | None = None,
     ) -> list[dict[str, Any]]:
         """GET /api/v3/myTrades, oldest first (rest-api.md "Account trade list"): trades >= `from_id`, or
         from `start_time`, are the first `limit` of them; otherwise the most recent `limit`. `limit` is
-        clamped to Binance's 1..1000 (the simulator's handler refuses values outside it).
+        clamped to Binance's 1..1000 (the simulator's handler refuses values outside it). `visible_until`:
+        trades after this time are not in the database yet (the simulator's trades-lag fault).
 
         Raises:
             VenueError: -1121 for an unknown symbol.
@@ -307,6 +309,7 @@ class VenueState:
                 and (from_id is None or t.id >= from_id)
                 and (start_time is None or t.time >= start_time)
                 and (end_time is None or t.time <= end_time)
+                and (visible_until is None or t.time <= visible_until)
             ]
             n = max(1, min(limit, 1000))
             chosen = trades[:n] if from_id is not None or start_time is not None else trades[-n:]

@@ -123,6 +123,8 @@ async def status(op: Reader, runtime: RuntimeDep) -> dict[str, Any]:
         components.update(_from_checks(verdict, engine.preflight.status()))
         kill_switch = engine.orders.kill_switch.status()
         components["kill_switch"] = _component(kill_switch["status"], kill_switch)
+        tracer = engine.orders.trade_tracer.status()
+        components["untraced_trades"] = _component(tracer.pop("status"), tracer)
     else:
         error = runtime.start_error
         detail = {"reason": error.reason, "message": str(error)} if error else {"reason": "not_ready"}

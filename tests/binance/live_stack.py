@@ -18,6 +18,8 @@ from adapters.binance.rest import BinanceSpotClient
 from adapters.binance.user_stream import UserDataStream
 from adapters.simulator.server import SimulatorServer
 from engine.config import ApprovalSettings, EngineSettings, RiskLimits
+from engine.journal import JournalQuery
+from engine.late_trades import TRADE_STREAM
 from engine.persistence.sql_journal import SqlJournal
 from engine.runtime import Engine
 from engine.types import OrderRequest, OrderType, Side, TimeInForce
@@ -41,7 +43,12 @@ class Stack:
         return self.sim.state.engine.my_trades(symbol, order_id=order_id, limit=1000)
 
     def journaled_fills(self, cid: str) -> list[dict[str, Any]]:
-        return [f for r in self.engine.journal.stream("order", cid) for f in r.payload.get("fills", ())]
+        """The order's trades as journaled: in its own rows, and the late ones in the trade stream."""
+        rows = self.engine.journal.stream("order", cid)
+        late = self.engine.journal.query(JournalQuery(stream=TRADE_STREAM, limit=10_000))
+        return [f for r in rows for f in r.payload.get("fills", ())] + [
+            r.payload["fill"] for r in late if r.payload["clientOrderId"] == cid
+        ]
 
 
 def buy(cid: str, qty: str = "0.001", price: str = "64000.00") -> OrderRequest:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from decimal import Decimal
 
+import httpx
 import pytest
 
 from adapters.simulator.server import SimulatorServer
@@ -73,3 +74,44 @@ async def test_fills_during_a_stream_outage_are_journaled_as_trades_exactly_once
         cross(stack)  # the rest by the stream again
         await eventually(lambda: all(stack.engine.orders.find(c).state is OrderState.FILLED for c in cids))
         assert_journal_matches_venue(stack, cids)
+
+
+async def test_trades_myTrades_does_not_show_yet_are_journaled_once_when_it_does(
+    journal_url: str, sim: SimulatorServer
+) -> None:
+    """GET /myTrades lags GET /order (rest-api.md: "Memory => Database"): the catch-up after a stream cut
+    journals each moved order's quantity without the trades it cannot see yet (untraced); the trade
+    tracer asks again later and journals each missing trade once, as a trade row, with price and
+    commission. The ledger then counts no untraced fill and has every commission."""
+    async with live_stack(journal_url, sim) as stack:
+        tracer = stack.engine.orders.trade_tracer
+        tracer.first_s, tracer.tick_s = 0.3, 0.1
+        stack.exchange.trades_attempts = 1  # the catch-up asks myTrades once, and journals what it sees
+        cids = [f"pb-lag-{i}" for i in range(3)]
+        for cid in cids:
+            assert (await stack.engine.orders.submit(buy(cid), "trader")).order.state is OrderState.ACKED
+        gaps = stack.exchange.stream_gaps
+        stack.fault(refuse=1_000_000, drop=True)
+        await eventually(lambda: stack.exchange.stream_gaps > gaps)
+        httpx.post(f"{sim.base_url}/_sim/faults", json={"trades_lag_s": 2.0}).raise_for_status()
+        cross(stack)
+        cross(stack)  # two fills each that no event reports and myTrades does not show for 2 s
+        stack.fault(refuse=0)
+        await eventually(
+            lambda: all(stack.engine.orders.find(c).filled_qty == 2 * STEP for c in cids), timeout=10
+        )
+        assert all(stack.journaled_fills(c) == [] for c in cids)  # the catch-up saw no trade
+        assert stack.engine.ledger.positions()["positions"][0]["untraced_trades"] == len(cids)
+        await eventually(lambda: all(len(stack.journaled_fills(c)) == 2 for c in cids), timeout=15)
+        httpx.post(f"{sim.base_url}/_sim/faults", json={"trades_lag_s": 0}).raise_for_status()
+        cross(stack)
+        cross(stack)
+        cross(stack)  # the rest by the stream
+        await eventually(lambda: all(stack.engine.orders.find(c).state is OrderState.FILLED for c in cids))
+        assert_journal_matches_venue(stack, cids)
+        position = stack.engine.ledger.positions()["positions"][0]
+        assert position["untraced_trades"] == 0
+        assert position["trades"] == 5 * len(cids)
+        truth = [t for c in cids for t in stack.trades_of("BTCUSDT", stack.engine.orders.find(c).order_id)]
+        assert Decimal(position["fees"]["BTC"]) == sum((Decimal(t["commission"]) for t in truth), Decimal(0))
+        assert tracer.status()["status"] == "OK"

@@ -68,11 +68,12 @@ def test_status_reports_every_component(viewer: httpx.Client) -> None:
         "task.approval_expiry",
         "task.journal_self_check",
         "task.kill_switch_retry",
+        "task.trade_tracer",
         "task.hold_checks",
     }
     assert set(components) == {
         "journal", "exchange", "clock_skew", "preflight", "rate_limit", "market_data", "user_stream", "approvals",
-        "foreign_orders", "leadership", "kill_switch", *tasks,
+        "foreign_orders", "leadership", "kill_switch", "untraced_trades", *tasks,
     }  # fmt: skip
     assert all(c["status"] in ("OK", "WARN", "ERROR") for c in components.values())
     assert components["journal"]["status"] == "OK"

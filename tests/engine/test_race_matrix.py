@@ -22,6 +22,8 @@ import pytest
 from engine.config import EngineSettings
 from engine.errors import ExecutionStatusUnknown
 from engine.fsm.order_table import OrderState
+from engine.journal import JournalQuery
+from engine.late_trades import TRADE_STREAM
 from engine.persistence.migrate import upgrade
 from engine.replay import replay
 from engine.runtime import Engine
@@ -130,6 +132,18 @@ async def stale_between(eng: Engine, fake: FakeExchange, ev: list[VenueOrder], r
     await eng.orders.store.sync(CID, rest)
 
 
+async def trades_late(eng: Engine, fake: FakeExchange, ev: list[VenueOrder], rest: VenueOrder,
+                      stale: VenueOrder) -> None:  # fmt: skip
+    # The catch-up's GET /myTrades lagged its GET /order (rest-api.md "Memory => Database"): the
+    # snapshot's quantity comes without its trades, which the stream's reports then bring (engine.late_trades)
+    await eng.orders.store.sync(CID, replace(rest, fills=()))
+    for e in ev:
+        push(fake, e)
+        await settle(eng)
+        push(fake, e)  # and once more: a trade is journaled once however often it is reported
+        await settle(eng)
+
+
 ORDERINGS: dict[str, Deliver] = {
     "stream_then_snapshot": stream_first,
     "snapshot_then_stream": snapshot_first,
@@ -137,6 +151,7 @@ ORDERINGS: dict[str, Deliver] = {
     "duplicated": duplicated,
     "stale_snapshot_after": stale_after,
     "stale_snapshot_between": stale_between,
+    "trades_after_the_snapshot": trades_late,
 }
 FINAL = {  # (start, venue status) -> the state every ordering must end in
     **{("ACKED", s): st for s, st in ((V.NEW, S.ACKED), (V.PENDING_NEW, S.ACKED), (V.REJECTED, S.ACKED),
@@ -152,16 +167,21 @@ STATUSES = [V.NEW, V.PARTIALLY_FILLED, V.FILLED, V.CANCELED, V.EXPIRED, V.EXPIRE
 
 def outcome(eng: Engine) -> dict[str, Any]:
     rows = eng.journal.stream("order", CID)
-    fills = [f for r in rows for f in r.payload.get("fills", ())]
+    late = [r.payload["fill"] for r in eng.journal.query(JournalQuery(stream=TRADE_STREAM, limit=1000))]
+    fills = [f for r in rows for f in r.payload.get("fills", ())] + late
     order = eng.orders.find(CID)
     assert order is not None
     rebuilt = replay(eng.journal.scan(), keep_terminal=True)
     again = rebuilt.open_orders.get(CID) or rebuilt.terminal_orders[CID]
-    assert (again.state, again.filled_qty, again.trade_ids) == (
-        order.state,
-        order.filled_qty,
-        order.trade_ids,
-    )
+    assert (again.state, again.filled_qty) == (order.state, order.filled_qty)
+    assert (again.trade_ids or set()) == {f["tradeId"] for f in fills}
+    held = eng.orders.store.open.get(CID) or eng.orders.store.untraced.get(CID)
+    if held is not None:  # memory (open, or finished with untraced quantity) agrees with replay
+        assert (held.trade_ids, held.traced_qty) == (again.trade_ids, again.traced_qty)
+    else:
+        assert again.traced_qty == again.filled_qty
+    ledger = eng.ledger.positions()["positions"]
+    assert all(p["untraced_trades"] == 0 for p in ledger), ledger
     return {
         "state": order.state,
         "filled": order.filled_qty,

@@ -1,0 +1,166 @@
+"""Trades reported after the quantity they explain (engine.late_trades): a snapshot's executedQty moved
+without its trades (GET /myTrades behind GET /order), and the trades then arrive — by the stream, by the
+trade tracer, after a restart, concurrently and repeatedly. Each is journaled exactly once as a trade row,
+never beyond the untraced quantity; replay rebuilds the same memory and refuses a row that breaks that;
+the ledger ends with every trade id and commission and no untraced fill."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from engine.config import EngineSettings
+from engine.errors import JournalCorrupt
+from engine.fsm.order_table import OrderState
+from engine.journal import JournalQuery
+from engine.late_trades import TRADE_STREAM, trade_entry
+from engine.persistence.sql_journal import SqlJournal
+from engine.replay import replay
+from engine.runtime import Engine
+from engine.types import Fill, OrderRequest, OrderType, Side, TimeInForce, VenueOrder, VenueStatus
+from tests.engine.conftest import running
+from tests.fakes import FakeExchange
+from tests.waiting import eventually_async as eventually
+
+V, D = VenueStatus, Decimal
+CID = "pb-late"
+T1 = Fill(701, D("65000"), D("0.0004"), D("0.0000004"), "BTC", True)
+T2 = Fill(702, D("64990"), D("0.0006"), D("0.039"), "USDT", False)
+T3 = Fill(703, D("64980"), D("0.0001"), D("0.0000001"), "BTC", False)  # beyond the order: never journaled
+REQ = OrderRequest("BTCUSDT", Side.BUY, OrderType.LIMIT, CID, D("0.001"), D("65000.00"), TimeInForce.GTC)
+QUOTE = D("65000") * D("0.0004") + D("64990") * D("0.0006")
+
+
+def view(status: VenueStatus, executed: D, fills: tuple[Fill, ...], quote: D | None = None) -> VenueOrder:
+    return VenueOrder("BTCUSDT", CID, status, 77, D("0.001"), executed, QUOTE if quote is None else quote,
+                      fills, {"status": status.value}, Side.BUY, OrderType.LIMIT, D("65000.00"),
+                      TimeInForce.GTC, status_text=status.value, pushed=True)  # fmt: skip
+
+
+def push(fake: FakeExchange, vo: VenueOrder) -> None:
+    for listener in fake.listeners:
+        listener(vo)
+
+
+def trade_rows(eng: Engine) -> list[dict[str, Any]]:
+    return [r.payload for r in eng.journal.query(JournalQuery(stream=TRADE_STREAM, limit=100))]
+
+
+async def settled(eng: Engine) -> None:
+    for _ in range(5):
+        await eng.orders.store.idle(CID)
+        await asyncio.sleep(0)
+
+
+async def filled_without_trades(eng: Engine, fake: FakeExchange) -> None:
+    fake.outcome = lambda _req: V.NEW
+    await eng.orders.submit(REQ, "trader")
+    await eng.orders.store.sync(CID, replace(view(V.FILLED, D("0.001"), ()), pushed=False))
+    assert eng.orders.store.untraced.get(CID) is not None
+    position = eng.ledger.positions()["positions"][0]
+    assert (position["untraced_trades"], position["quantity"], position["cost"]) == (1, "0.001", "64.994")
+
+
+def assert_fully_traced(eng: Engine) -> None:
+    assert sorted(p["fill"]["tradeId"] for p in trade_rows(eng)) == [701, 702]
+    assert eng.orders.store.untraced.get(CID) is None
+    position = eng.ledger.positions()["positions"][0]
+    # the quantity and cost were counted when executedQty moved; the trades add their ids and commissions
+    assert position["untraced_trades"] == 0
+    assert position["trades"] == 2
+    assert position["fees"] == {"BTC": "0.0000004", "USDT": "0.039"}
+    assert D(position["quantity"]) == D("0.001") - D("0.0000004")  # the BTC fee is paid in kind
+    fills = eng.ledger.fills(client_order_id=CID).items
+    assert sorted(f["tradeId"] for f in fills) == [701, 702]
+    assert all(f["traced"] for f in fills)
+    rebuilt = replay(eng.journal.scan(), keep_terminal=True)
+    assert len(rebuilt.untraced) == 0
+    assert rebuilt.terminal_orders[CID].trade_ids == {701, 702}
+
+
+async def test_late_stream_trades_of_a_filled_order_are_journaled_once_even_when_repeated_concurrently(
+    db_url: str, fake: FakeExchange, settings: EngineSettings
+) -> None:
+    async with running(db_url, fake, settings, live=True) as eng:
+        await filled_without_trades(eng, fake)
+        reports = [view(V.PARTIALLY_FILLED, D("0.0004"), (T1,)), view(V.FILLED, D("0.001"), (T2,))]
+        for _ in range(3):  # the same reports, again and again, with no await in between
+            for vo in reports:
+                push(fake, vo)
+        push(fake, view(V.FILLED, D("0.001"), (T1, T2, T3)))  # T3 would exceed the order: not journaled
+        await settled(eng)
+        await eventually(lambda: eng.orders.store.untraced.get(CID) is None)
+        await asyncio.sleep(0.05)  # anything still coming would be journaled by now
+        assert_fully_traced(eng)
+        assert eng.orders.find(CID).state is OrderState.FILLED
+
+
+async def test_late_trades_after_a_restart(db_url: str, fake: FakeExchange, settings: EngineSettings) -> None:
+    async with running(db_url, fake, settings, live=True) as eng:
+        await filled_without_trades(eng, fake)
+        push(fake, view(V.PARTIALLY_FILLED, D("0.0004"), (T1,)))
+        await settled(eng)
+        assert len(trade_rows(eng)) == 1
+    async with running(db_url, fake, settings) as eng:  # replay rebuilds what is still untraced
+        held = eng.orders.store.untraced.get(CID)
+        assert held is not None
+        assert held.traced_qty == D("0.0004")
+        push(fake, view(V.PARTIALLY_FILLED, D("0.0004"), (T1,)))  # journaled before the restart
+        push(fake, view(V.FILLED, D("0.001"), (T2,)))
+        await settled(eng)
+        await eventually(lambda: eng.orders.store.untraced.get(CID) is None)  # applied, not only committed
+        assert_fully_traced(eng)
+    async with running(db_url, fake, settings) as eng:  # and the ledger of a replay agrees
+        assert_fully_traced(eng)
+
+
+async def test_the_tracer_asks_for_the_trades_and_names_an_order_it_gave_up_on(
+    db_url: str, fake: FakeExchange, settings: EngineSettings
+) -> None:
+    async with running(db_url, fake, settings, live=True) as eng:
+        tracer = eng.orders.trade_tracer
+        tracer.first_s, tracer.max_s, tracer.tick_s, tracer.attempts = 0.05, 0.05, 0.02, 3
+        await filled_without_trades(eng, fake)
+        fake.orders[CID] = view(V.FILLED, D("0.001"), ())
+        await eventually(lambda: tracer.status()["status"] == "WARN", timeout=5)
+        assert tracer.status()["untraced_orders"] == [CID]
+        assert trade_rows(eng) == []
+    async with running(db_url, fake, settings) as eng:  # a restart asks again
+        tracer = eng.orders.trade_tracer
+        tracer.first_s, tracer.tick_s = 0.05, 0.02
+        fake.trades_of[CID] = (T2, T1)  # myTrades shows them now
+        await eventually(lambda: eng.orders.store.untraced.get(CID) is None, timeout=5)
+        assert_fully_traced(eng)
+        await eventually(
+            lambda: tracer.status() == {"pending": 0, "given_up": 0, "traced": 1, "status": "OK"}
+        )
+
+
+@pytest.mark.parametrize("tamper", ["traced_already", "beyond_the_order", "misnamed"])
+async def test_replay_refuses_a_trade_row_that_breaks_the_order(
+    db_url: str, fake: FakeExchange, settings: EngineSettings, tamper: str
+) -> None:
+    async with running(db_url, fake, settings, live=True) as eng:
+        fake.outcome = lambda _req: V.NEW
+        await eng.orders.submit(REQ, "trader")
+        await eng.orders.store.sync(CID, view(V.FILLED, D("0.001"), (T1,)))  # T2 untraced
+        order = eng.orders.store.untraced.get(CID)
+        assert order is not None
+        assert order.untraced_qty == T2.qty
+    entry = {
+        "traced_already": trade_entry(order, T1, "reconciler"),  # T1 is in the order's own row
+        "beyond_the_order": trade_entry(order, replace(T3, qty=D("0.0007")), "reconciler"),
+        "misnamed": replace(trade_entry(order, T2, "reconciler"), stream_id="BTCUSDT-1"),
+    }[tamper]
+    journal = SqlJournal(db_url)
+    try:
+        replay(journal.scan())  # sound before
+        journal.append([entry])
+        with pytest.raises(JournalCorrupt):
+            replay(journal.scan())
+    finally:
+        journal.close()
