@@ -227,12 +227,20 @@ class Ledger:
             )
             for f in new
         ]  # fmt: skip
-        untraced = self._untraced(
-            row, seq, created_at, trigger, payload, row.order.filled_qty - before, fills
-        )
-        for fill in fills if untraced is None else [*fills, untraced]:
-            self._add_fill(row, fill)
+        delta = row.order.filled_qty - before
+        untraced = self._untraced(row, seq, created_at, trigger, payload, delta, fills)
+        # Trades beyond the growth of executedQty explain quantity counted before without them (a REST view
+        # whose GET /myTrades lagged): they take its place, as a late trade row would, oldest first
+        surplus = sum((f.qty for f in fills), Decimal(0)) - delta
+        for fill in fills:
+            explained = min(fill.qty, surplus) if surplus > 0 else Decimal(0)
+            if explained:
+                surplus -= explained
+                self._explain(row, fill, explained)
+            else:
+                self._add_fill(row, fill)
         if untraced is not None:
+            self._add_fill(row, untraced)
             row.untraced_fills.append(untraced)
         if row.order.terminal:
             self._finished(cid)
@@ -246,9 +254,6 @@ class Ledger:
             log.warning("ledger skipped seq %s: %r", seq, exc)
 
     def _trace(self, seq: int, payload: dict[str, Any], created_at: str) -> None:
-        """The trade takes the place of untraced quantity: of the fills counted at their average price
-        (quantity and cost are in positions already; its commission is added, and the untraced fill
-        shrinks or leaves the list), then of quantity never counted (added as a fill of its own)."""
         cid, f = str(payload["clientOrderId"]), payload["fill"]
         trade_id, price, qty = int(f["tradeId"]), Decimal(f["price"]), Decimal(f["qty"])
         row = self.orders.get(cid)
@@ -263,7 +268,14 @@ class Ledger:
         o.trade_ids.add(trade_id)
         traced = FillRow(seq, created_at, o.symbol, o.request.side.value, cid, o.order_id, trade_id, price, qty,
                          Decimal(f.get("commission") or 0), str(f.get("commissionAsset") or ""), o.mode)  # fmt: skip
-        left, closed = qty, 0
+        self._explain(row, traced, qty)
+
+    def _explain(self, row: OrderRow, traced: FillRow, explained: Decimal) -> None:
+        """`explained` of trade `traced` takes the place of untraced quantity: of the fills counted at
+        their average price (quantity and cost are in positions already; the untraced fill shrinks or
+        leaves the list), then of quantity never counted (counted now at the trade's price). The rest of
+        the trade, if any, is a fill of its own; the trade adds its commission."""
+        left, closed = explained, 0
         while left > 0 and row.untraced_fills:
             u = row.untraced_fills[0]
             used = min(u.qty, left)
@@ -273,14 +285,17 @@ class Ledger:
                 self._drop_listed(u)
                 closed += 1
             else:  # the rest keeps its share of the quote quantity
-                u.price, u.qty = _CTX.divide(u.price * u.qty - price * used, u.qty - used), u.qty - used
+                u.price, u.qty = (
+                    _CTX.divide(u.price * u.qty - traced.price * used, u.qty - used),
+                    u.qty - used,
+                )
         uncounted = min(left, row.uncounted)
         row.uncounted -= uncounted
+        o = row.order
         asset, cost_asset = (row.base_asset, row.quote_asset) if row.base_asset else (o.symbol, "")
-        self.book.retrace(asset, cost_asset, o.request.side, price, uncounted, traced.commission or Decimal(0),
-                          traced.commission_asset or "", closed)  # fmt: skip
-        self.fills_seen += 1
-        self._fills.append(traced)
+        self.book.retrace(asset, cost_asset, o.request.side, traced.price, uncounted + traced.qty - explained,
+                          traced.commission or Decimal(0), traced.commission_asset or "", closed)  # fmt: skip
+        self._list(traced)
 
     def _drop_listed(self, fill: FillRow) -> None:
         """Take an untraced fill off the fills list (it may have been trimmed off already)."""
@@ -326,6 +341,9 @@ class Ledger:
             asset, cost_asset = req.symbol, ""
         self.book.trade(asset, cost_asset, req.side, fill.price, fill.qty, fill.commission or Decimal(0),
                         fill.commission_asset or "", traced=fill.trade_id is not None)  # fmt: skip
+        self._list(fill)
+
+    def _list(self, fill: FillRow) -> None:
         self.fills_seen += 1
         self._fills.append(fill)
         if len(self._fills) > 2 * self._fills_kept:  # trimmed in bulk: amortised O(1) per fill

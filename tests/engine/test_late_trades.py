@@ -18,6 +18,7 @@ from engine.errors import JournalCorrupt
 from engine.fsm.order_table import OrderState
 from engine.journal import JournalQuery
 from engine.late_trades import TRADE_STREAM, trade_entry
+from engine.ledger import project
 from engine.persistence.sql_journal import SqlJournal
 from engine.replay import replay
 from engine.runtime import Engine
@@ -164,3 +165,26 @@ async def test_replay_refuses_a_trade_row_that_breaks_the_order(
             replay(journal.scan())
     finally:
         journal.close()
+
+
+async def test_an_order_row_whose_trades_explain_earlier_untraced_quantity_counts_it_once(
+    db_url: str, fake: FakeExchange, settings: EngineSettings
+) -> None:
+    """A partial fill journaled without its trade, then a REST view of the filled order with every trade
+    (the Binance adapter completes a moved view from GET /myTrades, all of the order's trades): the row's
+    trades explain the earlier untraced quantity as well as the new one, and the ledger counts each once."""
+    async with running(db_url, fake, settings, live=True) as eng:
+        fake.outcome = lambda _req: V.NEW
+        await eng.orders.submit(REQ, "trader")
+        first = replace(view(V.PARTIALLY_FILLED, T1.qty, (), T1.price * T1.qty), pushed=False)
+        await eng.orders.store.sync(CID, first)
+        await eng.orders.store.sync(CID, replace(view(V.FILLED, D("0.001"), (T1, T2)), pushed=False))
+        assert trade_rows(eng) == []  # both trades are in the order's own row
+        for ledger in (eng.ledger, project(eng.journal.scan())[0]):
+            position = ledger.positions()["positions"][0]
+            assert (position["untraced_trades"], position["trades"]) == (0, 2)
+            assert D(position["quantity"]) == D("0.001") - T1.commission  # the BTC fee is paid in kind
+            assert position["cost"] == "64.968"  # 64.994, less T1's fee at the 65000 held then: as if traced
+            assert position["fees"] == {"BTC": "0.0000004", "USDT": "0.039"}
+            fills = ledger.fills(client_order_id=CID).items
+            assert [(f["tradeId"], f["qty"]) for f in fills] == [(701, "0.0004"), (702, "0.0006")]
