@@ -196,7 +196,7 @@ class OrderStore:
         """Queue one trade row per trade in `vo` that explains `order`'s untraced quantity (engine.late_trades);
         None when there is none. `order` may be open or terminal (held in `untraced`). Applied in the
         durability callback like every order change; the order is busy until then."""
-        fills = plan_traces(order, vo)
+        fills = plan_traces(order, vo) if vo.symbol == order.symbol else []
         if not fills:
             return None
         cid = order.client_order_id
@@ -234,10 +234,14 @@ class OrderStore:
         return order if pending is None else await pending
 
     async def sync(self, client_order_id: str, vo: VenueOrder) -> Order | None:
-        """Bring the open order to the venue's view; None when it is not open (any more)."""
+        """Bring the open order to the venue's view; None when it is not open (any more). An order that
+        finished while this waited still gets the view's trades behind its untraced quantity."""
         await self.idle(client_order_id)
         order = self.open.get(client_order_id)
         if order is None:
+            done = self.untraced.get(client_order_id)
+            if done is not None and (tracing := self.trace_now(done, vo)) is not None:
+                await tracing
             return None
         pending = self.sync_now(order, vo)
         return order if pending is None else await pending

@@ -188,3 +188,25 @@ async def test_an_order_row_whose_trades_explain_earlier_untraced_quantity_count
             assert position["fees"] == {"BTC": "0.0000004", "USDT": "0.039"}
             fills = ledger.fills(client_order_id=CID).items
             assert [(f["tradeId"], f["qty"]) for f in fills] == [(701, "0.0004"), (702, "0.0006")]
+
+
+async def test_a_late_trade_reported_while_the_order_finishes_is_journaled(
+    db_url: str, fake: FakeExchange, settings: EngineSettings
+) -> None:
+    """The late report of an untraced trade arrives while the order's last fill is being committed: the
+    order is busy, so the report waits, and by the time it is decided the order is finished. Its trade
+    still explains the untraced quantity (not dropped for want of an open order)."""
+    async with running(db_url, fake, settings, live=True) as eng:
+        fake.outcome = lambda _req: V.NEW
+        await eng.orders.submit(REQ, "trader")
+        first = replace(view(V.PARTIALLY_FILLED, T1.qty, (), T1.price * T1.qty), pushed=False)
+        await eng.orders.store.sync(CID, first)  # T1's quantity, untraced
+        push(fake, view(V.FILLED, D("0.001"), (T2,)))  # the last fill: committing, the order busy
+        push(fake, view(V.PARTIALLY_FILLED, T1.qty, (T1,)))  # T1's own report, late
+        await settled(eng)
+        await eventually(lambda: eng.orders.store.untraced.get(CID) is None)
+        assert [p["fill"]["tradeId"] for p in trade_rows(eng)] == [701]  # T2 is in the order's own row
+        position = eng.ledger.positions()["positions"][0]
+        assert (position["untraced_trades"], position["trades"]) == (0, 2)
+        assert position["fees"] == {"BTC": "0.0000004", "USDT": "0.039"}
+        assert len(replay(eng.journal.scan()).untraced) == 0
