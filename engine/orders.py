@@ -368,8 +368,21 @@ class OrderService:
             return Placement(order, exchange=vo.raw)
         await self._record(order, lambda o: self.store.chain(
             o.state, o.version, cid, [(t, p, "") for t, p in plan_sync(o, vo)], "system"))  # fmt: skip
+        await self._trace_answer(vo)
         self.store.writer.metrics.observe_send_latency(time.perf_counter() - started)
         return Placement(order, exchange=vo.raw)
+
+    async def _trace_answer(self, vo: VenueOrder) -> None:
+        """The answer's trades may explain quantity that a view without them (a REST catch-up whose
+        GET /myTrades lagged) journaled while the request was out, the order finished meanwhile included:
+        they are journaled as late trades (engine.late_trades), not dropped with an answer that moves
+        nothing. A failure leaves them to the trade tracer."""
+        if not vo.fills:
+            return
+        try:
+            await self.store.sync(vo.client_order_id, vo)
+        except EngineError as exc:
+            log.info("trades of the answer for %s not journaled: %s", vo.client_order_id, exc.reason)
 
     async def _record(self, order: Order, decide: Callable[[Order], list[NewEntry]]) -> Order:
         """Decide from the order's applied state once it is idle, and commit (nothing when it is no

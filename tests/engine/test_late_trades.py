@@ -210,3 +210,25 @@ async def test_a_late_trade_reported_while_the_order_finishes_is_journaled(
         assert (position["untraced_trades"], position["trades"]) == (0, 2)
         assert position["fees"] == {"BTC": "0.0000004", "USDT": "0.039"}
         assert len(replay(eng.journal.scan()).untraced) == 0
+
+
+async def test_the_place_answers_trades_explain_what_a_catch_up_journaled_without_them(
+    db_url: str, fake: FakeExchange, settings: EngineSettings
+) -> None:
+    """While POST /order is out, a REST catch-up journals the order FILLED without its trades (myTrades
+    behind); the FULL answer then arrives with both trades. It moves nothing any more, but its trades are
+    journaled (as late trades of the finished order), not dropped with it."""
+    placed = fake.place
+
+    async def place(req: OrderRequest) -> VenueOrder:
+        await placed(req)
+        push(fake, replace(view(V.FILLED, D("0.001"), ()), pushed=False))  # the catch-up's view, first
+        await settled(eng)
+        return replace(view(V.FILLED, D("0.001"), (T1, T2)), pushed=False)  # the FULL answer
+
+    fake.place = place  # type: ignore[method-assign]
+    async with running(db_url, fake, settings, live=True) as eng:
+        placement = await eng.orders.submit(REQ, "trader")
+        assert placement.order.state is OrderState.FILLED
+        await settled(eng)
+        assert_fully_traced(eng)
