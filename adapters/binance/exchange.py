@@ -448,15 +448,24 @@ class BinanceExchange:
     def _seen(self, order: VenueOrder, *, notify: bool = True) -> bool:
         key = (order.symbol, order.client_order_id)
         last = self._tracked.get(key)
-        if last is not None and (last.status, last.executed_qty) == (order.status, order.executed_qty):
+        # The same view again, or a stale one (REST answered before a pushed fill arrived): nothing new
+        if last is not None and (
+            (last.status, last.executed_qty) == (order.status, order.executed_qty)
+            or order.executed_qty < last.executed_qty
+        ):
+            if notify and order.pushed and order.fills:
+                # ...except a stream report's trades, which a REST view may have counted without them
+                # (GET /myTrades behind GET /order): the engine keeps the ones it lacks (engine.late_trades)
+                self._tell(order)
             return False
-        if last is not None and order.executed_qty < last.executed_qty:
-            return False  # a stale snapshot (REST answered before a pushed fill arrived): nothing new
         self._tracked[key] = order
         if notify:
-            for listener in self._listeners:
-                listener(order)
+            self._tell(order)
         return True
+
+    def _tell(self, order: VenueOrder) -> None:
+        for listener in self._listeners:
+            listener(order)
 
     def _ensure_poller(self) -> None:
         if self._listeners and self.poll_interval_s > 0 and (self._poller is None or self._poller.done()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 
 from adapters.binance.exchange import BinanceExchange, order_payload
 from adapters.binance.rest import BinanceSpotClient
+from adapters.binance.user_stream import parse_execution_report
 from engine.errors import ExchangeRejected, ExecutionStatusUnknown
 from engine.types import OrderRequest, OrderType, Side, TimeInForce, VenueOrder, VenueStatus
 from tests.binance.helpers import API_KEY, BASE, SECRET, FakeVenue, error, ok
@@ -332,3 +334,46 @@ async def test_trades_lagging_the_order_are_asked_again() -> None:
     assert found is not None
     assert [f.trade_id for f in found.fills] == [5]
     await ex.close()
+
+
+async def test_a_late_stream_report_of_a_trade_the_catch_up_counted_without_it_reaches_the_engine() -> None:
+    """The poller's catch-up sees the order moved but GET /myTrades does not show its trade yet, so the
+    view goes out without it; the stream's executionReport of that trade then arrives with the same
+    status and executedQty (or a smaller one, for an earlier trade). It is no news to the order's state,
+    but its trade is: the engine journals it (engine.late_trades), so it is passed on, not deduplicated."""
+    venue = FakeVenue()
+    book: dict[str, dict[str, Any]] = {}
+    venue.route(
+        "POST", "/api/v3/order",
+        lambda r, p: ok(book.setdefault(p["newClientOrderId"], order_json(p["newClientOrderId"]))),
+    )  # fmt: skip
+    venue.route(
+        "GET", "/api/v3/openOrders",
+        lambda r, p: ok([o for o in book.values() if o["status"] in ("NEW", "PARTIALLY_FILLED")]),
+    )  # fmt: skip
+    serve_trades(venue, [])  # myTrades shows nothing yet
+    ex = make(venue)
+    ex.trades_attempts = 1
+    stream = SimpleNamespace()
+    ex.attach_user_stream(stream)
+    seen: list[VenueOrder] = []
+    ex.on_update(seen.append)
+    await ex.place(REQ)
+    book["pb-1"] = order_json("pb-1", "PARTIALLY_FILLED", "0.00060000")
+    await ex.poll_once()
+    assert [(o.executed_qty, o.fills) for o in seen] == [(Decimal("0.0006"), ())]
+    report = {"e": "executionReport", "s": "BTCUSDT", "c": "pb-1", "S": "BUY", "o": "LIMIT", "q": "0.001",
+              "p": "50000", "X": "PARTIALLY_FILLED", "x": "TRADE", "i": 11, "l": "0.0004", "z": "0.0004",
+              "L": "50000", "n": "0", "N": "BTC", "t": 7, "Z": "20"}  # fmt: skip
+    stream.on_order(_report(report))  # the first trade's report: an earlier executedQty
+    stream.on_order(_report({**report, "l": "0.0002", "z": "0.0006", "t": 8}))  # the same one
+    assert [[f.trade_id for f in o.fills] for o in seen] == [[], [7], [8]]
+    stream.on_order(_report({**report, "x": "NEW", "t": -1}))  # no trade, nothing new
+    assert len(seen) == 3
+    await ex.close()
+
+
+def _report(event: dict[str, Any]) -> VenueOrder:
+    order = parse_execution_report(event)
+    assert order is not None
+    return order
