@@ -6,9 +6,10 @@ it can show fewer trades than executedQty. The order's row then moves filled_qty
 journals the trades it could see; the rest is *untraced* (Order.untraced_qty). When the missing trades show
 up — a late executionReport, or a later GET /myTrades asked by the tracer — each is journaled once as a
 row of its own, not as an order transition: the order may be terminal by then, and a terminal order's
-stream takes no more rows (engine.replay). Its stream id is `<symbol>-<tradeId>` (Binance numbers trades
-per symbol), version 1: a second append of the same trade is a version conflict, so nothing is written
-twice, in this run or after a restart.
+stream takes no more rows (engine.replay). Its stream id is `<symbol>-<tradeId>-<side>`: Binance numbers
+trades per symbol, and a self-trade is one trade id with two of our orders in it, the buyer and the seller
+(docs/api.md "Where fills come from"), so the side names the order's part. Version 1: a second append of
+the same trade is a version conflict, so nothing is written twice, in this run or after a restart.
 
 A trade row never moves filled_qty; it moves traced_qty, never past filled_qty. The ledger swaps the
 untraced quantity it counted at the average price for the trade, with its id and commission.
@@ -33,8 +34,8 @@ TRADE_TRIGGER = "traced"
 UNTRACED_KEPT = 10_000
 
 
-def trade_stream_id(symbol: str, trade_id: int) -> str:
-    return f"{symbol}-{trade_id}"
+def trade_stream_id(symbol: str, trade_id: int, side: str) -> str:
+    return f"{symbol}-{trade_id}-{side}"
 
 
 def plan_traces(order: Order, vo: VenueOrder) -> list[Fill]:
@@ -64,7 +65,7 @@ def trade_entry(order: Order, fill: Fill, actor: str) -> NewEntry:
     }
     reason = "trade reported after its quantity"
     return NewEntry(
-        TRADE_STREAM, trade_stream_id(order.symbol, fill.trade_id), 1, TRADE_TRIGGER, None, None, payload,
+        TRADE_STREAM, trade_stream_id(order.symbol, fill.trade_id, order.request.side.value), 1, TRADE_TRIGGER, None, None, payload,
         actor, reason,
     )  # fmt: skip
 

@@ -267,14 +267,16 @@ def _replay_trade(
     if version != 1 or trigger != TRADE_TRIGGER or frm is not None or to is not None:
         raise JournalCorrupt(seq, f"a trade row is one '{TRADE_TRIGGER}' row without states")
     fill = payload["fill"]
-    if sid != trade_stream_id(str(payload["symbol"]), int(fill["tradeId"])):
+    if sid != trade_stream_id(str(payload["symbol"]), int(fill["tradeId"]), str(payload["side"])):
         raise JournalCorrupt(seq, f"trade row {sid!r:.60} does not name its trade")
     cid = str(payload["clientOrderId"])
     order = orders.get(cid) or untraced.get(cid)
     if order is None:
         return
-    if order.symbol != payload["symbol"]:
-        raise JournalCorrupt(seq, f"trade row of {cid} names symbol {payload['symbol']!r:.20}")
+    if (order.symbol, order.request.side.value) != (payload["symbol"], payload["side"]):
+        raise JournalCorrupt(
+            seq, f"trade row of {cid} names {payload['symbol']!r:.20} {payload['side']!r:.8}, not its order's"
+        )
     problem = check_trace(order, payload)
     if problem is not None:
         raise JournalCorrupt(seq, problem)

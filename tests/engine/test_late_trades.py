@@ -19,6 +19,7 @@ from engine.fsm.order_table import OrderState
 from engine.journal import JournalQuery
 from engine.late_trades import TRADE_STREAM, trade_entry
 from engine.ledger import project
+from engine.order import Order
 from engine.persistence.sql_journal import SqlJournal
 from engine.replay import replay
 from engine.runtime import Engine
@@ -141,7 +142,7 @@ async def test_the_tracer_asks_for_the_trades_and_names_an_order_it_gave_up_on(
         )
 
 
-@pytest.mark.parametrize("tamper", ["traced_already", "beyond_the_order", "misnamed"])
+@pytest.mark.parametrize("tamper", ["traced_already", "beyond_the_order", "misnamed", "other_side"])
 async def test_replay_refuses_a_trade_row_that_breaks_the_order(
     db_url: str, fake: FakeExchange, settings: EngineSettings, tamper: str
 ) -> None:
@@ -156,6 +157,7 @@ async def test_replay_refuses_a_trade_row_that_breaks_the_order(
         "traced_already": trade_entry(order, T1, "reconciler"),  # T1 is in the order's own row
         "beyond_the_order": trade_entry(order, replace(T3, qty=D("0.0007")), "reconciler"),
         "misnamed": replace(trade_entry(order, T2, "reconciler"), stream_id="BTCUSDT-1"),
+        "other_side": trade_entry(Order(replace(REQ, side=Side.SELL), "live"), T2, "reconciler"),
     }[tamper]
     journal = SqlJournal(db_url)
     try:
@@ -232,3 +234,35 @@ async def test_the_place_answers_trades_explain_what_a_catch_up_journaled_withou
         assert placement.order.state is OrderState.FILLED
         await settled(eng)
         assert_fully_traced(eng)
+
+
+async def test_a_self_trade_is_journaled_late_for_both_of_its_orders(
+    db_url: str, fake: FakeExchange, settings: EngineSettings
+) -> None:
+    """With selfTradePreventionMode NONE our BUY can trade with our own SELL: one trade id, in both
+    orders (docs/api.md "Where fills come from"). Both filled untraced, the trade's two late reports
+    are each journaled, for their own order: the second is no version conflict with the first."""
+    sell_cid = "pb-late-sell"
+    sell = replace(REQ, side=Side.SELL, client_order_id=sell_cid)
+    trade = Fill(900, D("65000"), D("0.001"), D("0.065"), "USDT", True)
+    buy_view = replace(view(V.FILLED, D("0.001"), (), D("65")), pushed=False)
+    sell_view = replace(buy_view, client_order_id=sell_cid, order_id=78, side=Side.SELL)
+    async with running(db_url, fake, settings, live=True) as eng:
+        fake.outcome = lambda _req: V.NEW
+        await eng.orders.submit(REQ, "trader")
+        await eng.orders.submit(sell, "trader")
+        await eng.orders.store.sync(CID, buy_view)
+        await eng.orders.store.sync(sell_cid, sell_view)
+        push(fake, replace(buy_view, fills=(trade,), pushed=True))
+        push(fake, replace(sell_view, fills=(replace(trade, is_maker=False),), pushed=True))
+        await eventually(lambda: len(eng.orders.store.untraced) == 0)
+        assert sorted((p["clientOrderId"], p["fill"]["tradeId"]) for p in trade_rows(eng)) == [
+            (CID, 900), (sell_cid, 900)
+        ]  # fmt: skip
+        assert len(replay(eng.journal.scan()).untraced) == 0
+        position = eng.ledger.positions()["positions"][0]
+        assert (position["quantity"], position["untraced_trades"], position["fees"]) == (
+            "0",
+            0,
+            {"USDT": "0.13"},
+        )
