@@ -67,12 +67,18 @@ class TradeTracer:
                 del self._due[cid]
             for cid in [c for c in self.given_up if c not in wanted]:
                 del self.given_up[cid]
+            failure: Exception | None = None
             for cid, order in wanted.items():
                 if cid in self.given_up:
                     continue
                 due = self._due.setdefault(cid, _Attempts(now + self.first_s, self.first_s))
                 if now >= due.next_at:
-                    await self._ask(order, due, loop)
+                    try:
+                        await self._ask(order, due, loop)
+                    except Exception as exc:  # one order's answer nobody can read: the others are asked
+                        failure = failure or exc
+            if failure is not None:
+                raise failure  # the supervisor shows it (ERROR) and starts this loop again
 
     async def _ask(self, order: Order, due: _Attempts, loop: asyncio.AbstractEventLoop) -> None:
         cid = order.client_order_id
@@ -86,12 +92,13 @@ class TradeTracer:
                     await self._store.trace(cid, vo)
         except (ExchangeError, EngineError) as exc:  # asked again later; never the end of the component
             log.info("trades of %s not asked: %s", cid, exc.reason)
-        if due.made >= self.attempts:
-            self.given_up[cid] = order.symbol
-            log.warning("%s: untraced quantity left after %d queries of its trades", cid, due.made)
-            return
-        due.delay = min(due.delay * 2, self.max_s)
-        due.next_at = loop.time() + due.delay
+        finally:  # whatever the query raised: the next attempt waits, and the last one gives up
+            if due.made >= self.attempts:
+                self.given_up[cid] = order.symbol
+                log.warning("%s: untraced quantity left after %d queries of its trades", cid, due.made)
+            else:
+                due.delay = min(due.delay * 2, self.max_s)
+                due.next_at = loop.time() + due.delay
 
     def status(self) -> dict[str, Any]:
         pending = [c for c in self._due if c not in self.given_up]

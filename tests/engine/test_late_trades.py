@@ -266,3 +266,37 @@ async def test_a_self_trade_is_journaled_late_for_both_of_its_orders(
             0,
             {"USDT": "0.13"},
         )
+
+
+async def test_an_answer_the_tracer_cannot_read_neither_stops_it_nor_is_asked_for_ever(
+    db_url: str, fake: FakeExchange, settings: EngineSettings
+) -> None:
+    """query_trades raises something other than an ExchangeError for one order (an answer the adapter
+    cannot parse): the supervisor shows the failure and restarts the tracer, the other order is still
+    traced, and the failing one is asked `attempts` times, then named, like any other."""
+    other = "pb-late-2"
+    async with running(db_url, fake, settings, live=True) as eng:
+        tracer = eng.orders.trade_tracer
+        tracer.first_s, tracer.max_s, tracer.tick_s, tracer.attempts = 0.02, 0.02, 0.01, 2
+        fake.outcome = lambda _req: V.NEW
+        for cid in (CID, other):  # CID finishes first: the first the tracer asks
+            await eng.orders.submit(replace(REQ, client_order_id=cid), "trader")
+            vo = replace(view(V.FILLED, D("0.001"), ()), client_order_id=cid, pushed=False)
+            await eng.orders.store.sync(cid, vo)
+            fake.orders[cid] = vo
+        fake.trades_of[other] = (T1, T2)
+        asked: list[str] = []
+        answer = fake.query_trades
+
+        async def query_trades(symbol: str, cid: str) -> VenueOrder | None:
+            asked.append(cid)
+            if cid == CID:
+                raise ValueError("an answer the adapter could not read")
+            return await answer(symbol, cid)
+
+        fake.query_trades = query_trades  # type: ignore[method-assign]
+        await eventually(lambda: eng.orders.store.untraced.get(other) is None, timeout=5)
+        await eventually(lambda: tracer.status().get("untraced_orders") == [CID], timeout=5)
+        await asyncio.sleep(0.1)
+        assert asked.count(CID) == 2
+        assert eng.supervisor.status()["trade_tracer"]["failures"] >= 1
