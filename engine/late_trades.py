@@ -100,13 +100,16 @@ class UntracedOrders:
     def get(self, client_order_id: str) -> Order | None:
         return self.orders.get(client_order_id)
 
-    def finished(self, order: Order) -> None:
-        """`order` became terminal: kept while some of its quantity is untraced."""
+    def finished(self, order: Order) -> list[str]:
+        """`order` became terminal: kept while some of its quantity is untraced. Returns the orders this
+        evicted (still untraced: replay no longer checks their late trades)."""
         if order.untraced_qty <= 0:
-            return
+            return []
         self.orders[order.client_order_id] = order
+        evicted = []
         while len(self.orders) > self._kept:
-            self.orders.popitem(last=False)
+            evicted.append(self.orders.popitem(last=False)[0])
+        return evicted
 
     def traced(self, order: Order) -> None:
         """A trade row of `order` applied: it leaves once everything is traced."""

@@ -203,6 +203,9 @@ class _Cursor:
     prev: str = GENESIS_HASH
     prev_created: str = ""
     finished: set[str] = field(default_factory=set)
+    # Finished orders evicted from ReplayResult.untraced with quantity still untraced: their late trades
+    # cannot be checked any more (every other trade row must name an order replay holds)
+    untraced_evicted: set[str] = field(default_factory=set)
     request_nonces: dict[str, str] = field(default_factory=dict)  # nonce -> approval request id
     owed_use: tuple[int, str] | None = None  # (seq of an arm with a request's token, that request's id)
 
@@ -260,10 +263,11 @@ class Replayer:
 
 def _replay_trade(
     seq: int, sid: str, version: int, trigger: str, frm: str | None, to: str | None, payload: dict[str, Any],
-    orders: dict[str, Order], untraced: UntracedOrders,
+    orders: dict[str, Order], untraced: UntracedOrders, cursor: _Cursor,
 ) -> None:  # fmt: skip
-    """A late trade (engine.late_trades): one row per trade, naming it, and within its order's untraced
-    quantity when the order is still held (an order evicted from `untraced` cannot be checked)."""
+    """A late trade (engine.late_trades): one row per trade, naming it, of an order held (open, or
+    finished with untraced quantity) and within its untraced quantity. The one exception: an order
+    evicted from `untraced`, which cannot be checked."""
     if version != 1 or trigger != TRADE_TRIGGER or frm is not None or to is not None:
         raise JournalCorrupt(seq, f"a trade row is one '{TRADE_TRIGGER}' row without states")
     fill = payload["fill"]
@@ -272,7 +276,10 @@ def _replay_trade(
     cid = str(payload["clientOrderId"])
     order = orders.get(cid) or untraced.get(cid)
     if order is None:
-        return
+        if cid in cursor.untraced_evicted:
+            return
+        why = "every trade of it is journaled already" if cid in cursor.finished else "no such order"
+        raise JournalCorrupt(seq, f"trade row of {cid!r:.40}: {why}")
     if (order.symbol, order.request.side.value) != (payload["symbol"], payload["side"]):
         raise JournalCorrupt(
             seq, f"trade row of {cid} names {payload['symbol']!r:.20} {payload['side']!r:.8}, not its order's"
@@ -375,7 +382,7 @@ def _replay(
                     orders.pop(sid, None)
                     finished.add(sid)
                     res.finished_orders += 1
-                    untraced.finished(updated)
+                    cursor.untraced_evicted.update(untraced.finished(updated))
                     if keep_terminal:
                         res.terminal_orders[sid] = updated
                 elif current is None:
@@ -410,7 +417,7 @@ def _replay(
                 if version != 1:
                     raise JournalCorrupt(seq, "audit rows are single-version")
             elif stream == TRADE_STREAM:
-                _replay_trade(seq, sid, version, trigger, frm, to, payload, orders, untraced)
+                _replay_trade(seq, sid, version, trigger, frm, to, payload, orders, untraced, cursor)
                 if on_trade is not None:
                     on_trade(seq, payload, created)
             else:

@@ -17,11 +17,11 @@ from engine.config import EngineSettings
 from engine.errors import JournalCorrupt
 from engine.fsm.order_table import OrderState
 from engine.journal import JournalQuery
-from engine.late_trades import TRADE_STREAM, trade_entry
+from engine.late_trades import TRADE_STREAM, UntracedOrders, trade_entry
 from engine.ledger import project
 from engine.order import Order
 from engine.persistence.sql_journal import SqlJournal
-from engine.replay import replay
+from engine.replay import Replayer, replay
 from engine.runtime import Engine
 from engine.types import Fill, OrderRequest, OrderType, Side, TimeInForce, VenueOrder, VenueStatus
 from tests.engine.conftest import running
@@ -142,7 +142,10 @@ async def test_the_tracer_asks_for_the_trades_and_names_an_order_it_gave_up_on(
         )
 
 
-@pytest.mark.parametrize("tamper", ["traced_already", "beyond_the_order", "misnamed", "other_side"])
+@pytest.mark.parametrize(
+    "tamper",
+    ["traced_already", "beyond_the_order", "misnamed", "other_side", "no_such_order", "fully_traced"],
+)
 async def test_replay_refuses_a_trade_row_that_breaks_the_order(
     db_url: str, fake: FakeExchange, settings: EngineSettings, tamper: str
 ) -> None:
@@ -153,14 +156,20 @@ async def test_replay_refuses_a_trade_row_that_breaks_the_order(
         order = eng.orders.store.untraced.get(CID)
         assert order is not None
         assert order.untraced_qty == T2.qty
-    entry = {
-        "traced_already": trade_entry(order, T1, "reconciler"),  # T1 is in the order's own row
-        "beyond_the_order": trade_entry(order, replace(T3, qty=D("0.0007")), "reconciler"),
-        "misnamed": replace(trade_entry(order, T2, "reconciler"), stream_id="BTCUSDT-1"),
-        "other_side": trade_entry(Order(replace(REQ, side=Side.SELL), "live"), T2, "reconciler"),
+    nobody = Order(replace(REQ, client_order_id="pb-nobody"), "live")
+    sound, entry = {
+        "traced_already": ([], trade_entry(order, T1, "reconciler")),  # T1 is in the order's own row
+        "beyond_the_order": ([], trade_entry(order, replace(T3, qty=D("0.0007")), "reconciler")),
+        "misnamed": ([], replace(trade_entry(order, T2, "reconciler"), stream_id="BTCUSDT-1")),
+        "other_side": ([], trade_entry(Order(replace(REQ, side=Side.SELL), "live"), T2, "reconciler")),
+        "no_such_order": ([], trade_entry(nobody, T2, "reconciler")),
+        # T2 traces the rest; then the order is no longer held, and no trade of it may follow
+        "fully_traced": ([trade_entry(order, T2, "reconciler")], trade_entry(order, T3, "reconciler")),
     }[tamper]
     journal = SqlJournal(db_url)
     try:
+        if sound:
+            journal.append(sound)
         replay(journal.scan())  # sound before
         journal.append([entry])
         with pytest.raises(JournalCorrupt):
@@ -300,3 +309,32 @@ async def test_an_answer_the_tracer_cannot_read_neither_stops_it_nor_is_asked_fo
         await asyncio.sleep(0.1)
         assert asked.count(CID) == 2
         assert eng.supervisor.status()["trade_tracer"]["failures"] >= 1
+
+
+async def test_a_trade_row_of_an_order_evicted_from_the_untraced_set_still_replays(
+    db_url: str, fake: FakeExchange, settings: EngineSettings
+) -> None:
+    """Memory keeps the newest UNTRACED_KEPT finished orders with untraced quantity, and replay evicts by
+    the same rule: both hold the same set. A trade row of an evicted order (the store decided it while
+    the commits that evicted the order were on their way) is accepted unchecked; one of an order that
+    is neither held nor evicted is not (the tamper cases above)."""
+    other = "pb-late-2"
+    async with running(db_url, fake, settings, live=True) as eng:
+        store = eng.orders.store
+        store.untraced = UntracedOrders(kept=1)
+        fake.outcome = lambda _req: V.NEW
+        for cid in (CID, other):
+            await eng.orders.submit(replace(REQ, client_order_id=cid), "trader")
+        await store.sync(CID, view(V.FILLED, D("0.001"), (T1,)))  # T2 untraced
+        evicted = store.untraced.get(CID)
+        assert evicted is not None
+        store.sync_now(store.open[other], replace(view(V.FILLED, D("0.001"), ()), client_order_id=other))
+        store.trace_now(evicted, view(V.FILLED, D("0.001"), (T1, T2)))  # decided before the eviction applies
+        await settled(eng)
+        await store.idle(other)
+        assert store.untraced.get(CID) is None
+        assert [p["fill"]["tradeId"] for p in trade_rows(eng)] == [702]
+        replayer = Replayer()
+        replayer.result.untraced = UntracedOrders(kept=1)
+        rebuilt = replayer.feed(eng.journal.scan(), complete=True)
+        assert list(rebuilt.untraced.orders) == list(store.untraced.orders) == [other]
