@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
@@ -23,7 +23,7 @@ from typing import Any
 
 from engine import order as order_mod
 from engine.journal import RawRow, Record
-from engine.late_trades import TRADE_STREAM
+from engine.late_trades import TRADE_STREAM, UNTRACED_KEPT
 from engine.order import Order
 from engine.positions import Book, computed, plain
 from engine.replay import ReplayResult, replay
@@ -142,6 +142,9 @@ class Ledger:
         self._terminal_kept = terminal_kept
         self.orders: dict[str, OrderRow] = {}
         self._terminal: deque[str] = deque()  # finished orders still kept, oldest first
+        # Finished orders out of the history with untraced quantity: a late trade still replaces it (the
+        # store journals those of its newest UNTRACED_KEPT untraced orders, engine.late_trades)
+        self._untraced_rows: OrderedDict[str, OrderRow] = OrderedDict()
         self._index: list[tuple[int, str]] = []  # (first_seq, clientOrderId), ascending; may hold evicted
 
     # -- folding -------------------------------------------------------------------------------
@@ -256,7 +259,7 @@ class Ledger:
     def _trace(self, seq: int, payload: dict[str, Any], created_at: str) -> None:
         cid, f = str(payload["clientOrderId"]), payload["fill"]
         trade_id, price, qty = int(f["tradeId"]), Decimal(f["price"]), Decimal(f["qty"])
-        row = self.orders.get(cid)
+        row = self.orders.get(cid) or self._untraced_rows.get(cid)
         if row is None:
             self.problems.append(
                 f"seq {seq}: trade {trade_id} of {cid}, no longer in the history: not counted"
@@ -269,6 +272,8 @@ class Ledger:
         traced = FillRow(seq, created_at, o.symbol, o.request.side.value, cid, o.order_id, trade_id, price, qty,
                          Decimal(f.get("commission") or 0), str(f.get("commissionAsset") or ""), o.mode)  # fmt: skip
         self._explain(row, traced, qty)
+        if not (row.untraced_fills or row.uncounted):
+            self._untraced_rows.pop(cid, None)
 
     def _explain(self, row: OrderRow, traced: FillRow, explained: Decimal) -> None:
         """`explained` of trade `traced` takes the place of untraced quantity: of the fills counted at
@@ -352,7 +357,11 @@ class Ledger:
     def _finished(self, cid: str) -> None:
         self._terminal.append(cid)
         while len(self._terminal) > self._terminal_kept:
-            self.orders.pop(self._terminal.popleft(), None)
+            row = self.orders.pop(self._terminal.popleft(), None)
+            if row is not None and (row.untraced_fills or row.uncounted):
+                self._untraced_rows[row.order.client_order_id] = row
+                if len(self._untraced_rows) > UNTRACED_KEPT:
+                    self._untraced_rows.popitem(last=False)
         if len(self._index) > 2 * len(self.orders) + 1024:
             self._index = [e for e in self._index if e[1] in self.orders]
 

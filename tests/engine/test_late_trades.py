@@ -18,7 +18,7 @@ from engine.errors import JournalCorrupt
 from engine.fsm.order_table import OrderState
 from engine.journal import JournalQuery
 from engine.late_trades import TRADE_STREAM, UntracedOrders, trade_entry
-from engine.ledger import project
+from engine.ledger import Ledger, project
 from engine.order import Order
 from engine.persistence.sql_journal import SqlJournal
 from engine.replay import Replayer, replay
@@ -338,3 +338,29 @@ async def test_a_trade_row_of_an_order_evicted_from_the_untraced_set_still_repla
         replayer.result.untraced = UntracedOrders(kept=1)
         rebuilt = replayer.feed(eng.journal.scan(), complete=True)
         assert list(rebuilt.untraced.orders) == list(store.untraced.orders) == [other]
+
+
+async def test_the_ledger_keeps_an_untraced_order_its_history_evicted_for_its_late_trades(
+    db_url: str, fake: FakeExchange, settings: EngineSettings
+) -> None:
+    """The ledger's order history keeps the newest TERMINAL_KEPT finished orders, the store's untraced
+    set the newest UNTRACED_KEPT finished orders still untraced: an untraced order can leave the first
+    (many orders finished since) while its late trade is still journaled. The ledger still swaps its
+    untraced fill for the trade, live and in a replay."""
+    other = "pb-late-2"
+    more = (T3, replace(T3, trade_id=704, qty=D("0.0009")))
+    async with running(db_url, fake, settings, live=True) as eng:
+        eng.ledger._terminal_kept = 1
+        await filled_without_trades(eng, fake)
+        await eng.orders.submit(replace(REQ, client_order_id=other), "trader")
+        await eng.orders.store.sync(other, replace(view(V.FILLED, D("0.001"), more), client_order_id=other))
+        assert CID not in eng.ledger.orders  # out of the history, still untraced
+        push(fake, view(V.FILLED, D("0.001"), (T1, T2)))
+        await eventually(lambda: eng.orders.store.untraced.get(CID) is None)
+        replayed = Ledger(terminal_kept=1)
+        replay(eng.journal.scan(), on_order=replayed.on_order_row, on_trade=replayed.on_trade_row)
+        for ledger in (eng.ledger, replayed):
+            position = ledger.positions()["positions"][0]
+            assert (position["untraced_trades"], position["trades"]) == (0, 4), ledger.problems
+            assert position["fees"] == {"BTC": "0.0000006", "USDT": "0.039"}
+            assert list(ledger.problems) == []
