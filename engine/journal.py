@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 SCHEMA_VERSION = 1
 GENESIS_HASH = "0" * 64
-STREAMS = ("session", "order", "audit", "approval")
+STREAMS = ("session", "order", "trade", "audit", "approval")
 # Which process wrote a row: host, pid and a start nonce, or a configured id (api.settings checks it)
 ENGINE_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,64}$"
 

@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 
 def journal_filters(
-    stream: Literal["session", "order", "audit", "approval"] | None = None,
+    stream: Literal["session", "order", "trade", "audit", "approval"] | None = None,
     stream_id: Annotated[str | None, Query(max_length=64)] = None,
     trigger: Annotated[str | None, Query(max_length=48)] = None,
     actor: Annotated[str | None, Query(max_length=64)] = None,
