@@ -7,6 +7,8 @@ the ledger ends with every trade id and commission and no untraced fill."""
 from __future__ import annotations
 
 import asyncio
+import random
+from collections.abc import Awaitable
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -23,6 +25,7 @@ from engine.order import Order
 from engine.persistence.sql_journal import SqlJournal
 from engine.replay import Replayer, replay
 from engine.runtime import Engine
+from engine.trade_tracer import _Attempts
 from engine.types import Fill, OrderRequest, OrderType, Side, TimeInForce, VenueOrder, VenueStatus
 from tests.engine.conftest import running
 from tests.fakes import FakeExchange
@@ -364,3 +367,45 @@ async def test_the_ledger_keeps_an_untraced_order_its_history_evicted_for_its_la
             assert (position["untraced_trades"], position["trades"]) == (0, 4), ledger.problems
             assert position["fees"] == {"BTC": "0.0000006", "USDT": "0.039"}
             assert list(ledger.problems) == []
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_pushes_tracer_queries_and_rest_views_of_one_order_at_once_journal_each_trade_once(
+    db_url: str, fake: FakeExchange, settings: EngineSettings, seed: int
+) -> None:
+    """An open order's first fill journaled untraced; then, all at once and in a shuffled order: the late
+    and the next stream reports (each twice), REST views with every trade and stale ones, the tracer's
+    query and a trace of the (not yet) finished order. Every trade ends journaled once, in the order's
+    rows or as a trade row; the ledger counts each once, live and in a replay."""
+    async with running(db_url, fake, settings, live=True) as eng:
+        fake.outcome = lambda _req: V.NEW
+        await eng.orders.submit(REQ, "trader")
+        store, tracer = eng.orders.store, eng.orders.trade_tracer
+        first = replace(view(V.PARTIALLY_FILLED, T1.qty, (), T1.price * T1.qty), pushed=False)
+        await store.sync(CID, first)
+        full = replace(view(V.FILLED, D("0.001"), (T1, T2)), pushed=False)
+        fake.orders[CID], fake.trades_of[CID] = full, (T1, T2)
+        order, loop = store.open[CID], asyncio.get_running_loop()
+
+        async def reports() -> None:
+            for vo in (view(V.PARTIALLY_FILLED, T1.qty, (T1,)), view(V.FILLED, D("0.001"), (T2,))):
+                push(fake, vo)
+                push(fake, vo)
+
+        jobs: list[Awaitable[Any]] = []
+        for _ in range(3):
+            jobs += [reports(), store.sync(CID, full), store.sync(CID, first), store.trace(CID, full)]
+            jobs.append(tracer._ask(order, _Attempts(0, 1), loop))
+        random.Random(seed).shuffle(jobs)
+        await asyncio.gather(*jobs)
+        await settled(eng)
+        await eventually(lambda: store.untraced.get(CID) is None)
+        journaled = [
+            f["tradeId"] for r in eng.journal.stream("order", CID) for f in r.payload.get("fills", ())
+        ]
+        assert sorted(journaled + [p["fill"]["tradeId"] for p in trade_rows(eng)]) == [701, 702]
+        for ledger in (eng.ledger, project(eng.journal.scan())[0]):
+            position = ledger.positions()["positions"][0]
+            assert (position["untraced_trades"], position["trades"]) == (0, 2)
+            assert D(position["quantity"]) == D("0.001") - T1.commission
+        assert len(replay(eng.journal.scan()).untraced) == 0
