@@ -124,7 +124,8 @@ class _Story:
 
 
 def _row_line(row: dict[str, Any]) -> str:
-    move = f"{row['from_state'] or '∅'} → {row['to_state']}" if row["to_state"] else "audit"
+    # Rows without states: audit rows, and trade rows (a trade journaled after its quantity)
+    move = f"{row['from_state'] or '∅'} → {row['to_state']}" if row["to_state"] else row["stream"]
     outcome = row["payload"].get("outcome") or row["payload"].get("refused") or ""
     extra = f" {json.dumps(outcome, separators=(',', ':'))}" if outcome else ""
     return (
