@@ -77,8 +77,8 @@ async def _run_relay(relay: object, status_port: int | None, log_every: float) -
             st = relay.status()
             log.log(
                 logging.ERROR if st["status"] == "ERROR" else logging.INFO,
-                "relay %s %s: cursor %d, journal %d, lag %d rows %.3fs, connected %s, listening %s",
-                st["source"], st["status"], st["cursor"], st["journal_last_seq"], st["lag_rows"],
+                "relay %s %s %s: cursor %d, journal %d, lag %d rows %.3fs, connected %s, listening %s",
+                st["source"], st["status"], st["role"], st["cursor"], st["journal_last_seq"], st["lag_rows"],
                 st["lag_seconds"], st["connected"], st["listening"],
             )  # fmt: skip
 

@@ -224,6 +224,9 @@ def relay_metrics(st: dict[str, Any]) -> str:
             f"propbot_relay_connected{label} {int(st['connected'])}",
             "# TYPE propbot_relay_up gauge",
             f"propbot_relay_up{label} {int(st['status'] == 'OK')}",
+            "# HELP propbot_relay_active 1 while this relay holds its source's lock and publishes, 0 as a standby.",
+            "# TYPE propbot_relay_active gauge",
+            f"propbot_relay_active{label} {int(st.get('role') == 'ACTIVE')}",
             "",
         ]
     )

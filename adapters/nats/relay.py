@@ -20,7 +20,9 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +50,7 @@ from engine.outbox import (
 from engine.persistence.journal_wakeup import listen_for_appends, watch_sqlite_commits
 from engine.persistence.outbox_reader import open_row_reader
 from engine.persistence.outbox_source import OutboxSource
+from engine.persistence.relay_lock import LockHolder, open_relay_lock
 from engine.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,19 @@ FAULT_ENV = "PROPBOT_RELAY_FAULT"
 # Publishes queued before the loop gets to write them: the first rows of a large batch go out while the
 # rest are still being queued
 _FLUSH_EVERY = 64
+
+
+STARTING, ACTIVE, STANDBY = "STARTING", "ACTIVE", "STANDBY"
+
+
+class RelayLockLost(Exception):
+    """The source's lock is gone (its database session ended, or its lock file was replaced)."""
+
+
+def _describe(holder: LockHolder | None) -> str:
+    if holder is None:
+        return "holder unknown"
+    return f"relay {holder.relay_id or '?'}, pid {holder.pid or '?'}, since {holder.since or '?'}"
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,8 @@ class RelayConfig:
     max_backoff_s: float = 5.0
     head_every_s: float = 1.0
     cursor_every_s: float = 0.2
+    standby_poll_s: float = 0.5  # a standby tries the source's lock this often
+    lock_check_s: float = 0.5  # the holder checks it still holds it this often
 
     def __post_init__(self) -> None:
         check_source(self.source)
@@ -105,7 +123,13 @@ class OutboxRelay:
         self.config = config
         self.journal = OutboxSource(config.db_url)  # head, cursor, hash checks (on worker threads)
         self.rows = open_row_reader(config.db_url, config.ack_timeout_s)  # new rows, on the loop
-        self.supervisor = Supervisor(min_backoff_s=config.min_backoff_s, max_backoff_s=config.max_backoff_s)
+        lo, hi = config.min_backoff_s, config.max_backoff_s
+        self.supervisor = Supervisor(min_backoff_s=lo, max_backoff_s=hi)  # the lock
+        # publish, head, listen: while the lock is held
+        self._publishing = Supervisor(min_backoff_s=lo, max_backoff_s=hi)
+        self.relay_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.role = STARTING
+        self.lock_holder: LockHolder | None = None  # the other relay, while this one is a standby
         self.cursor = 0  # the last seq JetStream acknowledged
         self.durable_cursor = 0  # the last seq committed to relay_cursor
         self._persisted_at = 0.0
@@ -127,17 +151,48 @@ class OutboxRelay:
     # -- running ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the relay's components under its supervisor (each restarts with backoff on failure)."""
-        self.supervisor.start("publish", self._episode)
-        self.supervisor.start("head", self._watch_head)
-        self.supervisor.start("listen", self._listen)
+        """Take the source's lock (as a standby while another relay holds it), then publish. Every
+        component runs under a supervisor and restarts with backoff on failure."""
+        self.supervisor.start("lock", self._hold_lock)
 
     async def stop(self) -> None:
         await self.supervisor.stop()
+        await self._publishing.stop()
         with contextlib.suppress(Exception):
             await self._persist(force=True)
         await self.rows.close()
         await asyncio.to_thread(self.journal.close)
+
+    async def _hold_lock(self) -> None:
+        """Standby until this relay holds the source's lock, then run the publishing components for as
+        long as it holds it. Losing it (PostgreSQL: the lock's session ended) stops them and fails this
+        component: the supervisor shows ERROR and tries again with backoff, as a standby."""
+        lock = open_relay_lock(self.config.db_url, self.config.source, self.relay_id)
+        try:
+            while not await asyncio.to_thread(lock.try_acquire):
+                if self.role != STANDBY or self.lock_holder != lock.holder:
+                    log.warning(
+                        "relay %s: standby, another relay holds the source's lock (%s); trying every %.1fs",
+                        self.config.source, _describe(lock.holder), self.config.standby_poll_s,
+                    )  # fmt: skip
+                self.role, self.lock_holder = STANDBY, lock.holder
+                await asyncio.sleep(self.config.standby_poll_s)
+            self.role, self.lock_holder = ACTIVE, None
+            log.info("relay %s: holds the source's lock (%s)", self.config.source, self.relay_id)
+            self._publishing.start("publish", self._episode)
+            self._publishing.start("head", self._watch_head)
+            self._publishing.start("listen", self._listen)
+            while True:
+                await asyncio.sleep(self.config.lock_check_s)
+                if not await asyncio.to_thread(lock.check):
+                    raise RelayLockLost(
+                        f"relay {self.config.source}: lost the source's lock; publishing stopped"
+                    )
+        finally:
+            await self._publishing.stop()  # the episode commits the acknowledged cursor as it ends
+            if self.role == ACTIVE:
+                self.role = STANDBY
+            await asyncio.to_thread(lock.close)
 
     async def _listen(self) -> None:
         if self.journal.sqlite:
@@ -329,14 +384,17 @@ class OutboxRelay:
     # -- status ----------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        components = self.supervisor.status()
+        components = {**self.supervisor.status(), **self._publishing.status()}
         level = "ERROR" if any(c["status"] == "ERROR" for c in components.values()) else "OK"
-        lag_rows = max(0, self.journal_last_seq - self.cursor)
+        lag_rows = max(0, self.journal_last_seq - self.cursor) if self.role == ACTIVE else 0
         return {
             "status": "ERROR" if self.refused else level,
             "refused": self.refused,
             "source": self.config.source,
             "stream": self.config.stream,
+            "role": self.role,
+            "relay_id": self.relay_id,
+            "lock_holder": self.lock_holder.as_dict() if self.lock_holder else None,
             "connected": self.connected,
             "listening": self.listening,
             "cursor": self.cursor,
