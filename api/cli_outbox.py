@@ -1,6 +1,6 @@
 """`propbot relay` and `propbot mirror`: the journal outbox to NATS JetStream, and the auditors' copy.
 
-Both are separate processes (docs/scale-out.md): the relay's status is a log line every --log-every
+Both are separate processes (docs/scale-out.md): each one's status is a log line every --log-every
 seconds and, with --status-port, GET /status and /metrics on 127.0.0.1.
 """
 
@@ -108,38 +108,66 @@ async def _run_relay(relay: object, status_port: int | None, log_every: float) -
 @click.option(
     "--until-caught-up", is_flag=True, help="exit 0 once nothing is pending (else run until killed)"
 )
+@click.option("--status-port", type=click.IntRange(0, 65535), default=None, help="serve /status and /metrics")
+@click.option("--log-every", type=click.FloatRange(0.1), default=10.0, show_default=True, help="seconds")
 def mirror(
-    nats_url: str, db_url: str, source: str, stream: str, durable: str | None, until_caught_up: bool
-) -> int:
+    nats_url: str, db_url: str, source: str, stream: str, durable: str | None, until_caught_up: bool,
+    status_port: int | None, log_every: float,
+) -> int:  # fmt: skip
     """Rebuild the journal of SOURCE from the stream alone in another database, verifying every row's
-    link and hash; exit 1 with "mirror ERROR at seq N" on the first row that does not chain."""
-    from adapters.nats.mirror import MirrorConfig, run_mirror
-    from engine.outbox import OutboxError
+    link and hash; exit 1 with "mirror ERROR at seq N" on the first row that does not chain. A broker
+    or database outage is logged and retried with backoff (ERROR in the status meanwhile)."""
+    from adapters.nats.mirror import Mirror, MirrorConfig
 
     try:
         config = MirrorConfig(nats_url, db_url, source, stream, durable)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     _logging()
-
-    async def main() -> int:
-        task = asyncio.create_task(run_mirror(config, until_caught_up=until_caught_up))
-        stopper = asyncio.create_task(_until_signal())
-        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if task not in done:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            return 0
-        progress = task.result()
+    service = Mirror(config, until_caught_up=until_caught_up)
+    stopped = asyncio.run(_run_mirror(service, status_port, log_every))
+    if service.failure is not None:
+        click.echo(f"mirror ERROR: {service.failure}", err=True)
+        return 1
+    if not stopped:
+        progress = service.progress
         click.echo(
             f"mirror OK: source {source}, head seq {progress.head_seq}, {progress.rows_written} rows written"
         )
-        return 0
+    return 0
 
+
+async def _run_mirror(service: object, status_port: int | None, log_every: float) -> bool:
+    """Run the mirror until it is done or a signal stops it; True when a signal stopped it."""
+    from adapters.nats.mirror import Mirror
+    from adapters.nats.relay_status import serve_status
+
+    assert isinstance(service, Mirror)
+    log = logging.getLogger("propbot.mirror")
+    service.start()
+    runner = await serve_status(service, status_port) if status_port is not None else None
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(log_every)
+            st = service.status()
+            log.log(
+                logging.ERROR if st["status"] == "ERROR" else logging.INFO,
+                "mirror %s %s: head seq %d, %d rows written, pending %s, connected %s",
+                st["source"], st["status"], st["head_seq"], st["rows_written"], st["pending"], st["connected"],
+            )  # fmt: skip
+
+    reporter = asyncio.create_task(report())
+    stopper = asyncio.create_task(_until_signal())
+    done = asyncio.create_task(service.done.wait())
     try:
-        return asyncio.run(main())
-    except OutboxError as exc:
-        click.echo(f"mirror ERROR: {exc}", err=True)
-        return 1
+        await asyncio.wait({stopper, done}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (reporter, stopper, done):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if runner is not None:
+            await runner.cleanup()
+        await service.stop()
+    return not service.done.is_set()
