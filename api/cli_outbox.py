@@ -23,6 +23,25 @@ SOURCE = click.option(
     "PostgreSQL schema (search_path), required when the URL names none",
 )
 STREAM = click.option("--stream", default="PROPBOT", show_default=True, help="the JetStream stream")
+ACCOUNT = click.option(
+    "--account",
+    default=None,
+    help="the account whose chain this is, as `propbot serve --account`: a PostgreSQL URL gets search_path "
+    "propbot_<ID>, and the source defaults to propbot_<ID>; default $PROPBOT_ACCOUNT",
+)
+
+
+def _account_journal(url: str, account: str | None) -> tuple[str, str | None, str | None]:
+    """(URL of the account's chain, its PostgreSQL schema or None, the account's default source name)."""
+    from api.config_file import ConfigError
+    from api.settings import account_journal, account_schema
+
+    try:
+        chain = account_journal(url, account)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    schema = chain.schema if chain.account else None
+    return chain.url, schema, account_schema(chain.account) if chain.account else None
 
 
 def _logging() -> None:
@@ -42,19 +61,22 @@ async def _until_signal() -> None:
 @NATS
 @SOURCE
 @STREAM
+@ACCOUNT
 @click.option("--batch", type=click.IntRange(1, 4000), default=512, show_default=True)
 @click.option("--status-port", type=click.IntRange(0, 65535), default=None, help="serve /status and /metrics")
 @click.option("--log-every", type=click.FloatRange(0.1), default=10.0, show_default=True, help="seconds")
 def relay(
-    db_url: str, nats_url: str, source: str | None, stream: str, batch: int, status_port: int | None,
-    log_every: float,
+    db_url: str, nats_url: str, source: str | None, stream: str, account: str | None, batch: int,
+    status_port: int | None, log_every: float,
 ) -> int:  # fmt: skip
     """Publish every journal row, in seq order after a durable cursor, to JetStream (at least once)."""
     from adapters.nats.relay import OutboxRelay, RelayConfig
     from engine.outbox import default_source
 
+    db_url, _, account_source = _account_journal(db_url, account)
     try:
-        config = RelayConfig(db_url, nats_url, source or default_source(db_url), stream, batch=batch)
+        name = source or account_source or default_source(db_url)
+        config = RelayConfig(db_url, nats_url, name, stream, batch=batch)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     _logging()
@@ -102,8 +124,11 @@ async def _run_relay(relay: object, status_port: int | None, log_every: float) -
 @click.command()
 @NATS
 @click.option("--db", "db_url", required=True, help="the mirror's database URL (migrated here)")
-@click.option("--source", default="default", show_default=True, help="the journal source to mirror")
+@click.option(
+    "--source", default=None, help="the journal source to mirror; default propbot_<account>, else `default`"
+)
 @STREAM
+@ACCOUNT
 @click.option("--durable", default=None, help="the JetStream durable consumer; default mirror-<source>")
 @click.option(
     "--until-caught-up", is_flag=True, help="exit 0 once nothing is pending (else run until killed)"
@@ -111,16 +136,19 @@ async def _run_relay(relay: object, status_port: int | None, log_every: float) -
 @click.option("--status-port", type=click.IntRange(0, 65535), default=None, help="serve /status and /metrics")
 @click.option("--log-every", type=click.FloatRange(0.1), default=10.0, show_default=True, help="seconds")
 def mirror(
-    nats_url: str, db_url: str, source: str, stream: str, durable: str | None, until_caught_up: bool,
-    status_port: int | None, log_every: float,
+    nats_url: str, db_url: str, source: str | None, stream: str, account: str | None, durable: str | None,
+    until_caught_up: bool, status_port: int | None, log_every: float,
 ) -> int:  # fmt: skip
     """Rebuild the journal of SOURCE from the stream alone in another database, verifying every row's
     link and hash; exit 1 with "mirror ERROR at seq N" on the first row that does not chain. A broker
-    or database outage is logged and retried with backoff (ERROR in the status meanwhile)."""
+    or database outage is logged and retried with backoff (ERROR in the status meanwhile). With
+    --account, a PostgreSQL mirror database keeps the account's copy in its schema propbot_<ID>."""
     from adapters.nats.mirror import Mirror, MirrorConfig
 
+    db_url, schema, account_source = _account_journal(db_url, account)
+    source = source or account_source or "default"
     try:
-        config = MirrorConfig(nats_url, db_url, source, stream, durable)
+        config = MirrorConfig(nats_url, db_url, source, stream, durable, schema=schema)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     _logging()

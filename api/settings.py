@@ -423,6 +423,31 @@ def _account_journal(url: str, account: str | None) -> tuple[str, str | None]:
         raise ConfigError(str(exc)) from None
 
 
+@dataclass(frozen=True)
+class AccountJournal:
+    url: str
+    account: str | None
+    schema: str | None  # PostgreSQL: the schema the URL selects; SQLite: None
+
+
+def account_journal(url: str, account: str | None, env: Mapping[str, str] | None = None) -> AccountJournal:
+    """The account and its chain's URL for a command that takes a journal URL but no config file
+    (`propbot relay`, `propbot mirror`): the account from --account or PROPBOT_ACCOUNT, refused when
+    they disagree (as serve), and on PostgreSQL the URL with search_path propbot_<account>; a URL that
+    picks a schema beside an account is refused as ambiguous. SQLite URLs are the account's file.
+
+    Raises:
+        ConfigError: an invalid or ambiguous account, or a URL that already picks a schema."""
+    acct = _account(account, _merged_env(env, None), None, Path("-"))
+    chain_url, schema = _account_journal(url, acct)
+    return AccountJournal(chain_url, acct, schema)
+
+
+def account_journal_url(url: str, account: str | None) -> str:
+    """`url` as the chain of `account` (an account already resolved: journal verify's mirror URL)."""
+    return _account_journal(url, account)[0]
+
+
 def _engine_id(env: Mapping[str, str]) -> str:
     """PROPBOT_ENGINE_ID, or <host>:<pid>:<nonce>: unique to this process, kept in every row it writes."""
     configured = env.get("PROPBOT_ENGINE_ID")

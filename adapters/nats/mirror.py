@@ -37,6 +37,7 @@ class MirrorConfig:
     source: str
     stream: str = DEFAULT_STREAM
     durable: str | None = None
+    schema: str | None = None  # PostgreSQL: the mirror database's schema to create first (an account's)
     batch: int = 512
     min_backoff_s: float = 0.2
     max_backoff_s: float = 5.0
@@ -91,7 +92,8 @@ class Mirror:
         Raises:
             Exception: the connection or the database failed (the supervisor retries with backoff)."""
         if self._store is None:
-            self._store = await asyncio.to_thread(MirrorStore, self.config.db_url)  # migrates it first
+            # creates the account's schema if needed, then migrates
+            self._store = await asyncio.to_thread(MirrorStore, self.config.db_url, self.config.schema)
         store = self._store
         nc = await connect(self.config.nats_url, f"propbot-mirror-{self.config.source}")
         try:
