@@ -18,7 +18,8 @@ Run: .venv/bin/python benchmarks/bench_relay.py [--n 20000] [--batch 512] [--rat
   lag = receipt − the engine's commit returned (target, issue 11: p99 < 100 ms); beside it receipt − the
   row's created_at (taken inside the append transaction before the INSERT: an upper bound that adds the
   engine's own commit time, shown as engine_commit_p99), the CPU each process used in the window (share of
-  one core; "other" is work outside the benchmark), and the floor: the plain-append lag run above at the
+  one core; "other" is work outside the benchmark), cpu_waiting_pct (Linux PSI: the share of the window in
+  which some task waited for a CPU), and the floor: the plain-append lag run above at the
   same rows/s on a fresh journal of the same kind (no API). --journal picks one kind; --trace also runs
   the relay under traced_relay.py and prints each hop's p50/p99 (commit -> wake-up -> read -> publish ->
   ack -> receipt) and the slowest rows; --relay-from DIR runs the relay of another checkout (A/B).
@@ -232,6 +233,15 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
     return out
 
 
+def cpu_pressure_us() -> int | None:
+    """Microseconds some task waited for a CPU (Linux PSI, /proc/pressure/cpu), None where unavailable."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return int(line.rsplit("total=", 1)[1])
+
+
 def cpu_by_role(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
                 roles: dict[int, str], seconds: float) -> dict[str, float]:  # fmt: skip
     """Share of one core per role over the window (pids not named: by command; other work: 'other')."""
@@ -321,7 +331,7 @@ async def bench_api_lag(
                     f"propbot.{source}.>", cb=on_msg, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
                 )
                 start = time.time()
-                cpu_before = cpu_seconds()
+                cpu_before, pressure_before = cpu_seconds(), cpu_pressure_us()
                 load = await asyncio.create_subprocess_exec(
                     sys.executable, str(ROOT / "benchmarks" / "paced_orders.py"), base, token, str(rate),
                     str(seconds), stdout=asyncio.subprocess.PIPE,
@@ -332,6 +342,13 @@ async def bench_api_lag(
                                   time.time() - start)  # fmt: skip
                 orders = json.loads(out)
                 cpu["load generator"] = round(orders["cpu_s"] / (time.time() - start), 2)  # gone from /proc
+                pressure_after = cpu_pressure_us()
+                window_us = (time.time() - start) * 1e6
+                pressure = (
+                    round((pressure_after - pressure_before) / window_us * 100)
+                    if pressure_after is not None and pressure_before is not None
+                    else None
+                )
                 await _relay_idle(status_port)
                 await asyncio.sleep(0.5)  # the last publishes reach the consumer
                 await sub.unsubscribe()
@@ -360,7 +377,9 @@ async def bench_api_lag(
         "orders_non_200": orders["non_2xx"] + orders["errors"],
         "order_p99_ms": orders["p99_ms"],
         "rows": len(lags),
+        "cpu_waiting_pct": pressure,
         "lag_p50_ms": _pct(lags, 0.5),
+        "lag_p90_ms": _pct(lags, 0.9),
         "lag_p99_ms": _pct(lags, 0.99),
         "lag_max_ms": round(lags[-1], 2),
         "from_created_p50_ms": _pct(upper, 0.5),
