@@ -4,6 +4,7 @@ the head, a row's hash, and its own cursor."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import quote, urlencode
 
 from sqlalchemy import make_url, text
 
@@ -13,8 +14,14 @@ from engine.persistence.relay_cursor import load_cursor, save_cursor
 
 
 def libpq_conninfo(url: str) -> str:
-    """The SQLAlchemy URL as a libpq URI (for a raw psycopg connection: LISTEN)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """The SQLAlchemy URL as a libpq URI (for a raw psycopg connection: LISTEN, the relay's reads).
+
+    Query values are percent-encoded: SQLAlchemy renders a space as '+', which libpq takes literally
+    (`options=-crole=r -csearch_path=s` would name the role "r+-csearch_path=s")."""
+    parsed = make_url(url)
+    base = parsed.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
+    query = urlencode(parsed.query, doseq=True, quote_via=quote)
+    return f"{base}?{query}" if query else base
 
 
 class OutboxSource:
