@@ -26,22 +26,28 @@ STREAM = click.option("--stream", default="PROPBOT", show_default=True, help="th
 ACCOUNT = click.option(
     "--account",
     default=None,
-    help="the account whose chain this is, as `propbot serve --account`: a PostgreSQL URL gets search_path "
-    "propbot_<ID>, and the source defaults to propbot_<ID>; default $PROPBOT_ACCOUNT",
+    help="the account whose chain this is, as `propbot serve --account`: the source defaults to propbot_<ID>, "
+    "and a PostgreSQL URL naming no schema gets search_path propbot_<ID> (the relay refuses one that names "
+    "another, as serve; the mirror uses it as given); default $PROPBOT_ACCOUNT",
 )
 
 
-def _account_journal(url: str, account: str | None) -> tuple[str, str | None, str | None]:
-    """(URL of the account's chain, its PostgreSQL schema or None, the account's default source name)."""
+def _account(url: str, account: str | None, *, mirror: bool) -> tuple[str, str | None, str | None]:
+    """(URL, the PostgreSQL schema to create first or None, the account's default source name): the
+    relay's journal URL as serve resolves it (a URL picking a schema beside an account is refused), or
+    the mirror database's (a URL picking a schema is used as given: api.settings.account_mirror_url)."""
     from api.config_file import ConfigError
-    from api.settings import account_journal, account_schema
+    from api.settings import account_journal_url, account_mirror_url, account_schema, resolve_account
 
     try:
-        chain = account_journal(url, account)
+        acct = resolve_account(account)
+        if mirror:
+            url, schema = account_mirror_url(url, acct)
+        else:
+            url, schema = account_journal_url(url, acct)[0], None
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    schema = chain.schema if chain.account else None
-    return chain.url, schema, account_schema(chain.account) if chain.account else None
+    return url, schema, account_schema(acct) if acct else None
 
 
 def _logging() -> None:
@@ -73,7 +79,7 @@ def relay(
     from adapters.nats.relay import OutboxRelay, RelayConfig
     from engine.outbox import default_source
 
-    db_url, _, account_source = _account_journal(db_url, account)
+    db_url, _, account_source = _account(db_url, account, mirror=False)
     try:
         name = source or account_source or default_source(db_url)
         config = RelayConfig(db_url, nats_url, name, stream, batch=batch)
@@ -142,10 +148,10 @@ def mirror(
     """Rebuild the journal of SOURCE from the stream alone in another database, verifying every row's
     link and hash; exit 1 with "mirror ERROR at seq N" on the first row that does not chain. A broker
     or database outage is logged and retried with backoff (ERROR in the status meanwhile). With
-    --account, a PostgreSQL mirror database keeps the account's copy in its schema propbot_<ID>."""
+    --account, a PostgreSQL mirror URL that names no schema keeps the copy in schema propbot_<ID>."""
     from adapters.nats.mirror import Mirror, MirrorConfig
 
-    db_url, schema, account_source = _account_journal(db_url, account)
+    db_url, schema, account_source = _account(db_url, account, mirror=True)
     source = source or account_source or "default"
     try:
         config = MirrorConfig(nats_url, db_url, source, stream, durable, schema=schema)

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 
 from api.cli import main
 from api.journal_url import with_search_path
+from api.settings import account_mirror_url
 from engine.persistence.migrate import upgrade
 from engine.persistence.sql_journal import SqlJournal
 from tests.conftest import PG_SKIP, PG_URL
@@ -24,6 +25,7 @@ from tests.outbox.broker import ROOT, Broker, stop, wait_for_count
 from tests.outbox.test_relay import fill
 
 pytestmark = pytest.mark.postgres
+PG = "postgresql+psycopg://auditor@audit-db:5432/mirror"
 
 
 @pytest.fixture
@@ -90,15 +92,21 @@ async def test_relay_mirror_and_verify_take_the_account(
     assert "mirror OK: 40 rows equal, last seq 40" in capsys.readouterr().out
 
 
-def test_an_account_beside_a_url_that_picks_a_schema_is_refused(tmp_path: Path) -> None:
+def test_the_relay_refuses_an_account_beside_a_url_that_picks_a_schema() -> None:
     if not PG_URL:
         pytest.skip(PG_SKIP)
-    picked = with_search_path(PG_URL, "elsewhere")
-    for args in (["relay", "--db", picked, "--account", "desk_a", "--nats", "nats://127.0.0.1:1"],
-                 ["mirror", "--db", picked, "--account", "desk_a", "--nats", "nats://127.0.0.1:1"]):  # fmt: skip
-        done = _run(*args)
-        assert done.returncode == 2, done.stdout + done.stderr
-        assert "the journal URL selects schema elsewhere and the account is desk_a" in done.stderr
+    done = _run("relay", "--db", with_search_path(PG_URL, "elsewhere"), "--account", "desk_a",
+                "--nats", "nats://127.0.0.1:1")  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "the journal URL selects schema elsewhere and the account is desk_a" in done.stderr
     done = _run("relay", "--db", PG_URL, "--account", "Desk-A", "--nats", "nats://127.0.0.1:1")
     assert done.returncode == 2
     assert "an account id is 1-30 of a-z, 0-9 and _" in done.stderr
+
+
+def test_a_mirror_url_naming_a_schema_is_the_auditors_choice() -> None:
+    picked = with_search_path(PG, "audit_desk_a")
+    assert account_mirror_url(PG, "desk_a") == (with_search_path(PG, "propbot_desk_a"), "propbot_desk_a")
+    assert account_mirror_url(picked, "desk_a") == (picked, None)  # used as given, not created
+    assert account_mirror_url("sqlite:///m.db", "desk_a") == ("sqlite:///m.db", None)
+    assert account_mirror_url(PG, None) == (PG, None)
