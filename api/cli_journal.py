@@ -125,7 +125,8 @@ def _broken(seq: int, problem: str) -> int:
     "mirror_url",
     default=None,
     help="also compare every row's hash with the auditors' mirror database (propbot mirror); exit 1 "
-    'printing "DIFFERS at seq N" for the first seq where they differ',
+    'printing "DIFFERS at seq N" for the first seq where they differ; with an account, a PostgreSQL '
+    "mirror URL that names no schema means schema propbot_<account> (as propbot mirror --account)",
 )
 @click.option(
     "--mirror-may-lag",
@@ -186,8 +187,15 @@ def journal_verify(
 
 
 def _compare_with_mirror(loc: Location, mirror_url: str, mirror_may_lag: bool) -> int:
+    from api.config_file import ConfigError
+    from api.settings import account_mirror_url
     from engine.mirror_compare import compare_with_mirror
     from engine.persistence.sql_journal import SqlJournal
+
+    try:  # with an account, a mirror URL naming no schema means propbot_<account>, as `propbot mirror`
+        mirror_url = account_mirror_url(mirror_url, loc.account)[0]
+    except ConfigError as exc:
+        raise CliError(f"--against-mirror: {exc}") from None
 
     path = _sqlite_path(mirror_url)
     if path is not None and not path.is_file():

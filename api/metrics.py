@@ -201,6 +201,8 @@ def _relay(st: dict[str, Any]) -> Iterator[Metric]:
     yield _gauge(
         "propbot_relay_up", "1 while no relay component failed recently.", int(st["status"] == "OK"), labels
     )
+    yield _gauge("propbot_relay_active", "1 while this relay holds its source's lock and publishes, 0 as a standby.",
+                 int(st.get("role") == "ACTIVE"), labels)  # fmt: skip
 
 
 class Exposition:

@@ -423,6 +423,40 @@ def _account_journal(url: str, account: str | None) -> tuple[str, str | None]:
         raise ConfigError(str(exc)) from None
 
 
+def resolve_account(explicit: str | None, env: Mapping[str, str] | None = None) -> str | None:
+    """The account of a command that takes a journal URL but no config file (`propbot relay`,
+    `propbot mirror`): --account or PROPBOT_ACCOUNT, refused when they disagree, as serve.
+
+    Raises:
+        ConfigError: an invalid or ambiguous account."""
+    return _account(explicit, _merged_env(env, None), None, Path("-"))
+
+
+def account_journal_url(url: str, account: str | None) -> tuple[str, str | None]:
+    """(URL, schema) of the account's chain, as serve resolves it: on PostgreSQL the URL gets search_path
+    propbot_<account>; a URL that picks a schema beside an account is refused as ambiguous.
+
+    Raises:
+        ConfigError: it picks a schema beside an account."""
+    return _account_journal(url, account)
+
+
+def account_mirror_url(url: str, account: str | None) -> tuple[str, str | None]:
+    """(URL, schema to create) of an account's copy in an auditor's mirror database: a PostgreSQL URL
+    that names no schema gets propbot_<account>; one that names a schema is the auditor's explicit
+    choice and is used as given (the mirror's layout is not the engine's: nothing is ambiguous about
+    which account it is, that is the source). SQLite, or no account: the URL as given.
+
+    Raises:
+        ConfigError: the URL passes libpq options other than a search_path."""
+    if account is None or is_sqlite(url) or search_path_of(url) is not None:
+        return url, None
+    try:
+        return with_search_path(url, account_schema(account)), account_schema(account)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _engine_id(env: Mapping[str, str]) -> str:
     """PROPBOT_ENGINE_ID, or <host>:<pid>:<nonce>: unique to this process, kept in every row it writes."""
     configured = env.get("PROPBOT_ENGINE_ID")

@@ -156,9 +156,12 @@ def _idle_cost(pid: int, base: str, token: str, seconds: float = 5.0) -> dict[st
 
 
 @contextmanager
-def paper_server(data: Path, journal_url: str | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def paper_server(
+    data: Path, journal_url: str | None = None, command: list[str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A real `propbot serve --profile paper` on `data` with its risk caps raised for load, optionally on
-    another journal (`journal_url`); (process, base URL), stopped on exit."""
+    another journal (`journal_url`), or run by `command` in place of `propbot` (a wrapper that takes
+    the same arguments); (process, base URL), stopped on exit."""
     data.mkdir()
     config = yaml.safe_load((ROOT / "configs" / "config.paper.yaml").read_text())
     config["risk"] = {**config.get("risk", {}), "max_open_orders": 1_000_000, "max_orders_per_minute": 100_000_000,
@@ -170,7 +173,7 @@ def paper_server(data: Path, journal_url: str | None = None) -> Iterator[tuple[s
     cfg.write_text(yaml.safe_dump(config))
     port = free_port()
     proc = subprocess.Popen(
-        [str(Path(PY).parent / "propbot"), "serve", "--profile", "paper", "--config", str(cfg), "--data-dir", str(data),
+        [*(command or [str(Path(PY).parent / "propbot")]), "serve", "--profile", "paper", "--config", str(cfg), "--data-dir", str(data),
          "--port", str(port)],
         cwd=data.parent, stdout=subprocess.DEVNULL,
     )  # fmt: skip

@@ -1,7 +1,7 @@
 """Orders at a fixed rate (open loop) through POST /api/live/order, as a process of its own.
 
 Run: python paced_orders.py BASE_URL TOKEN RATE SECONDS — prints one JSON line: sent, ok, non_2xx, errors,
-the achieved rate and the answers' p50/p99 in ms. Order i is sent at start + i/RATE whatever the answers
+the achieved rate, the answers' p50/p99 in ms and its own CPU seconds. Order i is sent at start + i/RATE whatever the answers
 before it (at most 256 in flight), so a slow server meets the same offered load instead of a lighter one.
 wrk cannot pace (it sends as fast as the server answers); bench_relay.py's --api-load mode uses this at
 half of wrk's measured maximum.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import sys
 import time
 import uuid
@@ -53,12 +54,14 @@ async def paced(base: str, token: str, rate: float, seconds: float) -> dict[str,
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
     latencies.sort()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "sent": n,
         **counts,
         "achieved_req_s": round(n / elapsed, 1),
         "p50_ms": round(latencies[len(latencies) // 2], 2),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),  # this process's own CPU, start-up included
     }
 
 

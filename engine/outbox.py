@@ -224,6 +224,32 @@ def relay_metrics(st: dict[str, Any]) -> str:
             f"propbot_relay_connected{label} {int(st['connected'])}",
             "# TYPE propbot_relay_up gauge",
             f"propbot_relay_up{label} {int(st['status'] == 'OK')}",
+            "# HELP propbot_relay_active 1 while this relay holds its source's lock and publishes, 0 as a standby.",
+            "# TYPE propbot_relay_active gauge",
+            f"propbot_relay_active{label} {int(st.get('role') == 'ACTIVE')}",
+            "",
+        ]
+    )
+
+
+def mirror_metrics(st: dict[str, Any]) -> str:
+    """Prometheus lines of a mirror's status (`propbot mirror --status-port`)."""
+    label = f'{{source="{st["source"]}"}}'
+    pending = st["pending"] if st["pending"] is not None else "NaN"
+    return "\n".join(
+        [
+            "# HELP propbot_mirror_head_seq Last seq in the mirror's database.",
+            "# TYPE propbot_mirror_head_seq gauge",
+            f"propbot_mirror_head_seq{label} {st['head_seq']}",
+            "# TYPE propbot_mirror_rows_written_total counter",
+            f"propbot_mirror_rows_written_total{label} {st['rows_written']}",
+            "# HELP propbot_mirror_pending Messages the broker still holds for the mirror (last seen).",
+            "# TYPE propbot_mirror_pending gauge",
+            f"propbot_mirror_pending{label} {pending}",
+            "# TYPE propbot_mirror_connected gauge",
+            f"propbot_mirror_connected{label} {int(st['connected'])}",
+            "# TYPE propbot_mirror_up gauge",
+            f"propbot_mirror_up{label} {int(st['status'] == 'OK')}",
             "",
         ]
     )

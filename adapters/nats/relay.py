@@ -15,11 +15,14 @@ it: it only reads the journal, and writes its own cursor row.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import signal
+import socket
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +47,10 @@ from engine.outbox import (
     relay_metrics,
     source_subjects,
 )
-from engine.persistence.journal_wakeup import listen_for_appends
+from engine.persistence.journal_wakeup import listen_for_appends, watch_sqlite_commits
+from engine.persistence.outbox_reader import open_row_reader
 from engine.persistence.outbox_source import OutboxSource
+from engine.persistence.relay_lock import LockHolder, open_relay_lock
 from engine.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,22 @@ log = logging.getLogger(__name__)
 # Test-only fault injection (tests/outbox/test_relay_crash.py): "kill-after-ack" makes the process
 # SIGKILL itself after JetStream acknowledged a batch and before the cursor commit
 FAULT_ENV = "PROPBOT_RELAY_FAULT"
+# Publishes queued before the loop gets to write them: the first rows of a large batch go out while the
+# rest are still being queued
+_FLUSH_EVERY = 64
+
+
+STARTING, ACTIVE, STANDBY = "STARTING", "ACTIVE", "STANDBY"
+
+
+class RelayLockLost(Exception):
+    """The source's lock is gone (its database session ended, or its lock file was replaced)."""
+
+
+def _describe(holder: LockHolder | None) -> str:
+    if holder is None:
+        return "holder unknown"
+    return f"relay {holder.relay_id or '?'}, pid {holder.pid or '?'}, since {holder.since or '?'}"
 
 
 @dataclass(frozen=True)
@@ -63,39 +84,66 @@ class RelayConfig:
     stream: str = DEFAULT_STREAM
     batch: int = 512
     ack_timeout_s: float = 10.0
-    # PostgreSQL: NOTIFY wakes the relay, the poll is the fallback; SQLite has only the poll
-    poll_s: float | None = None
+    # The fallback read while a wake-up source (PostgreSQL LISTEN, SQLite's commit watch) is up; while
+    # it is down (failed, restarting) the relay reads every unwatched_poll_s instead
+    poll_s: float = 1.0
+    unwatched_poll_s: float = 0.05
+    # SQLite: how often the commit watch checks PRAGMA data_version (a few microseconds each), while
+    # the journal changed in the last second, and after a second without a change
+    commit_check_s: float = 0.002
+    idle_commit_check_s: float = 0.025
     duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S
     min_backoff_s: float = 0.2
     max_backoff_s: float = 5.0
     head_every_s: float = 1.0
     cursor_every_s: float = 0.2
+    standby_poll_s: float = 0.5  # a standby tries the source's lock this often
+    lock_check_s: float = 0.5  # the holder checks it still holds it this often
 
     def __post_init__(self) -> None:
         check_source(self.source)
         if self.batch < 1:
             raise ValueError("batch must be at least 1")
 
+    @property
+    def max_in_flight(self) -> int:
+        """Unacknowledged publishes at most: two batches (nats-py itself allows 4,000)."""
+        return min(2 * self.batch, 4000)
+
+
+@dataclass(slots=True)
+class _InFlight:
+    seq: int
+    ack: asyncio.Future[Any]
+    deadline: float  # loop time by which JetStream must have acknowledged it
+
 
 class OutboxRelay:
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
-        self.journal = OutboxSource(config.db_url)
-        self.poll_s = config.poll_s if config.poll_s is not None else (0.05 if self.journal.sqlite else 1.0)
-        self.supervisor = Supervisor(min_backoff_s=config.min_backoff_s, max_backoff_s=config.max_backoff_s)
+        self.journal = OutboxSource(config.db_url)  # head, cursor, hash checks (on worker threads)
+        self.rows = open_row_reader(config.db_url, config.ack_timeout_s)  # new rows, on the loop
+        lo, hi = config.min_backoff_s, config.max_backoff_s
+        self.supervisor = Supervisor(min_backoff_s=lo, max_backoff_s=hi)  # the lock
+        # publish, head, listen: while the lock is held
+        self._publishing = Supervisor(min_backoff_s=lo, max_backoff_s=hi)
+        self.relay_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.role = STARTING
+        self.lock_holder: LockHolder | None = None  # the other relay, while this one is a standby
         self.cursor = 0  # the last seq JetStream acknowledged
         self.durable_cursor = 0  # the last seq committed to relay_cursor
         self._persisted_at = 0.0
         self._saving: asyncio.Future[None] | None = None
-        self._prefetch: tuple[int, asyncio.Future[list[OutboxMessage]]] | None = None
+        self._in_flight: collections.deque[_InFlight] = collections.deque()
+        self._published_to = 0  # the last seq handed to publish_async in this episode
         self.published = 0  # rows acknowledged since start (republished duplicates included)
-        self.batches = 0
         self.reads = 0  # journal reads (tests wait on it)
         self.connected = False
-        self.listening = False
+        self.listening = False  # a wake-up source is up: LISTEN (PostgreSQL) or the commit watch (SQLite)
         self.journal_last_seq = 0
         self.lag_seconds = 0.0
-        self._wake = asyncio.Event()
+        self._attention = asyncio.Event()  # rows appended, an ack arrived, or the connection dropped
+        self._appended = True  # a wake-up came since the last read began (a read is due)
         self._fault = os.environ.get(FAULT_ENV, "")
         self.refused: str | None = None  # why this relay will not publish (its source names another chain)
         self.refusal = asyncio.Event()
@@ -103,20 +151,62 @@ class OutboxRelay:
     # -- running ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the relay's components under its supervisor (each restarts with backoff on failure)."""
-        self.supervisor.start("publish", self._episode)
-        self.supervisor.start("head", self._watch_head)
-        if not self.journal.sqlite:
-            self.supervisor.start("listen", self._listen)
+        """Take the source's lock (as a standby while another relay holds it), then publish. Every
+        component runs under a supervisor and restarts with backoff on failure."""
+        self.supervisor.start("lock", self._hold_lock)
 
     async def stop(self) -> None:
         await self.supervisor.stop()
+        await self._publishing.stop()
         with contextlib.suppress(Exception):
             await self._persist(force=True)
+        await self.rows.close()
         await asyncio.to_thread(self.journal.close)
 
+    async def _hold_lock(self) -> None:
+        """Standby until this relay holds the source's lock, then run the publishing components for as
+        long as it holds it. Losing it (PostgreSQL: the lock's session ended) stops them and fails this
+        component: the supervisor shows ERROR and tries again with backoff, as a standby."""
+        lock = open_relay_lock(self.config.db_url, self.config.source, self.relay_id)
+        try:
+            while not await asyncio.to_thread(lock.try_acquire):
+                if self.role != STANDBY or self.lock_holder != lock.holder:
+                    log.warning(
+                        "relay %s: standby, another relay holds the source's lock (%s); trying every %.1fs",
+                        self.config.source, _describe(lock.holder), self.config.standby_poll_s,
+                    )  # fmt: skip
+                self.role, self.lock_holder = STANDBY, lock.holder
+                await asyncio.sleep(self.config.standby_poll_s)
+            self.role, self.lock_holder = ACTIVE, None
+            log.info("relay %s: holds the source's lock (%s)", self.config.source, self.relay_id)
+            self._publishing.start("publish", self._episode)
+            self._publishing.start("head", self._watch_head)
+            self._publishing.start("listen", self._listen)
+            while True:
+                await asyncio.sleep(self.config.lock_check_s)
+                if not await asyncio.to_thread(lock.check):
+                    raise RelayLockLost(
+                        f"relay {self.config.source}: lost the source's lock; publishing stopped"
+                    )
+        finally:
+            await self._publishing.stop()  # the episode commits the acknowledged cursor as it ends
+            if self.role == ACTIVE:
+                self.role = STANDBY
+            await asyncio.to_thread(lock.close)
+
     async def _listen(self) -> None:
-        await listen_for_appends(self.config.db_url, self._wake.set, self._set_listening)
+        if self.journal.sqlite:
+            await watch_sqlite_commits(
+                self.config.db_url, self.wake, self._set_listening, self.config.commit_check_s,
+                self.config.idle_commit_check_s,
+            )  # fmt: skip
+        else:
+            await listen_for_appends(self.config.db_url, self.wake, self._set_listening)
+
+    def wake(self) -> None:
+        """New rows may have been committed: read."""
+        self._appended = True
+        self._attention.set()
 
     def _set_listening(self, on: bool) -> None:
         self.listening = on
@@ -141,19 +231,18 @@ class OutboxRelay:
                 log.error("relay %s refuses to publish: %s", self.config.source, exc)
                 return
             self.cursor = await asyncio.to_thread(self.journal.load_cursor, self.config.source)
-            self.durable_cursor = self.cursor
+            self.durable_cursor = self._published_to = self.cursor
             log.info(
                 "relay %s: publishing after seq %d to %s", self.config.source, self.cursor, self.config.stream
             )
-            while True:
-                if not nc.is_connected:
-                    raise ConnectionError("NATS connection lost")
-                if await self.pump(js) == 0:
-                    await self._persist(force=False)  # the last acks of a burst, in the background
-                    await self._idle(nc)
+            await self._publish_forever(nc, js)
         finally:
             self.connected = False
-            self._drop_prefetch()
+            with contextlib.suppress(Exception):
+                self._settle(asyncio.get_running_loop().time())  # acks that came after the last look
+            for sent in self._in_flight:
+                sent.ack.cancel()  # unacknowledged: the next episode republishes them from the cursor
+            self._in_flight.clear()
             with contextlib.suppress(Exception):
                 await self._persist(force=True)
             await close_quietly(nc)
@@ -179,68 +268,90 @@ class OutboxRelay:
                 "source name; give this journal its own (`--source`, or `source:` in the relay section)"
             )
 
-    async def _idle(self, nc: Client) -> None:
-        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that meets a
-        # completed wait, and a relay asked to stop then polls on forever
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.poll_s):
-                await self._wake.wait()
-        del nc
+    async def _publish_forever(self, nc: Client, js: JetStreamContext) -> None:
+        """Read new rows as soon as they are committed and publish them without waiting for the acks
+        of earlier ones (up to max_in_flight unacknowledged); the cursor follows the acks in order.
 
-    def _read(self, after: int) -> list[OutboxMessage]:
-        """The next batch after `after`, encoded (on a worker thread: the loop keeps taking acks)."""
-        rows = self.journal.rows_after(after, self.config.batch)
+        Raises:
+            Exception: the connection dropped, a publish failed, or an ack is late (the acknowledged
+                prefix is committed by the episode's end)."""
+        loop = asyncio.get_running_loop()
+        more = True  # the last read may not have seen everything: read again without waiting
+        while True:
+            if not nc.is_connected:
+                raise ConnectionError("NATS connection lost")
+            self._attention.clear()  # from here on, a wake-up is for rows the next read may not see
+            if (more or self._appended) and len(self._in_flight) < self.config.max_in_flight:
+                self._appended = False
+                more = await self.publish_next(js) == self.config.batch
+            self._settle(loop.time())
+            await self._persist(force=False)
+            if more and len(self._in_flight) < self.config.max_in_flight:
+                continue
+            with contextlib.suppress(TimeoutError):
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+                # that meets a completed wait, and a relay asked to stop then waits on forever
+                async with asyncio.timeout(self._wait_s(loop.time())):
+                    await self._attention.wait()
+                    continue
+            more = True  # waited the whole poll interval: read anyway (a lost wake-up costs this much)
+
+    def _wait_s(self, now: float) -> float:
+        """How long to wait for attention: the poll interval, or less when an ack deadline or a cursor
+        commit falls due earlier."""
+        wait = self.config.poll_s if self.listening else self.config.unwatched_poll_s
+        if self._in_flight:
+            wait = min(wait, max(0.0, self._in_flight[0].deadline - now))
+        if self.cursor > self.durable_cursor and self._saving is None:
+            due = self._persisted_at + self.config.cursor_every_s - time.monotonic()
+            wait = min(wait, max(0.001, due))
+        return wait
+
+    async def _read(self, after: int) -> list[OutboxMessage]:
+        """The next batch after `after`, encoded."""
+        rows = await self.rows.rows_after(after, self.config.batch)
         self.reads += 1
         return [encode_row(self.config.source, row) for row in rows]
 
-    async def pump(self, js: JetStreamContext) -> int:
-        """Publish one batch after the cursor; returns how many rows JetStream acknowledged.
-
-        Pipelined: the batch is published whole (async acks), the next batch is read while its acks
-        arrive, the cursor moves to the end of the acknowledged prefix only.
-
-        Raises:
-            Exception: a publish failed or timed out (after the acknowledged prefix was committed)."""
-        self._wake.clear()  # a wake-up arriving from now on is for rows this read may not see
-        prefetched, self._prefetch = self._prefetch, None
-        messages = None
-        if prefetched is not None:
-            after, task = prefetched
-            messages = await task if after == self.cursor else None
-        if not messages:  # none prefetched, or an empty read from before the wake-up was cleared
-            messages = await asyncio.to_thread(self._read, self.cursor)
+    async def publish_next(self, js: JetStreamContext) -> int:
+        """Read the rows after the last one published and publish them (async acks); returns how many."""
+        messages = await self._read(self._published_to)
         if not messages:
             return 0
+        deadline = asyncio.get_running_loop().time() + self.config.ack_timeout_s
         stream = self.config.stream
-        pending = [
-            await js.publish_async(m.subject, m.data, headers=m.headers, stream=stream) for m in messages
-        ]
-        if len(messages) == self.config.batch:  # more may be waiting: read them while the acks come
-            after = messages[-1].seq
-            self._prefetch = (after, asyncio.ensure_future(asyncio.to_thread(self._read, after)))
-        acked = self.cursor
-        try:
-            async with asyncio.timeout(self.config.ack_timeout_s):
-                for message, ack in zip(messages, pending, strict=True):
-                    await ack
-                    acked = message.seq
-        except BaseException:
-            self._drop_prefetch()
-            raise
-        finally:
-            for ack in pending:
-                ack.cancel()  # no-op for the resolved ones
-            if acked > self.cursor:
-                self.published += acked - self.cursor
-                self.batches += 1
-                self.cursor = acked
-        await self._persist(force=False)
+        for i, m in enumerate(messages, 1):
+            ack = await js.publish_async(m.subject, m.data, headers=m.headers, stream=stream)
+            ack.add_done_callback(self._on_ack)
+            self._in_flight.append(_InFlight(m.seq, ack, deadline))
+            self._published_to = m.seq
+            if i % _FLUSH_EVERY == 0:
+                await asyncio.sleep(0)  # nats-py writes only when the loop runs its flusher: let it
         return len(messages)
 
-    def _drop_prefetch(self) -> None:
-        if self._prefetch is not None:
-            self._prefetch[1].cancel()
-            self._prefetch = None
+    def _on_ack(self, _ack: asyncio.Future[Any]) -> None:
+        self._attention.set()
+
+    def _settle(self, now: float) -> None:
+        """Move the cursor over the acknowledged prefix of what is in flight, in seq order.
+
+        Raises:
+            Exception: the oldest publish failed, or was not acknowledged by its deadline."""
+        acked = self.cursor
+        try:
+            while self._in_flight:
+                oldest = self._in_flight[0]
+                if not oldest.ack.done():
+                    if now >= oldest.deadline:
+                        raise TimeoutError(f"JetStream did not acknowledge seq {oldest.seq} in time")
+                    break
+                oldest.ack.result()  # raises the publish's error
+                self._in_flight.popleft()
+                acked = oldest.seq
+        finally:
+            if acked > self.cursor:
+                self.published += acked - self.cursor
+                self.cursor = acked
 
     async def _persist(self, *, force: bool) -> None:
         """Commit the acknowledged position at most every cursor_every_s, in the background (on SQLite
@@ -268,18 +379,22 @@ class OutboxRelay:
             self._persisted_at = time.monotonic()
         finally:
             self._saving = None
+            self._attention.set()  # a cursor commit may be due again
 
     # -- status ----------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        components = self.supervisor.status()
+        components = {**self.supervisor.status(), **self._publishing.status()}
         level = "ERROR" if any(c["status"] == "ERROR" for c in components.values()) else "OK"
-        lag_rows = max(0, self.journal_last_seq - self.cursor)
+        lag_rows = max(0, self.journal_last_seq - self.cursor) if self.role == ACTIVE else 0
         return {
             "status": "ERROR" if self.refused else level,
             "refused": self.refused,
             "source": self.config.source,
             "stream": self.config.stream,
+            "role": self.role,
+            "relay_id": self.relay_id,
+            "lock_holder": self.lock_holder.as_dict() if self.lock_holder else None,
             "connected": self.connected,
             "listening": self.listening,
             "cursor": self.cursor,

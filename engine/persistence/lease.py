@@ -81,10 +81,15 @@ class WriterLease:
 
     STANDBY, ACTIVE, LOST = "STANDBY", "ACTIVE", "LOST"
 
-    def __init__(self, url: str, schema: str, engine_id: str) -> None:
+    def __init__(
+        self, url: str, schema: str, engine_id: str, *, key: int | None = None, label: str | None = None
+    ) -> None:
+        """`key` and `label` (for the log) default to the account's writer lease of `schema`; another
+        exclusive role takes its own (the outbox relay's lock of a source: engine.persistence.relay_lock)."""
         self.schema = schema
         self.engine_id = engine_id
-        self.key = lease_key(schema)
+        self.key = lease_key(schema) if key is None else key
+        self.label = label or f"writer lease for schema {schema}"
         classid, objid = _split(self.key)
         self._where = f"locktype = 'advisory' AND classid = {classid} AND objid = {objid} AND objsubid = 1"
         self._holder_sql = (
@@ -134,9 +139,7 @@ class WriterLease:
             if got:
                 self.state = self.ACTIVE
                 self.acquired_at = time.time()
-                log.warning(
-                    "writer lease for schema %s acquired (backend pid %s)", self.schema, self.backend_pid
-                )
+                log.warning("%s acquired (backend pid %s)", self.label, self.backend_pid)
             return got
 
     def _holder(self, conn: Connection) -> Holder | None:
@@ -194,7 +197,7 @@ class WriterLease:
 
     def _lose(self, reason: str) -> None:
         if self.state == self.ACTIVE:
-            log.error("writer lease for schema %s LOST: %s", self.schema, reason)
+            log.error("%s LOST: %s", self.label, reason)
         self.state = self.LOST
         self.lost_reason = self.lost_reason or reason
         self._drop()

@@ -9,16 +9,19 @@ from sqlalchemy import text
 
 from engine.journal import GENESIS_HASH, RAW_COLUMNS, RawRow
 from engine.persistence.database import make_engines
-from engine.persistence.migrate import upgrade
+from engine.persistence.migrate import ensure_schema, upgrade
 
 _COLUMNS = ", ".join(RAW_COLUMNS)
 _INSERT = text(f"INSERT INTO journal ({_COLUMNS}) VALUES ({', '.join(':' + c for c in RAW_COLUMNS)})")
 
 
 class MirrorStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, schema: str | None = None) -> None:
         """Migrates `url` with the repo's migrations first: the mirror has the primary's schema (and its
-        append-only triggers)."""
+        append-only triggers). `schema`: the PostgreSQL schema `url` selects, created when missing (an
+        account's copy, `propbot mirror --account`)."""
+        if schema is not None:
+            ensure_schema(url, schema)
         upgrade(url)
         self.url = url
         self._writer, self._reader = make_engines(url)

@@ -1,27 +1,27 @@
-"""What the outbox relay reads from a journal database: rows after its cursor, the head, the cursor.
-
-Rows are returned only as a contiguous run from cursor+1. The PostgreSQL journal assigns seq under a
-transaction-scoped advisory lock, so seq N+1 cannot commit before N; the relay does not rely on that
-alone: a run stops at the first hole, and the relay waits for the hole to fill instead of skipping it
-(tests/outbox/test_late_commit.py commits a later seq first on purpose).
-"""
+"""What the outbox relay reads from a journal database besides new rows (engine.persistence.outbox_reader):
+the head, a row's hash, and its own cursor."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import quote, urlencode
 
 from sqlalchemy import make_url, text
 
-from engine.journal import RAW_COLUMNS, RawRow, parse_ts
+from engine.journal import parse_ts
 from engine.persistence.database import is_sqlite, make_engines
 from engine.persistence.relay_cursor import load_cursor, save_cursor
 
-_COLUMNS = ", ".join(RAW_COLUMNS)
-
 
 def libpq_conninfo(url: str) -> str:
-    """The SQLAlchemy URL as a libpq URI (for a raw psycopg connection: LISTEN)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """The SQLAlchemy URL as a libpq URI (for a raw psycopg connection: LISTEN, the relay's reads).
+
+    Query values are percent-encoded: SQLAlchemy renders a space as '+', which libpq takes literally
+    (`options=-crole=r -csearch_path=s` would name the role "r+-csearch_path=s")."""
+    parsed = make_url(url)
+    base = parsed.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
+    query = urlencode(parsed.query, doseq=True, quote_via=quote)
+    return f"{base}?{query}" if query else base
 
 
 class OutboxSource:
@@ -31,20 +31,6 @@ class OutboxSource:
         # The reader engine: on SQLite it begins deferred, so the relay never takes the write lock
         # except for its own cursor row
         self._writer, self.engine = make_engines(url)
-        self._sql = text(f"SELECT {_COLUMNS} FROM journal WHERE seq > :after ORDER BY seq LIMIT :n")
-
-    def rows_after(self, after: int, limit: int) -> list[RawRow]:
-        """Up to `limit` rows after seq `after`, stopping before the first missing seq."""
-        with self.engine.connect() as conn:
-            rows = [tuple(r) for r in conn.execute(self._sql, {"after": after, "n": limit})]
-        run: list[RawRow] = []
-        expected = after + 1
-        for row in rows:
-            if row[0] != expected:
-                break
-            run.append(row)
-            expected += 1
-        return run
 
     def head(self, cursor: int) -> tuple[int, float]:
         """(last seq, seconds since the oldest row after `cursor` was written; 0.0 when none)."""

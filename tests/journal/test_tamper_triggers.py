@@ -3,6 +3,7 @@ and on PostgreSQL the engine can run as a role that may only SELECT and INSERT."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import subprocess
@@ -15,7 +16,9 @@ from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from engine.persistence.migrate import upgrade
+from engine.persistence.outbox_reader import open_row_reader
 from engine.persistence.outbox_source import OutboxSource
+from engine.persistence.relay_lock import PgRelayLock
 from engine.persistence.sql_journal import SqlJournal
 from engine.replay import replay
 from tests.conftest import PG_SKIP, PG_URL
@@ -135,9 +138,16 @@ def test_the_relay_roles_read_the_journal_and_keep_their_cursor_only(journal_url
         conn.execute(text(f"GRANT SELECT, INSERT ON journal TO {ENGINE_ROLE}"))
     admin.dispose()
     for role in (RELAY_ROLE, ENGINE_ROLE):
-        source = OutboxSource(_as_role(journal_url, role))
+        url = _as_role(journal_url, role)
+        assert [row[0] for row in asyncio.run(_rows_after(url, 0))] == [1]
+        lock = PgRelayLock(url, f"{role}-{uuid.uuid4().hex[:6]}", "test")  # one relay per source
         try:
-            assert [row[0] for row in source.rows_after(0, 10)] == [1]
+            assert lock.try_acquire()
+            assert lock.check()
+        finally:
+            lock.close()
+        source = OutboxSource(url)
+        try:
             assert source.load_cursor(role) == 0
             source.save_cursor(role, 1)  # the first save inserts the row, the next ones update it
             source.save_cursor(role, 1)
@@ -149,6 +159,14 @@ def test_the_relay_roles_read_the_journal_and_keep_their_cursor_only(journal_url
         with pytest.raises(DBAPIError, match="permission denied"), relay.begin() as conn:
             conn.execute(text(sql))
     relay.dispose()
+
+
+async def _rows_after(url: str, after: int) -> list[tuple[object, ...]]:
+    reader = open_row_reader(url)
+    try:
+        return list(await reader.rows_after(after, 10))
+    finally:
+        await reader.close()
 
 
 def test_alembic_by_hand_creates_an_owner_only_sqlite_file(tmp_path: Path) -> None:

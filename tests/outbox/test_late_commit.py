@@ -81,7 +81,7 @@ async def test_a_held_append_makes_the_next_writer_wait_and_nothing_is_skipped(
 
         await _until(second_waits_on_the_lock)
         reads = relay.reads
-        relay._wake.set()
+        relay.wake()
         await _until(lambda: relay.reads > reads)
         assert relay.cursor == 10  # nothing after 10 is committed: seq 11 is held, 12 not even assigned
         held.release.set()
