@@ -115,7 +115,8 @@ async def _finish(request: Request, slot: AuditSlot, outcome: dict[str, Any]) ->
     if slot.claimed:
         # The engine's commit holds the row; if the call ended first (its client went away) and that
         # commit then fails, the row is written here after all: exactly one row either way
-        slot.on_released = lambda exc: _write_orphan(request, slot, outcome, exc)
+        if not slot.settled:
+            slot.on_released = lambda exc: _write_orphan(request, slot, outcome, exc)
         return
     operator = getattr(request.state, "operator", None)
     if operator is None:

@@ -5,7 +5,9 @@ order's first rows (write-ahead: the row is durable before anything reaches the 
 fails, the slot is released again. Whoever finishes the call (the API's audit trail) writes the row
 itself when nobody claimed it: refusals before any decision, idempotent replays, reads. A call that ends
 while its claimed commit is still pending (its client went away) leaves `on_released` behind, so a commit
-that then fails still gets the call's row written by the finisher.
+that then fails still gets the call's row written by the finisher; once that commit is durable the slot
+is `settled` and drops it (the callback refers to the call's request, which refers to the slot: left in
+place, every order would leave a reference cycle for the garbage collector).
 """
 
 from __future__ import annotations
@@ -45,13 +47,14 @@ def audit_entry(actor: str, action: str, detail: dict[str, Any]) -> NewEntry:
 
 
 class AuditSlot:
-    __slots__ = ("action", "actor", "claimed", "detail", "on_released")
+    __slots__ = ("action", "actor", "claimed", "detail", "on_released", "settled")
 
     def __init__(self, actor: str, action: str, detail: dict[str, Any] | None = None) -> None:
         self.actor = actor
         self.action = action
         self.detail: dict[str, Any] = dict(detail or {})
         self.claimed = False
+        self.settled = False  # the claimed row is durable: nothing can release it any more
         # Set by the finisher when the call ended before its claimed commit did (see the module docstring)
         self.on_released: Callable[[BaseException | None], None] | None = None
 
@@ -59,6 +62,11 @@ class AuditSlot:
         """The row, with the call's outcome as decided; the caller commits it with its own rows."""
         self.claimed = True
         return audit_entry(self.actor, self.action, {**self.detail, "outcome": outcome})
+
+    def settle(self) -> None:
+        """The commit holding the claimed row is durable."""
+        self.settled = True
+        self.on_released = None
 
     def unclaim(self, exc: BaseException | None = None) -> None:
         """The commit holding the row failed: the row was not written."""

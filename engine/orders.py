@@ -197,7 +197,9 @@ class OrderService:
             return self.store.commit(order, entries, reserve=reserve)
         prefix = [audit.claim(outcome)]
         try:
-            return self.store.commit(order, entries, prefix, reserve=reserve, on_failed=audit.unclaim)
+            return self.store.commit(
+                order, entries, prefix, reserve=reserve, on_durable=audit.settle, on_failed=audit.unclaim
+            )
         except EngineError:
             audit.unclaim()
             raise
