@@ -249,7 +249,12 @@ class OrderService:
             check_filters(req, rules, last)
             or check_risk(req, self._settings.risk, last, self.open_count(), self._rate.count(now_s))
             or check_position(
-                req, rules, self._settings.risk, self._held(rules), self._open_buys(req.symbol), last
+                req,
+                rules,
+                self._settings.risk,
+                lambda: self._held(rules),
+                lambda: self._open_buys(req.symbol),
+                last,
             )
         )
 
