@@ -14,6 +14,7 @@ from api.middleware import BodyLimitMiddleware
 from api.routes import approvals, audit, health, live, metrics, page, session, status, views, whoami
 from api.runtime import Runtime
 from api.settings import Settings
+from api.trade_route import TradeRoutes
 
 log = logging.getLogger(__name__)
 
@@ -74,5 +75,7 @@ def create_app(
     docs.install(app, live=is_live)
     for module in (health, live, session, approvals, audit, status, whoami, metrics, views, page):
         app.include_router(module.router)
+    # Added first, so the body limit (added after it, hence outside it) runs before it too
+    app.add_middleware(TradeRoutes, api=app, routes=live.trade_routes())
     app.add_middleware(BodyLimitMiddleware)
     return app

@@ -80,8 +80,12 @@ class RateLimiter:
 class AuditedRoute(APIRoute):
     """A route whose every call ends in exactly one audit row (see the module docstring)."""
 
+    def request_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """What answers the call inside its audit (FastAPI's own handler; api.trade_route's is leaner)."""
+        return super().get_route_handler()
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+        handler = self.request_handler()
         action = action_of(self.path)
 
         async def audited(request: Request) -> Response:
@@ -111,7 +115,8 @@ async def _finish(request: Request, slot: AuditSlot, outcome: dict[str, Any]) ->
     if slot.claimed:
         # The engine's commit holds the row; if the call ended first (its client went away) and that
         # commit then fails, the row is written here after all: exactly one row either way
-        slot.on_released = lambda exc: _write_orphan(request, slot, outcome, exc)
+        if not slot.settled:
+            slot.on_released = lambda exc: _write_orphan(request, slot, outcome, exc)
         return
     operator = getattr(request.state, "operator", None)
     if operator is None:

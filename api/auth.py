@@ -134,6 +134,7 @@ class OperatorStore:
         self._lock = threading.Lock()
         self._data: bytes | None = None
         self._rows: list[dict[str, Any]] = []
+        self._tokens: list[tuple[bytes, Operator]] = []  # (token_sha256 as ASCII bytes, operator) per row
         self._stat_key: tuple[int, ...] | None = None
 
     def _load(self) -> list[dict[str, Any]]:
@@ -158,9 +159,12 @@ class OperatorStore:
             self._stat_key = None  # set again only once this read succeeded: a refusal is not cached
             data = _read_store(self.path)
             if data is None:
-                self._data, self._rows = None, []
+                self._data, self._rows, self._tokens = None, [], []
             elif data != self._data:
                 self._rows, self._data = _parse_rows(self.path, data), data
+                self._tokens = [
+                    (r["token_sha256"].encode(), Operator(r["id"], r["role"])) for r in self._rows
+                ]
             self._stat_key = key
             return self._rows
 
@@ -189,9 +193,10 @@ class OperatorStore:
         """Compare against every stored hash in constant time (no early exit reveals which one matched)."""
         digest = token_hash(token).encode()
         found: Operator | None = None
-        for row in self._load():
-            if hmac.compare_digest(digest, str(row.get("token_sha256", "")).encode()):
-                found = Operator(row["id"], row["role"])
+        self._load()
+        for stored, operator in self._tokens:
+            if hmac.compare_digest(digest, stored):
+                found = operator
         return found
 
     def add(self, operator_id: str, role: str) -> str:

@@ -7,12 +7,18 @@ bare-endpoint floor, so the two are measured on the same stack.
 - limits: uvicorn has no header or body read timeout (an idle socket, or one sending its head a byte at a
   time, is held forever), so `TimedHttpTools` closes a connection whose request is not fully received
   within REQUEST_READ_TIMEOUT_S and answers 400 to an unfinished request head over MAX_HEADER_BYTES;
-  keep-alive is short, the connection count bounded, WebSockets off (the API has no WebSocket route).
+  keep-alive is short, the connection count bounded, WebSockets off (the API has no WebSocket route);
+- the garbage collector: once start-up is done (imports, the journal replayed) everything it built is
+  frozen out of the collector's scans (gc.freeze), and the youngest generation is collected every
+  GC_THRESHOLD[0] new objects instead of 700. Per request the garbage is almost all freed by reference
+  counting; the collector only finds cycles, but its scans of the young and of the whole heap cost about
+  a fifth of an order's time at the default thresholds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import uvicorn
@@ -22,6 +28,7 @@ REQUEST_READ_TIMEOUT_S = 15.0  # bodies are at most 64 KiB (api.middleware)
 KEEP_ALIVE_S = 5
 MAX_CONNECTIONS = 1000  # beyond this uvicorn answers 503 at once instead of queueing without bound
 MAX_HEADER_BYTES = 16 * 1024  # an unfinished request head longer than this is refused with 400
+GC_THRESHOLD = (20_000, 10, 10)  # gc.set_threshold: generation 0, then 1 and 2 (Python's: 700, 10, 10)
 
 
 class TimedHttpTools(HttpToolsProtocol):
@@ -108,8 +115,18 @@ def server_config(
     return uvicorn.Config(app, **options)
 
 
+class TunedServer(uvicorn.Server):
+    """uvicorn's server with the collector tuned once the app has started (see the module docstring)."""
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLD)
+
+
 def make_server(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.Server:
-    return uvicorn.Server(server_config(app, host, port, **overrides))
+    return TunedServer(server_config(app, host, port, **overrides))
 
 
 def serve(app: Any, host: str, port: int, **overrides: Any) -> None:

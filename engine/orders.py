@@ -199,7 +199,9 @@ class OrderService:
             return self.store.commit(order, entries, reserve=reserve)
         prefix = [audit.claim(outcome)]
         try:
-            return self.store.commit(order, entries, prefix, reserve=reserve, on_failed=audit.unclaim)
+            return self.store.commit(
+                order, entries, prefix, reserve=reserve, on_durable=audit.settle, on_failed=audit.unclaim
+            )
         except EngineError:
             audit.unclaim()
             raise
@@ -249,7 +251,12 @@ class OrderService:
             check_filters(req, rules, last)
             or check_risk(req, self._settings.risk, last, self.open_count(), self._rate.count(now_s))
             or check_position(
-                req, rules, self._settings.risk, self._held(rules), self._open_buys(req.symbol), last
+                req,
+                rules,
+                self._settings.risk,
+                lambda: self._held(rules),
+                lambda: self._open_buys(req.symbol),
+                last,
             )
         )
 

@@ -18,6 +18,7 @@ from adapters.binance.errors import Reason, map_binance_error
 from adapters.binance.exchange import order_payload
 from adapters.binance.schemas import account_from_json, venue_order_from_json
 from adapters.venue import MatchingEngine, VenueError
+from adapters.venue.orders import Order as VenueSideOrder
 from engine.errors import ExchangeError, ExchangeRejected
 from engine.types import AccountInfo, BalancePush, OrderRequest, PingResult, SymbolRules, VenueOrder
 
@@ -55,7 +56,7 @@ class PaperExchange:
         self._listeners: list[Callable[[VenueOrder], None]] = []
         self._caller_cid: str | None = None  # the order our own place/cancel is answering for
         self._driver: asyncio.Task[None] | None = None
-        self.engine.add_listener(self._on_engine_event)
+        self.engine.add_listener(self._on_engine_event, orders=self._wants)
 
     # -- reads --
 
@@ -126,6 +127,10 @@ class PaperExchange:
 
     def on_balances(self, listener: Callable[[BalancePush], None]) -> None:
         """The paper venue pushes no balances: the engine reads the account."""
+
+    def _wants(self, order: VenueSideOrder) -> bool:
+        # The order a place/cancel answers for is told by that answer: its events are not even built
+        return bool(self._listeners) and order.client_order_id != self._caller_cid
 
     def _on_engine_event(self, kind: str, payload: dict[str, Any]) -> None:
         # The order a place/cancel answers for is told by that answer; any other order it touched (our

@@ -93,6 +93,7 @@ class VenueState:
         self._open: dict[str, dict[int, Order]] = {s: {} for s in self.rules}
         self._trades: dict[str, list[Trade]] = {s: [] for s in self.rules}
         self._listeners: list[Listener] = []
+        self._wants: dict[Listener, Callable[[Order], bool]] = {}  # a listener's filter on "order" events
         self._next_order_id = 1
         self._next_trade_id = 1
         self._next_agg_id = 1
@@ -129,16 +130,21 @@ class VenueState:
 
     # ----- listeners -----------------------------------------------------------------------------------
 
-    def add_listener(self, cb: Listener) -> None:
+    def add_listener(self, cb: Listener, *, orders: Callable[[Order], bool] | None = None) -> None:
         """cb(kind, payload): "order" (the order dict plus executionType and lastTrade, and
-        cancelClientOrderId on a cancel), "trade" (aggTrade stream dict), "book" (bookTicker stream dict)."""
+        cancelClientOrderId on a cancel), "trade" (aggTrade stream dict), "book" (bookTicker stream dict).
+        `orders` says which orders' "order" events cb wants (default: all); an event that no listener
+        wants is not built (an order's JSON with its trade is most of what a paper fill costs)."""
         with self._lock:
             self._listeners.append(cb)
+            if orders is not None:
+                self._wants[cb] = orders
 
     def remove_listener(self, cb: Listener) -> None:
         with self._lock:
             if cb in self._listeners:
                 self._listeners.remove(cb)
+                self._wants.pop(cb, None)
 
     def _emit(self, kind: str, payload: dict[str, Any]) -> None:
         for cb in self._listeners:
@@ -147,11 +153,14 @@ class VenueState:
     def _emit_order(self, o: Order, execution: str, trade: Trade | None = None, **extra: Any) -> None:
         if not self._listeners:
             return
-        payload = responses.order(o)
-        payload["executionType"] = execution
-        payload["lastTrade"] = responses.my_trade(trade) if trade is not None else None
-        payload.update(extra)
-        self._emit("order", payload)
+        targets = [cb for cb in self._listeners if (wants := self._wants.get(cb)) is None or wants(o)]
+        if targets:
+            payload = responses.order(o)
+            payload["executionType"] = execution
+            payload["lastTrade"] = responses.my_trade(trade) if trade is not None else None
+            payload.update(extra)
+            for cb in targets:
+                cb("order", payload)
         if o.order_list_id >= 0 and o.status not in ("NEW", "PARTIALLY_FILLED", "PENDING_NEW"):
             partner = self._orders.get(o.list_partner) if o.list_partner is not None else None
             if partner is None or partner.status not in ("NEW", "PARTIALLY_FILLED", "PENDING_NEW"):

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from api.audit_trail import Audit, AuditedRoute
 from api.deps import EngineDep, Reader, TradeCallDep, json_body
 from api.schemas import SYMBOL, CancelBody, OrderBody, parse_body
+from api.trade_route import TradeRoute
 from engine.errors import EngineError
 from engine.guardrails.preflight import missing_permissions, skew_status
 from engine.orders import Placement
@@ -107,7 +108,6 @@ async def account(op: Reader, engine: EngineDep, audit: Audit) -> dict[str, Any]
     }
 
 
-@router.post("/order", openapi_extra=_ORDER_DOC)
 async def place_order(request: Request, call: TradeCallDep) -> dict[str, Any]:
     """Place an order in the session's mode: paper, test (SAFE_MODE, /order/test) or live."""
     op, engine, audit = call.operator, call.engine, call.audit
@@ -123,7 +123,6 @@ async def place_order(request: Request, call: TradeCallDep) -> dict[str, Any]:
     return _answer(placement)
 
 
-@router.post("/cancel", openapi_extra=_CANCEL_DOC)
 async def cancel_order(request: Request, call: TradeCallDep) -> dict[str, Any]:
     """Cancel an open order by symbol + orderId or origClientOrderId."""
     op, engine, audit = call.operator, call.engine, call.audit
@@ -141,6 +140,19 @@ async def cancel_order(request: Request, call: TradeCallDep) -> dict[str, Any]:
             cid = known.client_order_id if known else ""
         raise (await _with_order(exc, engine, cid) if cid else exc) from None
     return _answer(placement)
+
+
+# The hot pair: no per-request dependency solving (api.trade_route)
+router.add_api_route(
+    "/order", place_order, methods=["POST"], openapi_extra=_ORDER_DOC, route_class_override=TradeRoute
+)
+router.add_api_route(
+    "/cancel", cancel_order, methods=["POST"], openapi_extra=_CANCEL_DOC, route_class_override=TradeRoute
+)
+
+
+def trade_routes() -> list[TradeRoute]:
+    return [r for r in router.routes if isinstance(r, TradeRoute)]
 
 
 @router.get("/open_orders")

@@ -17,6 +17,10 @@ still in flight when a snapshot arrives is neither lost nor counted twice:
   allowing one).
 
 A snapshot older than the one in force for an asset (by the venue's own update time) is ignored.
+
+`held` is asked for by every BUY's position check, and entries of finished orders stay until a snapshot
+covers them (on a venue that pushes none, such as paper, that is never), so the sum over entries is kept
+per asset as entries change instead of being recomputed from all of them per order.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class PositionLedger:
         self.balances: dict[str, Decimal] = {}  # asset -> free + locked, as of the last snapshot
         self._as_of: dict[str, int] = {}  # asset -> the venue's update time (ms) of that snapshot
         self._orders: dict[str, _Entry] = {}
+        self._since: dict[str, Decimal] = {}  # asset -> sum of sign * (heard - baseline) over its entries
 
     def heard(self, cid: str, asset: str, sign: int, executed: Decimal, *, streamed: bool = False) -> None:
         """An order of ours was reported filled this far (synchronously, as the report arrives)."""
@@ -50,6 +55,7 @@ class PositionLedger:
         if entry is None:
             entry = self._orders[cid] = _Entry(asset, sign)
         if executed > entry.heard:
+            self._add(entry, executed - entry.heard)
             entry.heard = executed
         if streamed and executed > entry.streamed:
             entry.streamed = executed
@@ -61,10 +67,16 @@ class PositionLedger:
             self.heard(cid, entry.asset, entry.sign, executed, streamed=streamed)
 
     def held(self, asset: str) -> Decimal:
-        since = sum(
-            (e.sign * (e.heard - e.baseline) for e in self._orders.values() if e.asset == asset), _ZERO
-        )
-        return self.balances.get(asset, _ZERO) + since
+        return self.balances.get(asset, _ZERO) + self._since.get(asset, _ZERO)
+
+    def _add(self, entry: _Entry, qty: Decimal) -> None:
+        """`qty` more of `entry` counts on top of the snapshot (less, when negative)."""
+        self._since[entry.asset] = self._since.get(entry.asset, _ZERO) + entry.sign * qty
+
+    def _rebase(self, entry: _Entry, baseline: Decimal) -> None:
+        if baseline > entry.baseline:
+            self._add(entry, entry.baseline - baseline)
+            entry.baseline = baseline
 
     def pushed(self, push: BalancePush, open_ids: set[str]) -> None:
         """A pushed account position or balance delta from the user data stream."""
@@ -82,7 +94,7 @@ class PositionLedger:
                 self._as_of[b.asset] = push.time_ms
         for entry in self._orders.values():
             if entry.asset in fresh:
-                entry.baseline = max(entry.baseline, entry.streamed)
+                self._rebase(entry, entry.streamed)
         self._prune(open_ids)
 
     def begin_read(self) -> dict[str, Decimal]:
@@ -103,11 +115,12 @@ class PositionLedger:
                 fresh.add(asset)
         for cid, entry in self._orders.items():
             if entry.asset in fresh:
-                entry.baseline = max(entry.baseline, covered.get(cid, _ZERO))
+                self._rebase(entry, covered.get(cid, _ZERO))
                 entry.streamed = max(entry.streamed, entry.baseline)
         self._prune(open_ids)
 
     def _prune(self, open_ids: set[str]) -> None:
         """Finished orders whose every fill a snapshot covers add nothing any more."""
         for cid in [c for c, e in self._orders.items() if c not in open_ids and e.baseline >= e.heard]:
-            del self._orders[cid]
+            entry = self._orders.pop(cid)
+            self._add(entry, entry.baseline - entry.heard)  # zero, as heard never falls below the baseline

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from decimal import Decimal
 
 from engine.config import RiskLimits
@@ -102,11 +103,12 @@ def check_position(
     req: OrderRequest,
     rules: SymbolRules | None,
     limits: RiskLimits,
-    held: Decimal,
-    open_buys: Decimal,
+    held: Callable[[], Decimal],
+    open_buys: Callable[[], Decimal],
     last_price: Decimal | None = None,
 ) -> tuple[str, str] | None:
-    """A BUY may not take the base asset past its cap once it and every open BUY fill; SELLs only reduce."""
+    """A BUY may not take the base asset past its cap once it and every open BUY fill; SELLs only reduce.
+    `held` and `open_buys` are asked only for a capped asset (open_buys sums over every open order)."""
     if rules is None or req.side is not Side.BUY:
         return None
     cap = limits.max_position.get(rules.base_asset)
@@ -115,10 +117,11 @@ def check_position(
     qty = base_quantity(req, last_price)
     if qty is None:
         return "risk_no_price", f"no price to size this {rules.base_asset} order against its position cap"
-    after = held + open_buys + qty
+    now, buying = held(), open_buys()
+    after = now + buying + qty
     if after > cap:
         return (
             "risk_max_position",
-            f"{rules.base_asset} would reach {after} (held {held}, open buys {open_buys}), cap {cap}",
+            f"{rules.base_asset} would reach {after} (held {now}, open buys {buying}), cap {cap}",
         )
     return None

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.requests import Request
 
 from api.app import create_app
+from engine.audit import AuditSlot
 from engine.journal import JournalQuery
 from engine.persistence.sql_journal import JournalUnavailable
 from tests.e2e.server import ApiServer, add_operators, journal_rows, paper_settings
@@ -70,6 +73,30 @@ def test_each_call_writes_exactly_one_row(trader: httpx.Client, auditor: httpx.C
             rows[-1]["payload"]["outcome"].get("status", 200) == status
             or "decision" in rows[-1]["payload"]["outcome"]
         )
+
+
+def test_an_answered_order_leaves_no_reference_cycle(trader: httpx.Client) -> None:
+    # The slot's row is durable before the answer, so nothing is left that refers back to the request:
+    # the server's collector finds no garbage per order (api.serving tunes it on that assumption)
+    trader.post("/api/live/order", json={**ORDER, "newClientOrderId": "pb-cycle-0"})  # warm
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for i in range(1, 6):
+            assert (
+                trader.post(
+                    "/api/live/order", json={**ORDER, "newClientOrderId": f"pb-cycle-{i}"}
+                ).status_code
+                == 200
+            )
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage if isinstance(o, AuditSlot | Request)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
 
 
 def test_an_unauthenticated_call_is_counted_not_journaled(api: ApiServer, auditor: httpx.Client) -> None:
