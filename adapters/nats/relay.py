@@ -1,15 +1,20 @@
 """The journal outbox relay: journal rows after a durable cursor → JetStream, in seq order, at least once.
 
-A loop, one NATS connection per episode (adapters.nats.stream.connect):
-1. read the contiguous run of rows after the cursor (engine.persistence.outbox_source);
-2. publish them all with async acks (pipelined: N in flight), then await the acks in order;
-3. move the cursor to the end of the acknowledged prefix (committed to relay_cursor at most every
-   cursor_every_s while busy, at once when idle or failing), reading the next batch meanwhile.
+It publishes only while it holds its source's lock (engine.persistence.relay_lock); another relay for
+the same source waits as a standby. Then a loop, one NATS connection per episode
+(adapters.nats.stream.connect):
+1. on a wake-up, read the contiguous run of rows after the last published one, on the event loop
+   (engine.persistence.outbox_reader);
+2. publish them at once with async acks, not waiting for the acks of rows already in flight (up to
+   max_in_flight);
+3. move the cursor over the acknowledged prefix, in seq order (committed to relay_cursor at most every
+   cursor_every_s while busy, at once when idle or failing).
 Any failure (broker gone, ack timeout, database error) ends the episode after the acknowledged prefix is
 committed; the supervisor logs it, shows ERROR in the status and starts a new episode with backoff,
 which republishes from the cursor (the broker's duplicate window or the consumer's SeqGate absorbs the
-repeat). It wakes on PostgreSQL NOTIFY or a short poll (SQLite: poll only). The engine never waits for
-it: it only reads the journal, and writes its own cursor row.
+repeat). It wakes on PostgreSQL NOTIFY or SQLite's PRAGMA data_version (engine.persistence.journal_wakeup),
+and reads on a slow timer besides. The engine never waits for it: it only reads the journal, and writes
+its own cursor row.
 """
 
 from __future__ import annotations
