@@ -213,28 +213,29 @@ class BinanceExchange:
                 self._restrictions_at = now
             return dict(self._restrictions)
 
-    async def query(self, symbol: str, client_order_id: str) -> VenueOrder | None:
-        """The venue's view, or None on -2013. Never resends anything."""
+    async def _get_order(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        """GET /order by client order id, or None on -2013."""
         try:
             data = await self.client.query_order({"symbol": symbol, "origClientOrderId": client_order_id})
         except ExchangeRejected as exc:
             if exc.reason == Reason.UNKNOWN_ORDER.value:
                 return None
             raise
-        order = await self._with_trades(venue_order_from_json(data))
+        return venue_order_from_json(data)
+
+    async def query(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        """The venue's view, or None on -2013. Never resends anything."""
+        order = await self._get_order(symbol, client_order_id)
+        if order is None:
+            return None
+        order = await self._with_trades(order)
         self._watch(order)
         return order
 
     async def query_trades(self, symbol: str, client_order_id: str) -> VenueOrder | None:
         """GET /order, then its trades from GET /myTrades (symbol + orderId) whenever it has filled."""
-        try:
-            data = await self.client.query_order({"symbol": symbol, "origClientOrderId": client_order_id})
-        except ExchangeRejected as exc:
-            if exc.reason == Reason.UNKNOWN_ORDER.value:
-                return None
-            raise
-        order = venue_order_from_json(data)
-        if order.order_id is None or order.executed_qty <= 0:
+        order = await self._get_order(symbol, client_order_id)
+        if order is None or order.order_id is None or order.executed_qty <= 0:
             return order
         return replace(order, fills=await self.order_trades(order))
 
