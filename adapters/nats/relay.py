@@ -63,8 +63,8 @@ log = logging.getLogger(__name__)
 # Test-only fault injection (tests/outbox/test_relay_crash.py): "kill-after-ack" makes the process
 # SIGKILL itself after JetStream acknowledged a batch and before the cursor commit
 FAULT_ENV = "PROPBOT_RELAY_FAULT"
-# Publishes queued before the loop gets to write them: the first rows of a large batch go out while the
-# rest are still being queued
+# Rows encoded, and publishes queued, before the loop gets its turn: the first rows of a large batch go
+# out while the rest are still being queued, and nothing else on the loop waits for a whole batch
 _FLUSH_EVERY = 64
 
 
@@ -313,10 +313,16 @@ class OutboxRelay:
         return wait
 
     async def _read(self, after: int) -> list[OutboxMessage]:
-        """The next batch after `after`, encoded."""
+        """The next batch after `after`, encoded: in slices with the loop let in between, so a large
+        batch never holds the event loop (inside the API process: the engine's) for long."""
         rows = await self.rows.rows_after(after, self.config.batch)
         self.reads += 1
-        return [encode_row(self.config.source, row) for row in rows]
+        messages: list[OutboxMessage] = []
+        for start in range(0, len(rows), _FLUSH_EVERY):
+            if start:
+                await asyncio.sleep(0)
+            messages += [encode_row(self.config.source, row) for row in rows[start : start + _FLUSH_EVERY]]
+        return messages
 
     async def publish_next(self, js: JetStreamContext) -> int:
         """Read the rows after the last one published and publish them (async acks); returns how many."""
