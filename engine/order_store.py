@@ -224,15 +224,6 @@ class OrderStore:
         self._busy[cid] = done
         return done
 
-    async def trace(self, client_order_id: str, vo: VenueOrder) -> Order | None:
-        """Journal the late trades in `vo` of a terminal order still untraced; None when it is not (any more)."""
-        await self.idle(client_order_id)
-        order = self.untraced.get(client_order_id)
-        if order is None:
-            return None
-        pending = self.trace_now(order, vo)
-        return order if pending is None else await pending
-
     async def sync(self, client_order_id: str, vo: VenueOrder) -> Order | None:
         """Bring the open order to the venue's view; None when it is not open (any more). An order that
         finished while this waited still gets the view's trades behind its untraced quantity."""

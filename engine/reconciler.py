@@ -143,10 +143,9 @@ class Reconciler:
             return
         if self.on_heard is not None:
             self.on_heard(vo)  # before deciding: a balance snapshot may arrive while this commits
-        order = store.open.get(vo.client_order_id)
-        if order is None and (done := store.untraced.get(vo.client_order_id)) is not None:
-            self._trace(done, vo)  # finished, but trades behind its quantity may still be journaled
-            return
+        # A finished order still held for its untraced quantity takes the same path: for it, sync only
+        # journals the view's late trades (engine.late_trades)
+        order = store.open.get(vo.client_order_id) or store.untraced.get(vo.client_order_id)
         if order is None:
             why = self.foreign_reason(vo)
             if why is not None:
@@ -167,18 +166,6 @@ class Reconciler:
             store.sync_now(order, vo)
         except EngineError as exc:  # the writer is closed (stopping): the next start reconciles it
             log.info("venue update for %s not journaled: %s", vo.client_order_id, exc.reason)
-
-    def _trace(self, order: Order, vo: VenueOrder) -> None:
-        store = self._store
-        if order.symbol != vo.symbol:
-            return
-        if store.busy(order.client_order_id):
-            store.spawn(store.trace(order.client_order_id, vo))
-            return
-        try:
-            store.trace_now(order, vo)
-        except EngineError as exc:
-            log.info("late trades of %s not journaled: %s", order.client_order_id, exc.reason)
 
     async def _check_closed(self, vo: VenueOrder) -> None:
         """An update for an order the journal closed as REJECTED (e.g. absent past the UNKNOWN grace)

@@ -85,11 +85,10 @@ class TradeTracer:
         due.made += 1
         try:
             vo = await self._exchange.query_trades(order.symbol, cid)
-            if vo is not None and vo.status in KNOWN_STATUSES:  # an unknown one: the reconciler holds
-                if cid in self._store.open:
-                    await self._store.sync(cid, vo)
-                else:
-                    await self._store.trace(cid, vo)
+            # An unknown status gives nothing to trace: it counts as an attempt (not a HOLD: see the note
+            # in docs/architecture.md "Late trades")
+            if vo is not None and vo.status in KNOWN_STATUSES:
+                await self._store.sync(cid, vo)  # open or finished-and-held alike
         except (ExchangeError, EngineError) as exc:  # asked again later; never the end of the component
             log.info("trades of %s not asked: %s", cid, exc.reason)
         finally:  # whatever the query raised: the next attempt waits, and the last one gives up

@@ -394,7 +394,7 @@ async def test_pushes_tracer_queries_and_rest_views_of_one_order_at_once_journal
 
         jobs: list[Awaitable[Any]] = []
         for _ in range(3):
-            jobs += [reports(), store.sync(CID, full), store.sync(CID, first), store.trace(CID, full)]
+            jobs += [reports(), store.sync(CID, full), store.sync(CID, first), store.sync(CID, full)]
             jobs.append(tracer._ask(order, _Attempts(0, 1), loop))
         random.Random(seed).shuffle(jobs)
         await asyncio.gather(*jobs)
