@@ -390,6 +390,9 @@ async def bench_api_lag(
 
 
 async def run_api_load(args: argparse.Namespace) -> None:
+    if shutil.which("wrk") is None:  # as bench_api.py: the load generator is a Debian package
+        print("--api-load: wrk is not installed (apt-get install wrk): skipped")
+        return
     nats_url, proc = private_broker()
     try:
         backends: list[tuple[str, str | None]] = [("sqlite", None)] if args.journal != "postgres" else []
