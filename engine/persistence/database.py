@@ -6,7 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
+
+# libpq keepalives and timeouts on every PostgreSQL connection: a half-open connection (a network
+# partition, a host that vanished) fails in seconds instead of blocking its caller — the journal's
+# writer thread, the mirror's insert — until the kernel gives up hours later. A URL that sets one of
+# these keeps its own value.
+PG_KEEPALIVES: dict[str, int] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                                 "keepalives_count": 3, "tcp_user_timeout": 10_000, "connect_timeout": 5}  # fmt: skip
 
 
 def is_sqlite(url: str) -> bool:
@@ -31,9 +38,17 @@ def make_engines(url: str) -> tuple[Engine, Engine]:
     """(writer, reader). On SQLite the writer opens every transaction with BEGIN IMMEDIATE so the
     chain read and the insert happen under one write lock; readers stay deferred and never block it."""
     if not is_sqlite(url):
-        eng = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        eng = create_engine(
+            url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=pg_connect_args(url)
+        )
         return eng, eng
     return _sqlite_engine(url, "BEGIN IMMEDIATE"), _sqlite_engine(url, "BEGIN")
+
+
+def pg_connect_args(url: str) -> dict[str, Any]:
+    """PG_KEEPALIVES less what the URL's own query already sets."""
+    given = make_url(url).query
+    return {k: v for k, v in PG_KEEPALIVES.items() if k not in given}
 
 
 def _sqlite_engine(url: str, begin_sql: str) -> Engine:

@@ -33,13 +33,11 @@ from sqlalchemy import Connection, create_engine
 from sqlalchemy.pool import NullPool
 
 from engine.errors import EngineError
+from engine.persistence.database import pg_connect_args
 
 log = logging.getLogger(__name__)
 
 APP_PREFIX = "propbot:"  # application_name of a lease session: names the holder to standbys
-# libpq keepalives: a half-open connection (network partition) is noticed in seconds, not hours
-_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
-               "tcp_user_timeout": 10_000, "connect_timeout": 5}  # fmt: skip
 
 
 class LeaseLost(EngineError):
@@ -100,7 +98,7 @@ class WriterLease:
         self._engine = create_engine(
             url,
             poolclass=NullPool,
-            connect_args={"application_name": f"{APP_PREFIX}{engine_id}"[:63], **_KEEPALIVES},
+            connect_args={"application_name": f"{APP_PREFIX}{engine_id}"[:63], **pg_connect_args(url)},
         )
         self._conn: Connection | None = None
         # Serialises the journal's writer thread and the liveness checks on the one connection

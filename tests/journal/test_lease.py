@@ -235,3 +235,24 @@ def test_two_accounts_append_without_waiting_for_each_other(
         t.join(timeout=120)
     counts = [replay(j.scan()).rows for j in journals]
     assert counts == [180, 181]  # each chain is its own: seq 1..n, verified
+
+
+def test_every_postgresql_connection_of_the_journal_has_keepalives_and_a_url_keeps_its_own() -> None:
+    """A half-open connection must fail the journal's writer (and the mirror's insert) in seconds, not
+    block it for the kernel's hours: libpq keepalives and tcp_user_timeout on every engine make_engines
+    builds, as on the lease's own session; a value in the URL wins."""
+    from engine.persistence.database import PG_KEEPALIVES, make_engines
+
+    if not PG_URL:
+        pytest.skip(PG_SKIP)
+    sep = "&" if "?" in PG_URL else "?"
+    for url, idle in ((PG_URL, "5"), (f"{PG_URL}{sep}keepalives_idle=7", "7")):
+        writer, _ = make_engines(url)
+        try:
+            with writer.connect() as conn:
+                params = conn.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
+        finally:
+            writer.dispose()
+        assert params["keepalives_idle"] == idle
+        assert params["tcp_user_timeout"] == str(PG_KEEPALIVES["tcp_user_timeout"])
+        assert params["connect_timeout"] == str(PG_KEEPALIVES["connect_timeout"])
