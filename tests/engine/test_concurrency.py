@@ -238,6 +238,27 @@ async def test_a_fill_pushed_while_stopping_is_journaled_or_refused_cleanly(
         assert again.journal.stream("order", "pb-s2")[-1].trigger == "fill"
 
 
+async def test_an_order_decided_once_stop_closed_the_store_is_refused_and_never_sent(
+    db_url: str, settings: EngineSettings
+) -> None:
+    # A call that passed the API's ready check before stop() (its body still arriving) reaches submit
+    # after the store closed. Was: it was journaled and placed by a flow nobody cancels or awaits
+    fake = FakeExchange()
+    async with running(db_url, fake, settings, live=True) as eng:
+        resting = await eng.orders.submit(limit("pb-before"), "trader")
+        await eng.orders.close()  # the step of stop() that ends the store's tasks
+        with pytest.raises(EngineError) as info:
+            await eng.orders.submit(limit("pb-late"), "trader")
+        assert info.value.reason == "engine_stopped"
+        with pytest.raises(EngineError) as info:
+            await eng.orders.cancel("BTCUSDT", resting.order.client_order_id, None, "trader")
+        assert info.value.reason == "engine_stopped"
+        assert [r.client_order_id for r in fake.placed] == ["pb-before"]
+        assert eng.journal.stream("order", "pb-late") == []
+        assert eng.orders.store.reserved == {}
+        assert_memory_is_the_journal(eng)
+
+
 async def test_append_after_close_raises_a_typed_error(db_url: str, settings: EngineSettings) -> None:
     fake = FakeExchange()
     async with running(db_url, fake, settings) as eng:
