@@ -206,6 +206,11 @@ class OrderService:
             audit.unclaim()
             raise
 
+    def restore_rate(self, created_at: list[float]) -> None:
+        """Start-up: the creates journaled in the last minute count against max_orders_per_minute (every
+        decided order writes one, refused ones too, exactly as the window records them)."""
+        self._rate.restore(created_at)
+
     def risk_headroom(self) -> Check:
         return risk_headroom(self.open_count(), self._settings.risk.max_open_orders)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -98,6 +99,34 @@ async def test_orders_per_minute_holds_under_concurrent_submits(
         results = await submit_all(eng, [limit(f"pb-r{i}") for i in range(20)])
         assert len(fake.placed) == 5
         assert refused(results, "risk_order_rate") == 15
+
+
+async def test_orders_per_minute_holds_across_a_restart(db_url: str, settings: EngineSettings) -> None:
+    # Was: the window lived in memory only, so a restart within the minute allowed a second minute's worth
+    cfg = replace(settings, risk=RiskLimits(max_orders_per_minute=3))
+    clock = FrozenClock(datetime.now(UTC))  # the journal stamps rows with the wall clock
+    for attempt in range(2):
+        fake = FakeExchange()
+        eng = Engine(SqlJournal(db_url), fake, cfg, clock, session_id="testnet")
+        await eng.start()
+        try:
+            results = await submit_all(eng, [limit(f"pb-m{attempt}-{i}") for i in range(3)])
+            if attempt == 0:
+                assert len(fake.tested) == 3
+            else:  # the same minute: every place of the window is still taken
+                assert fake.tested == []
+                assert refused(results, "risk_order_rate") == 3
+        finally:
+            await eng.stop()
+    clock.advance(120)  # once the minute has passed, the window is free again
+    fake = FakeExchange()
+    eng = Engine(SqlJournal(db_url), fake, cfg, clock, session_id="testnet")
+    await eng.start()
+    try:
+        await eng.orders.submit(limit("pb-m-later"), "trader")
+        assert len(fake.tested) == 1
+    finally:
+        await eng.stop()
 
 
 async def test_max_position_holds_under_concurrent_buys(db_url: str, settings: EngineSettings) -> None:
