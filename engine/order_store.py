@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from engine import order as order_mod
-from engine.errors import EngineError
+from engine.errors import EngineError, EngineStopped
 from engine.fsm.order_table import OrderState
 from engine.journal import Journal, NewEntry, Record
 from engine.late_trades import UntracedOrders, apply_trace, plan_traces, trade_entry
@@ -115,8 +115,9 @@ class OrderStore:
         Synchronous: call it in the same step that read the state `entries` were decided from.
 
         Raises:
-            EngineStopped: the writer is closed; nothing was queued.
+            EngineStopped: the store or the writer is closed; nothing was queued.
         """
+        self._refuse_if_closed()
         cid = entries[0].stream_id
         if cid in self._busy:
             raise EngineError(f"order {cid} has a pending commit", reason="order_busy")
@@ -155,6 +156,12 @@ class OrderStore:
         if reserve is not None:
             self.reserved[cid] = reserve
         return done
+
+    def _refuse_if_closed(self) -> None:
+        # close() cancels the tasks it finds; a command decided after it would start a flow (a venue
+        # call) that nothing cancels or awaits, racing the writer's and the venue client's close
+        if self.closed:
+            raise EngineStopped("the engine is stopping: no new order command is accepted")
 
     def _place(self, order: Order) -> None:
         cid = order.client_order_id
@@ -199,6 +206,7 @@ class OrderStore:
         fills = plan_traces(order, vo) if vo.symbol == order.symbol else []
         if not fills:
             return None
+        self._refuse_if_closed()
         cid = order.client_order_id
         if cid in self._busy:
             raise EngineError(f"order {cid} has a pending commit", reason="order_busy")

@@ -206,6 +206,11 @@ class OrderService:
             audit.unclaim()
             raise
 
+    def restore_rate(self, created_at: list[float]) -> None:
+        """Start-up: the creates journaled in the last minute count against max_orders_per_minute (every
+        decided order writes one, refused ones too, exactly as the window records them)."""
+        self._rate.restore(created_at)
+
     def risk_headroom(self) -> Check:
         return risk_headroom(self.open_count(), self._settings.risk.max_open_orders)
 
@@ -330,7 +335,12 @@ class OrderService:
 
     async def _send_test(self, order: Order) -> Placement:
         try:
-            answer = await self._exchange.place_test(order.request)
+            try:
+                answer = await self._exchange.place_test(order.request)
+            except ExchangeError:
+                raise
+            except Exception as exc:  # a test order never executes: whatever broke, it ends rejected
+                raise _unknown_outcome("place_test", exc) from exc
         except ExchangeError as exc:
             payload, reason = self._error_payload(exc), exc.reason
             await self._record(order, lambda o: [o.decide("reject", payload, "system", reason)])
@@ -351,8 +361,15 @@ class OrderService:
             )
 
         try:
-            vo = await self._exchange.place(order.request)
-            self.heard(vo)
+            try:
+                vo = await self._exchange.place(order.request)
+                self.heard(vo)
+            except ExchangeError:
+                raise
+            except Exception as exc:
+                # Not the port's contract (an adapter bug, an answer it could not read): the request may
+                # have executed, so it is an unknown outcome, never left SENT with nobody to resolve it
+                raise _unknown_outcome("place", exc) from exc
         except ExecutionStatusUnknown as exc:
             await self._record(order, from_sent("mark_unknown", exc))
             self.reconciler.watch_unknown(cid)
@@ -452,8 +469,13 @@ class OrderService:
     async def _after_cancel(self, first: asyncio.Future[Order]) -> Placement:
         order = await first
         try:
-            vo = await self._exchange.cancel(order.symbol, order.client_order_id)
-            self.heard(vo)
+            try:
+                vo = await self._exchange.cancel(order.symbol, order.client_order_id)
+                self.heard(vo)
+            except ExchangeError:
+                raise
+            except Exception as exc:  # as in _send: the cancel may have happened, the reconciler asks
+                raise _unknown_outcome("cancel", exc) from exc
         except ExecutionStatusUnknown:
             self.reconciler.watch_unknown(order.client_order_id)
             raise
@@ -520,6 +542,14 @@ class OrderService:
     @staticmethod
     def _state(order: Order) -> dict[str, Any]:
         return {"clientOrderId": order.client_order_id, "state": order.state.value}
+
+
+def _unknown_outcome(call: str, exc: Exception) -> ExecutionStatusUnknown:
+    """A venue call that failed outside the port's contract (ExchangeError): its outcome is unknown."""
+    log.error("venue %s raised %r: its outcome is treated as unknown", call, exc, exc_info=exc)
+    return ExecutionStatusUnknown(
+        f"the venue call {call} failed unexpectedly ({type(exc).__name__})", reason="VENUE_CALL_FAILED"
+    )
 
 
 async def _awaited(flow: asyncio.Task[Placement]) -> Placement:

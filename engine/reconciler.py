@@ -208,6 +208,10 @@ class Reconciler:
             except ExchangeError as exc:
                 proven_absent = False
                 log.info("query of %s failed (%s): asking again", client_order_id, exc.reason)
+            except Exception as exc:
+                # Outside the port's contract: it proves nothing, and must not end the watch
+                proven_absent = False
+                log.error("query of %s raised %r: asking again", client_order_id, exc, exc_info=exc)
             try:
                 if vo is not None and vo.status not in KNOWN_STATUSES:
                     proven_absent = False

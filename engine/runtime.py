@@ -13,18 +13,19 @@ Lifecycle, each step once and in order:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.approvals import ApprovalService
 from engine.audit import audit_entry
 from engine.checkpoint import Checkpointer, CheckpointLog
 from engine.config import EngineSettings
-from engine.journal import Journal, NewEntry
+from engine.journal import Journal, JournalQuery, NewEntry, parse_ts
 from engine.ledger import Ledger
 from engine.orders import OrderService
 from engine.ports import Clock, ExchangePort
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 _MARKET_REFRESH_S = 30.0
 _APPROVAL_CHECK_S = 1.0
 _SELF_CHECK_S = 5.0
+_RATE_WINDOW_S = 60.0  # engine.guardrails.risk.OrderRateWindow's span
 
 
 class SystemClock:
@@ -126,12 +128,28 @@ class Engine:
             result.rows, len(result.open_orders), result.finished_orders, loop.time() - t0
         )
         self.orders.store.restore(result.open_orders, result.untraced)
+        self.orders.restore_rate(await asyncio.to_thread(self._recent_creates))
         await self.sessions.restore(result.sessions)
         self.approvals.restore(result.approvals)
         self.exchange.on_update(self._on_update)
         self.exchange.on_balances(self._on_balances)
         self.opened = True
         return self.report
+
+    def _recent_creates(self) -> list[float]:
+        """When the orders created in the last minute were journaled, newest `max_orders_per_minute` only
+        (the window refuses while it holds that many: older ones cannot change its answer)."""
+        since = self.clock.now() - timedelta(seconds=_RATE_WINDOW_S)
+        keep: collections.deque[float] = collections.deque(maxlen=self.settings.risk.max_orders_per_minute)
+        after = 0
+        while True:
+            page = self.journal.query(
+                JournalQuery(after_seq=after, limit=1000, stream="order", trigger="create", since=since)
+            )
+            keep.extend(parse_ts(r.created_at).timestamp() for r in page)
+            if len(page) < 1000:
+                return list(keep)
+            after = page[-1].seq
 
     def _replayer(self) -> tuple[Replayer, Ledger]:
         rules = self.settings.approvals

@@ -25,6 +25,11 @@ class OrderRateWindow:
     def record(self, now_s: float) -> None:
         self._times.append(now_s)
 
+    def restore(self, times: list[float]) -> None:
+        """The decisions of the last minute as the journal has them (start-up): a restart must not
+        hand out a second minute's worth of orders within the same minute."""
+        self._times = deque(sorted([*times, *self._times]))
+
 
 def check_filters(
     req: OrderRequest, rules: SymbolRules | None, last_price: Decimal | None

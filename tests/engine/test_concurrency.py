@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -98,6 +99,34 @@ async def test_orders_per_minute_holds_under_concurrent_submits(
         results = await submit_all(eng, [limit(f"pb-r{i}") for i in range(20)])
         assert len(fake.placed) == 5
         assert refused(results, "risk_order_rate") == 15
+
+
+async def test_orders_per_minute_holds_across_a_restart(db_url: str, settings: EngineSettings) -> None:
+    # Was: the window lived in memory only, so a restart within the minute allowed a second minute's worth
+    cfg = replace(settings, risk=RiskLimits(max_orders_per_minute=3))
+    clock = FrozenClock(datetime.now(UTC))  # the journal stamps rows with the wall clock
+    for attempt in range(2):
+        fake = FakeExchange()
+        eng = Engine(SqlJournal(db_url), fake, cfg, clock, session_id="testnet")
+        await eng.start()
+        try:
+            results = await submit_all(eng, [limit(f"pb-m{attempt}-{i}") for i in range(3)])
+            if attempt == 0:
+                assert len(fake.tested) == 3
+            else:  # the same minute: every place of the window is still taken
+                assert fake.tested == []
+                assert refused(results, "risk_order_rate") == 3
+        finally:
+            await eng.stop()
+    clock.advance(120)  # once the minute has passed, the window is free again
+    fake = FakeExchange()
+    eng = Engine(SqlJournal(db_url), fake, cfg, clock, session_id="testnet")
+    await eng.start()
+    try:
+        await eng.orders.submit(limit("pb-m-later"), "trader")
+        assert len(fake.tested) == 1
+    finally:
+        await eng.stop()
 
 
 async def test_max_position_holds_under_concurrent_buys(db_url: str, settings: EngineSettings) -> None:
@@ -236,6 +265,27 @@ async def test_a_fill_pushed_while_stopping_is_journaled_or_refused_cleanly(
     async with running(db_url, fake, settings) as again:  # and the next start reconciles it
         assert "pb-s2" not in again.orders.open
         assert again.journal.stream("order", "pb-s2")[-1].trigger == "fill"
+
+
+async def test_an_order_decided_once_stop_closed_the_store_is_refused_and_never_sent(
+    db_url: str, settings: EngineSettings
+) -> None:
+    # A call that passed the API's ready check before stop() (its body still arriving) reaches submit
+    # after the store closed. Was: it was journaled and placed by a flow nobody cancels or awaits
+    fake = FakeExchange()
+    async with running(db_url, fake, settings, live=True) as eng:
+        resting = await eng.orders.submit(limit("pb-before"), "trader")
+        await eng.orders.close()  # the step of stop() that ends the store's tasks
+        with pytest.raises(EngineError) as info:
+            await eng.orders.submit(limit("pb-late"), "trader")
+        assert info.value.reason == "engine_stopped"
+        with pytest.raises(EngineError) as info:
+            await eng.orders.cancel("BTCUSDT", resting.order.client_order_id, None, "trader")
+        assert info.value.reason == "engine_stopped"
+        assert [r.client_order_id for r in fake.placed] == ["pb-before"]
+        assert eng.journal.stream("order", "pb-late") == []
+        assert eng.orders.store.reserved == {}
+        assert_memory_is_the_journal(eng)
 
 
 async def test_append_after_close_raises_a_typed_error(db_url: str, settings: EngineSettings) -> None:

@@ -188,3 +188,64 @@ async def _try(eng: Engine, req: OrderRequest) -> str:
         return (await eng.orders.submit(req, "trader")).order.state.value
     except OrderRejected as exc:
         return exc.reason
+
+
+class AnswerUnreadable(FakeExchange):
+    """The venue executes the order (or the cancel), then the adapter fails outside the port's contract
+    (a malformed 200 answer: a KeyError, not an ExchangeError); queries fail that way for a while too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad_places = 0
+        self.bad_cancels = 0
+        self.bad_queries = 0
+
+    async def place(self, req: OrderRequest) -> VenueOrder:
+        vo = await super().place(req)
+        if self.bad_places:
+            self.bad_places -= 1
+            raise KeyError("symbol")
+        return vo
+
+    async def cancel(self, symbol: str, client_order_id: str) -> VenueOrder:
+        vo = await super().cancel(symbol, client_order_id)
+        if self.bad_cancels:
+            self.bad_cancels -= 1
+            raise KeyError("symbol")
+        return vo
+
+    async def query(self, symbol: str, client_order_id: str) -> VenueOrder | None:
+        if self.bad_queries:
+            self.bad_queries -= 1
+            raise ValueError("unreadable answer")
+        return await super().query(symbol, client_order_id)
+
+
+async def test_a_place_failing_outside_the_contract_is_an_unknown_outcome_resolved_by_query(
+    db_url: str, settings: EngineSettings
+) -> None:
+    # Was: the order stayed SENT with nobody resolving it (until a restart), the call answered a 500
+    fake = AnswerUnreadable()
+    fake.bad_places, fake.bad_queries = 1, 2  # the first queries of the resolution fail the same way
+    async with running(db_url, fake, settings, live=True) as eng:
+        with pytest.raises(ExecutionStatusUnknown) as info:
+            await eng.orders.submit(limit("pb-bad1"), "trader")
+        assert info.value.reason == "VENUE_CALL_FAILED"
+        assert await until(lambda: eng.orders.open["pb-bad1"].state is OrderState.ACKED)
+        trail = [r.trigger for r in eng.journal.stream("order", "pb-bad1")]
+        assert trail[-2:] == ["mark_unknown", "reconcile_acked"]
+        assert [r.client_order_id for r in fake.placed] == ["pb-bad1"]  # found by query, never resent
+
+
+async def test_a_cancel_failing_outside_the_contract_is_resolved_by_query(
+    db_url: str, settings: EngineSettings
+) -> None:
+    # Was: the order stayed CANCEL_PENDING for good (nobody watching it) and the call answered a 500
+    fake = AnswerUnreadable()
+    async with running(db_url, fake, settings, live=True) as eng:
+        await eng.orders.submit(limit("pb-bad2"), "trader")
+        fake.bad_cancels = 1
+        with pytest.raises(ExecutionStatusUnknown):
+            await eng.orders.cancel("BTCUSDT", "pb-bad2", None, "trader")
+        assert await until(lambda: "pb-bad2" not in eng.orders.open)
+        assert eng.journal.stream("order", "pb-bad2")[-1].to_state == OrderState.CANCELLED.value
