@@ -168,7 +168,9 @@ class PreflightMonitor:
             out.append(Check("account", False, {"stale": "never measured"}))
         for check, max_age in measured:
             age = now_s - check.at_s
-            if not age <= max_age:  # also catches a NaN age
+            # A check from the future (the wall clock stepped back since it was measured) has no
+            # known age: stale until measured again, never fresh for as long as the step was
+            if not 0 <= age <= max_age:  # also catches a NaN age
                 out.append(
                     Check(check.name, False, {"stale_s": round(age, 3), "max_age_s": max_age}, check.at_s)
                 )

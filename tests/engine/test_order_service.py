@@ -304,6 +304,23 @@ async def test_a_stale_verdict_refuses_a_live_order_without_any_venue_call(
     assert triggers(engine, "pb-c1") == ["create", "preflight", "reject"]
 
 
+async def test_a_verdict_measured_in_the_future_is_stale_when_the_clock_steps_back(
+    engine: Engine, fake: FakeExchange
+) -> None:
+    await go_live(engine)
+    clock = engine.clock
+    assert isinstance(clock, FrozenClock)
+    clock.advance(-3600)  # NTP stepped the wall clock back an hour after the monitor measured
+    with pytest.raises(PreflightFailed) as info:
+        await engine.orders.submit(limit(), "trader")
+    failed = {f["check"]: f["detail"] for f in info.value.detail}
+    assert {"clock_skew", "ping"} <= set(failed)
+    assert all(d["stale_s"] < 0 for d in failed.values() if "stale_s" in d)
+    await engine.preflight.refresh()  # measured again on the new clock: fresh
+    placed = await engine.orders.submit(limit(cid="pb-c2"), "trader")
+    assert placed.order.state.value in ("ACKED", "SENT")
+
+
 async def test_cancel_with_unknown_outcome_that_did_not_land_returns_to_acked(
     engine: Engine, fake: FakeExchange
 ) -> None:
