@@ -128,14 +128,23 @@ class OrderStore:
         def durable(records: list[Record]) -> None:
             current = order
             before = order.filled_qty if order is not None else Decimal(0)
-            for rec, entry in zip(records[skip:], entries, strict=True):
-                current = order_mod.apply(
-                    current, rec.trigger, rec.to_state or "", rec.version, entry.payload
-                )
-            assert current is not None
-            if self.on_filled is not None and current.filled_qty != before:
-                self.on_filled(current, current.filled_qty - before)
-            self._place(current)
+            try:
+                for rec, entry in zip(records[skip:], entries, strict=True):
+                    current = order_mod.apply(
+                        current, rec.trigger, rec.to_state or "", rec.version, entry.payload
+                    )
+                assert current is not None
+                if self.on_filled is not None and current.filled_qty != before:
+                    self.on_filled(current, current.filled_qty - before)
+                self._place(current)
+            except BaseException as exc:
+                # An apply that raises is a bug (the writer logs it); the order must not stay busy and
+                # its caller must not wait forever. Memory now lags the journal for this order: its next
+                # command is decided from the old version and refused by the journal's version check.
+                self._release(cid)
+                if not done.done():
+                    done.set_exception(exc)
+                raise
             self._release(cid)
             if self.on_applied is not None:
                 self.on_applied(current)

@@ -4,6 +4,7 @@ found, with the assertion turned round."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -249,3 +250,30 @@ async def test_a_cancel_failing_outside_the_contract_is_resolved_by_query(
             await eng.orders.cancel("BTCUSDT", "pb-bad2", None, "trader")
         assert await until(lambda: "pb-bad2" not in eng.orders.open)
         assert eng.journal.stream("order", "pb-bad2")[-1].to_state == OrderState.CANCELLED.value
+
+
+async def test_an_apply_that_raises_leaves_no_order_busy_and_no_caller_waiting(
+    db_url: str, settings: EngineSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Was: _release ran only after a successful apply, so a raising apply (a bug elsewhere) left the order
+    # busy for good (every later command refused order_busy), its reservation held, its caller waiting
+    import engine.order_store as store_mod
+
+    fake = FakeExchange()
+    async with running(db_url, fake, settings, live=True) as eng:
+        real = store_mod.order_mod.apply
+        calls = {"n": 0}
+
+        def apply_once_broken(*args: object, **kwargs: object) -> object:
+            if sys._getframe(1).f_code.co_name == "durable":  # the store's apply, not the ledger's
+                calls["n"] += 1
+                if calls["n"] == 1:
+                    raise RuntimeError("apply bug")
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store_mod.order_mod, "apply", apply_once_broken)
+        with pytest.raises(RuntimeError, match="apply bug"):
+            await asyncio.wait_for(eng.orders.submit(limit("pb-apply"), "trader"), 5)
+        monkeypatch.setattr(store_mod.order_mod, "apply", real)
+        assert "pb-apply" not in eng.orders.store.reserved
+        assert not eng.orders.store.busy("pb-apply")
