@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -118,6 +118,15 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _decimal(text: str) -> Decimal:
+    # Decimal() raises InvalidOperation (an ArithmeticError, not a ValueError) for an exponent past
+    # its context's range, e.g. 1e1000000000000000000: valid JSON, but no number the body may carry
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise ValueError("a number's exponent is out of range") from None
+
+
 class _DuplicateKey(ValueError):
     pass
 
@@ -148,7 +157,7 @@ async def json_body(request: Request, *, optional: bool = False) -> dict[str, An
         raise ApiError(422, "invalid_body", [{"field": "(body)", "error": "a JSON object is required"}])
     try:
         data = json.loads(
-            raw, parse_float=Decimal, parse_constant=_no_constants, object_pairs_hook=_unique_keys
+            raw, parse_float=_decimal, parse_constant=_no_constants, object_pairs_hook=_unique_keys
         )
     except _DuplicateKey as exc:
         raise ApiError(400, "duplicate_key", str(exc)) from None

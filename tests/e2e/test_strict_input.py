@@ -11,6 +11,7 @@ import pytest
 
 from api.errors import ApiError
 from api.schemas import OrderBody, parse_body
+from tests.e2e.server import journal_rows
 
 GOOD: dict[str, Any] = {
     "symbol": "BTCUSDT",
@@ -129,3 +130,34 @@ def test_a_body_that_is_not_utf8_is_refused_without_quoting_the_byte(trader: htt
     assert r.status_code == 400
     assert r.json() == {"ok": False, "reason": "malformed_json", "detail": "not UTF-8 at byte 12"}
     assert "0xfe" not in r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/api/live/order", b'{"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": 1e1000000000000000000}'),
+        ("/api/live/order", b'{"symbol": "BTCUSDT", "x": [1.5e99999999999999999999]}'),
+        ("/api/live/cancel", b'{"symbol": "BTCUSDT", "orderId": 1E+1000000000000000000}'),
+        ("/api/session/hold", b'{"reason": "a", "cancel_all": 1e1000000000000000000}'),
+    ],
+)  # fmt: skip
+def test_a_json_number_past_decimals_exponent_range_is_malformed_json_not_a_500(
+    admin: httpx.Client, auditor: httpx.Client, path: str, raw: bytes
+) -> None:
+    # Valid JSON, but Decimal() raised InvalidOperation (not a ValueError) for it: a 500 before the fix
+    before = len(journal_rows(auditor, stream="audit"))
+    r = admin.post(path, content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json() == {
+        "ok": False,
+        "reason": "malformed_json",
+        "detail": "a number's exponent is out of range",
+    }
+    audited = journal_rows(auditor, stream="audit")[before:]
+    if path.startswith("/api/live/"):  # one audit row with the refusal; a session body error writes none
+        assert [(a["trigger"], a["payload"]["outcome"]) for a in audited] == [
+            (path.strip("/").replace("/", "."), {"status": 400, "reason": "malformed_json"})
+        ]
+    else:
+        assert audited == []
+    assert auditor.get("/api/journal/verify").json()["ok"] is True
