@@ -78,20 +78,22 @@ class ServerClock:
         """The sample with the smallest RTT."""
         return min(samples, key=lambda s: s.rtt_ms)
 
-    async def resync(self) -> ClockSample:
-        """Take `samples` measurements and adopt the offset of the one with the smallest RTT.
+    async def resync(self, fetch: Callable[[], Awaitable[int]] | None = None) -> ClockSample:
+        """Take `samples` measurements and adopt the offset of the one with the smallest RTT; `fetch`
+        replaces the attached source for this resync (e.g. one that sends on another lane).
 
         Raises:
             RuntimeError: no server-time source attached.
             ExchangeError: from the fetch function (the previous offset is kept).
         """
-        if self._fetch is None:
+        source = fetch if fetch is not None else self._fetch
+        if source is None:
             raise RuntimeError("ServerClock has no server-time source; call attach() first")
         taken: list[ClockSample] = []
         for _ in range(self.samples):
             sent = self._local_ms()
             try:
-                server = await self._fetch()
+                server = await source()
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 raise

@@ -11,7 +11,7 @@ governor learns from the answer → errors mapped by adapters.binance.errors. Ca
 (`cancel_lane` slots and connections) and priority on the governor's headroom, so a cancel never queues
 behind throttled or slow orders, and a 429 -1015 (too many new orders) stops new orders only.
 A -1021 (timestamp outside recvWindow) is rejected before execution, so the client resyncs the clock
-once and resends with a fresh timestamp and signature.
+once (on the cancel lane) and resends with a fresh timestamp and signature.
 """
 
 from __future__ import annotations
@@ -104,9 +104,12 @@ class BinanceSpotClient:
     async def ping(self) -> dict[str, Any]:
         return cast(dict[str, Any], await self._request("GET", "/api/v3/ping", weight=1))
 
-    async def server_time(self) -> int:
-        data = await self._request("GET", "/api/v3/time", weight=1)
+    async def server_time(self, *, lane: str = "default") -> int:
+        data = await self._request("GET", "/api/v3/time", weight=1, lane=lane)
         return int(data["serverTime"])
+
+    async def _server_time_priority(self) -> int:
+        return await self.server_time(lane="cancel")
 
     async def exchange_info(self, symbols: list[str] | None = None) -> dict[str, Any]:
         """exchangeInfo for some or all symbols; the governor learns `rateLimits` from it."""
@@ -248,10 +251,12 @@ class BinanceSpotClient:
         return await self._send(method, path, params, signed=True, governed=governed, **kw)
 
     async def _sync_clock(self, *, if_count: int) -> None:
-        # Concurrent requests that all saw -1021 share one resync
+        # Concurrent requests that all saw -1021 share one resync. It runs on the cancel lane: a cancel
+        # refused for its timestamp must not wait for its resync behind orders holding the order lane's
+        # slots or throttled by the governor; one resync at a time (this lock) takes at most one slot
         async with self._sync_lock:
             if self.clock.sync_count == if_count:
-                await self.clock.resync()
+                await self.clock.resync(self._server_time_priority)
 
     async def _send(
         self,

@@ -140,6 +140,47 @@ async def test_slow_orders_in_flight_do_not_block_a_cancel(sim: SimulatorServer)
         await client.aclose()
 
 
+async def test_a_cancel_refused_for_its_timestamp_resyncs_without_waiting_behind_slow_orders(
+    sim: SimulatorServer,
+) -> None:
+    # The venue's clock steps back 2 s while every order slot is held by an order the venue answers
+    # slowly: the cancel's -1021 resync (GET /api/v3/time) took an order-lane slot, so the cancel waited
+    # for the orders (over HTTP: 3.5 s instead of 20 ms); the resync now runs on the cancel lane
+    setup = _client(sim)
+    await setup.order(_order("lane-skew-victim"))
+    await setup.aclose()
+    client = _client(sim, max_in_flight=2)
+    await client.clock.resync()
+    orig = client._round_trip
+    gate = asyncio.Event()
+
+    async def slow_orders(method: str, url: str) -> Any:
+        if method == "POST":
+            await gate.wait()
+        return await orig(method, url)
+
+    client._round_trip = slow_orders  # type: ignore[method-assign]
+    orders = [asyncio.create_task(client.order(_order(f"lane-k{i}", "59000.00"))) for i in range(4)]
+    try:
+        while client.in_flight < 2:
+            await asyncio.sleep(0.001)
+        httpx.post(f"{sim.base_url}/_sim/faults", json={"clock_skew_ms": -2000}).raise_for_status()
+        cancelled = await asyncio.wait_for(
+            client.cancel({"symbol": "BTCUSDT", "origClientOrderId": "lane-skew-victim"}), timeout=5
+        )
+        assert cancelled["status"] == "CANCELED"
+        assert client.timestamp_retries == 1  # refused once for its timestamp, resynced, sent again
+        assert abs(client.clock.offset_ms + 2000) < 500
+        assert not any(t.done() for t in orders)  # the orders still hold their slots
+    finally:
+        gate.set()
+        for t in orders:
+            t.cancel()
+        await asyncio.gather(*orders, return_exceptions=True)
+        await client.aclose()
+        httpx.delete(f"{sim.base_url}/_sim/faults").raise_for_status()
+
+
 async def test_a_waf_403_backs_the_client_off_without_sending(sim: SimulatorServer) -> None:
     httpx.post(f"{sim.base_url}/_sim/faults", json={"waf_403": 1}).raise_for_status()
     client = _client(sim)
