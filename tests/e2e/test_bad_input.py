@@ -157,3 +157,13 @@ def test_refused_live_calls_are_audited_too(trader: httpx.Client, auditor: httpx
         if r["actor"] == "trader" and "reason" in r["payload"].get("outcome", {})
     }
     assert {("api.live.order", "malformed_json"), ("api.live.cancel", "invalid_body")} <= refused
+
+
+def test_a_body_refused_by_the_body_limit_writes_no_audit_row(
+    trader: httpx.Client, auditor: httpx.Client
+) -> None:
+    # The limit runs before the token is read (docs/api.md, "Not journaled"): no operator, no row
+    before = len(journal_rows(auditor, stream="audit"))
+    r = trader.post("/api/live/order", content=b"{" + b" " * (70 * 1024) + b"}")
+    assert (r.status_code, r.json()["reason"]) == (413, "body_too_large")
+    assert len(journal_rows(auditor, stream="audit")) == before
