@@ -127,6 +127,17 @@ def _decimal(text: str) -> Decimal:
         raise ValueError("a number's exponent is out of range") from None
 
 
+MAX_INT_DIGITS = 64  # no field of any body is an integer this long
+
+
+def _int(text: str) -> int:
+    # int() itself refuses past 4,300 digits, with a message naming sys.set_int_max_str_digits: an
+    # interpreter detail no client should read, and far past any number a body may carry
+    if len(text) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer has more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
 class _DuplicateKey(ValueError):
     pass
 
@@ -157,7 +168,11 @@ async def json_body(request: Request, *, optional: bool = False) -> dict[str, An
         raise ApiError(422, "invalid_body", [{"field": "(body)", "error": "a JSON object is required"}])
     try:
         data = json.loads(
-            raw, parse_float=_decimal, parse_constant=_no_constants, object_pairs_hook=_unique_keys
+            raw,
+            parse_float=_decimal,
+            parse_int=_int,
+            parse_constant=_no_constants,
+            object_pairs_hook=_unique_keys,
         )
     except _DuplicateKey as exc:
         raise ApiError(400, "duplicate_key", str(exc)) from None

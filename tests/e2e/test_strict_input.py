@@ -161,3 +161,18 @@ def test_a_json_number_past_decimals_exponent_range_is_malformed_json_not_a_500(
     else:
         assert audited == []
     assert auditor.get("/api/journal/verify").json()["ok"] is True
+
+
+@pytest.mark.parametrize("digits", [65, 5000])
+def test_a_json_integer_with_too_many_digits_is_malformed_json_without_interpreter_details(
+    admin: httpx.Client, auditor: httpx.Client, digits: int
+) -> None:
+    raw = b'{"symbol": "BTCUSDT", "orderId": ' + b"9" * digits + b"}"
+    r = admin.post("/api/live/cancel", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json() == {
+        "ok": False,
+        "reason": "malformed_json",
+        "detail": "an integer has more than 64 digits",
+    }
+    assert auditor.get("/api/journal/verify").json()["ok"] is True
