@@ -27,10 +27,21 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from engine.journal import RawRow
-from engine.outbox import HDR_HASH, OutboxError, SeqGate, decode_row, source_subjects
+from engine.outbox import HDR_HASH, HDR_SEQ, OutboxError, SeqGate, decode_row, source_subjects
 
 # Long: a batch held longer than this is redelivered, which would look like a hole to the gate
 _ACK_WAIT_S = 300.0
+
+
+async def _journal_seq_at(js: JetStreamContext, stream: str, stream_seq: int) -> int:
+    """The journal seq of the stream's message `stream_seq`; a huge number when it is gone or carries
+    none (retention removed it: nothing says where the caller stands, so read from the start)."""
+    try:
+        msg = await js.get_msg(stream, stream_seq)
+    except NotFoundError:
+        return 2**63
+    value = (msg.headers or {}).get(HDR_SEQ, "")
+    return int(value) if value.isdigit() else 2**63
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +75,12 @@ class OutboxConsumer:
         with contextlib.suppress(NotFoundError):
             info = await js.consumer_info(stream, durable)
             if info.ack_floor is not None and info.ack_floor.stream_seq:
-                start = info.ack_floor.stream_seq + 1
+                floor = info.ack_floor.stream_seq
+                # Only when the caller has what the durable acknowledged: a consumer whose database is
+                # behind it (restored, replaced, a mirror on a fresh database) must read from the start,
+                # or it skips those rows and reports itself caught up
+                if await _journal_seq_at(js, stream, floor) <= last_seq:
+                    start = floor + 1
             await js.delete_consumer(stream, durable)
         config = ConsumerConfig(
             durable_name=durable,

@@ -13,6 +13,7 @@ import nats
 import pytest
 
 from adapters.nats.mirror import MirrorConfig, run_mirror
+from adapters.nats.outbox_consumer import OutboxConsumer
 from adapters.nats.relay import OutboxRelay, RelayConfig
 from api.cli import main
 from engine.outbox import ChainBroken, encode_row
@@ -126,3 +127,28 @@ async def test_the_first_row_that_does_not_chain_is_refused(
     done = _mirror_cli(nats_broker.url, mirror_url, source)
     assert done.returncode == 1
     assert "mirror ERROR: seq 11: prev_hash" in done.stderr
+
+
+@pytest.mark.parametrize("journal_url", ["sqlite"], indirect=True)
+async def test_a_mirror_on_a_fresh_database_reads_everything_despite_the_durables_ack_floor(
+    journal_url: str, journal: SqlJournal, nats_broker: Broker, source: str, tmp_path: Path
+) -> None:
+    """The durable consumer `mirror-<source>` acknowledged 50 rows for a first database; a mirror on a
+    new (or restored) database under the same durable used to resume after the ack floor: 0 rows written,
+    `caught_up`, exit 0 with an empty copy. Its position is its own database's last seq."""
+    await _published(journal_url, journal, nats_broker, source, 50)
+    first = MirrorConfig(nats_broker.url, f"sqlite:///{tmp_path / 'm1.db'}", source)
+    assert (await run_mirror(first, until_caught_up=True)).rows_written == 50
+    fresh = MirrorConfig(nats_broker.url, f"sqlite:///{tmp_path / 'm2.db'}", source)
+    assert (await run_mirror(fresh, until_caught_up=True)).rows_written == 50
+    # a consumer restored to seq 20 (its own store behind the durable) gets 21..50, no false hole
+    nc = await nats.connect(nats_broker.url)
+    try:
+        consumer = await OutboxConsumer.open(
+            nc.jetstream(), stream="PROPBOT", source=source, durable=first.durable_name, last_seq=20
+        )
+        rows = await consumer.fetch(512, timeout=1.0)
+        assert [r.seq for r in rows] == list(range(21, 51))
+        await consumer.close()
+    finally:
+        await nc.close()
