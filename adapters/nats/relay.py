@@ -228,15 +228,15 @@ class OutboxRelay:
             js = nc.jetstream(timeout=self.config.ack_timeout_s)
             await ensure_stream(js, self.config.stream, self.config.duplicate_window_s)
             try:
-                await self._check_stream(js)
+                streamed = await self._check_stream(js)
             except SourceMismatch as exc:
                 # Not retried: the same answer would come back; the publish component stays ERROR
                 self.refused = str(exc)
                 self.refusal.set()
                 log.error("relay %s refuses to publish: %s", self.config.source, exc)
                 return
-            self.cursor = await asyncio.to_thread(self.journal.load_cursor, self.config.source)
-            self.durable_cursor = self._published_to = self.cursor
+            self.durable_cursor = await asyncio.to_thread(self.journal.load_cursor, self.config.source)
+            self.cursor = self._published_to = await self._start_after(js, streamed, self.durable_cursor)
             log.info(
                 "relay %s: publishing after seq %d to %s", self.config.source, self.cursor, self.config.stream
             )
@@ -252,8 +252,30 @@ class OutboxRelay:
                 await self._persist(force=True)
             await close_quietly(nc)
 
-    async def _check_stream(self, js: JetStreamContext) -> None:
-        """The stream's last row of this source must be this journal's row at that seq.
+    async def _start_after(self, js: JetStreamContext, streamed: int | None, cursor: int) -> int:
+        """Where this episode publishes from: what the stream holds of this source, not the cursor alone.
+        The cursor says what a stream acknowledged once; a stream deleted and created again, a new
+        stream name or broker, or a broker that lost its tail no longer holds those rows, and publishing
+        after the cursor would leave the stream a hole for good while the relay reports lag 0. Rows the
+        stream removed by its own limits (purge, max_age, max_msgs) are not put back: it keeps fewer
+        messages than it ever stored then, and consumers see the hole (docs/scale-out.md)."""
+        if streamed is not None:
+            return min(cursor, streamed)  # its last row of this source, checked to be ours
+        if cursor == 0:
+            return 0
+        state = (await js.stream_info(self.config.stream)).state
+        if state.messages == state.last_seq:  # it never removed a message: it never had our rows
+            log.warning(
+                "relay %s: stream %s holds no row of this source although seq %d was acknowledged "
+                "(stream created again?): publishing the journal from seq 1",
+                self.config.source, self.config.stream, cursor,
+            )  # fmt: skip
+            return 0
+        return cursor
+
+    async def _check_stream(self, js: JetStreamContext) -> int | None:
+        """The stream's last row of this source must be this journal's row at that seq; returns that
+        seq (None when the stream holds no row of this source).
 
         Raises:
             SourceMismatch: it is another chain's (or this journal no longer has that seq): publishing
@@ -261,7 +283,7 @@ class OutboxRelay:
         try:
             last = await js.get_last_msg(self.config.stream, source_subjects(self.config.source))
         except NotFoundError:
-            return  # nothing of this source in the stream yet
+            return None  # nothing of this source in the stream
         headers = last.headers or {}
         seq, theirs = int(headers.get(HDR_SEQ, "0")), headers.get(HDR_HASH)
         ours = await asyncio.to_thread(self.journal.hash_at, seq)
@@ -272,6 +294,7 @@ class OutboxRelay:
                 f"{'absent' if ours is None else 'hash ' + ours}: another journal is relayed under this "
                 "source name; give this journal its own (`--source`, or `source:` in the relay section)"
             )
+        return seq
 
     async def _publish_forever(self, nc: Client, js: JetStreamContext) -> None:
         """Read new rows as soon as they are committed and publish them without waiting for the acks
