@@ -62,6 +62,9 @@ class OutboxConsumer:
         self._sub: JetStreamContext.PullSubscription | None = None
         self._unacked: list[Msg] = []
         self.delivered = 0  # messages received, repeats included
+        # A bad message (a hole, not a journal row of this source) found behind good rows of the same
+        # fetch: those rows are returned first, and this is raised by the next fetch
+        self._error: OutboxError | None = None
 
     @classmethod
     async def open(
@@ -97,22 +100,33 @@ class OutboxConsumer:
 
     async def fetch(self, batch: int = 512, timeout: float = 1.0) -> list[OutboxRow]:
         """The next new rows (possibly none after `timeout`), repeats dropped. Call ack() after using them.
+        The rows before a bad message are returned (and count as delivered) before the error is raised,
+        by this fetch when there are none, else by the next one; the bad message is never acknowledged.
 
         Raises:
             OutboxGap: a seq is missing. OutboxError: a message is not a journal row of this source."""
         assert self._sub is not None
+        if self._error is not None:
+            raise self._error
         try:
             msgs = await self._sub.fetch(batch, timeout=timeout)
         except (NatsTimeout, TimeoutError):  # nats-py raises either when nothing came
             return []
         out: list[OutboxRow] = []
         for msg in msgs:
-            row = decode_row(msg.data)
-            if (msg.headers or {}).get(HDR_HASH) != row[13]:
-                raise OutboxError(f"seq {row[0]}: header hash differs from the row's hash")
+            try:
+                row = decode_row(msg.data)
+                if (msg.headers or {}).get(HDR_HASH) != row[13]:
+                    raise OutboxError(f"seq {row[0]}: header hash differs from the row's hash")
+                new = self.gate.admit(self.source, row[0])
+            except OutboxError as exc:
+                if not out:
+                    raise
+                self._error = exc
+                break
             self._unacked.append(msg)
             self.delivered += 1
-            if self.gate.admit(self.source, row[0]):
+            if new:
                 out.append(OutboxRow(self.source, row[0], row, msg.metadata.sequence.stream))
         return out
 

@@ -16,7 +16,7 @@ from adapters.nats.mirror import MirrorConfig, run_mirror
 from adapters.nats.outbox_consumer import OutboxConsumer
 from adapters.nats.relay import OutboxRelay, RelayConfig
 from api.cli import main
-from engine.outbox import ChainBroken, encode_row
+from engine.outbox import ChainBroken, OutboxError, encode_row
 from engine.persistence.sql_journal import SqlJournal
 from tests.journal import attacker
 from tests.outbox.broker import ROOT, Broker
@@ -152,3 +152,25 @@ async def test_a_mirror_on_a_fresh_database_reads_everything_despite_the_durable
         await consumer.close()
     finally:
         await nc.close()
+
+
+async def test_the_rows_before_a_message_with_a_wrong_header_hash_are_kept(
+    journal_url: str, journal: SqlJournal, mirror_url: str, nats_broker: Broker, source: str
+) -> None:
+    """A message whose header hash is not its row's (published by someone else into the source's
+    subjects) is refused as documented, and the rows fetched before it in the same batch are evidence
+    too: they used to be dropped with it (the consumer raised before returning them), leaving the
+    mirror empty."""
+    await _published(journal_url, journal, nats_broker, source, 10)
+    good = list(journal.scan())[-1]
+    msg = encode_row(source, (11, *good[1:12], good[13], "f" * 64, good[14]))  # type: ignore[arg-type]
+    nc = await nats.connect(nats_broker.url)
+    await nc.jetstream().publish(msg.subject, msg.data, headers={**msg.headers, "Propbot-Hash": "0" * 64})
+    await nc.close()
+    with pytest.raises(OutboxError, match="seq 11: header hash differs"):
+        await run_mirror(MirrorConfig(nats_broker.url, mirror_url, source), until_caught_up=True)
+    mirror = SqlJournal(mirror_url)
+    assert mirror.last_seq() == 10
+    mirror.close()
+    with pytest.raises(OutboxError, match="seq 11: header hash differs"):  # and again after a restart
+        await run_mirror(MirrorConfig(nats_broker.url, mirror_url, source), until_caught_up=True)
