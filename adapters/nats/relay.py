@@ -28,8 +28,9 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -59,6 +60,7 @@ from engine.persistence.relay_lock import LockHolder, open_relay_lock
 from engine.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Test-only fault injection (tests/outbox/test_relay_crash.py): "kill-after-ack" makes the process
 # SIGKILL itself after JetStream acknowledged a batch and before the cursor commit
@@ -73,6 +75,18 @@ STARTING, ACTIVE, STANDBY = "STARTING", "ACTIVE", "STANDBY"
 
 class RelayLockLost(Exception):
     """The source's lock is gone (its database session ended, or its lock file was replaced)."""
+
+
+async def _answer(request: Awaitable[T]) -> T:
+    """A JetStream API request that a stop can cancel: nats-py waits for the answer with Python 3.11's
+    wait_for, which swallows a cancellation that meets the answer, and the relay would then carry on
+    publishing after stop() (which waits for it for good)."""
+    try:
+        return await request
+    finally:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
 
 
 def _describe(holder: LockHolder | None) -> str:
@@ -121,6 +135,8 @@ class _InFlight:
     seq: int
     ack: asyncio.Future[Any]
     deadline: float  # loop time by which JetStream must have acknowledged it
+    hash: str
+    checked: bool = False  # a duplicate ack: the stored message was checked to be this row
 
 
 class OutboxRelay:
@@ -226,21 +242,22 @@ class OutboxRelay:
         try:
             self.connected = True
             js = nc.jetstream(timeout=self.config.ack_timeout_s)
-            await ensure_stream(js, self.config.stream, self.config.duplicate_window_s)
+            await _answer(ensure_stream(js, self.config.stream, self.config.duplicate_window_s))
             try:
                 streamed = await self._check_stream(js)
+                self.durable_cursor = await asyncio.to_thread(self.journal.load_cursor, self.config.source)
+                self.cursor = self._published_to = await self._start_after(js, streamed, self.durable_cursor)
+                log.info(
+                    "relay %s: publishing after seq %d to %s", self.config.source, self.cursor,
+                    self.config.stream,
+                )  # fmt: skip
+                await self._publish_forever(nc, js)
             except SourceMismatch as exc:
                 # Not retried: the same answer would come back; the publish component stays ERROR
                 self.refused = str(exc)
                 self.refusal.set()
                 log.error("relay %s refuses to publish: %s", self.config.source, exc)
                 return
-            self.durable_cursor = await asyncio.to_thread(self.journal.load_cursor, self.config.source)
-            self.cursor = self._published_to = await self._start_after(js, streamed, self.durable_cursor)
-            log.info(
-                "relay %s: publishing after seq %d to %s", self.config.source, self.cursor, self.config.stream
-            )
-            await self._publish_forever(nc, js)
         finally:
             self.connected = False
             with contextlib.suppress(Exception):
@@ -263,7 +280,7 @@ class OutboxRelay:
             return min(cursor, streamed)  # its last row of this source, checked to be ours
         if cursor == 0:
             return 0
-        state = (await js.stream_info(self.config.stream)).state
+        state = (await _answer(js.stream_info(self.config.stream))).state
         if state.messages == state.last_seq:  # it never removed a message: it never had our rows
             log.warning(
                 "relay %s: stream %s holds no row of this source although seq %d was acknowledged "
@@ -281,7 +298,7 @@ class OutboxRelay:
             SourceMismatch: it is another chain's (or this journal no longer has that seq): publishing
                 would have the broker drop our rows as duplicates of theirs while the lag reads 0."""
         try:
-            last = await js.get_last_msg(self.config.stream, source_subjects(self.config.source))
+            last = await _answer(js.get_last_msg(self.config.stream, source_subjects(self.config.source)))
         except NotFoundError:
             return None  # nothing of this source in the stream
         headers = last.headers or {}
@@ -313,6 +330,8 @@ class OutboxRelay:
                 self._appended = False
                 more = await self.publish_next(js) == self.config.batch
             self._settle(loop.time())
+            if await self._check_duplicates(js):
+                self._settle(loop.time())
             await self._persist(force=False)
             if more and len(self._in_flight) < self.config.max_in_flight:
                 continue
@@ -357,7 +376,7 @@ class OutboxRelay:
         for i, m in enumerate(messages, 1):
             ack = await js.publish_async(m.subject, m.data, headers=m.headers, stream=stream)
             ack.add_done_callback(self._on_ack)
-            self._in_flight.append(_InFlight(m.seq, ack, deadline))
+            self._in_flight.append(_InFlight(m.seq, ack, deadline, m.headers[HDR_HASH]))
             self._published_to = m.seq
             if i % _FLUSH_EVERY == 0:
                 await asyncio.sleep(0)  # nats-py writes only when the loop runs its flusher: let it
@@ -379,13 +398,47 @@ class OutboxRelay:
                     if now >= oldest.deadline:
                         raise TimeoutError(f"JetStream did not acknowledge seq {oldest.seq} in time")
                     break
-                oldest.ack.result()  # raises the publish's error
+                if getattr(oldest.ack.result(), "duplicate", False) and not oldest.checked:
+                    break  # _check_duplicates first: is the message the broker kept this row?
                 self._in_flight.popleft()
                 acked = oldest.seq
         finally:
             if acked > self.cursor:
                 self.published += acked - self.cursor
                 self.cursor = acked
+
+    async def _check_duplicates(self, js: JetStreamContext) -> bool:
+        """The acknowledged publishes at the head of what is in flight that the broker dropped as
+        duplicates (`Nats-Msg-Id` seen in its window): the message it kept under that id must be this
+        row. A repeat after a restart is; another journal relayed under the same source name (both
+        relays started on a stream holding nothing of the source, so neither start-up check saw the
+        other) is not, and its acks would move our cursor over rows the stream never got. True when
+        any was checked.
+
+        Raises:
+            SourceMismatch: the stream holds another chain's row at one of those seqs."""
+        checked = False
+        for sent in self._in_flight:
+            if not sent.ack.done() or sent.ack.cancelled() or sent.ack.exception() is not None:
+                break
+            ack = sent.ack.result()
+            if sent.checked or not getattr(ack, "duplicate", False):
+                continue
+            try:
+                stored = await _answer(js.get_msg(self.config.stream, int(ack.seq)))
+            except NotFoundError:  # removed since (limits, purge): nothing left to compare with
+                sent.checked = checked = True
+                continue
+            theirs = (stored.headers or {}).get(HDR_HASH)
+            if theirs != sent.hash:
+                raise SourceMismatch(
+                    f"stream {self.config.stream} already holds source {self.config.source!r} seq "
+                    f"{sent.seq} with hash {theirs}, but this journal's row {sent.seq} is hash {sent.hash}: "
+                    "another journal is relayed under this source name; give this journal its own "
+                    "(`--source`, or `source:` in the relay section)"
+                )
+            sent.checked = checked = True
+        return checked
 
     async def _persist(self, *, force: bool) -> None:
         """Commit the acknowledged position at most every cursor_every_s, in the background (on SQLite
