@@ -73,6 +73,19 @@ _FLUSH_EVERY = 64
 STARTING, ACTIVE, STANDBY = "STARTING", "ACTIVE", "STANDBY"
 
 
+class RowTooLarge(Exception):
+    """A journal row does not fit the broker's max_payload: it cannot be published, nor (the relay never
+    skips a seq) anything after it, until the broker's limit is raised."""
+
+
+def _wire_size(m: OutboxMessage, stream: str) -> int:
+    """What the broker counts against max_payload: the payload and the header block as nats-py writes it
+    (NATS/1.0 line, each `key: value` line, the blank line), with the Nats-Expected-Stream header that
+    publish_async(stream=...) adds."""
+    headers = {**m.headers, "Nats-Expected-Stream": stream}
+    return len(m.data) + 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+
+
 class RelayLockLost(Exception):
     """The source's lock is gone (its database session ended, or its lock file was replaced)."""
 
@@ -157,6 +170,8 @@ class OutboxRelay:
         self._saving: asyncio.Future[None] | None = None
         self._in_flight: collections.deque[_InFlight] = collections.deque()
         self._published_to = 0  # the last seq handed to publish_async in this episode
+        self._max_payload = 0  # the broker's, as the connection announced it (0: not known)
+        self._too_large: str | None = None  # why the next row cannot be published
         self.published = 0  # rows acknowledged since start (republished duplicates included)
         self.reads = 0  # journal reads (tests wait on it)
         self.connected = False
@@ -251,6 +266,7 @@ class OutboxRelay:
                     "relay %s: publishing after seq %d to %s", self.config.source, self.cursor,
                     self.config.stream,
                 )  # fmt: skip
+                self._max_payload, self._too_large = int(nc.max_payload or 0), None
                 await self._publish_forever(nc, js)
             except SourceMismatch as exc:
                 # Not retried: the same answer would come back; the publish component stays ERROR
@@ -326,12 +342,15 @@ class OutboxRelay:
             if not nc.is_connected:
                 raise ConnectionError("NATS connection lost")
             self._attention.clear()  # from here on, a wake-up is for rows the next read may not see
-            if (more or self._appended) and len(self._in_flight) < self.config.max_in_flight:
+            free = len(self._in_flight) < self.config.max_in_flight
+            if (more or self._appended) and free and self._too_large is None:
                 self._appended = False
                 more = await self.publish_next(js) == self.config.batch
             self._settle(loop.time())
             if await self._check_duplicates(js):
                 self._settle(loop.time())
+            if self._too_large is not None and not self._in_flight:
+                raise RowTooLarge(self._too_large)  # once the rows before it are acknowledged
             await self._persist(force=False)
             if more and len(self._in_flight) < self.config.max_in_flight:
                 continue
@@ -374,6 +393,15 @@ class OutboxRelay:
         deadline = asyncio.get_running_loop().time() + self.config.ack_timeout_s
         stream = self.config.stream
         for i, m in enumerate(messages, 1):
+            size = _wire_size(m, stream)
+            if self._max_payload and size > self._max_payload:
+                # nats-py checks the payload alone; the broker counts the headers too and drops the
+                # connection on a violation: refuse here, saying which row and why
+                self._too_large = (
+                    f"journal row seq {m.seq} is {size} bytes as a message, over the broker's max_payload "
+                    f"{self._max_payload}: nothing from it on is published until max_payload is raised"
+                )
+                return i - 1
             ack = await js.publish_async(m.subject, m.data, headers=m.headers, stream=stream)
             ack.add_done_callback(self._on_ack)
             self._in_flight.append(_InFlight(m.seq, ack, deadline, m.headers[HDR_HASH]))
