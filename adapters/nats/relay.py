@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from adapters.nats.stream import (
     DEFAULT_DUPLICATE_WINDOW_S,
@@ -172,6 +172,7 @@ class OutboxRelay:
         self._published_to = 0  # the last seq handed to publish_async in this episode
         self._max_payload = 0  # the broker's, as the connection announced it (0: not known)
         self._too_large: str | None = None  # why the next row cannot be published
+        self._broker_error: Exception | None = None  # the broker refused a publish (limits, ...)
         self.published = 0  # rows acknowledged since start (republished duplicates included)
         self.reads = 0  # journal reads (tests wait on it)
         self.connected = False
@@ -253,7 +254,8 @@ class OutboxRelay:
             await asyncio.sleep(self.config.head_every_s)
 
     async def _episode(self) -> None:
-        nc = await connect(self.config.nats_url, f"propbot-relay-{self.config.source}")
+        self._broker_error = None
+        nc = await connect(self.config.nats_url, f"propbot-relay-{self.config.source}", self._on_broker_error)
         try:
             self.connected = True
             js = nc.jetstream(timeout=self.config.ack_timeout_s)
@@ -349,6 +351,10 @@ class OutboxRelay:
             self._settle(loop.time())
             if await self._check_duplicates(js):
                 self._settle(loop.time())
+            if self._broker_error is not None:
+                # A publish the broker refused is never acknowledged: end the episode now, with the
+                # broker's reason, rather than at its ack deadline as "not acknowledged in time"
+                raise self._broker_error
             if self._too_large is not None and not self._in_flight:
                 raise RowTooLarge(self._too_large)  # once the rows before it are acknowledged
             await self._persist(force=False)
@@ -409,6 +415,11 @@ class OutboxRelay:
             if i % _FLUSH_EVERY == 0:
                 await asyncio.sleep(0)  # nats-py writes only when the loop runs its flusher: let it
         return len(messages)
+
+    def _on_broker_error(self, exc: Exception) -> None:
+        if isinstance(exc, APIError):  # an error answer to a publish (see adapters.nats.stream.connect)
+            self._broker_error = self._broker_error or exc
+            self._attention.set()
 
     def _on_ack(self, _ack: asyncio.Future[Any]) -> None:
         self._attention.set()
