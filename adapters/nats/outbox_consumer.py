@@ -62,6 +62,9 @@ class OutboxConsumer:
         self._sub: JetStreamContext.PullSubscription | None = None
         self._unacked: list[Msg] = []
         self.delivered = 0  # messages received, repeats included
+        # (seq, hash) of the repeats the last fetch dropped: a consumer that keeps the rows (the mirror)
+        # can check they are the rows it has
+        self.repeats: list[tuple[int, str]] = []
         # A bad message (a hole, not a journal row of this source) found behind good rows of the same
         # fetch: those rows are returned first, and this is raised by the next fetch
         self._error: OutboxError | None = None
@@ -113,6 +116,7 @@ class OutboxConsumer:
         except (NatsTimeout, TimeoutError):  # nats-py raises either when nothing came
             return []
         out: list[OutboxRow] = []
+        self.repeats = []
         for msg in msgs:
             try:
                 row = decode_row(msg.data)
@@ -128,6 +132,8 @@ class OutboxConsumer:
             self.delivered += 1
             if new:
                 out.append(OutboxRow(self.source, row[0], row, msg.metadata.sequence.stream))
+            else:
+                self.repeats.append((row[0], row[13]))
         return out
 
     async def ack(self, rows: Sequence[OutboxRow] = ()) -> None:

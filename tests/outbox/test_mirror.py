@@ -174,3 +174,23 @@ async def test_the_rows_before_a_message_with_a_wrong_header_hash_are_kept(
     mirror.close()
     with pytest.raises(OutboxError, match="seq 11: header hash differs"):  # and again after a restart
         await run_mirror(MirrorConfig(nats_broker.url, mirror_url, source), until_caught_up=True)
+
+
+async def test_a_mirror_database_holding_another_chain_is_refused(
+    nats_broker: Broker, source: str, tmp_path: Path
+) -> None:
+    """The mirror pointed at a database that holds another account's copy (50 rows) for a source of 30:
+    every row of the source is at or below the database's head, so all were dropped as repeats unread,
+    and the mirror said caught up, 0 rows written, exit 0. A repeat must be the row the mirror holds."""
+    from tests.outbox.test_source_collision import _journal
+
+    other, this = _journal(tmp_path, "acct0", 50), _journal(tmp_path, "acct1", 30)
+    s_other, s_this = f"{source}-other", f"{source}-this"
+    for url, src, n in ((other, s_other, 50), (this, s_this, 30)):
+        await asyncio.wait_for(relay_until(OutboxRelay(RelayConfig(url, nats_broker.url, src)), n), 60)
+    mirror_db = f"sqlite:///{tmp_path / 'audit.db'}"
+    assert (
+        await run_mirror(MirrorConfig(nats_broker.url, mirror_db, s_other), until_caught_up=True)
+    ).head_seq == 50
+    with pytest.raises(ChainBroken, match="seq 1: the stream's row has hash"):
+        await run_mirror(MirrorConfig(nats_broker.url, mirror_db, s_this), until_caught_up=True)
