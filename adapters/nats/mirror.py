@@ -23,7 +23,7 @@ from typing import Any
 from adapters.nats.outbox_consumer import OutboxConsumer
 from adapters.nats.stream import DEFAULT_STREAM, close_quietly, connect
 from engine.journal import RawRow
-from engine.outbox import OutboxError, check_link, check_source, mirror_metrics
+from engine.outbox import ChainBroken, OutboxError, check_link, check_source, mirror_metrics
 from engine.persistence.mirror_store import MirrorStore
 from engine.supervisor import Supervisor
 
@@ -130,6 +130,17 @@ class Mirror:
             ChainBroken: a row does not chain (the rows before it are inserted first).
             OutboxGap: a seq is missing from the stream."""
         batch = await consumer.fetch(self.config.batch)
+        if consumer.repeats:
+            # Rows the mirror already has, delivered again: they must be the rows it has, or its
+            # database holds another chain (pointed at another account's copy) or the stream another
+            # row under that seq; dropped unread, either would leave the mirror saying OK
+            held = await asyncio.to_thread(store.hashes, [seq for seq, _ in consumer.repeats])
+            for seq, digest in consumer.repeats:
+                if held.get(seq, digest) != digest:
+                    raise ChainBroken(
+                        f"seq {seq}: the stream's row has hash {digest}, the mirror's database holds "
+                        f"hash {held[seq]} at that seq (another chain)"
+                    )
         if batch:
             rows: list[RawRow] = []
             try:

@@ -27,10 +27,21 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from engine.journal import RawRow
-from engine.outbox import HDR_HASH, OutboxError, SeqGate, decode_row, source_subjects
+from engine.outbox import HDR_HASH, HDR_SEQ, OutboxError, SeqGate, decode_row, source_subjects
 
 # Long: a batch held longer than this is redelivered, which would look like a hole to the gate
 _ACK_WAIT_S = 300.0
+
+
+async def _journal_seq_at(js: JetStreamContext, stream: str, stream_seq: int) -> int:
+    """The journal seq of the stream's message `stream_seq`; a huge number when it is gone or carries
+    none (retention removed it: nothing says where the caller stands, so read from the start)."""
+    try:
+        msg = await js.get_msg(stream, stream_seq)
+    except NotFoundError:
+        return 2**63
+    value = (msg.headers or {}).get(HDR_SEQ, "")
+    return int(value) if value.isdigit() else 2**63
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,12 @@ class OutboxConsumer:
         self._sub: JetStreamContext.PullSubscription | None = None
         self._unacked: list[Msg] = []
         self.delivered = 0  # messages received, repeats included
+        # (seq, hash) of the repeats the last fetch dropped: a consumer that keeps the rows (the mirror)
+        # can check they are the rows it has
+        self.repeats: list[tuple[int, str]] = []
+        # A bad message (a hole, not a journal row of this source) found behind good rows of the same
+        # fetch: those rows are returned first, and this is raised by the next fetch
+        self._error: OutboxError | None = None
 
     @classmethod
     async def open(
@@ -64,7 +81,12 @@ class OutboxConsumer:
         with contextlib.suppress(NotFoundError):
             info = await js.consumer_info(stream, durable)
             if info.ack_floor is not None and info.ack_floor.stream_seq:
-                start = info.ack_floor.stream_seq + 1
+                floor = info.ack_floor.stream_seq
+                # Only when the caller has what the durable acknowledged: a consumer whose database is
+                # behind it (restored, replaced, a mirror on a fresh database) must read from the start,
+                # or it skips those rows and reports itself caught up
+                if await _journal_seq_at(js, stream, floor) <= last_seq:
+                    start = floor + 1
             await js.delete_consumer(stream, durable)
         config = ConsumerConfig(
             durable_name=durable,
@@ -81,23 +103,37 @@ class OutboxConsumer:
 
     async def fetch(self, batch: int = 512, timeout: float = 1.0) -> list[OutboxRow]:
         """The next new rows (possibly none after `timeout`), repeats dropped. Call ack() after using them.
+        The rows before a bad message are returned (and count as delivered) before the error is raised,
+        by this fetch when there are none, else by the next one; the bad message is never acknowledged.
 
         Raises:
             OutboxGap: a seq is missing. OutboxError: a message is not a journal row of this source."""
         assert self._sub is not None
+        if self._error is not None:
+            raise self._error
         try:
             msgs = await self._sub.fetch(batch, timeout=timeout)
         except (NatsTimeout, TimeoutError):  # nats-py raises either when nothing came
             return []
         out: list[OutboxRow] = []
+        self.repeats = []
         for msg in msgs:
-            row = decode_row(msg.data)
-            if (msg.headers or {}).get(HDR_HASH) != row[13]:
-                raise OutboxError(f"seq {row[0]}: header hash differs from the row's hash")
+            try:
+                row = decode_row(msg.data)
+                if (msg.headers or {}).get(HDR_HASH) != row[13]:
+                    raise OutboxError(f"seq {row[0]}: header hash differs from the row's hash")
+                new = self.gate.admit(self.source, row[0])
+            except OutboxError as exc:
+                if not out:
+                    raise
+                self._error = exc
+                break
             self._unacked.append(msg)
             self.delivered += 1
-            if self.gate.admit(self.source, row[0]):
+            if new:
                 out.append(OutboxRow(self.source, row[0], row, msg.metadata.sequence.stream))
+            else:
+                self.repeats.append((row[0], row[13]))
         return out
 
     async def ack(self, rows: Sequence[OutboxRow] = ()) -> None:

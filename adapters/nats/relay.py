@@ -28,12 +28,13 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from adapters.nats.stream import (
     DEFAULT_DUPLICATE_WINDOW_S,
@@ -59,6 +60,7 @@ from engine.persistence.relay_lock import LockHolder, open_relay_lock
 from engine.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Test-only fault injection (tests/outbox/test_relay_crash.py): "kill-after-ack" makes the process
 # SIGKILL itself after JetStream acknowledged a batch and before the cursor commit
@@ -71,8 +73,33 @@ _FLUSH_EVERY = 64
 STARTING, ACTIVE, STANDBY = "STARTING", "ACTIVE", "STANDBY"
 
 
+class RowTooLarge(Exception):
+    """A journal row does not fit the broker's max_payload: it cannot be published, nor (the relay never
+    skips a seq) anything after it, until the broker's limit is raised."""
+
+
+def _wire_size(m: OutboxMessage, stream: str) -> int:
+    """What the broker counts against max_payload: the payload and the header block as nats-py writes it
+    (NATS/1.0 line, each `key: value` line, the blank line), with the Nats-Expected-Stream header that
+    publish_async(stream=...) adds."""
+    headers = {**m.headers, "Nats-Expected-Stream": stream}
+    return len(m.data) + 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+
+
 class RelayLockLost(Exception):
     """The source's lock is gone (its database session ended, or its lock file was replaced)."""
+
+
+async def _answer(request: Awaitable[T]) -> T:
+    """A JetStream API request that a stop can cancel: nats-py waits for the answer with Python 3.11's
+    wait_for, which swallows a cancellation that meets the answer, and the relay would then carry on
+    publishing after stop() (which waits for it for good)."""
+    try:
+        return await request
+    finally:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
 
 
 def _describe(holder: LockHolder | None) -> str:
@@ -121,6 +148,8 @@ class _InFlight:
     seq: int
     ack: asyncio.Future[Any]
     deadline: float  # loop time by which JetStream must have acknowledged it
+    hash: str
+    checked: bool = False  # a duplicate ack: the stored message was checked to be this row
 
 
 class OutboxRelay:
@@ -141,6 +170,9 @@ class OutboxRelay:
         self._saving: asyncio.Future[None] | None = None
         self._in_flight: collections.deque[_InFlight] = collections.deque()
         self._published_to = 0  # the last seq handed to publish_async in this episode
+        self._max_payload = 0  # the broker's, as the connection announced it (0: not known)
+        self._too_large: str | None = None  # why the next row cannot be published
+        self._broker_error: Exception | None = None  # the broker refused a publish (limits, ...)
         self.published = 0  # rows acknowledged since start (republished duplicates included)
         self.reads = 0  # journal reads (tests wait on it)
         self.connected = False
@@ -222,25 +254,28 @@ class OutboxRelay:
             await asyncio.sleep(self.config.head_every_s)
 
     async def _episode(self) -> None:
-        nc = await connect(self.config.nats_url, f"propbot-relay-{self.config.source}")
+        self._broker_error = None
+        nc = await connect(self.config.nats_url, f"propbot-relay-{self.config.source}", self._on_broker_error)
         try:
             self.connected = True
             js = nc.jetstream(timeout=self.config.ack_timeout_s)
-            await ensure_stream(js, self.config.stream, self.config.duplicate_window_s)
+            await _answer(ensure_stream(js, self.config.stream, self.config.duplicate_window_s))
             try:
-                await self._check_stream(js)
+                streamed = await self._check_stream(js)
+                self.durable_cursor = await asyncio.to_thread(self.journal.load_cursor, self.config.source)
+                self.cursor = self._published_to = await self._start_after(js, streamed, self.durable_cursor)
+                log.info(
+                    "relay %s: publishing after seq %d to %s", self.config.source, self.cursor,
+                    self.config.stream,
+                )  # fmt: skip
+                self._max_payload, self._too_large = int(nc.max_payload or 0), None
+                await self._publish_forever(nc, js)
             except SourceMismatch as exc:
                 # Not retried: the same answer would come back; the publish component stays ERROR
                 self.refused = str(exc)
                 self.refusal.set()
                 log.error("relay %s refuses to publish: %s", self.config.source, exc)
                 return
-            self.cursor = await asyncio.to_thread(self.journal.load_cursor, self.config.source)
-            self.durable_cursor = self._published_to = self.cursor
-            log.info(
-                "relay %s: publishing after seq %d to %s", self.config.source, self.cursor, self.config.stream
-            )
-            await self._publish_forever(nc, js)
         finally:
             self.connected = False
             with contextlib.suppress(Exception):
@@ -252,16 +287,38 @@ class OutboxRelay:
                 await self._persist(force=True)
             await close_quietly(nc)
 
-    async def _check_stream(self, js: JetStreamContext) -> None:
-        """The stream's last row of this source must be this journal's row at that seq.
+    async def _start_after(self, js: JetStreamContext, streamed: int | None, cursor: int) -> int:
+        """Where this episode publishes from: what the stream holds of this source, not the cursor alone.
+        The cursor says what a stream acknowledged once; a stream deleted and created again, a new
+        stream name or broker, or a broker that lost its tail no longer holds those rows, and publishing
+        after the cursor would leave the stream a hole for good while the relay reports lag 0. Rows the
+        stream removed by its own limits (purge, max_age, max_msgs) are not put back: it keeps fewer
+        messages than it ever stored then, and consumers see the hole (docs/scale-out.md)."""
+        if streamed is not None:
+            return min(cursor, streamed)  # its last row of this source, checked to be ours
+        if cursor == 0:
+            return 0
+        state = (await _answer(js.stream_info(self.config.stream))).state
+        if state.messages == state.last_seq:  # it never removed a message: it never had our rows
+            log.warning(
+                "relay %s: stream %s holds no row of this source although seq %d was acknowledged "
+                "(stream created again?): publishing the journal from seq 1",
+                self.config.source, self.config.stream, cursor,
+            )  # fmt: skip
+            return 0
+        return cursor
+
+    async def _check_stream(self, js: JetStreamContext) -> int | None:
+        """The stream's last row of this source must be this journal's row at that seq; returns that
+        seq (None when the stream holds no row of this source).
 
         Raises:
             SourceMismatch: it is another chain's (or this journal no longer has that seq): publishing
                 would have the broker drop our rows as duplicates of theirs while the lag reads 0."""
         try:
-            last = await js.get_last_msg(self.config.stream, source_subjects(self.config.source))
+            last = await _answer(js.get_last_msg(self.config.stream, source_subjects(self.config.source)))
         except NotFoundError:
-            return  # nothing of this source in the stream yet
+            return None  # nothing of this source in the stream
         headers = last.headers or {}
         seq, theirs = int(headers.get(HDR_SEQ, "0")), headers.get(HDR_HASH)
         ours = await asyncio.to_thread(self.journal.hash_at, seq)
@@ -272,6 +329,7 @@ class OutboxRelay:
                 f"{'absent' if ours is None else 'hash ' + ours}: another journal is relayed under this "
                 "source name; give this journal its own (`--source`, or `source:` in the relay section)"
             )
+        return seq
 
     async def _publish_forever(self, nc: Client, js: JetStreamContext) -> None:
         """Read new rows as soon as they are committed and publish them without waiting for the acks
@@ -286,10 +344,19 @@ class OutboxRelay:
             if not nc.is_connected:
                 raise ConnectionError("NATS connection lost")
             self._attention.clear()  # from here on, a wake-up is for rows the next read may not see
-            if (more or self._appended) and len(self._in_flight) < self.config.max_in_flight:
+            free = len(self._in_flight) < self.config.max_in_flight
+            if (more or self._appended) and free and self._too_large is None:
                 self._appended = False
                 more = await self.publish_next(js) == self.config.batch
             self._settle(loop.time())
+            if await self._check_duplicates(js):
+                self._settle(loop.time())
+            if self._broker_error is not None:
+                # A publish the broker refused is never acknowledged: end the episode now, with the
+                # broker's reason, rather than at its ack deadline as "not acknowledged in time"
+                raise self._broker_error
+            if self._too_large is not None and not self._in_flight:
+                raise RowTooLarge(self._too_large)  # once the rows before it are acknowledged
             await self._persist(force=False)
             if more and len(self._in_flight) < self.config.max_in_flight:
                 continue
@@ -332,13 +399,27 @@ class OutboxRelay:
         deadline = asyncio.get_running_loop().time() + self.config.ack_timeout_s
         stream = self.config.stream
         for i, m in enumerate(messages, 1):
+            size = _wire_size(m, stream)
+            if self._max_payload and size > self._max_payload:
+                # nats-py checks the payload alone; the broker counts the headers too and drops the
+                # connection on a violation: refuse here, saying which row and why
+                self._too_large = (
+                    f"journal row seq {m.seq} is {size} bytes as a message, over the broker's max_payload "
+                    f"{self._max_payload}: nothing from it on is published until max_payload is raised"
+                )
+                return i - 1
             ack = await js.publish_async(m.subject, m.data, headers=m.headers, stream=stream)
             ack.add_done_callback(self._on_ack)
-            self._in_flight.append(_InFlight(m.seq, ack, deadline))
+            self._in_flight.append(_InFlight(m.seq, ack, deadline, m.headers[HDR_HASH]))
             self._published_to = m.seq
             if i % _FLUSH_EVERY == 0:
                 await asyncio.sleep(0)  # nats-py writes only when the loop runs its flusher: let it
         return len(messages)
+
+    def _on_broker_error(self, exc: Exception) -> None:
+        if isinstance(exc, APIError):  # an error answer to a publish (see adapters.nats.stream.connect)
+            self._broker_error = self._broker_error or exc
+            self._attention.set()
 
     def _on_ack(self, _ack: asyncio.Future[Any]) -> None:
         self._attention.set()
@@ -356,13 +437,47 @@ class OutboxRelay:
                     if now >= oldest.deadline:
                         raise TimeoutError(f"JetStream did not acknowledge seq {oldest.seq} in time")
                     break
-                oldest.ack.result()  # raises the publish's error
+                if getattr(oldest.ack.result(), "duplicate", False) and not oldest.checked:
+                    break  # _check_duplicates first: is the message the broker kept this row?
                 self._in_flight.popleft()
                 acked = oldest.seq
         finally:
             if acked > self.cursor:
                 self.published += acked - self.cursor
                 self.cursor = acked
+
+    async def _check_duplicates(self, js: JetStreamContext) -> bool:
+        """The acknowledged publishes at the head of what is in flight that the broker dropped as
+        duplicates (`Nats-Msg-Id` seen in its window): the message it kept under that id must be this
+        row. A repeat after a restart is; another journal relayed under the same source name (both
+        relays started on a stream holding nothing of the source, so neither start-up check saw the
+        other) is not, and its acks would move our cursor over rows the stream never got. True when
+        any was checked.
+
+        Raises:
+            SourceMismatch: the stream holds another chain's row at one of those seqs."""
+        checked = False
+        for sent in self._in_flight:
+            if not sent.ack.done() or sent.ack.cancelled() or sent.ack.exception() is not None:
+                break
+            ack = sent.ack.result()
+            if sent.checked or not getattr(ack, "duplicate", False):
+                continue
+            try:
+                stored = await _answer(js.get_msg(self.config.stream, int(ack.seq)))
+            except NotFoundError:  # removed since (limits, purge): nothing left to compare with
+                sent.checked = checked = True
+                continue
+            theirs = (stored.headers or {}).get(HDR_HASH)
+            if theirs != sent.hash:
+                raise SourceMismatch(
+                    f"stream {self.config.stream} already holds source {self.config.source!r} seq "
+                    f"{sent.seq} with hash {theirs}, but this journal's row {sent.seq} is hash {sent.hash}: "
+                    "another journal is relayed under this source name; give this journal its own "
+                    "(`--source`, or `source:` in the relay section)"
+                )
+            sent.checked = checked = True
+        return checked
 
     async def _persist(self, *, force: bool) -> None:
         """Commit the acknowledged position at most every cursor_every_s, in the background (on SQLite

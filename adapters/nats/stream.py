@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import nats
 from nats.aio.client import Client
@@ -21,13 +22,19 @@ DEFAULT_STREAM = "PROPBOT"
 DEFAULT_DUPLICATE_WINDOW_S = 120.0
 
 
-async def connect(url: str, name: str) -> Client:
+async def connect(url: str, name: str, on_error: Callable[[Exception], None] | None = None) -> Client:
     """One connection without the client's own reconnect: a reconnect could flush messages buffered for
     the old connection after ones the broker never got, and so break seq order in the stream. The
-    caller reconnects (under its supervisor) and republishes from its cursor instead."""
+    caller reconnects (under its supervisor) and republishes from its cursor instead.
+
+    `on_error` gets what nats-py reports only to its error callback; among it the broker's error answer
+    to a publish_async (nats-py 2.16's APIError.from_error raises instead of returning the error, so the
+    publish's future is never completed and would only time out)."""
 
     async def quiet(exc: Exception) -> None:  # the caller raises and logs it once, not nats-py's traceback
         log.debug("nats: %s: %s", type(exc).__name__, exc)
+        if on_error is not None:
+            on_error(exc)
 
     # max_reconnect_attempts=0 would mean "retry forever" inside connect(): 1 fails after a second try
     async with asyncio.timeout(10):

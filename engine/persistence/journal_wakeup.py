@@ -55,7 +55,10 @@ async def watch_sqlite_commits(
     conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=0, isolation_level=None)
     loop = asyncio.get_running_loop()
     try:
-        last = conn.execute("PRAGMA data_version").fetchone()[0]
+        try:
+            last = conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.OperationalError:  # busy at this very moment: as below, the relay reads anyway
+            last = None
         changed_at = loop.time()
         on_listening(True)
         wake()  # rows committed before the watch began are read now

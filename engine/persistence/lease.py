@@ -93,7 +93,9 @@ class WriterLease:
         self._holder_sql = (
             "SELECT l.pid, a.application_name, a.backend_start FROM pg_locks l "
             "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-            f"AND l.classid = {classid} AND l.objid = {objid} AND l.objsubid = 1 AND l.granted LIMIT 1"
+            f"AND l.classid = {classid} AND l.objid = {objid} AND l.objsubid = 1 AND l.granted "
+            # advisory locks are per database: the same key held in another database is not our holder
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1"
         )
         self._engine = create_engine(
             url,

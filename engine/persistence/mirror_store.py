@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from engine.journal import GENESIS_HASH, RAW_COLUMNS, RawRow
 from engine.persistence.database import make_engines
@@ -30,6 +30,19 @@ class MirrorStore:
         with self._reader.connect() as conn:
             row = conn.execute(text("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")).first()
         return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+
+    def hashes(self, seqs: Sequence[int]) -> dict[int, str]:
+        """The stored hash of each of `seqs` the mirror holds."""
+        if not seqs:
+            return {}
+        with self._reader.connect() as conn:
+            found = conn.execute(
+                text("SELECT seq, hash FROM journal WHERE seq IN :seqs").bindparams(
+                    bindparam("seqs", expanding=True)
+                ),
+                {"seqs": list(seqs)},
+            )
+            return {int(seq): str(digest) for seq, digest in found}
 
     def insert(self, rows: Sequence[RawRow]) -> None:
         """One transaction; the primary key refuses a seq inserted twice."""

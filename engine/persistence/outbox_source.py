@@ -33,11 +33,14 @@ class OutboxSource:
         self._writer, self.engine = make_engines(url)
 
     def head(self, cursor: int) -> tuple[int, float]:
-        """(last seq, seconds since the oldest row after `cursor` was written; 0.0 when none)."""
+        """(last seq, seconds since the oldest row after `cursor` was written; 0.0 when none).
+
+        The oldest row after it, not row cursor+1: while the relay waits at a hole (a seq that has not
+        committed, or never will), the rows behind the hole are what is waiting."""
         with self.engine.connect() as conn:
             last = conn.execute(text("SELECT MAX(seq) FROM journal")).scalar()
             oldest = conn.execute(
-                text("SELECT created_at FROM journal WHERE seq = :s"), {"s": cursor + 1}
+                text("SELECT created_at FROM journal WHERE seq > :s ORDER BY seq LIMIT 1"), {"s": cursor}
             ).scalar()
         age = 0.0 if oldest is None else max(0.0, (datetime.now(UTC) - parse_ts(str(oldest))).total_seconds())
         return int(last or 0), age

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from engine.errors import JournalCorrupt
 from engine.journal import JournalQuery, row_hash
@@ -87,6 +87,22 @@ def test_one_writer_per_schema_and_the_standby_sees_who(schemas: list[str], open
     assert (b.holder.engine_id, b.holder.pid) == ("host-a:1:aa", a.backend_pid)
     assert a.key == lease_key(schemas[0]) != other.key
     assert a.check()
+
+
+def test_the_standby_names_the_holder_of_its_own_database(schemas: list[str], opened: list) -> None:
+    """Advisory locks belong to a database: an engine of the same schema name in another database on the
+    server (staging beside production) holds its own lease, and used to be the one a standby named as
+    the holder (and the new writer's writer.lease_acquired row as the previous holder)."""
+    other_db = make_url(PG_URL).set(database="postgres").render_as_string(hide_password=False)
+    elsewhere = WriterLease(other_db, schemas[0], "other-database:1:xx")
+    opened.append(elsewhere)
+    assert elsewhere.try_acquire()
+    holder = _lease(opened, schemas[0], "host-a:1:aa")
+    assert holder.try_acquire()
+    standby = _lease(opened, schemas[0], "host-b:2:bb")
+    assert not standby.try_acquire()
+    assert standby.holder is not None
+    assert (standby.holder.engine_id, standby.holder.pid) == ("host-a:1:aa", holder.backend_pid)
 
 
 def test_the_lease_passes_when_the_holders_session_ends(

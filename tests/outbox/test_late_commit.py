@@ -142,3 +142,35 @@ async def test_a_later_seq_committed_first_is_not_published_before_the_hole_fill
         await relay.stop()
     rows, _ = await consume_all(nats_broker.url, "PROPBOT", source)
     assert [r.seq for r in rows] == list(range(1, 13))
+
+
+async def test_a_hole_that_never_fills_shows_in_the_lag_seconds(
+    journal_url: str, journal: SqlJournal, nats_broker: Broker, source: str
+) -> None:
+    """A writer that bypassed the lock and rolled back seq 11 after seq 12 committed leaves a hole for
+    good: the relay waits at it (it never skips a seq), and its status must say rows are waiting and
+    for how long. lag_seconds used to read the age of row cursor+1 only, which does not exist: 0.0."""
+    _pg(journal_url)
+    fill(journal, 10)
+    eleven, twelve = _next_rows(journal, 2)
+    insert = text(
+        f"INSERT INTO journal ({', '.join(RAW_COLUMNS)}) VALUES ({', '.join(':' + c for c in RAW_COLUMNS)})"
+    )
+    relay = OutboxRelay(RelayConfig(journal_url, nats_broker.url, source, head_every_s=0.05))
+    relay.start()
+    db = create_engine(journal_url)
+    try:
+        await _until(lambda: relay.cursor == 10)
+        with db.connect() as late:
+            tx = late.begin()
+            late.execute(insert, eleven)
+            with db.begin() as conn:
+                conn.execute(insert, twelve)
+            tx.rollback()  # seq 11 never commits
+        await _until(lambda: relay.journal_last_seq == 12 and relay.lag_seconds > 0, timeout=10)
+        status = relay.status()
+        assert (status["cursor"], status["lag_rows"]) == (10, 2)
+        assert status["lag_seconds"] > 0
+    finally:
+        db.dispose()
+        await relay.stop()

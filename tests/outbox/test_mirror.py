@@ -13,9 +13,10 @@ import nats
 import pytest
 
 from adapters.nats.mirror import MirrorConfig, run_mirror
+from adapters.nats.outbox_consumer import OutboxConsumer
 from adapters.nats.relay import OutboxRelay, RelayConfig
 from api.cli import main
-from engine.outbox import ChainBroken, encode_row
+from engine.outbox import ChainBroken, OutboxError, encode_row
 from engine.persistence.sql_journal import SqlJournal
 from tests.journal import attacker
 from tests.outbox.broker import ROOT, Broker
@@ -126,3 +127,70 @@ async def test_the_first_row_that_does_not_chain_is_refused(
     done = _mirror_cli(nats_broker.url, mirror_url, source)
     assert done.returncode == 1
     assert "mirror ERROR: seq 11: prev_hash" in done.stderr
+
+
+@pytest.mark.parametrize("journal_url", ["sqlite"], indirect=True)
+async def test_a_mirror_on_a_fresh_database_reads_everything_despite_the_durables_ack_floor(
+    journal_url: str, journal: SqlJournal, nats_broker: Broker, source: str, tmp_path: Path
+) -> None:
+    """The durable consumer `mirror-<source>` acknowledged 50 rows for a first database; a mirror on a
+    new (or restored) database under the same durable used to resume after the ack floor: 0 rows written,
+    `caught_up`, exit 0 with an empty copy. Its position is its own database's last seq."""
+    await _published(journal_url, journal, nats_broker, source, 50)
+    first = MirrorConfig(nats_broker.url, f"sqlite:///{tmp_path / 'm1.db'}", source)
+    assert (await run_mirror(first, until_caught_up=True)).rows_written == 50
+    fresh = MirrorConfig(nats_broker.url, f"sqlite:///{tmp_path / 'm2.db'}", source)
+    assert (await run_mirror(fresh, until_caught_up=True)).rows_written == 50
+    # a consumer restored to seq 20 (its own store behind the durable) gets 21..50, no false hole
+    nc = await nats.connect(nats_broker.url)
+    try:
+        consumer = await OutboxConsumer.open(
+            nc.jetstream(), stream="PROPBOT", source=source, durable=first.durable_name, last_seq=20
+        )
+        rows = await consumer.fetch(512, timeout=1.0)
+        assert [r.seq for r in rows] == list(range(21, 51))
+        await consumer.close()
+    finally:
+        await nc.close()
+
+
+async def test_the_rows_before_a_message_with_a_wrong_header_hash_are_kept(
+    journal_url: str, journal: SqlJournal, mirror_url: str, nats_broker: Broker, source: str
+) -> None:
+    """A message whose header hash is not its row's (published by someone else into the source's
+    subjects) is refused as documented, and the rows fetched before it in the same batch are evidence
+    too: they used to be dropped with it (the consumer raised before returning them), leaving the
+    mirror empty."""
+    await _published(journal_url, journal, nats_broker, source, 10)
+    good = list(journal.scan())[-1]
+    msg = encode_row(source, (11, *good[1:12], good[13], "f" * 64, good[14]))  # type: ignore[arg-type]
+    nc = await nats.connect(nats_broker.url)
+    await nc.jetstream().publish(msg.subject, msg.data, headers={**msg.headers, "Propbot-Hash": "0" * 64})
+    await nc.close()
+    with pytest.raises(OutboxError, match="seq 11: header hash differs"):
+        await run_mirror(MirrorConfig(nats_broker.url, mirror_url, source), until_caught_up=True)
+    mirror = SqlJournal(mirror_url)
+    assert mirror.last_seq() == 10
+    mirror.close()
+    with pytest.raises(OutboxError, match="seq 11: header hash differs"):  # and again after a restart
+        await run_mirror(MirrorConfig(nats_broker.url, mirror_url, source), until_caught_up=True)
+
+
+async def test_a_mirror_database_holding_another_chain_is_refused(
+    nats_broker: Broker, source: str, tmp_path: Path
+) -> None:
+    """The mirror pointed at a database that holds another account's copy (50 rows) for a source of 30:
+    every row of the source is at or below the database's head, so all were dropped as repeats unread,
+    and the mirror said caught up, 0 rows written, exit 0. A repeat must be the row the mirror holds."""
+    from tests.outbox.test_source_collision import _journal
+
+    other, this = _journal(tmp_path, "acct0", 50), _journal(tmp_path, "acct1", 30)
+    s_other, s_this = f"{source}-other", f"{source}-this"
+    for url, src, n in ((other, s_other, 50), (this, s_this, 30)):
+        await asyncio.wait_for(relay_until(OutboxRelay(RelayConfig(url, nats_broker.url, src)), n), 60)
+    mirror_db = f"sqlite:///{tmp_path / 'audit.db'}"
+    assert (
+        await run_mirror(MirrorConfig(nats_broker.url, mirror_db, s_other), until_caught_up=True)
+    ).head_seq == 50
+    with pytest.raises(ChainBroken, match="seq 1: the stream's row has hash"):
+        await run_mirror(MirrorConfig(nats_broker.url, mirror_db, s_this), until_caught_up=True)

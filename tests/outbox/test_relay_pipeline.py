@@ -146,3 +146,33 @@ async def test_the_cursor_follows_the_acknowledged_prefix_in_seq_order(
     finally:
         relay._in_flight.clear()
         await relay.stop()
+
+
+async def test_the_sqlite_watch_starts_while_the_journal_is_locked(tmp_path: Path) -> None:
+    """Its first look at PRAGMA data_version used to be outside the busy handling: a journal locked at
+    that moment (busy timeout 0; WAL recovery, an exclusive writer) failed the listen component, which
+    then showed ERROR for a minute. A busy answer counts as a change, as at every later look."""
+    import sqlite3
+
+    from engine.persistence.migrate import upgrade
+
+    path = tmp_path / "j.db"
+    upgrade(f"sqlite:///{path}")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    woke = asyncio.Event()
+    task = asyncio.create_task(
+        watch_sqlite_commits(f"sqlite:///{path}", woke.set, lambda _: None, 0.002, 0.025)
+    )
+    try:
+        await asyncio.sleep(0.2)
+        assert not task.done(), task.exception()
+        holder.execute("COMMIT")
+        holder.close()
+        await asyncio.wait_for(woke.wait(), 5)
+        assert not task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -71,3 +71,40 @@ def test_the_cli_names_the_missing_source_and_the_collision(
     )
     assert clash.returncode != 0
     assert "another journal is relayed under this source name" in clash.stderr
+
+
+async def test_two_journals_started_together_on_an_empty_stream_are_caught_by_the_duplicate_acks(
+    tmp_path: Path, source: str
+) -> None:
+    """Both relays start before either has published: each start-up check finds nothing of the source
+    in the stream and passes. The broker then keeps one journal's row per `Nats-Msg-Id` and answers the
+    other's publishes as duplicates, which used to count as acknowledged: that relay reported cursor 20,
+    status OK, with none of its rows in the stream. A duplicate ack is now checked against the message
+    the broker kept."""
+    from tests.outbox.broker import broker
+
+    first, second = _journal(tmp_path, "acct0", 20), _journal(tmp_path, "acct1", 20)
+    with broker(tmp_path / "nats") as b:
+        relays = [OutboxRelay(RelayConfig(url, b.url, source)) for url in (first, second)]
+        for relay in relays:
+            relay.start()
+        try:
+            async with asyncio.timeout(30):
+                while not all(r.refused or r.cursor == 20 for r in relays):
+                    await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)
+        finally:
+            for relay in relays:
+                await relay.stop()
+        rows, _ = await consume_all(b.url, "PROPBOT", source)
+    # a relay that says it published 20 rows has its own rows in the stream, one whose rows the broker
+    # dropped refuses (both do when their rows were interleaved)
+    assert any(r.refused for r in relays)
+    kept = {r.row[2].split("-")[0] for r in rows}
+    for name, relay in zip(("acct0", "acct1"), relays, strict=True):
+        if relay.refused is None:
+            assert relay.cursor == 20
+            assert kept == {name}
+        else:
+            assert "another journal is relayed under this source name" in relay.refused
+            assert relay.status()["status"] == "ERROR"
