@@ -75,7 +75,9 @@ def serve(
     servers[0].run()
     runtime = getattr(app.state, "runtime", None)
     if runtime is not None and runtime.fenced:
-        click.echo("propbot: stopped: this engine lost the writer lease (fenced); exit code 3", err=True)
+        click.echo(
+            "propbot: stopped: this engine lost or gave up the writer lease (fenced); exit code 3", err=True
+        )
         return 3
     return 0
 

@@ -179,7 +179,11 @@ class Runtime:
             detail=self.lease.status() if self.lease is not None else None,
         )
         self.engine.stopping = True  # venue updates are left to the next writer's reconciliation
-        if self._writer_start is not None and not self._writer_start.done():
+        if (
+            self._writer_start is not None
+            and not self._writer_start.done()
+            and self._writer_start is not asyncio.current_task()  # a takeover that gives the lease up
+        ):
             self._writer_start.cancel()
         for name in ("connect", "hold_checks"):
             comp = self.supervisor.components.get(name)
@@ -198,17 +202,19 @@ class Runtime:
             self.start_error = EngineError(
                 f"journal cannot be prepared ({type(exc).__name__})", reason="journal_unavailable"
             )
-            return
+            return await self._give_up_lease(f"the journal cannot be prepared ({type(exc).__name__})")
         try:
             await self.engine.open()
         except JournalCorrupt as exc:
+            # Every standby would find the same damage: the lease stays here, nothing is written, and the
+            # 503 names the row until an operator looks (docs/scale-out.md)
             log.error("journal does not verify: %s", exc)
             self.start_error = exc
             return
         except EngineError as exc:  # the database went away after it was prepared: 503, not a crash
             log.error("journal cannot be opened: %s (%s)", exc, exc.reason)
             self.start_error = exc
-            return
+            return await self._give_up_lease(f"the journal cannot be opened ({exc.reason})")
         if self.lease is not None:  # who took over from whom, for the auditors (rows carry engine_id too)
             lease = self.lease.status()
             await self.engine.audit("system", "writer.lease_acquired", {
@@ -217,6 +223,15 @@ class Runtime:
         if not await self._connect():
             self.supervisor.start("connect", self._connect_until_done)
         self.supervisor.start("hold_checks", self._hold_checks_forever)
+
+    async def _give_up_lease(self, why: str) -> None:
+        """A writer that took the lease but cannot open the journal (a transient failure: too many
+        connections, the database restarting) must not keep the lease and answer 503 for good while
+        another standby could take over: it fences itself, and the process exits (`on_fenced`) so its
+        supervisor starts it again as a standby. Without a lease there is nobody to hand over to: the
+        engine stays up and answers 503 with the reason."""
+        if self.lease is not None:
+            await self._fence(why)
 
     async def _connect(self) -> bool:
         try:
