@@ -39,6 +39,8 @@ from engine.outbox import default_source
 
 log = logging.getLogger(__name__)
 
+MAX_LEASE_ENGINE_ID = 63 - len("propbot:")  # engine.persistence.lease.APP_PREFIX in application_name
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PROFILES = ("paper", "testnet", "live")
 # The variables PropBot reads; set-but-empty in the process environment is refused for these only
@@ -463,6 +465,10 @@ def _engine_id(env: Mapping[str, str]) -> str:
     if configured is not None:
         if not re.fullmatch(ENGINE_ID_PATTERN, configured):
             raise ConfigError("PROPBOT_ENGINE_ID must be 1-64 of A-Z a-z 0-9 _ . : @ -")
+        if len(configured) > MAX_LEASE_ENGINE_ID:
+            # PostgreSQL keeps 63 bytes of application_name, which names the writer lease's holder to
+            # standbys ("propbot:" + id): a longer id would reach them, and the takeover's audit row, cut short
+            raise ConfigError(f"PROPBOT_ENGINE_ID must be at most {MAX_LEASE_ENGINE_ID} characters")
         return configured
     host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "host"
     return f"{host}:{os.getpid()}:{secrets.token_hex(3)}"

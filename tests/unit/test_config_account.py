@@ -88,3 +88,9 @@ def test_the_engine_id_is_unique_per_process_or_configured(tmp_path: Path) -> No
     assert fixed.engine_id == "desk-a.primary"
     with pytest.raises(ConfigError, match="PROPBOT_ENGINE_ID"):
         load_settings(config_file=_config(tmp_path), env={**env, "PROPBOT_ENGINE_ID": "bad id\x1f"})
+    with pytest.raises(ConfigError, match="at most 55 characters"):  # standbys read it from application_name
+        load_settings(config_file=_config(tmp_path), env={**env, "PROPBOT_ENGINE_ID": "e" * 56})
+    assert (
+        load_settings(config_file=_config(tmp_path), env={**env, "PROPBOT_ENGINE_ID": "e" * 55}).engine_id
+        == "e" * 55
+    )
