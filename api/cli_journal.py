@@ -202,6 +202,11 @@ def _compare_with_mirror(loc: Location, mirror_url: str, mirror_may_lag: bool) -
         raise CliError(f"no mirror at {path}")
     primary, mirror = _open_journal(loc), SqlJournal(mirror_url)
     try:
+        # Checked first: a mirror database without the mirror's table would otherwise read as the
+        # *primary* journal broken at seq 0
+        problem = mirror.schema_problem()
+        if problem is not None:
+            raise CliError(f"--against-mirror: the mirror database is not usable: {problem}")
         result = compare_with_mirror(primary.scan(), mirror.scan(), mirror_may_lag=mirror_may_lag)
     finally:
         primary.close()

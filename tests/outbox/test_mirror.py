@@ -5,6 +5,7 @@ names the first rewritten seq of a consistent rewrite that plain verify cannot s
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -194,3 +195,21 @@ async def test_a_mirror_database_holding_another_chain_is_refused(
     ).head_seq == 50
     with pytest.raises(ChainBroken, match="seq 1: the stream's row has hash"):
         await run_mirror(MirrorConfig(nats_broker.url, mirror_db, s_this), until_caught_up=True)
+
+
+def test_a_mirror_database_without_the_mirror_table_is_named_not_the_primary(
+    journal_url: str, journal: SqlJournal, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Was: "journal is broken at seq 0: no journal table", as if the primary were damaged
+    fill(journal, 3)
+    empty = tmp_path / "not-a-mirror.db"
+    sqlite3.connect(empty).close()
+    verify = ["journal", "verify", "--db", journal_url, "--data-dir", str(tmp_path / "data")]
+    capsys.readouterr()
+    assert main([*verify, "--against-mirror", f"sqlite:///{empty}"]) == 2
+    out = capsys.readouterr()
+    assert "journal OK: 3 rows" in out.out
+    assert (
+        out.err.strip()
+        == "propbot: error: --against-mirror: the mirror database is not usable: no journal table"
+    )
