@@ -15,6 +15,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
@@ -38,18 +41,56 @@ def mirror_process(nats_url: str, db_url: str, source: str, status_port: int) ->
     )  # fmt: skip
 
 
+@dataclass
+class MirrorStack:
+    """A private broker, the journal's relay and `propbot mirror` (status on `port`), all real processes;
+    `logs` gets the mirror's then the relay's output once they are stopped."""
+
+    broker: Broker
+    relay: subprocess.Popen[bytes]
+    mirror: subprocess.Popen[bytes]
+    port: int
+    logs: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def mirror_stack(journal_url: str, mirror_url: str, source: str, tmp_path: Path) -> Iterator[MirrorStack]:
+    b = Broker(tmp_path / "nats")
+    b.start()
+    relay = relay_process(journal_url, b.url, source, "PROPBOT")
+    port = free_port()
+    stack = MirrorStack(b, relay, mirror_process(b.url, mirror_url, source, port), port)
+    try:
+        yield stack
+    finally:
+        stack.logs.append(stop(stack.mirror))
+        stack.logs.append(stop(relay))
+        b.kill()
+
+
+def assert_mirror_equals(
+    journal: SqlJournal, journal_url: str, mirror_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    rows: int,
+) -> None:  # fmt: skip
+    """Row by row, and as `journal verify --against-mirror` sees it."""
+    copy = SqlJournal(mirror_url)
+    try:
+        assert list(copy.scan()) == list(journal.scan())
+    finally:
+        copy.close()
+    capsys.readouterr()
+    verify = ["journal", "verify", "--db", journal_url, "--data-dir", str(tmp_path / "data")]
+    assert main([*verify, "--against-mirror", mirror_url]) == 0
+    assert f"mirror OK: {rows} rows equal, last seq {rows}" in capsys.readouterr().out
+
+
 @pytest.mark.timeout(300)
 async def test_the_mirror_reconnects_after_a_broker_outage_and_resumes_where_it_was(
     journal_url: str, journal: SqlJournal, mirror_url: str, tmp_path: Path, source: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    b = Broker(tmp_path / "nats")
-    b.start()
-    relay = relay_process(journal_url, b.url, source, "PROPBOT")
-    port = free_port()
-    mirror = mirror_process(b.url, mirror_url, source, port)
-    logs: list[str] = []
-    try:
+    with mirror_stack(journal_url, mirror_url, source, tmp_path) as stack:
+        b, port, mirror = stack.broker, stack.port, stack.mirror
         fill(journal, 100)
         await _until_status(port, "head_seq", 100)
         b.kill()
@@ -67,17 +108,11 @@ async def test_the_mirror_reconnects_after_a_broker_outage_and_resumes_where_it_
         assert back["connected"]
         assert back["episodes"] > episodes
         assert back["rows_written"] == 150  # nothing written twice: it resumed after seq 100
-    finally:
-        logs.append(stop(mirror))
-        logs.append(stop(relay))
-        b.kill()
+    logs = stack.logs
     assert mirror.returncode == 0, logs[0]
     assert "mirror failed (" in logs[0], logs[0]  # the supervisor logged the outage: not silent
     assert "resuming after seq 100" in logs[0], logs[0]
-    capsys.readouterr()
-    verify = ["journal", "verify", "--db", journal_url, "--data-dir", str(tmp_path / "data")]
-    assert main([*verify, "--against-mirror", mirror_url]) == 0
-    assert "mirror OK: 150 rows equal, last seq 150" in capsys.readouterr().out
+    assert_mirror_equals(journal, journal_url, mirror_url, tmp_path, capsys, 150)
 
 
 _TERMINATE = text(
@@ -109,54 +144,43 @@ async def test_the_mirror_survives_its_database_sessions_being_killed_and_writes
     journal_url: str, journal: SqlJournal, mirror_url: str, tmp_path: Path, source: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    b = Broker(tmp_path / "nats")
-    b.start()
-    relay = relay_process(journal_url, b.url, source, "PROPBOT")
-    port = free_port()
     app = f"mirror-test-{uuid.uuid4().hex[:10]}"  # libpq's application_name: only these sessions are killed
-    mirror = mirror_process(b.url, f"{mirror_url}&application_name={app}", source, port)
     appends = SteadyAppends(journal, every_s=0.01)
-    logs: list[str] = []
     try:
-        fill(journal, 100, "before")  # SteadyAppends writes o0, o1, ...
-        up = await _until_status(port, "head_seq", 100)
-        episodes, failures = up["episodes"], up["components"]["mirror"]["failures"]  # it may have come first
-        appends.start()  # the relay publishes a row every ~10 ms: the mirror writes batches all along
-        killed = await asyncio.to_thread(_kill_sessions, app, 4.0)
-        down = await asyncio.to_thread(_status, port)
-        assert killed >= 2, killed
-        assert mirror.poll() is None, "the mirror exited on its database outage"
-        assert down["status"] == "ERROR", down  # not OK while its writes fail
-        assert down["components"]["mirror"]["failures"] > failures, down
-        assert down["components"]["mirror"]["last_error"].startswith("OperationalError"), down
-        assert down["episodes"] > episodes, down
-        await asyncio.sleep(1)  # appends go on with the database back
-        appends.halt.set()
-        await asyncio.to_thread(appends.join)
-        total = 100 + appends.count
-        back = await _until_status(port, "head_seq", total, timeout=60)
-        assert mirror.poll() is None
-        assert back["rows_written"] == total, back  # nothing written twice, nothing skipped
+        with mirror_stack(journal_url, f"{mirror_url}&application_name={app}", source, tmp_path) as stack:
+            port, mirror = stack.port, stack.mirror
+            fill(journal, 100, "before")  # SteadyAppends writes o0, o1, ...
+            up = await _until_status(port, "head_seq", 100)
+            episodes, failures = (
+                up["episodes"],
+                up["components"]["mirror"]["failures"],
+            )  # it may have come first
+            appends.start()  # the relay publishes a row every ~10 ms: the mirror writes batches all along
+            killed = await asyncio.to_thread(_kill_sessions, app, 4.0)
+            down = await asyncio.to_thread(_status, port)
+            assert killed >= 2, killed
+            assert mirror.poll() is None, "the mirror exited on its database outage"
+            assert down["status"] == "ERROR", down  # not OK while its writes fail
+            assert down["components"]["mirror"]["failures"] > failures, down
+            assert down["components"]["mirror"]["last_error"].startswith("OperationalError"), down
+            assert down["episodes"] > episodes, down
+            await asyncio.sleep(1)  # appends go on with the database back
+            appends.halt.set()
+            await asyncio.to_thread(appends.join)
+            total = 100 + appends.count
+            back = await _until_status(port, "head_seq", total, timeout=60)
+            assert mirror.poll() is None
+            assert back["rows_written"] == total, back  # nothing written twice, nothing skipped
     finally:
-        appends.halt.set()
-        logs.append(stop(mirror))
-        logs.append(stop(relay))
-        b.kill()
+        appends.halt.set()  # also when an assertion failed: the thread must not outlive the test
+    logs = stack.logs
     assert mirror.returncode == 0, logs[0]
     assert "mirror failed (OperationalError" in logs[0], logs[0]  # the supervisor logged it: not silent
     resumed = [int(line.rsplit(" ", 1)[1]) for line in logs[0].splitlines() if "resuming after seq" in line]
     assert len(resumed) >= 2, logs[0]
     assert resumed[1:] == sorted(resumed[1:]), resumed  # each new episode after its database's last seq
     assert resumed[-1] >= 100, resumed
-    copy = SqlJournal(mirror_url)
-    try:
-        assert list(copy.scan()) == list(journal.scan())
-    finally:
-        copy.close()
-    capsys.readouterr()
-    verify = ["journal", "verify", "--db", journal_url, "--data-dir", str(tmp_path / "data")]
-    assert main([*verify, "--against-mirror", mirror_url]) == 0
-    assert f"mirror OK: {total} rows equal, last seq {total}" in capsys.readouterr().out
+    assert_mirror_equals(journal, journal_url, mirror_url, tmp_path, capsys, total)
 
 
 def _stall_once(schema: str, seq: int) -> str:
@@ -183,62 +207,48 @@ async def test_a_batch_whose_transaction_dies_is_not_acked_and_comes_again(
     journal_url: str, journal: SqlJournal, mirror_url: str, tmp_path: Path, source: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    b = Broker(tmp_path / "nats")
-    b.start()
-    relay = relay_process(journal_url, b.url, source, "PROPBOT")
-    port = free_port()
     app = f"mirror-test-{uuid.uuid4().hex[:10]}"
-    mirror = mirror_process(b.url, f"{mirror_url}&application_name={app}", source, port)
     schema = mirror_url.rsplit("search_path%3D", 1)[1]
     admin = create_engine(PG_URL)
-    logs: list[str] = []
-    try:
-        fill(journal, 100)
-        await _until_status(port, "head_seq", 100)
-        with admin.begin() as conn:
-            conn.execute(text(_stall_once(schema, 150)))
-        fill(journal, 50, "batch")  # one commit: the relay publishes 101..150 together
-        with admin.connect() as conn:
-            end = time.monotonic() + 60
-            while not conn.execute(
-                text("SELECT 1 FROM pg_stat_activity WHERE application_name = :n AND wait_event = 'PgSleep'"),
-                {"n": app},
-            ).first():  # fmt: skip
+    with mirror_stack(journal_url, f"{mirror_url}&application_name={app}", source, tmp_path) as stack:
+        b, port, mirror = stack.broker, stack.port, stack.mirror
+        try:
+            fill(journal, 100)
+            await _until_status(port, "head_seq", 100)
+            with admin.begin() as conn:
+                conn.execute(text(_stall_once(schema, 150)))
+            fill(journal, 50, "batch")  # one commit: the relay publishes 101..150 together
+            with admin.connect() as conn:
+                end = time.monotonic() + 60
+                while not conn.execute(
+                    text("SELECT 1 FROM pg_stat_activity WHERE application_name = :n AND wait_event = 'PgSleep'"),
+                    {"n": app},
+                ).first():  # fmt: skip
+                    conn.commit()
+                    assert time.monotonic() < end, "the mirror never inserted seq 150"
+                    await asyncio.sleep(0.02)
+                committed = int(conn.execute(text(f"SELECT max(seq) FROM {schema}.journal")).scalar_one())
+                in_tx = int(conn.execute(text(f"SELECT last_value FROM {schema}.seen_in_tx")).scalar_one())
+                assert committed < in_tx == 149, (committed, in_tx)  # rows committed-to-be sit in the open tx
+                nc = await nats.connect(b.url)
+                try:  # the batch is delivered and not acknowledged while its transaction is open
+                    info = await nc.jetstream().consumer_info("PROPBOT", f"mirror-{source}")
+                finally:
+                    await nc.close()
+                assert (info.num_ack_pending or 0) >= 150 - committed, info
+                assert int(conn.execute(_TERMINATE, {"n": app}).scalar_one()) >= 1
                 conn.commit()
-                assert time.monotonic() < end, "the mirror never inserted seq 150"
-                await asyncio.sleep(0.02)
-            committed = int(conn.execute(text(f"SELECT max(seq) FROM {schema}.journal")).scalar_one())
-            in_tx = int(conn.execute(text(f"SELECT last_value FROM {schema}.seen_in_tx")).scalar_one())
-            assert committed < in_tx == 149, (committed, in_tx)  # rows committed-to-be sit in the open tx
-            nc = await nats.connect(b.url)
-            try:  # the batch is delivered and not acknowledged while its transaction is open
-                info = await nc.jetstream().consumer_info("PROPBOT", f"mirror-{source}")
-            finally:
-                await nc.close()
-            assert (info.num_ack_pending or 0) >= 150 - committed, info
-            assert int(conn.execute(_TERMINATE, {"n": app}).scalar_one()) >= 1
-            conn.commit()
-        back = await _until_status(port, "head_seq", 150)
-        assert mirror.poll() is None
-        assert back["rows_written"] == 150, back  # the rolled-back rows came again, each written once
-        assert back["components"]["mirror"]["failures"] >= 1, back
-        assert back["status"] == "ERROR", back  # the failure stays visible for a while
-    finally:
-        with admin.begin() as conn:  # a stall left behind by a failed assertion would hold up the stop
-            conn.execute(_TERMINATE, {"n": app})
-        admin.dispose()
-        logs.append(stop(mirror))
-        logs.append(stop(relay))
-        b.kill()
+            back = await _until_status(port, "head_seq", 150)
+            assert mirror.poll() is None
+            assert back["rows_written"] == 150, back  # the rolled-back rows came again, each written once
+            assert back["components"]["mirror"]["failures"] >= 1, back
+            assert back["status"] == "ERROR", back  # the failure stays visible for a while
+        finally:
+            with admin.begin() as conn:  # a stall left behind by a failed assertion would hold up the stop
+                conn.execute(_TERMINATE, {"n": app})
+            admin.dispose()
+    logs = stack.logs
     assert mirror.returncode == 0, logs[0]
     assert "mirror failed (OperationalError" in logs[0], logs[0]
     assert f"resuming after seq {committed}" in logs[0], logs[0]
-    copy = SqlJournal(mirror_url)
-    try:
-        assert list(copy.scan()) == list(journal.scan())
-    finally:
-        copy.close()
-    capsys.readouterr()
-    verify = ["journal", "verify", "--db", journal_url, "--data-dir", str(tmp_path / "data")]
-    assert main([*verify, "--against-mirror", mirror_url]) == 0
-    assert "mirror OK: 150 rows equal, last seq 150" in capsys.readouterr().out
+    assert_mirror_equals(journal, journal_url, mirror_url, tmp_path, capsys, 150)
