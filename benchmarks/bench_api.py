@@ -51,37 +51,6 @@ PY = sys.executable
 
 _FLOOR_APP = textwrap.dedent(
     """
-    import sys
-    from decimal import Decimal
-    from typing import Literal
-    from fastapi import FastAPI
-    from pydantic import BaseModel, ConfigDict
-    from api.serving import serve
-
-    class Order(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        symbol: str
-        side: Literal["BUY", "SELL"]
-        type: Literal["LIMIT", "MARKET"]
-        quantity: Decimal
-        newClientOrderId: str
-
-    app = FastAPI()
-
-    @app.post("/api/live/order")
-    async def order(body: Order) -> dict[str, object]:
-        return {"ok": True, "clientOrderId": body.newClientOrderId, "state": "FILLED", "symbol": body.symbol}
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, bool]:
-        return {"ok": True}
-
-    serve(app, "127.0.0.1", int(sys.argv[1]), log_level="warning")
-    """
-)
-
-_DURABLE_FLOOR_APP = textwrap.dedent(
-    """
     import asyncio, collections, sqlite3, sys
     from concurrent.futures import ThreadPoolExecutor
     from decimal import Decimal
@@ -90,14 +59,14 @@ _DURABLE_FLOOR_APP = textwrap.dedent(
     from pydantic import BaseModel, ConfigDict
     from api.serving import serve
 
-    db = sqlite3.connect(sys.argv[2], isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE IF NOT EXISTS j (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
-    ROW = ("x" * 400,)
-
     class GroupCommit:
-        def __init__(self) -> None:
+        \"\"\"The durable floor's journal: everything queued goes into one transaction on one thread.\"\"\"
+
+        def __init__(self, path: str) -> None:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("CREATE TABLE IF NOT EXISTS j (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
             self.queue = collections.deque()
             self.wake = asyncio.Event()
             self.thread = ThreadPoolExecutor(1)
@@ -112,9 +81,9 @@ _DURABLE_FLOOR_APP = textwrap.dedent(
             await done
 
         def write(self, rows: int) -> None:
-            db.execute("BEGIN")
-            db.executemany("INSERT INTO j (payload) VALUES (?)", [ROW] * rows)
-            db.execute("COMMIT")
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT INTO j (payload) VALUES (?)", [("x" * 400,)] * rows)
+            self.db.execute("COMMIT")
 
         async def run(self) -> None:
             loop = asyncio.get_running_loop()
@@ -128,7 +97,8 @@ _DURABLE_FLOOR_APP = textwrap.dedent(
                 for _, done in batch:
                     done.set_result(None)
 
-    writer = GroupCommit()
+    # argv: port, then "-" for the bare floor or a database path for the durable floor
+    writer = GroupCommit(sys.argv[2]) if sys.argv[2] != "-" else None
 
     class Order(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -142,8 +112,9 @@ _DURABLE_FLOOR_APP = textwrap.dedent(
 
     @app.post("/api/live/order")
     async def order(body: Order) -> dict[str, object]:
-        await writer.append(4)  # the write-ahead group
-        await writer.append(1)  # the venue's answer
+        if writer is not None:
+            await writer.append(4)  # the write-ahead group
+            await writer.append(1)  # the venue's answer
         return {"ok": True, "clientOrderId": body.newClientOrderId, "state": "FILLED", "symbol": body.symbol}
 
     @app.get("/healthz")
@@ -202,11 +173,11 @@ def _latency(out: str, pct: str) -> float:
 
 def _floor(tmp: Path, seconds: int, connections: int, *, durable: bool = False) -> dict[str, Any]:
     port = free_port()
-    app = tmp / ("durable_floor_app.py" if durable else "floor_app.py")
-    app.write_text(_DURABLE_FLOOR_APP if durable else _FLOOR_APP)
-    db = tmp / f"floor-{uuid.uuid4().hex[:6]}.db"
+    app = tmp / "floor_app.py"
+    app.write_text(_FLOOR_APP)
+    db = str(tmp / f"floor-{uuid.uuid4().hex[:6]}.db") if durable else "-"
     proc = subprocess.Popen(
-        [PY, str(app), str(port), str(db)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        [PY, str(app), str(port), db], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc)

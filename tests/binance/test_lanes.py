@@ -104,12 +104,9 @@ async def test_a_cancel_completes_while_many_orders_wait_for_the_governor(sim: S
         await client.aclose()
 
 
-async def test_slow_orders_in_flight_do_not_block_a_cancel(sim: SimulatorServer) -> None:
-    # every slot of the order lane is taken by an order the venue answers slowly; the cancel has its own
-    setup = _client(sim)
-    await setup.order(_order("lane-slow-victim"))
-    await setup.aclose()
-    client = _client(sim, max_in_flight=2)
+def answer_orders_only_when_set(client: Any) -> asyncio.Event:
+    """Every POST (an order) waits for the returned event before its round trip: each holds an
+    order-lane slot meanwhile, as an order the venue answers slowly does."""
     orig = client._round_trip
     gate = asyncio.Event()
 
@@ -118,7 +115,17 @@ async def test_slow_orders_in_flight_do_not_block_a_cancel(sim: SimulatorServer)
             await gate.wait()
         return await orig(method, url)
 
-    client._round_trip = slow_orders  # type: ignore[method-assign]
+    client._round_trip = slow_orders
+    return gate
+
+
+async def test_slow_orders_in_flight_do_not_block_a_cancel(sim: SimulatorServer) -> None:
+    # every slot of the order lane is taken by an order the venue answers slowly; the cancel has its own
+    setup = _client(sim)
+    await setup.order(_order("lane-slow-victim"))
+    await setup.aclose()
+    client = _client(sim, max_in_flight=2)
+    gate = answer_orders_only_when_set(client)
     orders = [asyncio.create_task(client.order(_order(f"lane-s{i}", "59000.00"))) for i in range(6)]
     try:
         while client.in_flight < 2:
@@ -151,15 +158,7 @@ async def test_a_cancel_refused_for_its_timestamp_resyncs_without_waiting_behind
     await setup.aclose()
     client = _client(sim, max_in_flight=2)
     await client.clock.resync()
-    orig = client._round_trip
-    gate = asyncio.Event()
-
-    async def slow_orders(method: str, url: str) -> Any:
-        if method == "POST":
-            await gate.wait()
-        return await orig(method, url)
-
-    client._round_trip = slow_orders  # type: ignore[method-assign]
+    gate = answer_orders_only_when_set(client)
     orders = [asyncio.create_task(client.order(_order(f"lane-k{i}", "59000.00"))) for i in range(4)]
     try:
         while client.in_flight < 2:
