@@ -176,26 +176,38 @@ def _ok(response: httpx.Response, call: str) -> Any:
     return response.json()
 
 
-class ApiBlocks:
-    """LIVE orders through POST /api/live/order, one at a time on one keep-alive connection."""
+class OrderPosts:
+    """Orders POSTed to /api/live/order on `_http`, one at a time on one keep-alive connection, each
+    answer checked: 200, mode live, the IOC expired."""
 
-    name = "API POST /api/live/order (LIVE)"
+    name = ""
+    tag = ""
 
-    def __init__(self, api: LiveApi) -> None:
-        self._http = api.client("trader")
+    def __init__(self, http: httpx.Client) -> None:
+        self._http = http
         self._run = uuid.uuid4().hex[:8]
 
     def block(self, first: int, k: int) -> list[float]:
         lat = []
         for i in range(first, first + k):
-            body = {**ORDER, "price": PRICE, "newClientOrderId": f"pb-live-{self._run}-{i}"}
+            body = {**ORDER, "price": PRICE, "newClientOrderId": f"pb-{self.tag}-{self._run}-{i}"}
             t0 = time.perf_counter()
             r = self._http.post("/api/live/order", json=body)
             lat.append(time.perf_counter() - t0)
-            answer = _ok(r, "POST /api/live/order")
+            answer = _ok(r, f"{self.name}: POST /api/live/order")
             if answer.get("mode") != "live" or answer.get("state") != "EXPIRED":
-                raise RuntimeError(f"not a LIVE expired IOC: {answer}")
+                raise RuntimeError(f"{self.name}: not a LIVE expired IOC: {answer}")
         return lat
+
+
+class ApiBlocks(OrderPosts):
+    """LIVE orders through propbot's POST /api/live/order."""
+
+    name = "API POST /api/live/order (LIVE)"
+    tag = "live"
+
+    def __init__(self, api: LiveApi) -> None:
+        super().__init__(api.client("trader"))
 
     def close(self) -> None:
         self._http.close()
@@ -259,10 +271,11 @@ _FLOOR_APP = textwrap.dedent(
 )
 
 
-class FloorBlocks:
-    """The write-ahead floor (module docstring), on one keep-alive connection as ApiBlocks."""
+class FloorBlocks(OrderPosts):
+    """The write-ahead floor (module docstring)."""
 
     name = "floor: bare endpoint, 2 raw durable commits + client order()"
+    tag = "floor"
 
     def __init__(self, tmp: Path, sim_base: str) -> None:
         app = tmp / "floor_app.py"
@@ -272,20 +285,7 @@ class FloorBlocks:
         args = [sys.executable, str(app), str(port), sim_base, KEY, SECRET, str(tmp / "floor.db")]
         self._proc = subprocess.Popen(args, cwd=tmp, env={**os.environ, "PYTHONPATH": root})
         wait_http(f"http://127.0.0.1:{port}/healthz", self._proc)
-        self._http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20)
-        self._run = uuid.uuid4().hex[:8]
-
-    def block(self, first: int, k: int) -> list[float]:
-        lat = []
-        for i in range(first, first + k):
-            body = {**ORDER, "price": PRICE, "newClientOrderId": f"pb-floor-{self._run}-{i}"}
-            t0 = time.perf_counter()
-            r = self._http.post("/api/live/order", json=body)
-            lat.append(time.perf_counter() - t0)
-            answer = _ok(r, "floor POST /api/live/order")
-            if answer.get("state") != "EXPIRED":
-                raise RuntimeError(f"floor: not an expired IOC: {answer}")
-        return lat
+        super().__init__(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20))
 
     def close(self) -> None:
         self._http.close()
