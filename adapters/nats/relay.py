@@ -131,6 +131,10 @@ class RelayConfig:
     cursor_every_s: float = 0.2
     standby_poll_s: float = 0.5  # a standby tries the source's lock this often
     lock_check_s: float = 0.5  # the holder checks it still holds it this often
+    # Rows waiting longer than this turn the status WARN: the relay is up but not moving (a seq that a
+    # writer outside the engine's lock never committed, which the relay never skips, or a broker that
+    # takes but never acknowledges), which a lag count alone would leave for someone to notice
+    stuck_warn_s: float = 30.0
 
     def __post_init__(self) -> None:
         check_source(self.source)
@@ -513,8 +517,12 @@ class OutboxRelay:
         components = {**self.supervisor.status(), **self._publishing.status()}
         level = "ERROR" if any(c["status"] == "ERROR" for c in components.values()) else "OK"
         lag_rows = max(0, self.journal_last_seq - self.cursor) if self.role == ACTIVE else 0
+        stuck = bool(lag_rows) and self.lag_seconds > self.config.stuck_warn_s
+        if level == "OK" and stuck:
+            level = "WARN"
         return {
             "status": "ERROR" if self.refused else level,
+            "stuck_at_seq": self.cursor + 1 if stuck else None,
             "refused": self.refused,
             "source": self.config.source,
             "stream": self.config.stream,

@@ -156,11 +156,14 @@ async def test_a_hole_that_never_fills_shows_in_the_lag_seconds(
     insert = text(
         f"INSERT INTO journal ({', '.join(RAW_COLUMNS)}) VALUES ({', '.join(':' + c for c in RAW_COLUMNS)})"
     )
-    relay = OutboxRelay(RelayConfig(journal_url, nats_broker.url, source, head_every_s=0.05))
+    relay = OutboxRelay(
+        RelayConfig(journal_url, nats_broker.url, source, head_every_s=0.05, stuck_warn_s=1.0)
+    )
     relay.start()
     db = create_engine(journal_url)
     try:
         await _until(lambda: relay.cursor == 10)
+        assert (relay.status()["status"], relay.status()["stuck_at_seq"]) == ("OK", None)
         with db.connect() as late:
             tx = late.begin()
             late.execute(insert, eleven)
@@ -171,6 +174,9 @@ async def test_a_hole_that_never_fills_shows_in_the_lag_seconds(
         status = relay.status()
         assert (status["cursor"], status["lag_rows"]) == (10, 2)
         assert status["lag_seconds"] > 0
+        # Up but not moving: WARN once the rows waited past stuck_warn_s, naming the seq it waits for
+        await _until(lambda: relay.status()["status"] == "WARN", timeout=10)
+        assert relay.status()["stuck_at_seq"] == 11
     finally:
         db.dispose()
         await relay.stop()
