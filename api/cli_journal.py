@@ -97,7 +97,10 @@ def _checkpoint_log(loc: Location, checkpoints: Path | None, key: Path | None, *
 
 def _approval_rules(loc: Location) -> dict[str, Any]:
     rules = loc.config.approvals
-    return {"approver_keys": dict(rules.public_keys), "require_token": rules.require_token,
+    keys = {i: (k,) for i, k in rules.public_keys.items()}
+    for i, old in rules.retired_keys.items():
+        keys[i] = (*keys.get(i, ()), *old)
+    return {"approver_keys": keys, "require_token": rules.require_token,
             "two_man_rule": rules.two_man_rule}  # fmt: skip
 
 

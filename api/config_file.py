@@ -91,6 +91,9 @@ class Approvals(_Model):
     ttl_s: float = Field(900.0, gt=0, le=86400)
     # operator id -> Ed25519 public key (raw 32 bytes, base64); private keys never live here
     public_keys: dict[str, str] = Field(default_factory=dict)
+    # operator id -> public keys rotated out of public_keys: replay and verify still accept the approvals
+    # they signed in the journal; arm never accepts a new token signed with one
+    retired_keys: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class Window(_Model):

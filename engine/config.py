@@ -56,6 +56,15 @@ class ApprovalSettings:
     ttl_s: float = 900.0
     # operator id -> Ed25519 public key (raw 32 bytes, base64); the engine never holds private keys
     public_keys: dict[str, str] = field(default_factory=dict)
+    # operator id -> keys rotated out: only to re-verify the approvals they signed in the journal (replay,
+    # verify); a new token is checked against public_keys alone, so a rotated-out key arms nothing
+    retired_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def journal_keys(self) -> dict[str, tuple[str, ...]]:
+        """Every key an approver signed with, current first: what the journal's approvals verify against."""
+        ids = dict.fromkeys([*self.public_keys, *self.retired_keys])
+        return {i: (*([self.public_keys[i]] if i in self.public_keys else []), *self.retired_keys.get(i, ()))
+                for i in ids}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,6 +188,21 @@ class OrderService:
             raise OrderRejected(str(detail), reason=reason, detail=state)
         if mode == "test":
             return await self._send_test(order)
+        halted = self._sessions.current
+        if mode == "live" and halted.state is SessionState.HOLD:
+            # A HOLD applied since the decision (committed in the same group, right after it): the order
+            # has not left the engine, so it never will; checked with no await before the venue call
+            def refuse(o: Order) -> list[NewEntry]:
+                return (
+                    [o.decide("reject", {"reason": "session_hold"}, "system", "session_hold")]
+                    if o.state is S.SENT
+                    else []
+                )
+
+            order = await self._record(order, refuse)
+            if order.state is S.REJECTED:
+                raise SessionHalted(f"session is on HOLD: {halted.hold_reason}", detail=self._state(order))
+            return Placement(order)
         return await self._send(order)
 
     def _commit_audited(

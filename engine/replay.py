@@ -28,7 +28,7 @@ from engine.fsm.approval_table import APPROVAL_CREATE_TRIGGER
 from engine.fsm.machines import APPROVAL_EDGES, ORDER_EDGES, SESSION_EDGES
 from engine.fsm.order_table import ORDER_CREATE_TRIGGER, ORDER_INITIAL, ORDER_TERMINAL
 from engine.fsm.session_table import SESSION_CREATE_TRIGGER
-from engine.guardrails.approvals import verify_journaled
+from engine.guardrails.approvals import ApproverKeys, verify_journaled
 from engine.journal import GENESIS_HASH, RAW_COLUMNS, SCHEMA_VERSION, RawRow, row_hash
 from engine.late_trades import (
     TRADE_STREAM,
@@ -91,7 +91,7 @@ def _diagnose(row: Any, exc: BaseException) -> str:
 
 def _check_guarded(
     seq: int, sid: str, trigger: str, payload: dict[str, Any], sess: TradingSession | None, actor: str,
-    approver_keys: dict[str, str] | None, require_token: bool, two_man_rule: bool,
+    approver_keys: ApproverKeys | None, require_token: bool, two_man_rule: bool,
 ) -> None:  # fmt: skip
     approval = payload.get("approval")
     if not approval:
@@ -114,7 +114,7 @@ def _check_guarded(
 
 def _replay_approval(
     approvals: dict[str, ApprovalRequest], seq: int, sid: str, version: int, trigger: str,
-    frm: str | None, to: str | None, payload: dict[str, Any], reason: str, approver_keys: dict[str, str] | None,
+    frm: str | None, to: str | None, payload: dict[str, Any], reason: str, approver_keys: ApproverKeys | None,
     two_man_rule: bool,
 ) -> None:  # fmt: skip
     req = approvals.get(sid)
@@ -173,7 +173,7 @@ def replay(
     rows: Iterable[RawRow],
     *,
     keep_terminal: bool = False,
-    approver_keys: dict[str, str] | None = None,
+    approver_keys: ApproverKeys | None = None,
     require_token: bool = False,
     two_man_rule: bool = True,
     on_order: OnOrderRow | None = None,
@@ -216,7 +216,7 @@ class Replayer:
     the last one it verified). A replay that found damage stays broken."""
 
     def __init__(
-        self, *, keep_terminal: bool = False, approver_keys: dict[str, str] | None = None,
+        self, *, keep_terminal: bool = False, approver_keys: ApproverKeys | None = None,
         require_token: bool = False, two_man_rule: bool = True, on_order: OnOrderRow | None = None,
         on_trade: OnTradeRow | None = None,
     ) -> None:  # fmt: skip
@@ -300,7 +300,7 @@ def _replay(
     rows: Iterable[RawRow],
     res: ReplayResult,
     cursor: _Cursor,
-    approver_keys: dict[str, str] | None,
+    approver_keys: ApproverKeys | None,
     require_token: bool,
     two_man_rule: bool,
     on_order: OnOrderRow | None = None,

@@ -154,9 +154,10 @@ class Engine:
     def _replayer(self) -> tuple[Replayer, Ledger]:
         rules = self.settings.approvals
         ledger = Ledger()
-        # Every arm/go_live row must carry an approval that verifies against the approver keys in force
+        # Every arm/go_live row must carry an approval that verifies against the approver keys in force, or
+        # ones rotated out since (approvals.retired_keys): a documented key rotation must not brick start-up
         replayer = Replayer(
-            approver_keys=rules.public_keys, require_token=rules.require_token,
+            approver_keys=rules.journal_keys(), require_token=rules.require_token,
             two_man_rule=rules.two_man_rule, on_order=ledger.on_order_row, on_trade=ledger.on_trade_row,
         )  # fmt: skip
         return replayer, ledger

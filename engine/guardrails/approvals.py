@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,10 @@ from engine.errors import ApprovalRejected
 
 # The approver's machine may run a little ahead of ours: do not refuse a token over that
 _CLOCK_SLACK_S = 30.0
+
+
+# approver id -> its public key, or its keys (current and rotated out): what journaled approvals verify against
+ApproverKeys = Mapping[str, str | tuple[str, ...]]
 
 
 def _b64d(text: str) -> bytes:
@@ -142,7 +147,7 @@ def verify_approval(
 
 
 def verify_journaled(
-    approval: Any, *, public_keys: dict[str, str], session_id: str, requester: str | None
+    approval: Any, *, public_keys: ApproverKeys, session_id: str, requester: str | None
 ) -> str | None:
     """Re-check an approval as journaled (Approval.as_payload plus "requester"): the signature over the
     signed body with the approver's key, that the journaled fields are the signed claims, and (with
@@ -155,14 +160,15 @@ def verify_journaled(
     if not isinstance(body_text, str) or not isinstance(sig_text, str) or not body_text:
         return "approval carries no signed token"
     approver = approval.get("approver")
-    key_b64 = public_keys.get(approver) if isinstance(approver, str) else None
-    if key_b64 is None:
+    found = public_keys.get(approver) if isinstance(approver, str) else None
+    if not found:
         return f"approver {approver!r} is not a configured approver"
     try:
-        body = _b64d(body_text)
-        Ed25519PublicKey.from_public_bytes(base64.b64decode(key_b64)).verify(_b64d(sig_text), body)
+        body, sig = _b64d(body_text), _b64d(sig_text)
         claims = json.loads(body)
-    except (InvalidSignature, ValueError, TypeError):
+    except (ValueError, TypeError):
+        return f"approval by {approver!r} has no valid signature"
+    if not any(_signed_by(key_b64, sig, body) for key_b64 in ((found,) if isinstance(found, str) else found)):
         return f"approval by {approver!r} has no valid signature"
     if not isinstance(claims, dict):
         return "approval claims are not an object"
@@ -177,3 +183,11 @@ def verify_journaled(
     ):
         return f"approval by {approver!r} is the requester's own (requester {requester!r})"
     return None
+
+
+def _signed_by(key_b64: str, sig: bytes, body: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(key_b64)).verify(sig, body)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
