@@ -121,6 +121,13 @@ class ExchangeRejected(ExchangeError):
     reason = "EXCHANGE_REJECTED"
 
 
+class OrderNotSent(ExchangeRejected):
+    """The order never left: its send gate (ExchangePort.place's `may_send`) refused it at the last moment
+    before the request would have been sent. Final and not executed, like any rejection."""
+
+    reason = "NOT_SENT"
+
+
 class ExchangeUnavailable(ExchangeError):
     reason = "EXCHANGE_UNAVAILABLE"
 

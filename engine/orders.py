@@ -30,6 +30,7 @@ from engine.errors import (
     ExecutionStatusUnknown,
     IdempotencyConflict,
     InvalidTransition,
+    OrderNotSent,
     OrderRejected,
     PreflightFailed,
     SessionHalted,
@@ -188,21 +189,6 @@ class OrderService:
             raise OrderRejected(str(detail), reason=reason, detail=state)
         if mode == "test":
             return await self._send_test(order)
-        halted = self._sessions.current
-        if mode == "live" and halted.state is SessionState.HOLD:
-            # A HOLD applied since the decision (committed in the same group, right after it): the order
-            # has not left the engine, so it never will; checked with no await before the venue call
-            def refuse(o: Order) -> list[NewEntry]:
-                return (
-                    [o.decide("reject", {"reason": "session_hold"}, "system", "session_hold")]
-                    if o.state is S.SENT
-                    else []
-                )
-
-            order = await self._record(order, refuse)
-            if order.state is S.REJECTED:
-                raise SessionHalted(f"session is on HOLD: {halted.hold_reason}", detail=self._state(order))
-            return Placement(order)
         return await self._send(order)
 
     def _commit_audited(
@@ -363,6 +349,13 @@ class OrderService:
         await self._record(order, lambda o: [o.decide("test_ok", {}, "system")])
         return Placement(order, exchange=dict(answer))
 
+    def _may_send(self) -> str | None:
+        """The send gate of a LIVE order (ExchangePort.place): asked by the adapter right before the
+        request leaves, after whatever it queued behind (a HOLD committed in the same group as the order,
+        in-flight slots, the rate governor, a clock resync). A HOLD since the decision means the order
+        never goes out: it is journaled rejected (session_hold), which is the truth, it was not sent."""
+        return "session_hold" if self._sessions.current.state is SessionState.HOLD else None
+
     async def _send(self, order: Order) -> Placement:
         started = time.perf_counter()  # not loop.time(): uvloop caches it per iteration (ms steps)
         cid = order.client_order_id
@@ -377,7 +370,7 @@ class OrderService:
 
         try:
             try:
-                vo = await self._exchange.place(order.request)
+                vo = await self._exchange.place(order.request, may_send=self._may_send)
                 self.heard(vo)
             except ExchangeError:
                 raise
@@ -391,9 +384,13 @@ class OrderService:
             raise
         except (ExchangeRejected, ExchangeUnavailable) as exc:
             # Both mean "not executed": a refusal, or a request that never reached the matching engine
-            await self._record(order, from_sent("reject", exc))
+            refused = await self._record(order, from_sent("reject", exc))
             if exc.reason == "IP_BANNED":
                 await self._sessions.hold_once(f"IP_BANNED: {exc}")
+            if isinstance(exc, OrderNotSent):  # the session went on HOLD while the order waited to go out
+                raise SessionHalted(
+                    f"session is on HOLD: {self._sessions.current.hold_reason}", detail=self._state(refused)
+                ) from None
             raise
         if vo.status not in KNOWN_STATUSES:
             # Never guessed at: the order is in an unknown state, resolved by query, and an operator looks

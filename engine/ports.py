@@ -9,6 +9,10 @@ from typing import Any, Protocol
 
 from engine.types import AccountInfo, BalancePush, OrderRequest, PingResult, SymbolRules, VenueOrder
 
+# Asked right before an order's request leaves the process, after any queueing (in-flight slots, the rate
+# governor, a clock resync): None to send it, else why not (the adapter then raises OrderNotSent)
+SendGate = Callable[[], str | None]
+
 
 class Clock(Protocol):
     def now(self) -> datetime:
@@ -37,7 +41,10 @@ class ExchangePort(Protocol):
         """Validate an order without executing it (Binance /api/v3/order/test)."""
         ...
 
-    async def place(self, req: OrderRequest) -> VenueOrder: ...
+    async def place(self, req: OrderRequest, *, may_send: SendGate | None = None) -> VenueOrder:
+        """Place `req` once. `may_send` is asked with no await between it and the send: an order queued
+        behind throttled ones must not go out after the session went on HOLD meanwhile."""
+        ...
 
     async def cancel(self, symbol: str, client_order_id: str) -> VenueOrder: ...
 

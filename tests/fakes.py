@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from engine.errors import ExchangeError, ExchangeRejected
+from engine.errors import ExchangeError, ExchangeRejected, OrderNotSent
+from engine.ports import SendGate
 from engine.types import (
     AccountInfo,
     Balance,
@@ -85,7 +86,16 @@ class FakeExchange:
             raise exc
         return {}
 
-    async def place(self, req: OrderRequest) -> VenueOrder:
+    @staticmethod
+    def sending(may_send: SendGate | None) -> None:
+        """The send gate, asked as the adapters ask it: right before the request leaves. A fake that
+        models the venue's own latency asks it before waiting (the request is out by then)."""
+        why = may_send() if may_send is not None else None
+        if why is not None:
+            raise OrderNotSent(f"order not sent: {why}", reason=why)
+
+    async def place(self, req: OrderRequest, *, may_send: SendGate | None = None) -> VenueOrder:
+        self.sending(may_send)
         if self.fail_next is not None:
             exc, self.fail_next = self.fail_next, None
             raise exc

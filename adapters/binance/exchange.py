@@ -34,6 +34,7 @@ from adapters.binance.schemas import (
 )
 from adapters.binance.signing import format_value
 from engine.errors import ExchangeError, ExchangeRejected
+from engine.ports import SendGate
 from engine.types import (
     AccountInfo,
     Balance,
@@ -260,13 +261,13 @@ class BinanceExchange:
     async def place_test(self, req: OrderRequest) -> dict[str, object]:
         return await self.client.order_test(order_payload(req))
 
-    async def place(self, req: OrderRequest) -> VenueOrder:
+    async def place(self, req: OrderRequest, *, may_send: SendGate | None = None) -> VenueOrder:
         """POST /api/v3/order once. ExecutionStatusUnknown means: reconcile with query(), never resend."""
         key = (req.symbol, req.client_order_id)
         self._tracked.setdefault(key, None)
         self._ensure_poller()
         try:
-            data = await self.client.order(order_payload(req))
+            data = await self.client.order(order_payload(req), may_send=may_send)
         except ExchangeRejected:
             self._tracked.pop(key, None)  # final: nothing to watch
             raise

@@ -6,7 +6,9 @@ bytes are sent (httpx and our AiohttpTransport keep an encoded query as is). Bod
 signed payload is exactly the query string.
 
 Each request: governor reservation (may await or refuse; no slot is held meanwhile) → in-flight slot of its
-lane → governor re-check (a 429/418 may have come while it queued) → timestamp from ServerClock → send →
+lane → governor re-check (a 429/418 may have come while it queued) → an order's send gate (its caller may
+no longer want it: the session went on HOLD while it queued; OrderNotSent, nothing sent) → timestamp
+from ServerClock → send →
 governor learns from the answer → errors mapped by adapters.binance.errors. Cancels have their own lane
 (`cancel_lane` slots and connections) and priority on the governor's headroom, so a cancel never queues
 behind throttled or slow orders, and a 429 -1015 (too many new orders) stops new orders only.
@@ -34,7 +36,8 @@ from adapters.binance.errors import (
 from adapters.binance.governor import RateLimitGovernor
 from adapters.binance.signing import Secret, Signer, encode_params, make_signer, signed_query
 from adapters.binance.transport import AiohttpTransport, Answer
-from engine.errors import ExchangeRejected, ExecutionStatusUnknown
+from engine.errors import ExchangeRejected, ExecutionStatusUnknown, OrderNotSent
+from engine.ports import SendGate
 
 _TIMESTAMP_CODE = -1021
 
@@ -153,10 +156,12 @@ class BinanceSpotClient:
         )
 
     async def order(
-        self, payload: dict[str, Any], *, self_trade_prevention_mode: str | None = None
-    ) -> dict[str, Any]:
+        self, payload: dict[str, Any], *, self_trade_prevention_mode: str | None = None,
+        may_send: SendGate | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         """POST /api/v3/order; `self_trade_prevention_mode` overrides the client's for this order (a
-        `selfTradePreventionMode` already in the payload wins over both)."""
+        `selfTradePreventionMode` already in the payload wins over both). `may_send` is asked once the
+        request holds its slot and headroom, with no await before it leaves: a reason raises OrderNotSent."""
         # Weight 1, unfilled order count 1 (rest-api.md "New order"); a successful order costs 0 weight
         # since 2026-04-02 (CHANGELOG.md 2026-03-27), a failed one the documented 1: reserve 1, and the
         # answer's X-MBX-USED-WEIGHT-1M corrects the estimate
@@ -169,6 +174,7 @@ class BinanceSpotClient:
                 signed=True,
                 weight=1,
                 orders=1,
+                may_send=may_send,
             ),
         )
 
@@ -232,8 +238,9 @@ class BinanceSpotClient:
         orders: int = 0,
         governed: bool = True,
         lane: str = "default",
+        may_send: SendGate | None = None,
     ) -> Any:
-        kw: dict[str, Any] = {"weight": weight, "orders": orders, "lane": lane}
+        kw: dict[str, Any] = {"weight": weight, "orders": orders, "lane": lane, "may_send": may_send}
         if not signed:
             return await self._send(method, path, params, signed=False, governed=governed, **kw)
         if self._signer is None:
@@ -269,6 +276,7 @@ class BinanceSpotClient:
         orders: int,
         governed: bool = True,
         lane: str = "default",
+        may_send: SendGate | None = None,
     ) -> Any:
         cancel = lane == "cancel"
         # Headroom first, holding no slot: a request throttled for a minute must not keep a cancel waiting.
@@ -278,6 +286,9 @@ class BinanceSpotClient:
         try:
             async with self._cancel_slots if cancel else self._slots:
                 self.governor.check(orders=orders)  # a 429/418 may have come while this queued
+                why = may_send() if may_send is not None else None  # nor may the caller have changed its mind
+                if why is not None:
+                    raise OrderNotSent(f"{method} {path} not sent: {why}", reason=why)
                 query = self._query(params, signed)
                 url = f"{self._rest}{path}?{query}" if query else f"{self._rest}{path}"
                 self.in_flight += 1

@@ -19,7 +19,8 @@ from adapters.binance.exchange import order_payload
 from adapters.binance.schemas import account_from_json, venue_order_from_json
 from adapters.venue import MatchingEngine, VenueError
 from adapters.venue.orders import Order as VenueSideOrder
-from engine.errors import ExchangeError, ExchangeRejected
+from engine.errors import ExchangeError, ExchangeRejected, OrderNotSent
+from engine.ports import SendGate
 from engine.types import AccountInfo, BalancePush, OrderRequest, PingResult, SymbolRules, VenueOrder
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,11 @@ class PaperExchange:
             self.engine.validate(_params(req))
         return {}
 
-    async def place(self, req: OrderRequest) -> VenueOrder:
+    async def place(self, req: OrderRequest, *, may_send: SendGate | None = None) -> VenueOrder:
         """Place one order; the FULL answer carries the immediate fills."""
+        why = may_send() if may_send is not None else None  # in-process: nothing queues before this
+        if why is not None:
+            raise OrderNotSent(f"order not sent: {why}", reason=why)
         with self._by_caller(req.client_order_id), _translated():
             return venue_order_from_json(self.engine.place(_params(req)))
 

@@ -13,7 +13,7 @@ import pytest
 from adapters.binance.governor import RateLimitGovernor
 from adapters.binance.rest import BinanceSpotClient
 from adapters.simulator.server import SimulatorServer
-from engine.errors import ExchangeUnavailable
+from engine.errors import ExchangeUnavailable, OrderNotSent
 
 
 def _order(cid: str, price: str = "60000.00") -> dict[str, Any]:
@@ -196,3 +196,34 @@ async def test_a_waf_403_backs_the_client_off_without_sending(sim: SimulatorServ
     finally:
         await client.aclose()
         httpx.delete(f"{sim.base_url}/_sim/faults").raise_for_status()
+
+
+async def test_an_order_queued_for_a_slot_asks_its_send_gate_before_it_leaves(sim: SimulatorServer) -> None:
+    # Every order slot is held by a slow order; a third order queues for a slot. The caller's mind changes
+    # meanwhile (the engine's session went on HOLD): once it gets its slot the gate refuses and nothing
+    # reaches the venue, where before it went out as soon as a slot was free
+    client = _client(sim, max_in_flight=2)
+    gate = answer_orders_only_when_set(client)
+    slow = [asyncio.create_task(client.order(_order(f"lane-g{i}", "59000.00"))) for i in range(2)]
+    halted: list[str] = []
+    queued = asyncio.create_task(
+        client.order(_order("lane-g-queued", "59000.00"), may_send=lambda: halted[0] if halted else None)
+    )
+    try:
+        while client.in_flight < 2:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.05)
+        assert not queued.done()
+        halted.append("session_hold")
+        gate.set()
+        with pytest.raises(OrderNotSent) as info:
+            await asyncio.wait_for(queued, timeout=10)
+        assert info.value.reason == "session_hold"
+        assert {p["status"] for p in await asyncio.gather(*slow)} == {"NEW"}  # they were out already
+        assert [o for o in sim.state.engine.ground_truth() if o["clientOrderId"] == "lane-g-queued"] == []
+    finally:
+        gate.set()
+        for t in (*slow, queued):
+            t.cancel()
+        await asyncio.gather(*slow, queued, return_exceptions=True)
+        await client.aclose()

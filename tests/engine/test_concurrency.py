@@ -17,6 +17,7 @@ from engine.fsm.order_table import OrderState
 from engine.guardrails.preflight import Check
 from engine.order import Order
 from engine.persistence.sql_journal import SqlJournal
+from engine.ports import SendGate
 from engine.replay import replay
 from engine.runtime import Engine
 from engine.types import OrderRequest, OrderType, Side, SymbolRules, TimeInForce, VenueOrder, VenueStatus
@@ -41,7 +42,8 @@ class SlowFake(FakeExchange):
         self.in_flight = 0
         self.max_in_flight = 0
 
-    async def place(self, req: OrderRequest) -> VenueOrder:
+    async def place(self, req: OrderRequest, *, may_send: SendGate | None = None) -> VenueOrder:
+        self.sending(may_send)  # sent: the sleep is the venue's latency
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

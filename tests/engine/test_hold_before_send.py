@@ -1,39 +1,72 @@
-"""A LIVE order decided just before a HOLD, committed in the same group, must not reach the venue: the
-HOLD is applied before the order's task resumes, so the engine refuses it before the venue call."""
+"""A LIVE order must not leave after the session went on HOLD: neither one decided just before the HOLD and
+committed in the same group, nor one that waited in the adapter (slots, the rate governor) while the HOLD
+was answered. The adapter asks the order's send gate right before the request leaves."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from engine.config import EngineSettings
 from engine.errors import SessionHalted
 from engine.fsm.order_table import OrderState
 from engine.fsm.session_table import SessionState
+from engine.ports import SendGate
 from engine.types import OrderRequest, VenueOrder
 from tests.engine.conftest import running
 from tests.engine.test_kill_switch import limit
 from tests.fakes import FakeExchange
+from tests.waiting import eventually_async
 
 
 async def test_order_racing_a_hold_is_refused_before_the_venue(
     db_url: str, fake: FakeExchange, settings: EngineSettings
 ) -> None:
     async with running(db_url, fake, settings, live=True) as eng:
-        states_at_place: list[SessionState] = []
-        place = fake.place
-
-        async def watched(req: OrderRequest) -> VenueOrder:
-            states_at_place.append(eng.sessions.current.state)
-            return await place(req)
-
-        fake.place = watched  # type: ignore[method-assign]
         order, held = await asyncio.gather(
             eng.orders.submit(limit("pb-race-1"), "trader"), eng.sessions.hold("stop", "ops"),
             return_exceptions=True,
         )  # fmt: skip
         assert held.state is SessionState.HOLD  # type: ignore[union-attr]
-        # On main the venue was called with the session already on HOLD
-        assert states_at_place == []
+        # Was: the order went out with the session already on HOLD; its send gate now refuses it
+        assert fake.placed == []
         assert isinstance(order, SessionHalted)
         assert eng.orders.find("pb-race-1").state is OrderState.REJECTED  # type: ignore[union-attr]
         assert not eng.orders.open
+
+
+class QueuedFake(FakeExchange):
+    """Orders wait in the adapter before they may be sent (an in-flight slot, the rate governor: up to a
+    minute behind a Retry-After), as BinanceSpotClient queues them; the gate is asked once they may."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue_open = asyncio.Event()
+        self.queued = 0
+
+    async def place(self, req: OrderRequest, *, may_send: SendGate | None = None) -> VenueOrder:
+        self.queued += 1
+        await self.queue_open.wait()
+        return await super().place(req, may_send=may_send)
+
+
+async def test_an_order_queued_in_the_adapter_when_the_session_goes_on_hold_is_never_sent(
+    db_url: str, settings: EngineSettings
+) -> None:
+    # Was: the check before the venue call was the last one; an order waiting in the client for a slot
+    # or for the governor went out after a HOLD (or the kill switch) answered meanwhile, and a MARKET
+    # order that fills cannot be cancelled afterwards
+    fake = QueuedFake()
+    async with running(db_url, fake, settings, live=True) as eng:
+        submit = asyncio.ensure_future(eng.orders.submit(limit("pb-queued-1"), "trader"))
+        await eventually_async(lambda: fake.queued == 1)
+        await eng.sessions.hold("stop", "ops")
+        fake.queue_open.set()
+        with pytest.raises(SessionHalted):
+            await submit
+        assert fake.placed == []
+        rows = eng.journal.stream("order", "pb-queued-1")
+        assert [(r.trigger, r.reason) for r in rows][-2:] == [("send", ""), ("reject", "session_hold")]
+        assert not eng.orders.open
+        assert "pb-queued-1" not in eng.orders.store.reserved

@@ -17,6 +17,7 @@ from engine.errors import ExchangeRejected, ExchangeUnavailable, ExecutionStatus
 from engine.fsm.order_table import OrderState
 from engine.fsm.session_table import SessionState
 from engine.persistence.sql_journal import SqlJournal
+from engine.ports import SendGate
 from engine.replay import replay
 from engine.runtime import Engine
 from engine.types import OrderRequest, OrderType, Side, TimeInForce, VenueOrder, VenueStatus
@@ -47,7 +48,8 @@ class GatedFake(FakeExchange):
         self.refuse_cancel: set[str] = set()
         self.cancels: list[str] = []
 
-    async def place(self, req: OrderRequest) -> VenueOrder:
+    async def place(self, req: OrderRequest, *, may_send: SendGate | None = None) -> VenueOrder:
+        self.sending(may_send)  # the request is out: the gate below is the venue taking its time
         gate = self.place_gates.get(req.client_order_id)
         if gate is not None:
             await gate.wait()

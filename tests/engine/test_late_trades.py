@@ -23,6 +23,7 @@ from engine.late_trades import TRADE_STREAM, UntracedOrders, trade_entry
 from engine.ledger import Ledger, project
 from engine.order import Order
 from engine.persistence.sql_journal import SqlJournal
+from engine.ports import SendGate
 from engine.replay import Replayer, replay
 from engine.runtime import Engine
 from engine.trade_tracer import _Attempts
@@ -234,8 +235,8 @@ async def test_the_place_answers_trades_explain_what_a_catch_up_journaled_withou
     journaled (as late trades of the finished order), not dropped with it."""
     placed = fake.place
 
-    async def place(req: OrderRequest) -> VenueOrder:
-        await placed(req)
+    async def place(req: OrderRequest, *, may_send: SendGate | None = None) -> VenueOrder:
+        await placed(req, may_send=may_send)
         push(fake, replace(view(V.FILLED, D("0.001"), ()), pushed=False))  # the catch-up's view, first
         await settled(eng)
         return replace(view(V.FILLED, D("0.001"), (T1, T2)), pushed=False)  # the FULL answer

@@ -23,6 +23,7 @@ from engine.errors import (
 from engine.fsm.order_table import OrderState
 from engine.fsm.session_table import SessionState
 from engine.guardrails.preflight import Check
+from engine.ports import SendGate
 from engine.runtime import Engine
 from engine.types import OrderRequest, OrderType, Side, TimeInForce, VenueOrder, VenueStatus
 from tests.engine.conftest import go_live, running
@@ -201,8 +202,8 @@ class AnswerUnreadable(FakeExchange):
         self.bad_cancels = 0
         self.bad_queries = 0
 
-    async def place(self, req: OrderRequest) -> VenueOrder:
-        vo = await super().place(req)
+    async def place(self, req: OrderRequest, *, may_send: SendGate | None = None) -> VenueOrder:
+        vo = await super().place(req, may_send=may_send)
         if self.bad_places:
             self.bad_places -= 1
             raise KeyError("symbol")

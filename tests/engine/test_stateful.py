@@ -23,6 +23,7 @@ from engine.fsm.order_table import OrderState
 from engine.guardrails.preflight import Check
 from engine.persistence.migrate import upgrade
 from engine.persistence.sql_journal import SqlJournal
+from engine.ports import SendGate
 from engine.runtime import Engine
 from engine.types import OrderRequest, OrderType, Side, TimeInForce, VenueOrder, VenueStatus
 from tests.approvals import APPROVER_KEYS, approval_token
@@ -42,7 +43,8 @@ class TimedFake(FakeExchange):
         self.clock = clock
         self.sent_at: deque[float] = deque()
 
-    async def place(self, req: OrderRequest) -> VenueOrder:
+    async def place(self, req: OrderRequest, *, may_send: SendGate | None = None) -> VenueOrder:
+        self.sending(may_send)
         self.sent_at.append(self.clock.now().timestamp())
         await asyncio.sleep(0.001)
         return await super().place(req)
