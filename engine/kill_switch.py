@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 CANCELLABLE = frozenset({S.ACKED, S.PARTIALLY_FILLED})
 # Open, not cancellable yet: the switch cancels them once their outcome is applied (see the docstring)
 IN_FLIGHT = frozenset({S.NEW, S.PREFLIGHT, S.SENT, S.UNKNOWN, S.CANCEL_PENDING})
+UNRESOLVED = frozenset({S.SENT, S.UNKNOWN, S.CANCEL_PENDING})  # may rest on the venue: not known yet
 ATTEMPTS = 3
 RETRY_S = 0.2
 RESWEEP_MIN_S = 1.0  # after a press's attempts failed: the backoff of the sweeps that follow, doubling
@@ -161,11 +162,23 @@ class KillSwitch:
             cid for cid, order in self._store.open.items() if order.state in CANCELLABLE and self._own(cid)
         )
 
+    def unresolved(self) -> list[str]:
+        """Own orders the switch cannot call cancelled yet although none is cancellable: a cancel or a
+        send whose outcome is not known (CANCEL_PENDING, SENT, UNKNOWN), which may still rest on the venue
+        until the reconciler resolves it."""
+        if self.engaged_by is None:
+            return []
+        return sorted(
+            cid for cid, order in self._store.open.items() if order.state in UNRESOLVED and self._own(cid)
+        )
+
     def status(self) -> dict[str, Any]:
-        """ERROR while the switch is engaged and own orders it has not cancelled yet remain."""
-        remaining = self.uncancelled()
-        return {"status": "ERROR" if remaining else "OK", "engaged": self.engaged_by is not None,
-                "uncancelled": remaining}  # fmt: skip
+        """While the switch is engaged: ERROR when own orders it has not cancelled yet remain, WARN when
+        only orders whose cancel (or send) outcome is still unknown remain — OK would say the book is flat."""
+        remaining, unresolved = self.uncancelled(), self.unresolved()
+        level = "ERROR" if remaining else "WARN" if unresolved else "OK"
+        return {"status": level, "engaged": self.engaged_by is not None, "uncancelled": remaining,
+                "unresolved": unresolved}  # fmt: skip
 
     async def retry_forever(self) -> None:
         """Sweep again, with a capped backoff, while the switch is engaged and cancellable orders remain

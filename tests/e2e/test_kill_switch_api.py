@@ -53,7 +53,7 @@ def test_kill_switch_holds_then_cancels_every_resting_order(api: ApiServer) -> N
     assert (status["state"], status["cancel_all"], status["hold_reason"]) == ("HOLD", True, "panic")
     # Engaged with nothing left resting: OK (ERROR with the ids while cancels are refused: tests/engine)
     assert whole["components"]["kill_switch"] == {
-        "status": "OK", "detail": {"status": "OK", "engaged": True, "uncancelled": []}
+        "status": "OK", "detail": {"status": "OK", "engaged": True, "uncancelled": [], "unresolved": []}
     }  # fmt: skip
     assert whole["components"]["task.kill_switch_retry"]["detail"]["running"] is True
 

@@ -281,7 +281,12 @@ async def test_resume_during_the_retries_stops_them(db_url: str, settings: Engin
         await eng.orders.cancel_all("panic", "admin")
         await eventually(lambda: fake.cancel_calls > 2 * kill_switch_mod.ATTEMPTS)  # re-sweeps running
         await eng.sessions.transition("resume", "admin")  # while a re-sweep's cancel may be out
-        assert eng.orders.kill_switch.status() == {"status": "OK", "engaged": False, "uncancelled": []}
+        assert eng.orders.kill_switch.status() == {
+            "status": "OK",
+            "engaged": False,
+            "uncancelled": [],
+            "unresolved": [],
+        }
         await eventually(lambda: not eng.orders.kill_switch._tasks)  # a cancel out at resume finishes
         calls = fake.cancel_calls
         for _ in range(20):  # many times the longest backoff: no cancel is sent any more
@@ -295,3 +300,26 @@ async def test_resume_during_the_retries_stops_them(db_url: str, settings: Engin
         _, report = await eng.orders.cancel_all("again", "admin")
         assert [o["clientOrderId"] for o in report.requested] == ["pb-rest-1"]
         await eventually(lambda: resting_on_venue(fake) == [])
+
+
+async def test_an_engaged_switch_with_a_cancel_still_out_is_not_ok(
+    db_url: str, settings: EngineSettings
+) -> None:
+    # Was: only cancellable orders counted, so a cancel out at the venue (CANCEL_PENDING: it may still
+    # rest there) read OK, as if the book were flat
+    fake = GatedFake()
+    async with running(db_url, fake, settings, live=True) as eng:
+        await eng.orders.submit(limit("pb-slow-cancel"), "trader")
+        fake.cancel_gates["pb-slow-cancel"] = asyncio.Event()
+        press = asyncio.ensure_future(eng.orders.cancel_all("panic", "admin"))
+        await eventually(lambda: eng.orders.open["pb-slow-cancel"].state is S.CANCEL_PENDING)
+        status = eng.orders.kill_switch.status()
+        assert (status["status"], status["uncancelled"], status["unresolved"]) == (
+            "WARN",
+            [],
+            ["pb-slow-cancel"],
+        )
+        fake.cancel_gates["pb-slow-cancel"].set()
+        await press
+        await eventually(lambda: not eng.orders.open)
+        assert eng.orders.kill_switch.status()["status"] == "OK"

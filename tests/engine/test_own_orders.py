@@ -168,6 +168,11 @@ async def test_an_open_order_without_the_prefix_from_an_older_journal_is_never_c
         assert fake.orders["legacy-1"].status is VenueStatus.NEW
         # the switch's status counts own orders only: the foreign one resting keeps no retry going
         await eventually(lambda: eng.orders.kill_switch.status()["status"] == "OK")
-        assert eng.orders.kill_switch.status() == {"status": "OK", "engaged": True, "uncancelled": []}
+        assert eng.orders.kill_switch.status() == {
+            "status": "OK",
+            "engaged": True,
+            "uncancelled": [],
+            "unresolved": [],
+        }
         await eng.orders.cancel("BTCUSDT", "legacy-1", None, "ops")  # by name: an operator's own call
         assert fake.orders["legacy-1"].status is VenueStatus.CANCELED
