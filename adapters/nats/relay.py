@@ -165,7 +165,9 @@ class OutboxRelay:
         self.supervisor = Supervisor(min_backoff_s=lo, max_backoff_s=hi)  # the lock
         # publish, head, listen: while the lock is held
         self._publishing = Supervisor(min_backoff_s=lo, max_backoff_s=hi)
-        self.relay_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # At most 55 characters, as an engine id: a PostgreSQL lock names its holder to a standby through
+        # application_name ('propbot:' + id), of which the server keeps 63 bytes
+        self.relay_id = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.role = STARTING
         self.lock_holder: LockHolder | None = None  # the other relay, while this one is a standby
         self.cursor = 0  # the last seq JetStream acknowledged
