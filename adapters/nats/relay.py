@@ -171,6 +171,7 @@ class OutboxRelay:
         self.role = STARTING
         self.lock_holder: LockHolder | None = None  # the other relay, while this one is a standby
         self.cursor = 0  # the last seq JetStream acknowledged
+        self._moved_at = time.monotonic()  # when the cursor last moved (or an episode set it)
         self.durable_cursor = 0  # the last seq committed to relay_cursor
         self._persisted_at = 0.0
         self._saving: asyncio.Future[None] | None = None
@@ -270,6 +271,7 @@ class OutboxRelay:
                 streamed = await self._check_stream(js)
                 self.durable_cursor = await asyncio.to_thread(self.journal.load_cursor, self.config.source)
                 self.cursor = self._published_to = await self._start_after(js, streamed, self.durable_cursor)
+                self._moved_at = time.monotonic()
                 log.info(
                     "relay %s: publishing after seq %d to %s", self.config.source, self.cursor,
                     self.config.stream,
@@ -451,6 +453,7 @@ class OutboxRelay:
             if acked > self.cursor:
                 self.published += acked - self.cursor
                 self.cursor = acked
+                self._moved_at = time.monotonic()
 
     async def _check_duplicates(self, js: JetStreamContext) -> bool:
         """The acknowledged publishes at the head of what is in flight that the broker dropped as
@@ -519,7 +522,10 @@ class OutboxRelay:
         components = {**self.supervisor.status(), **self._publishing.status()}
         level = "ERROR" if any(c["status"] == "ERROR" for c in components.values()) else "OK"
         lag_rows = max(0, self.journal_last_seq - self.cursor) if self.role == ACTIVE else 0
-        stuck = bool(lag_rows) and self.lag_seconds > self.config.stuck_warn_s
+        # Stuck is old rows waiting *and* a cursor that has not moved for as long: a relay catching up
+        # a backlog of old rows (a fresh stream, after an outage) is moving, not stuck
+        warn_s = self.config.stuck_warn_s
+        stuck = bool(lag_rows) and self.lag_seconds > warn_s and time.monotonic() - self._moved_at > warn_s
         if level == "OK" and stuck:
             level = "WARN"
         return {

@@ -180,3 +180,25 @@ async def test_a_hole_that_never_fills_shows_in_the_lag_seconds(
     finally:
         db.dispose()
         await relay.stop()
+
+
+async def test_a_relay_catching_up_on_old_rows_is_not_stuck(
+    journal_url: str, journal: SqlJournal, nats_broker: Broker, source: str
+) -> None:
+    """Stuck is a cursor that does not move while rows wait: a relay whose cursor just moved is catching
+    up, however old the rows after it are (a fresh stream over a long journal, the backlog after an
+    outage). It used to read WARN with a stuck_at_seq for the whole catch-up, as rows older than
+    stuck_warn_s were waiting."""
+    fill(journal, 10)
+    relay = OutboxRelay(
+        RelayConfig(journal_url, nats_broker.url, source, head_every_s=30.0, stuck_warn_s=5.0)
+    )
+    relay.start()
+    try:
+        await _until(lambda: relay.cursor == 10)
+        # What the head poll reports mid catch-up: rows after the cursor, the oldest a minute old
+        relay.journal_last_seq, relay.lag_seconds = 1_000, 60.0
+        status = relay.status()
+        assert (status["status"], status["stuck_at_seq"], status["lag_rows"]) == ("OK", None, 990)
+    finally:
+        await relay.stop()
