@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import httpx
@@ -286,16 +286,24 @@ class BinanceSpotClient:
         try:
             async with self._cancel_slots if cancel else self._slots:
                 self.governor.check(orders=orders)  # a 429/418 may have come while this queued
-                why = may_send() if may_send is not None else None  # nor may the caller have changed its mind
-                if why is not None:
-                    raise OrderNotSent(f"{method} {path} not sent: {why}", reason=why)
+
+                def gate() -> None:  # nor may the caller have changed its mind
+                    why = may_send() if may_send is not None else None
+                    if why is not None:
+                        raise OrderNotSent(f"{method} {path} not sent: {why}", reason=why)
+
+                gate()
                 query = self._query(params, signed)
                 url = f"{self._rest}{path}?{query}" if query else f"{self._rest}{path}"
                 self.in_flight += 1
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 sent = True
                 try:
-                    resp = await self._round_trip(method, url)
+                    # Asked again once the transport holds a connection: opening one awaits
+                    resp = await self._round_trip(method, url, gate if may_send is not None else None)
+                except OrderNotSent:
+                    sent = False
+                    raise
                 except httpx.TransportError as exc:
                     sent = request_was_sent(exc)
                     raise map_transport_error(exc, what=f"{method} {path}") from exc
@@ -308,12 +316,14 @@ class BinanceSpotClient:
             self.governor.release(ticket, sent=sent)
         return self._decode(resp, method, path)
 
-    async def _round_trip(self, method: str, url: str) -> Answer | httpx.Response:
+    async def _round_trip(
+        self, method: str, url: str, before_send: Callable[[], None] | None = None
+    ) -> Answer | httpx.Response:
         """One HTTP exchange. Our own transport is called directly (no httpx.Request/Response per
-        request: on loopback that wrapping cost about as much as the request); an injected one (the tests'
-        MockTransport) goes through httpx."""
+        request: on loopback that wrapping cost about as much as the request) and runs `before_send`
+        once it holds a connection; an injected one (the tests' MockTransport) goes through httpx."""
         if self._fast is not None:
-            return await self._fast.fetch(method, url, self._headers, self._timeout_s)
+            return await self._fast.fetch(method, url, self._headers, self._timeout_s, before_send)
         return await self._http.request(method, url)
 
     def _query(self, params: Mapping[str, Any] | None, signed: bool) -> str:

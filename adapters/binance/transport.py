@@ -11,8 +11,9 @@ everything after → httpx.ReadTimeout/RemoteProtocolError/ReadError, with the a
 
 from __future__ import annotations
 
+import contextvars
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,27 @@ import httpx
 import yarl
 
 _HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+# The request's last check (fetch's `before_send`), for the connector: set in the caller's task only
+_BEFORE_SEND: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "propbot_before_send", default=None
+)
+
+
+class _CheckedConnector(aiohttp.TCPConnector):
+    """Runs the request's `before_send` once it holds its connection, the last await before aiohttp
+    writes the request: opening a new connection (DNS, TCP, TLS) awaits, and the caller may no longer
+    want the request by then. A refusal hands the connection back to the pool unused."""
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        conn = await super().connect(req, traces, timeout)
+        check = _BEFORE_SEND.get()
+        if check is not None:
+            try:
+                check()
+            except BaseException:
+                conn.release()
+                raise
+        return conn
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +71,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
+            connector = _CheckedConnector(
                 limit=self._max_connections, keepalive_timeout=self._keepalive_s, ssl=self._ssl
             )
             # Cookies are meaningless for Binance and would leak state between requests
@@ -74,12 +96,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             extensions={"http_version": b"HTTP/1.1"},
         )
 
-    async def fetch(self, method: str, url: str, headers: Mapping[str, str], timeout_s: float) -> Answer:
+    async def fetch(
+        self, method: str, url: str, headers: Mapping[str, str], timeout_s: float,
+        before_send: Callable[[], None] | None = None,
+    ) -> Answer:  # fmt: skip
         """The same exchange without building an httpx.Request and httpx.Response around it (the
         client's hot path: that wrapping cost about as much as the request itself on loopback). Raises the
-        same httpx errors as handle_async_request, with no request attached."""
+        same httpx errors as handle_async_request, with no request attached. `before_send` is called once
+        a connection is held, with no await before the request is written; what it raises is raised as is
+        and nothing is sent."""
         client_timeout = aiohttp.ClientTimeout(connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s)
-        status, raw_headers, content = await self._exchange(method, url, headers, None, client_timeout, None)
+        token = _BEFORE_SEND.set(before_send)
+        try:
+            status, raw_headers, content = await self._exchange(
+                method, url, headers, None, client_timeout, None
+            )
+        finally:
+            _BEFORE_SEND.reset(token)
         return Answer(status, raw_headers, content)
 
     async def _exchange(

@@ -12,6 +12,7 @@ import pytest
 
 from adapters.binance.governor import RateLimitGovernor
 from adapters.binance.rest import BinanceSpotClient
+from adapters.binance.transport import AiohttpTransport
 from adapters.simulator.server import SimulatorServer
 from engine.errors import ExchangeUnavailable, OrderNotSent
 
@@ -110,10 +111,10 @@ def answer_orders_only_when_set(client: Any) -> asyncio.Event:
     orig = client._round_trip
     gate = asyncio.Event()
 
-    async def slow_orders(method: str, url: str) -> Any:
+    async def slow_orders(method: str, url: str, *rest: Any) -> Any:
         if method == "POST":
             await gate.wait()
-        return await orig(method, url)
+        return await orig(method, url, *rest)
 
     client._round_trip = slow_orders
     return gate
@@ -226,4 +227,39 @@ async def test_an_order_queued_for_a_slot_asks_its_send_gate_before_it_leaves(si
         for t in (*slow, queued):
             t.cancel()
         await asyncio.gather(*slow, queued, return_exceptions=True)
+        await client.aclose()
+
+
+async def test_an_order_on_a_new_connection_asks_its_send_gate_once_connected(sim: SimulatorServer) -> None:
+    # A slot and headroom do not mean the bytes leave: with no idle keep-alive connection (the first
+    # order, one after the pool's keep-alive ran out, one after the venue closed it) aiohttp opens one
+    # first (DNS, TCP, TLS: awaits). The session went on HOLD during that connect, so the order must
+    # not go out; it did, as the gate had been asked before the connect only
+    client = _client(sim, transport=AiohttpTransport(max_connections=4, keepalive_s=0.0))
+    loop = asyncio.get_running_loop()
+    held: list[str] = []
+    asked = 0
+
+    def may_send() -> str | None:
+        nonlocal asked
+        asked += 1
+        if asked == 1:  # the gate passes; the HOLD is answered at the loop's next turn, before any byte
+            loop.call_soon(held.append, "session_hold")
+        return held[0] if held else None
+
+    try:
+        with pytest.raises(OrderNotSent) as info:
+            await asyncio.wait_for(client.order(_order("lane-g-connect", "59000.00"), may_send=may_send), 10)
+        assert info.value.reason == "session_hold"
+        assert [o for o in sim.state.engine.ground_truth() if o["clientOrderId"] == "lane-g-connect"] == []
+        assert client.in_flight == 0
+        # A pooled connection has nothing to await: the gate passes once and the order goes out
+        warm = _client(sim)
+        try:
+            await warm.server_time()
+            placed = await warm.order(_order("lane-g-warm", "59000.00"), may_send=lambda: None)
+            assert placed["status"] == "NEW"
+        finally:
+            await warm.aclose()
+    finally:
         await client.aclose()
