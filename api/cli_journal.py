@@ -15,6 +15,7 @@ import click
 
 from api.cli_common import ACCOUNT, CONFIG, DATA_DIR, DB, PROFILE, CliError
 from api.settings import Location, locate
+from engine.guardrails.approvals import journal_keys
 
 CHECKPOINTS = click.option(
     "--checkpoints",
@@ -97,9 +98,7 @@ def _checkpoint_log(loc: Location, checkpoints: Path | None, key: Path | None, *
 
 def _approval_rules(loc: Location) -> dict[str, Any]:
     rules = loc.config.approvals
-    keys = {i: (k,) for i, k in rules.public_keys.items()}
-    for i, old in rules.retired_keys.items():
-        keys[i] = (*keys.get(i, ()), *old)
+    keys = journal_keys(rules.public_keys, rules.retired_keys)
     return {"approver_keys": keys, "require_token": rules.require_token,
             "two_man_rule": rules.two_man_rule}  # fmt: skip
 

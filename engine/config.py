@@ -60,12 +60,6 @@ class ApprovalSettings:
     # verify); a new token is checked against public_keys alone, so a rotated-out key arms nothing
     retired_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def journal_keys(self) -> dict[str, tuple[str, ...]]:
-        """Every key an approver signed with, current first: what the journal's approvals verify against."""
-        ids = dict.fromkeys([*self.public_keys, *self.retired_keys])
-        return {i: (*([self.public_keys[i]] if i in self.public_keys else []), *self.retired_keys.get(i, ()))
-                for i in ids}  # fmt: skip
-
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:

@@ -25,6 +25,8 @@ from engine.approvals import ApprovalService
 from engine.audit import audit_entry
 from engine.checkpoint import Checkpointer, CheckpointLog
 from engine.config import EngineSettings
+from engine.guardrails.approvals import journal_keys
+from engine.guardrails.risk import OrderRateWindow
 from engine.journal import Journal, JournalQuery, NewEntry, parse_ts
 from engine.ledger import Ledger
 from engine.orders import OrderService
@@ -39,7 +41,6 @@ log = logging.getLogger(__name__)
 _MARKET_REFRESH_S = 30.0
 _APPROVAL_CHECK_S = 1.0
 _SELF_CHECK_S = 5.0
-_RATE_WINDOW_S = 60.0  # engine.guardrails.risk.OrderRateWindow's span
 
 
 class SystemClock:
@@ -139,7 +140,7 @@ class Engine:
     def _recent_creates(self) -> list[float]:
         """When the orders created in the last minute were journaled, newest `max_orders_per_minute` only
         (the window refuses while it holds that many: older ones cannot change its answer)."""
-        since = self.clock.now() - timedelta(seconds=_RATE_WINDOW_S)
+        since = self.clock.now() - timedelta(seconds=OrderRateWindow.SPAN_S)
         keep: collections.deque[float] = collections.deque(maxlen=self.settings.risk.max_orders_per_minute)
         after = 0
         while True:
@@ -157,7 +158,7 @@ class Engine:
         # Every arm/go_live row must carry an approval that verifies against the approver keys in force, or
         # ones rotated out since (approvals.retired_keys): a documented key rotation must not brick start-up
         replayer = Replayer(
-            approver_keys=rules.journal_keys(), require_token=rules.require_token,
+            approver_keys=journal_keys(rules.public_keys, rules.retired_keys), require_token=rules.require_token,
             two_man_rule=rules.two_man_rule, on_order=ledger.on_order_row, on_trade=ledger.on_trade_row,
         )  # fmt: skip
         return replayer, ledger

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,15 @@ _CLOCK_SLACK_S = 30.0
 
 # approver id -> its public key, or its keys (current and rotated out): what journaled approvals verify against
 ApproverKeys = Mapping[str, str | tuple[str, ...]]
+
+
+def journal_keys(
+    public_keys: Mapping[str, str], retired_keys: Mapping[str, Sequence[str]]
+) -> dict[str, tuple[str, ...]]:
+    """Every key each approver signed with, current first: what journaled approvals verify against (a
+    rotated-out key still verifies what it signed; new tokens are checked against public_keys alone)."""
+    ids = dict.fromkeys([*public_keys, *retired_keys])
+    return {i: (*([public_keys[i]] if i in public_keys else []), *retired_keys.get(i, ())) for i in ids}
 
 
 def _b64d(text: str) -> bytes:

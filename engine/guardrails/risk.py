@@ -12,13 +12,15 @@ from engine.types import OrderRequest, OrderType, Side, SymbolRules
 
 
 class OrderRateWindow:
-    """Orders placed in the last 60 s, for max_orders_per_minute."""
+    """Orders placed in the last SPAN_S seconds, for max_orders_per_minute."""
+
+    SPAN_S = 60.0
 
     def __init__(self) -> None:
         self._times: deque[float] = deque()
 
     def count(self, now_s: float) -> int:
-        while self._times and self._times[0] <= now_s - 60.0:
+        while self._times and self._times[0] <= now_s - self.SPAN_S:
             self._times.popleft()
         return len(self._times)
 

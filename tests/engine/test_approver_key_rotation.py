@@ -15,7 +15,7 @@ from api.settings import load_settings
 from engine.config import ApprovalSettings, EngineSettings
 from engine.errors import ApprovalRejected, JournalCorrupt
 from engine.fsm.session_table import SessionState
-from engine.guardrails.approvals import sign_approval
+from engine.guardrails.approvals import journal_keys, sign_approval
 from engine.guardrails.preflight import Check
 from engine.persistence.sql_journal import SqlJournal
 from engine.runtime import Engine
@@ -79,4 +79,4 @@ def test_config_file_reads_retired_keys(tmp_path: Path) -> None:
                                     "approvals": {"public_keys": {"bob": NEW}, "retired_keys": {"bob": [OLD]}}}))  # fmt: skip
     rules = load_settings(config_file=path, data_dir=tmp_path, env={}).engine.approvals
     assert rules.retired_keys == {"bob": (OLD,)}
-    assert rules.journal_keys() == {"bob": (NEW, OLD)}
+    assert journal_keys(rules.public_keys, rules.retired_keys) == {"bob": (NEW, OLD)}
