@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.audit import AuditSlot
 from engine.client_ids import is_own
@@ -63,6 +63,7 @@ from engine.writer import GroupCommitWriter
 
 S = OrderState
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _MODE = {
     SessionState.PAPER: "paper",
     SessionState.TESTNET: "test",
@@ -336,12 +337,8 @@ class OrderService:
 
     async def _send_test(self, order: Order) -> Placement:
         try:
-            try:
-                answer = await self._exchange.place_test(order.request)
-            except ExchangeError:
-                raise
-            except Exception as exc:  # a test order never executes: whatever broke, it ends rejected
-                raise _unknown_outcome("place_test", exc) from exc
+            # A test order never executes: whatever broke, it ends rejected
+            answer = await _venue_call("place_test", self._exchange.place_test(order.request))
         except ExchangeError as exc:
             payload, reason = self._error_payload(exc), exc.reason
             await self._record(order, lambda o: [o.decide("reject", payload, "system", reason)])
@@ -369,15 +366,8 @@ class OrderService:
             )
 
         try:
-            try:
-                vo = await self._exchange.place(order.request, may_send=self._may_send)
-                self.heard(vo)
-            except ExchangeError:
-                raise
-            except Exception as exc:
-                # Not the port's contract (an adapter bug, an answer it could not read): the request may
-                # have executed, so it is an unknown outcome, never left SENT with nobody to resolve it
-                raise _unknown_outcome("place", exc) from exc
+            vo = await _venue_call("place", self._exchange.place(order.request, may_send=self._may_send))
+            self.heard(vo)
         except ExecutionStatusUnknown as exc:
             await self._record(order, from_sent("mark_unknown", exc))
             self.reconciler.watch_unknown(cid)
@@ -481,13 +471,8 @@ class OrderService:
     async def _after_cancel(self, first: asyncio.Future[Order]) -> Placement:
         order = await first
         try:
-            try:
-                vo = await self._exchange.cancel(order.symbol, order.client_order_id)
-                self.heard(vo)
-            except ExchangeError:
-                raise
-            except Exception as exc:  # as in _send: the cancel may have happened, the reconciler asks
-                raise _unknown_outcome("cancel", exc) from exc
+            vo = await _venue_call("cancel", self._exchange.cancel(order.symbol, order.client_order_id))
+            self.heard(vo)
         except ExecutionStatusUnknown:
             self.reconciler.watch_unknown(order.client_order_id)
             raise
@@ -556,12 +541,19 @@ class OrderService:
         return {"clientOrderId": order.client_order_id, "state": order.state.value}
 
 
-def _unknown_outcome(call: str, exc: Exception) -> ExecutionStatusUnknown:
-    """A venue call that failed outside the port's contract (ExchangeError): its outcome is unknown."""
-    log.error("venue %s raised %r: its outcome is treated as unknown", call, exc, exc_info=exc)
-    return ExecutionStatusUnknown(
-        f"the venue call {call} failed unexpectedly ({type(exc).__name__})", reason="VENUE_CALL_FAILED"
-    )
+async def _venue_call(call: str, pending: Awaitable[T]) -> T:
+    """Await a venue call; one that fails outside the port's contract (anything but ExchangeError: an
+    adapter bug, an answer it could not read) may have executed, so it raises ExecutionStatusUnknown and
+    the order is resolved by query, never left SENT or CANCEL_PENDING with nobody watching it."""
+    try:
+        return await pending
+    except ExchangeError:
+        raise
+    except Exception as exc:
+        log.error("venue %s raised %r: its outcome is treated as unknown", call, exc, exc_info=exc)
+        raise ExecutionStatusUnknown(
+            f"the venue call {call} failed unexpectedly ({type(exc).__name__})", reason="VENUE_CALL_FAILED"
+        ) from exc
 
 
 async def _awaited(flow: asyncio.Task[Placement]) -> Placement:
