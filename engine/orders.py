@@ -52,7 +52,7 @@ from engine.journal import Journal, NewEntry
 from engine.kill_switch import KillReport, KillSwitch
 from engine.order import CLIENT_ORDER_ID, Order, decide_create
 from engine.order_store import OrderStore
-from engine.ports import Clock, ExchangePort
+from engine.ports import Clock, ExchangePort, SendGate
 from engine.reconcile import KNOWN_STATUSES, plan_sync
 from engine.reconciler import Reconciler
 from engine.session import TradingSession
@@ -71,6 +71,11 @@ _MODE = {
     SessionState.LIVE: "live",
 }
 Refusal = tuple[str, Any]  # (reason, detail)
+# Why a send gate kept an order in the process (besides a HOLD, which answers SessionHalted)
+_NOT_SENT = {
+    "session_changed": "the session left the mode the order was decided in before it could be sent",
+    "approval_expired": "the two-man-rule approval expired before the order could be sent",
+}
 
 
 @dataclass(slots=True)
@@ -142,7 +147,7 @@ class OrderService:
             return self._same_request(known, req)
         session = self._sessions.current
         mode = _MODE.get(session.state, "none")
-        now_s = self._clock.now().timestamp()
+        now_s = self._now_s()
         refusal = self._refusal(req, session, mode, now_s)
         self._rate.record(now_s)  # every decided order counts, refused ones too (a message is a message)
         steps: list[tuple[str, dict[str, Any], str]] = [("preflight", {}, "")]
@@ -237,8 +242,7 @@ class OrderService:
             return "paper_on_real_venue", f"a paper session cannot trade on {self._exchange.venue}"
         if mode == "live" and self._settings.safe_mode:
             return "safe_mode_config", "config has safe_mode on: live orders are not allowed"
-        approval = session.approval
-        if mode == "live" and approval is not None and not approval["expires_at"] > now_s:
+        if mode == "live" and session.approval_lapsed(now_s):
             # Not left to the expiry job's next tick: the approval ends when it says it does
             return "approval_expired", "the two-man-rule approval for this LIVE session has expired"
         if req.symbol not in self._settings.symbols and not self._settings.allow_unlisted_symbols:
@@ -346,12 +350,29 @@ class OrderService:
         await self._record(order, lambda o: [o.decide("test_ok", {}, "system")])
         return Placement(order, exchange=dict(answer))
 
-    def _may_send(self) -> str | None:
-        """The send gate of a LIVE order (ExchangePort.place): asked by the adapter right before the
-        request leaves, after whatever it queued behind (a HOLD committed in the same group as the order,
-        in-flight slots, the rate governor, a clock resync). A HOLD since the decision means the order
-        never goes out: it is journaled rejected (session_hold), which is the truth, it was not sent."""
-        return "session_hold" if self._sessions.current.state is SessionState.HOLD else None
+    def _send_gate(self, order: Order) -> SendGate:
+        """The order's send gate (ExchangePort.place): asked by the adapter right before the request leaves,
+        after whatever it queued behind (a HOLD committed in the same group as the order, in-flight slots,
+        the rate governor, a clock resync). The order goes out only while the session still allows what
+        it was decided for: not on HOLD, still in its mode (a disarm or the approval's expiry since then
+        ends LIVE) and, for a live order, under an unexpired approval. Otherwise it never goes out and is
+        journaled rejected with that reason, which is the truth: it was not sent."""
+        mode = order.mode
+
+        def may_send() -> str | None:
+            session = self._sessions.current
+            if session.state is SessionState.HOLD:
+                return "session_hold"
+            if _MODE.get(session.state) != mode:
+                return "session_changed"
+            if mode == "live" and session.approval_lapsed(self._now_s()):
+                return "approval_expired"
+            return None
+
+        return may_send
+
+    def _now_s(self) -> float:
+        return self._clock.now().timestamp()
 
     async def _send(self, order: Order) -> Placement:
         started = time.perf_counter()  # not loop.time(): uvloop caches it per iteration (ms steps)
@@ -366,7 +387,9 @@ class OrderService:
             )
 
         try:
-            vo = await _venue_call("place", self._exchange.place(order.request, may_send=self._may_send))
+            vo = await _venue_call(
+                "place", self._exchange.place(order.request, may_send=self._send_gate(order))
+            )
             self.heard(vo)
         except ExecutionStatusUnknown as exc:
             await self._record(order, from_sent("mark_unknown", exc))
@@ -377,9 +400,16 @@ class OrderService:
             refused = await self._record(order, from_sent("reject", exc))
             if exc.reason == "IP_BANNED":
                 await self._sessions.hold_once(f"IP_BANNED: {exc}")
-            if isinstance(exc, OrderNotSent):  # the session went on HOLD while the order waited to go out
-                raise SessionHalted(
-                    f"session is on HOLD: {self._sessions.current.hold_reason}", detail=self._state(refused)
+            if isinstance(exc, OrderNotSent):  # the session changed while the order waited to go out
+                if exc.reason == "session_hold":
+                    raise SessionHalted(
+                        f"session is on HOLD: {self._sessions.current.hold_reason}",
+                        detail=self._state(refused),
+                    ) from None
+                raise OrderRejected(
+                    f"order not sent: {_NOT_SENT.get(exc.reason, exc.reason)}",
+                    reason=exc.reason,
+                    detail=self._state(refused),
                 ) from None
             raise
         if vo.status not in KNOWN_STATUSES:

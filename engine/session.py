@@ -104,7 +104,7 @@ class TradingSession:
                 raise ApprovalRejected("approval was already used", reason="approval_reused")
         else:
             approval = self.approval
-            if approval is not None and not approval["expires_at"] > guard.now_s:
+            if self.approval_lapsed(guard.now_s):
                 raise ApprovalRejected("the arm approval has expired", reason="approval_expired")
         if guard.require_token and approval is None:
             raise ApprovalRejected(
@@ -113,6 +113,11 @@ class TradingSession:
         if guard.preflight_failures:
             raise PreflightFailed(f"preflight failed before {trigger}", detail=list(guard.preflight_failures))
         return approval
+
+    def approval_lapsed(self, now_s: float) -> bool:
+        """The session's approval has an expiry at or before `now_s` (an approval ends when it says)."""
+        approval = self.approval
+        return approval is not None and not approval["expires_at"] > now_s
 
     def snapshot(self) -> dict[str, Any]:
         return {

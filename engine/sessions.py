@@ -200,9 +200,8 @@ class SessionService:
 
     async def expire_if_due(self) -> None:
         await self.idle()
-        session, approval = self.current, self.current.approval
-        live = session.state in _LIVE_STATES
-        if live and approval is not None and not approval["expires_at"] > self._clock.now().timestamp():
+        session = self.current
+        if session.state in _LIVE_STATES and session.approval_lapsed(self._clock.now().timestamp()):
             await self._commit(session.decide("expire", {}, "system", "approval ttl ended"))
 
 

@@ -5,14 +5,16 @@ was answered. The adapter asks the order's send gate right before the request le
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from engine.config import EngineSettings
-from engine.errors import SessionHalted
+from engine.errors import OrderRejected, SessionHalted
 from engine.fsm.order_table import OrderState
 from engine.fsm.session_table import SessionState
 from engine.ports import SendGate
+from engine.runtime import Engine
 from engine.types import OrderRequest, VenueOrder
 from tests.engine.conftest import running
 from tests.engine.test_kill_switch import limit
@@ -70,3 +72,51 @@ async def test_an_order_queued_in_the_adapter_when_the_session_goes_on_hold_is_n
         assert [(r.trigger, r.reason) for r in rows][-2:] == [("send", ""), ("reject", "session_hold")]
         assert not eng.orders.open
         assert "pb-queued-1" not in eng.orders.store.reserved
+
+
+async def _queued_then(
+    db_url: str, settings: EngineSettings, cid: str, change: Callable[[Engine], Awaitable[None]]
+) -> tuple[OrderRejected, FakeExchange, list[tuple[str, str]]]:
+    """A LIVE order waits in the adapter while `change` happens; it must be refused at its send gate."""
+    fake = QueuedFake()
+    async with running(db_url, fake, settings, live=True) as eng:
+        submit = asyncio.ensure_future(eng.orders.submit(limit(cid), "trader"))
+        await eventually_async(lambda: fake.queued == 1)
+        await change(eng)
+        fake.queue_open.set()
+        with pytest.raises(OrderRejected) as info:
+            await submit
+        rows = [(r.trigger, r.reason) for r in eng.journal.stream("order", cid)]
+        assert not eng.orders.open
+        assert cid not in eng.orders.store.reserved
+        return info.value, fake, rows
+
+
+async def test_an_order_queued_in_the_adapter_when_the_session_is_disarmed_is_never_sent(
+    db_url: str, settings: EngineSettings
+) -> None:
+    # Was: the gate answered only a HOLD, so a LIVE order queued for a slot went out after the operator
+    # had disarmed (LIVE → TESTNET): a real order from a session that no longer allowed one
+    async def disarm(eng: Engine) -> None:
+        await eng.sessions.transition("disarm", "ops")
+
+    exc, fake, rows = await _queued_then(db_url, settings, "pb-disarmed-1", disarm)
+    assert exc.reason == "session_changed"
+    assert fake.placed == []
+    assert rows[-2:] == [("send", ""), ("reject", "session_changed")]
+
+
+async def test_an_order_queued_in_the_adapter_past_the_approvals_expiry_is_never_sent(
+    db_url: str, settings: EngineSettings
+) -> None:
+    # Was: the approval's expiry was checked when the order was decided only; one queued behind the rate
+    # governor went out after the two-man rule's approval had ended
+    async def expire(eng: Engine) -> None:
+        approval = eng.sessions.current.approval
+        assert approval is not None
+        eng.clock.advance(approval["expires_at"] - eng.clock.now().timestamp())  # type: ignore[attr-defined]
+
+    exc, fake, rows = await _queued_then(db_url, settings, "pb-lapsed-1", expire)
+    assert exc.reason == "approval_expired"
+    assert fake.placed == []
+    assert rows[-2:] == [("send", ""), ("reject", "approval_expired")]
