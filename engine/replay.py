@@ -5,7 +5,8 @@ created_at never goes backwards, the payload is a JSON object of a known schema_
 order/session/approval row is a legal edge of its FSM from the aggregate's current state, and per-stream versions
 are contiguous. With `approver_keys`, every approval in an arm/go_live row is re-verified against its
 signed token (and every approval request's approve row), and with `two_man_rule` its approver must be
-another person than the requester; with `require_token`, an arm/go_live row without one is refused. An
+another person than the requester; with `require_token`, an arm/go_live row without one is refused; a
+go_live row carrying another approval than its arm's is refused always. An
 `arm` with an approval request's nonce must be committed with that request's `use` row (the next row),
 and a `use` row only so. The first failure raises
 JournalCorrupt naming the row's seq: no damage (a NULL, a wrong type, invalid JSON) escapes as another
@@ -100,6 +101,11 @@ def _check_guarded(
         return
     if not isinstance(approval, dict):
         raise JournalCorrupt(seq, "approval is not an object")
+    armed = sess.approval if sess is not None else None
+    if trigger == "go_live" and armed and approval.get("nonce") != armed.get("nonce"):
+        # The engine's go_live carries its arm's approval: another one (a fresh token with a later expiry)
+        # would replace it and stretch LIVE past the approval the arm was granted
+        raise JournalCorrupt(seq, "go_live carries another approval than its arm's")
     if approver_keys is not None:
         # go_live may be fired by another admin: the requester is the one who armed (in the approval)
         requester = approval.get("requester") if two_man_rule else None

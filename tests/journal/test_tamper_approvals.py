@@ -160,6 +160,31 @@ async def test_require_token_refuses_an_arm_row_without_approval(journal_url: st
         verify(journal_url, approver_keys=PUBLIC, require_token=True)
 
 
+async def test_a_go_live_row_with_another_approval_than_its_arms_is_corrupt(journal_url: str) -> None:
+    # Was: replay checked a go_live row's approval on its own; a validly signed second token (a later
+    # expiry) in it replaced the arm's approval on replay and stretched LIVE past what the arm was granted
+    await armed_journal(journal_url)
+    clock = FrozenClock()
+    fresh = sign_approval(KEYS["bob"], claims(clock, expires_at=int(clock.now().timestamp()) + 86400))
+    body, sig = fresh.split(".")
+    signed = json.loads(base64.urlsafe_b64decode(body + "=="))
+
+    def mutate(rows: attacker.Rows) -> attacker.Rows:
+        row = rows[ARM_SEQ]
+        assert row[4] == "go_live"
+        payload = json.loads(row[7])
+        other = {k: signed[k] for k in ("approver", "action", "nonce", "expires_at")}
+        payload["approval"] = {**payload["approval"], **other, "signed_body": body, "signature": sig}
+        row[7] = canonical_json(payload)
+        return rows
+
+    attacker.rewrite(journal_url, mutate, recompute_from=ARM_SEQ)
+    with pytest.raises(JournalCorrupt) as info:
+        verify(journal_url, approver_keys=PUBLIC, require_token=True)
+    assert info.value.seq == ARM_SEQ + 1
+    assert "go_live carries another approval than its arm's" in info.value.problem
+
+
 async def test_cli_verify_check_approvals_uses_the_configs_keys(
     tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
