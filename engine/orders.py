@@ -163,7 +163,7 @@ class OrderService:
         outcome = {"decision": steps[-1][0], **({"reason": refusal[0]} if refusal else {})}
         first = self._commit_audited(None, entries, audit, outcome, reserve=None if refusal else req)
         # ---- end of the synchronous step ----
-        flow = self.store.spawn(self._after_submit(first, req, refusal, mode, session))
+        flow = self.store.spawn(self._after_submit(first, req, refusal, mode, session, now_s))
         return await _awaited(flow)
 
     async def _after_submit(
@@ -173,10 +173,16 @@ class OrderService:
         refusal: Refusal | None,
         mode: str,
         session: TradingSession,
+        decided_at: float,
     ) -> Placement:
         try:
             order = await first
-        except VersionConflict:
+        except EngineError as exc:
+            # No create row was written, so this decision is no order in the rate window either (a
+            # resubmit of a finished order, a refused commit): memory counts what a restart would count
+            self._rate.forget(decided_at)
+            if not isinstance(exc, VersionConflict):
+                raise
             # The id exists already (finished, or created by another process just now): answer with it
             known = await self.store.find_async(req.client_order_id)
             if known is None:

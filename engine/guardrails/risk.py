@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
@@ -26,6 +27,12 @@ class OrderRateWindow:
 
     def record(self, now_s: float) -> None:
         self._times.append(now_s)
+
+    def forget(self, now_s: float) -> None:
+        """Take back one decision recorded at `now_s` whose create row was never written (its id existed
+        already, or the journal refused the commit): the window counts what the journal holds."""
+        with contextlib.suppress(ValueError):  # aged out of the window meanwhile
+            self._times.remove(now_s)
 
     def restore(self, times: list[float]) -> None:
         """The decisions of the last minute as the journal has them (start-up): a restart must not

@@ -103,6 +103,23 @@ async def test_orders_per_minute_holds_under_concurrent_submits(
         assert refused(results, "risk_order_rate") == 15
 
 
+async def test_resubmits_of_a_finished_order_take_no_place_in_the_order_rate_window(
+    db_url: str, settings: EngineSettings
+) -> None:
+    # Was: a resubmit of a finished order was decided (and counted) before its create met the existing
+    # id, so idempotent retries used up max_orders_per_minute with orders the journal never held
+    cfg = replace(settings, risk=RiskLimits(max_orders_per_minute=2))
+    fake = FakeExchange()
+    fake.outcome = lambda _req: VenueStatus.FILLED
+    async with running(db_url, fake, cfg, live=True) as eng:
+        await eng.orders.submit(limit("pb-done-1"), "trader")
+        assert "pb-done-1" not in eng.orders.open  # finished: a resubmit is decided afresh
+        again = await asyncio.gather(*(eng.orders.submit(limit("pb-done-1"), "trader") for _ in range(5)))
+        assert all(p.existing for p in again)
+        await eng.orders.submit(limit("pb-next-1"), "trader")  # the window's second place is still free
+        assert [r.client_order_id for r in fake.placed] == ["pb-done-1", "pb-next-1"]
+
+
 async def test_orders_per_minute_holds_across_a_restart(db_url: str, settings: EngineSettings) -> None:
     # Was: the window lived in memory only, so a restart within the minute allowed a second minute's worth
     cfg = replace(settings, risk=RiskLimits(max_orders_per_minute=3))
