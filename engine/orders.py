@@ -232,7 +232,9 @@ class OrderService:
         return len(self.store.open) + len(self.store.reserved)
 
     def _same_request(self, known: Order, req: OrderRequest) -> Placement:
-        if known.request.to_payload() != req.to_payload():
+        # Field by field, quantities and prices as numbers: "0.0010" is the order "0.001" asked for (as
+        # the venue reads them), so a client that writes its retry's numbers differently is no conflict
+        if known.request != req:
             raise IdempotencyConflict(
                 "this clientOrderId was used for a different order",
                 detail=self._state(known),

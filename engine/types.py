@@ -89,7 +89,7 @@ class OrderRequest:
     stop_price: Decimal | None = None
 
     def to_payload(self) -> dict[str, str]:
-        """Canonical string form, used for the journal and for idempotency comparison."""
+        """Canonical string form, as journaled (idempotency compares the requests themselves: numbers as numbers)."""
         out = {
             "symbol": self.symbol,
             "side": self.side.value,

@@ -89,6 +89,10 @@ async def test_idempotent_resend_places_nothing_and_a_different_body_conflicts(
     assert len(fake.placed) == 1
     with pytest.raises(IdempotencyConflict):
         await engine.orders.submit(limit(price="64000.00"), "trader")
+    # Was 409: the same numbers written otherwise are the same order, as the venue reads them
+    same = await engine.orders.submit(limit(price="65000", qty="0.0010"), "trader")
+    assert same.existing
+    assert same.order is first.order
     fake.fill("pb-c1", Decimal("0.001"), VenueStatus.FILLED)
     await eventually(lambda: first.order.state is OrderState.FILLED)
     # A finished order is no longer in memory: the journal still answers for its id
