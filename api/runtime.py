@@ -215,6 +215,12 @@ class Runtime:
             log.error("journal cannot be opened: %s (%s)", exc, exc.reason)
             self.start_error = exc
             return await self._give_up_lease(f"the journal cannot be opened ({exc.reason})")
+        except Exception as exc:  # a bug: never a task that dies holding the lease with nobody serving
+            log.exception("engine cannot be opened")
+            self.start_error = EngineError(
+                f"engine cannot be opened ({type(exc).__name__})", reason="engine_open_failed"
+            )
+            return await self._give_up_lease(f"the engine cannot be opened ({type(exc).__name__})")
         if self.lease is not None:  # who took over from whom, for the auditors (rows carry engine_id too)
             lease = self.lease.status()
             await self.engine.audit("system", "writer.lease_acquired", {

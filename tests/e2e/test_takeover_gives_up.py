@@ -79,6 +79,25 @@ async def test_a_writer_that_cannot_open_the_journal_gives_the_lease_up(tmp_path
         await runtime.stop()
 
 
+async def test_a_writer_whose_open_fails_on_a_bug_gives_the_lease_up(tmp_path: Path) -> None:
+    # Was: an exception outside EngineError ended the writer-start task, so the engine held the lease
+    # without ever serving (503 for good) and the failure reached nobody
+    lease = HeldLease()
+    runtime, exits = _runtime(tmp_path, lease)
+
+    async def bug() -> None:
+        raise TypeError("unsupported operand")
+
+    runtime.engine.open = bug
+    await runtime.start()
+    try:
+        assert runtime.fenced
+        assert exits == ["exit"]
+        assert "cannot be opened (TypeError)" in str(runtime.start_error)
+    finally:
+        await runtime.stop()
+
+
 async def test_a_journal_that_does_not_verify_keeps_the_lease_and_names_the_damage(tmp_path: Path) -> None:
     lease = HeldLease()
     runtime, exits = _runtime(tmp_path, lease)
