@@ -180,12 +180,13 @@ class OrderService:
     ) -> Placement:
         try:
             order = await first
-        except EngineError as exc:
-            # No create row was written, so this decision is no order in the rate window either (a
-            # resubmit of a finished order, a refused commit): memory counts what a restart would count
+        except VersionConflict:
+            # No create row was written (the group's own savepoint refused it: nothing of it is in the
+            # journal), so this decision is no order in the rate window either: memory counts what a
+            # restart would count. Not on JournalUnavailable: that may come after the database committed
+            # (its answer to COMMIT lost), and a window that forgot a durable create hands out one more
+            # order than the journal's, and a restart's, allows; counting one that was not is the safe side
             self._rate.forget(decided_at)
-            if not isinstance(exc, VersionConflict):
-                raise
             # The id exists already (finished, or created by another process just now): answer with it
             known = await self.store.find_async(req.client_order_id)
             if known is None:
