@@ -163,7 +163,9 @@ class OrderService:
         outcome = {"decision": steps[-1][0], **({"reason": refusal[0]} if refusal else {})}
         first = self._commit_audited(None, entries, audit, outcome, reserve=None if refusal else req)
         # ---- end of the synchronous step ----
-        flow = self.store.spawn(self._after_submit(first, req, refusal, mode, session, now_s))
+        flow = self.store.spawn(
+            self._after_submit(first, req, refusal, mode, session, now_s, session.version)
+        )
         return await _awaited(flow)
 
     async def _after_submit(
@@ -174,15 +176,17 @@ class OrderService:
         mode: str,
         session: TradingSession,
         decided_at: float,
+        decided_in: int,
     ) -> Placement:
         try:
             order = await first
-        except EngineError as exc:
-            # No create row was written, so this decision is no order in the rate window either (a
-            # resubmit of a finished order, a refused commit): memory counts what a restart would count
+        except VersionConflict:
+            # No create row was written (the group's own savepoint refused it: nothing of it is in the
+            # journal), so this decision is no order in the rate window either: memory counts what a
+            # restart would count. Not on JournalUnavailable: that may come after the database committed
+            # (its answer to COMMIT lost), and a window that forgot a durable create hands out one more
+            # order than the journal's, and a restart's, allows; counting one that was not is the safe side
             self._rate.forget(decided_at)
-            if not isinstance(exc, VersionConflict):
-                raise
             # The id exists already (finished, or created by another process just now): answer with it
             known = await self.store.find_async(req.client_order_id)
             if known is None:
@@ -201,7 +205,7 @@ class OrderService:
             raise OrderRejected(str(detail), reason=reason, detail=state)
         if mode == "test":
             return await self._send_test(order)
-        return await self._send(order)
+        return await self._send(order, decided_in)
 
     def _commit_audited(
         self, order: Order | None, entries: list[NewEntry], audit: AuditSlot | None, outcome: dict[str, Any],
@@ -358,20 +362,22 @@ class OrderService:
         await self._record(order, lambda o: [o.decide("test_ok", {}, "system")])
         return Placement(order, exchange=dict(answer))
 
-    def _send_gate(self, order: Order) -> SendGate:
+    def _send_gate(self, order: Order, decided_in: int) -> SendGate:
         """The order's send gate (ExchangePort.place): asked by the adapter right before the request leaves,
         after whatever it queued behind (a HOLD committed in the same group as the order, in-flight slots,
         the rate governor, a clock resync). The order goes out only while the session still allows what
-        it was decided for: not on HOLD, still in its mode (a disarm or the approval's expiry since then
-        ends LIVE) and, for a live order, under an unexpired approval. Otherwise it never goes out and is
-        journaled rejected with that reason, which is the truth: it was not sent."""
+        it was decided for: not on HOLD, still in the session version it was decided in (`decided_in`: any
+        transition since, a disarm, the approval's expiry, a HOLD and resume, left that mode even when
+        the session is back in it, e.g. re-armed with another approval) and, for a live order, under an
+        unexpired approval. Otherwise it never goes out and is journaled rejected with that reason, which
+        is the truth: it was not sent."""
         mode = order.mode
 
         def may_send() -> str | None:
             session = self._sessions.current
             if session.state is SessionState.HOLD:
                 return "session_hold"
-            if _MODE.get(session.state) != mode:
+            if _MODE.get(session.state) != mode or session.version != decided_in:
                 return "session_changed"
             if mode == "live" and session.approval_lapsed(self._now_s()):
                 return "approval_expired"
@@ -382,7 +388,7 @@ class OrderService:
     def _now_s(self) -> float:
         return self._clock.now().timestamp()
 
-    async def _send(self, order: Order) -> Placement:
+    async def _send(self, order: Order, decided_in: int) -> Placement:
         started = time.perf_counter()  # not loop.time(): uvloop caches it per iteration (ms steps)
         cid = order.client_order_id
 
@@ -396,7 +402,7 @@ class OrderService:
 
         try:
             vo = await _venue_call(
-                "place", self._exchange.place(order.request, may_send=self._send_gate(order))
+                "place", self._exchange.place(order.request, may_send=self._send_gate(order, decided_in))
             )
             self.heard(vo)
         except ExecutionStatusUnknown as exc:

@@ -6,7 +6,7 @@ order/session/approval row is a legal edge of its FSM from the aggregate's curre
 are contiguous. With `approver_keys`, every approval in an arm/go_live row is re-verified against its
 signed token (and every approval request's approve row), and with `two_man_rule` its approver must be
 another person than the requester; with `require_token`, an arm/go_live row without one is refused; a
-go_live row carrying another approval than its arm's is refused always. An
+go_live row carrying anything but its arm's approval, field for field (none included), is refused always. An
 `arm` with an approval request's nonce must be committed with that request's `use` row (the next row),
 and a `use` row only so. The first failure raises
 JournalCorrupt naming the row's seq: no damage (a NULL, a wrong type, invalid JSON) escapes as another
@@ -101,11 +101,6 @@ def _check_guarded(
         return
     if not isinstance(approval, dict):
         raise JournalCorrupt(seq, "approval is not an object")
-    armed = sess.approval if sess is not None else None
-    if trigger == "go_live" and armed and approval.get("nonce") != armed.get("nonce"):
-        # The engine's go_live carries its arm's approval: another one (a fresh token with a later expiry)
-        # would replace it and stretch LIVE past the approval the arm was granted
-        raise JournalCorrupt(seq, "go_live carries another approval than its arm's")
     if approver_keys is not None:
         # go_live may be fired by another admin: the requester is the one who armed (in the approval)
         requester = approval.get("requester") if two_man_rule else None
@@ -116,6 +111,16 @@ def _check_guarded(
             raise JournalCorrupt(seq, problem)
     if trigger == "arm" and sess is not None and approval.get("nonce") in sess.used_nonces:
         raise JournalCorrupt(seq, "approval nonce was already used in this session")
+
+
+def _check_go_live(seq: int, payload: dict[str, Any], sess: TradingSession | None) -> None:
+    """The engine's go_live carries its arm's approval as it is (engine.session): another one (a fresh
+    token with a later expiry, the arm's nonce with another expires_at or requester, or none at all) would
+    replace it on apply and stretch LIVE past the approval the arm was granted, or drop its expiry. Checked
+    with or without approver keys: it needs no key, only the arm row before it."""
+    armed = sess.approval if sess is not None else None
+    if armed and payload.get("approval") != armed:
+        raise JournalCorrupt(seq, "go_live carries another approval than its arm's")
 
 
 def _replay_approval(
@@ -404,6 +409,8 @@ def _replay(
                     raise JournalCorrupt(seq, f"version {version} after {sess.version}")
                 elif frm != sess.state or (frm, trigger, to) not in SESSION_EDGES:
                     raise JournalCorrupt(seq, f"illegal session transition {frm} --{trigger}--> {to}")
+                if trigger == "go_live":
+                    _check_go_live(seq, payload, sess)
                 if guarded and trigger in _GUARDED:
                     _check_guarded(seq, sid, trigger, payload, sess, actor, approver_keys, require_token,
                                    two_man_rule)  # fmt: skip

@@ -29,8 +29,8 @@ class OrderRateWindow:
         self._times.append(now_s)
 
     def forget(self, now_s: float) -> None:
-        """Take back one decision recorded at `now_s` whose create row was never written (its id existed
-        already, or the journal refused the commit): the window counts what the journal holds."""
+        """Take back one decision recorded at `now_s` whose create row was certainly never written (its id
+        existed already: VersionConflict): the window counts what the journal holds."""
         with contextlib.suppress(ValueError):  # aged out of the window meanwhile
             self._times.remove(now_s)
 

@@ -16,7 +16,7 @@ from engine.fsm.session_table import SessionState
 from engine.ports import SendGate
 from engine.runtime import Engine
 from engine.types import OrderRequest, VenueOrder
-from tests.engine.conftest import running
+from tests.engine.conftest import go_live, running
 from tests.engine.test_kill_switch import limit
 from tests.fakes import FakeExchange
 from tests.waiting import eventually_async
@@ -120,3 +120,37 @@ async def test_an_order_queued_in_the_adapter_past_the_approvals_expiry_is_never
     assert exc.reason == "approval_expired"
     assert fake.placed == []
     assert rows[-2:] == [("send", ""), ("reject", "approval_expired")]
+
+
+async def test_an_order_queued_while_the_session_is_disarmed_and_armed_again_is_never_sent(
+    db_url: str, settings: EngineSettings
+) -> None:
+    # Was: the gate compared the session's mode only, so a LIVE order decided under the first approval and
+    # queued through disarm → arm (a second approval) → go_live went out in the new LIVE episode, which
+    # never decided it: the operator's disarm had not kept it in the process
+    async def rearm(eng: Engine) -> None:
+        await eng.sessions.transition("disarm", "ops")
+        await go_live(eng)
+        assert eng.sessions.current.state is SessionState.LIVE
+
+    exc, fake, rows = await _queued_then(db_url, settings, "pb-rearmed-1", rearm)
+    assert exc.reason == "session_changed"
+    assert fake.placed == []
+    assert rows[-2:] == [("send", ""), ("reject", "session_changed")]
+
+
+async def test_an_order_queued_through_the_kill_switch_and_a_new_live_session_is_never_sent(
+    db_url: str, settings: EngineSettings
+) -> None:
+    # Was: HOLD with cancel_all → resume → arm → go_live while the order waited for a slot; the gate saw
+    # LIVE again and sent an order decided before the operator pressed the kill switch
+    async def kill_and_rearm(eng: Engine) -> None:
+        await eng.sessions.hold("kill", "ops", cancel_all=True)
+        await eng.sessions.transition("resume", "ops")
+        await go_live(eng)
+        assert eng.sessions.current.state is SessionState.LIVE
+
+    exc, fake, rows = await _queued_then(db_url, settings, "pb-killed-1", kill_and_rearm)
+    assert exc.reason == "session_changed"
+    assert fake.placed == []
+    assert rows[-2:] == [("send", ""), ("reject", "session_changed")]

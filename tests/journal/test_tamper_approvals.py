@@ -58,12 +58,16 @@ def verify(url: str, **kw: Any) -> int:
 
 
 def edit_arm_approval(url: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
+    """The arm row's approval changed, and the go_live row's with it (the engine's go_live carries its
+    arm's approval): the journal an engine would have written with that arm."""
+
     def mutate(rows: attacker.Rows) -> attacker.Rows:
-        row = rows[ARM_SEQ - 1]
-        assert row[4] == "arm"
-        payload = json.loads(row[7])
-        payload["approval"] = change(dict(payload["approval"]))
-        row[7] = canonical_json(payload)
+        assert (rows[ARM_SEQ - 1][4], rows[ARM_SEQ][4]) == ("arm", "go_live")
+        approval = change(dict(json.loads(rows[ARM_SEQ - 1][7])["approval"]))
+        for row in rows[ARM_SEQ - 1 : ARM_SEQ + 1]:
+            payload = json.loads(row[7])
+            payload["approval"] = approval
+            row[7] = canonical_json(payload)
         return rows
 
     attacker.rewrite(url, mutate, recompute_from=ARM_SEQ - 1)
@@ -183,6 +187,41 @@ async def test_a_go_live_row_with_another_approval_than_its_arms_is_corrupt(jour
         verify(journal_url, approver_keys=PUBLIC, require_token=True)
     assert info.value.seq == ARM_SEQ + 1
     assert "go_live carries another approval than its arm's" in info.value.problem
+
+
+def edit_go_live_approval(url: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
+    def mutate(rows: attacker.Rows) -> attacker.Rows:
+        row = rows[ARM_SEQ]
+        assert row[4] == "go_live"
+        payload = json.loads(row[7])
+        payload["approval"] = change(dict(payload["approval"]))
+        row[7] = canonical_json(payload)
+        return rows
+
+    attacker.rewrite(url, mutate, recompute_from=ARM_SEQ)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda a: None, id="approval-dropped"),
+        pytest.param(lambda a: {**a, "expires_at": a["expires_at"] + 86400}, id="same-nonce-later-expiry"),
+        pytest.param(lambda a: {**a, "requester": "bob"}, id="same-nonce-other-requester"),
+    ],
+)
+async def test_a_go_live_row_whose_approval_is_not_exactly_its_arms_is_corrupt(
+    journal_url: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+) -> None:
+    # Was: only the nonce was compared, and only when the go_live row carried an approval at all: a
+    # go_live without one (no require_token) dropped the arm's expiry on replay, and one with the arm's
+    # nonce but another expires_at stretched it (with no approver keys nothing re-reads the signed body)
+    await armed_journal(journal_url)
+    edit_go_live_approval(journal_url, change)
+    for keys in ({}, {"approver_keys": PUBLIC}):  # journal verify without keys; start-up with them
+        with pytest.raises(JournalCorrupt) as info:
+            verify(journal_url, **keys)
+        assert info.value.seq == ARM_SEQ + 1
+        assert "go_live carries another approval than its arm's" in info.value.problem
 
 
 async def test_cli_verify_check_approvals_uses_the_configs_keys(
