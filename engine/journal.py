@@ -30,9 +30,32 @@ ENGINE_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,64}$"
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
 
 
+def _c_encoder() -> Any:
+    """The C encoder behind _dumps, built once: JSONEncoder.encode builds a new one per call, which costs
+    more than encoding the small payload of most rows (every decided transition encodes one). The same
+    arguments as _dumps (its `iterencode`): sorted keys, compact separators, ASCII, allow_nan off (the C
+    encoder refuses NaN/Infinity itself); no circular
+    check (payloads are trees the engine built; a cycle is a bug and still fails, by recursion)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # an interpreter without the C accelerator
+        return None
+
+    def unserialisable(o: object) -> None:
+        raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+    return make(
+        None, unserialisable, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, False
+    )
+
+
+_encode = _c_encoder()
+
+
 def canonical_json(payload: dict[str, Any]) -> str:
     """Raises ValueError for NaN/Infinity anywhere in the payload (json's "Out of range float values")."""
-    return _dumps(payload)
+    if _encode is None:
+        return _dumps(payload)
+    return "".join(_encode(payload, 0))
 
 
 def format_ts(ts: datetime) -> str:
