@@ -151,9 +151,15 @@ class Record:
     prev_hash: str
     hash: str
     engine_id: str | None = None  # None on rows written before migration 0004
+    # The payload this process encoded into payload_json when it wrote the row (None when read back):
+    # the writer's observers read every durable row, and decoding the text again cost them more than
+    # their own work. Read-only, like the rest of the record.
+    decoded: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def payload(self) -> dict[str, Any]:
+        if self.decoded is not None:
+            return self.decoded
         loaded: dict[str, Any] = json.loads(self.payload_json)
         return loaded
 

@@ -128,7 +128,7 @@ def _follow(mine: Order, applied: Order, payload: dict[str, Any]) -> None:
 
 def _fills_of(payload: dict[str, Any]) -> list[dict[str, Any]]:
     fills = payload.get("fills")
-    return fills if isinstance(fills, list) else []
+    return list(fills) if isinstance(fills, list | tuple) else []
 
 
 class Ledger:

@@ -182,6 +182,7 @@ class SqlJournal:
                     prev,
                     digest,
                     engine_id,
+                    e.payload,
                 )
             )
             prev = digest
