@@ -95,10 +95,22 @@ def decide_create(request: OrderRequest, mode: str, actor: str, reason: str = ""
     )
 
 
-def apply(order: Order | None, trigger: str, to_state: str, version: int, payload: dict[str, Any]) -> Order:
-    """Apply one journalled transition. Replay feeds rows straight from the database."""
+def state_of(value: str) -> OrderState:
+    """OrderState(value), from a dict. Raises KeyError for a value that is no order state."""
+    return _STATES[value]
+
+
+def apply(
+    order: Order | None, trigger: str, to_state: str, version: int, payload: dict[str, Any],
+    request: OrderRequest | None = None,
+) -> Order:  # fmt: skip
+    """Apply one journalled transition. Replay feeds rows straight from the database. `request`: the
+    create row's request as the decider already holds it (its payload is that request's to_payload()),
+    so it is not parsed back from the payload."""
     if order is None:
-        order = Order(OrderRequest.from_payload(payload["request"]), payload["mode"])
+        order = Order(
+            request if request is not None else OrderRequest.from_payload(payload["request"]), payload["mode"]
+        )
     order.state = _STATES[to_state]
     order.version = version
     order_id = payload.get("orderId")

@@ -97,7 +97,7 @@ class OrderStore:
         for trigger, payload, reason in steps:
             entry = decide_from(state, version, cid, trigger, payload, actor, reason)
             out.append(entry)
-            state, version = OrderState(entry.to_state or ""), entry.version
+            state, version = order_mod.state_of(entry.to_state or ""), entry.version
         return out
 
     def commit(
@@ -131,7 +131,7 @@ class OrderStore:
             try:
                 for rec, entry in zip(records[skip:], entries, strict=True):
                     current = order_mod.apply(
-                        current, rec.trigger, rec.to_state or "", rec.version, entry.payload
+                        current, rec.trigger, rec.to_state or "", rec.version, entry.payload, reserve
                     )
                 assert current is not None
                 if self.on_filled is not None and current.filled_qty != before:
