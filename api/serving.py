@@ -120,9 +120,15 @@ class TunedServer(uvicorn.Server):
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLD)
+        tune_collector()
+
+
+def tune_collector() -> None:
+    """The process's collector as `propbot serve` runs it (the module docstring): what start-up built is
+    frozen out of its scans, and the youngest generation is collected every GC_THRESHOLD[0] objects."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def make_server(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.Server:
