@@ -98,9 +98,10 @@ class SqlJournal:
         try:
             with self._write_tx() as conn:
                 seq, prev = self._tail(conn)
+                created = self._created_at()
                 records = []
                 for group in groups:
-                    recs = self._build(group, seq, prev)
+                    recs = self._build(group, seq, prev, created)
                     records.append(recs)
                     if recs:
                         seq, prev = recs[-1].seq, recs[-1].hash
@@ -120,8 +121,9 @@ class SqlJournal:
         out: list[list[Record] | Exception] = []
         with self._write_tx() as conn:
             seq, prev = self._tail(conn)
+            created = self._created_at()
             for group in groups:
-                recs = self._build(group, seq, prev)
+                recs = self._build(group, seq, prev, created)
                 try:
                     with conn.begin_nested():
                         if recs:
@@ -153,9 +155,12 @@ class SqlJournal:
         self._last_created = max(self._last_created, str(row[2]))
         return int(row[0]), str(row[1])
 
-    def _build(self, group: Sequence[NewEntry], seq: int, prev: str) -> list[Record]:
-        # created_at never goes backwards (replay refuses that): a clock stepped back keeps the last time
-        created = max(format_ts(self._now()), self._last_created)
+    def _created_at(self) -> str:
+        """One time for every row of a commit (when it was written), read after the chain's tail. It never
+        goes backwards (replay refuses that): a clock stepped back keeps the last time."""
+        return max(format_ts(self._now()), self._last_created)
+
+    def _build(self, group: Sequence[NewEntry], seq: int, prev: str, created: str) -> list[Record]:
         engine_id = self.engine_id
         out = []
         for e in group:
