@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from engine.config import PreflightSettings
-from engine.errors import ExchangeError
+from engine.errors import ExchangeError, ExchangeUnavailable
 from engine.ports import Clock, ExchangePort
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 PERMISSION_ALIASES = {"SPOT_TRADE": "SPOT", "MARGIN_TRADE": "MARGIN"}
 # Failed checks that make trading unsafe in any session state (HOLD), not only once armed
 HOLDING_CHECKS = frozenset({"permissions", "can_trade", "account"})
+
+
+def _backing_off(exc: ExchangeError) -> bool:
+    """The venue client did not ask (a 429's Retry-After, the rate governor's headroom): nothing was
+    measured, so nothing failed. The last measurement stands and ages; past its allowed age it fails as
+    stale, which refuses arming and LIVE orders without a HOLD for a back-off the venue asked for."""
+    return isinstance(exc, ExchangeUnavailable) and exc.reason == "RATE_LIMIT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +51,15 @@ def missing_permissions(have: tuple[str, ...], settings: PreflightSettings) -> l
     return [p for p in settings.permissions_required if PERMISSION_ALIASES.get(p, p) not in have]
 
 
-async def clock_checks(exchange: ExchangePort, settings: PreflightSettings, now_s: float) -> list[Check]:
+async def clock_checks(
+    exchange: ExchangePort, settings: PreflightSettings, now_s: float
+) -> list[Check] | None:
+    """None: not measured (the client is backing off, `_backing_off`)."""
     try:
         ping = await exchange.ping()
     except ExchangeError as exc:
+        if _backing_off(exc):
+            return None
         failed = {"reason": exc.reason, "detail": str(exc)}
         return [Check("ping", False, failed, now_s), Check("clock_skew", False, failed, now_s)]
     return [
@@ -59,7 +71,8 @@ async def clock_checks(exchange: ExchangePort, settings: PreflightSettings, now_
 
 async def account_checks(
     exchange: ExchangePort, settings: PreflightSettings, symbols: tuple[str, ...], now_s: float
-) -> list[Check]:
+) -> list[Check] | None:
+    """None: not measured (one of its reads met the client backing off, `_backing_off`)."""
     checks: list[Check] = []
     try:
         account = await exchange.account()
@@ -69,12 +82,19 @@ async def account_checks(
             Check("permissions", not missing, {"missing": missing, "have": list(account.permissions)}, now_s)
         )
     except ExchangeError as exc:
+        if _backing_off(exc):
+            return None
         checks.append(Check("account", False, {"reason": exc.reason, "detail": str(exc)}, now_s))
-    checks.extend(replace(c, at_s=now_s) for c in await _key_checks(exchange))
+    keys = await _key_checks(exchange)
+    if keys is None:
+        return None
+    checks.extend(replace(c, at_s=now_s) for c in keys)
     try:
         rules = await exchange.symbol_rules()
         halted = {s: rules[s].status for s in symbols if s in rules and rules[s].status != "TRADING"}
     except ExchangeError as exc:
+        if _backing_off(exc):
+            return None
         halted = {"*": exc.reason}
     checks.append(Check("symbols", not halted, {"not_trading": halted}, now_s))
     return checks
@@ -90,12 +110,14 @@ def risk_headroom(open_now: int, limit: int) -> Check:
     return Check("risk", open_now < limit, {"open_orders": open_now, "max_open_orders": limit})
 
 
-async def _key_checks(exchange: ExchangePort) -> list[Check]:
+async def _key_checks(exchange: ExchangePort) -> list[Check] | None:
     """Live keys must trade, must not withdraw, and must be IP-restricted; venues without the endpoint
-    (paper, Spot Testnet) answer None and are not checked."""
+    (paper, Spot Testnet) answer None and are not checked. None: not measured (`_backing_off`)."""
     try:
         r = await exchange.key_restrictions()
     except ExchangeError as exc:
+        if _backing_off(exc):
+            return None
         return [Check("key_restrictions", False, {"reason": exc.reason, "detail": str(exc)})]
     if r is None:
         return []
@@ -148,6 +170,7 @@ class PreflightMonitor:
         self._refresh_lock = asyncio.Lock()
         self.refreshes = 0
         self.last_error: str | None = None
+        self.deferred: list[str] = []  # measurements the last refresh could not take (backing off)
 
     def _now_s(self) -> float:
         return self._clock.now().timestamp()
@@ -192,6 +215,7 @@ class PreflightMonitor:
             "refreshes": self.refreshes,
             "age_s": round(oldest, 3) if oldest is not None else None,
             "last_error": self.last_error,
+            "deferred": self.deferred,
             "checks": [{"check": c.name, "ok": c.ok, "detail": c.detail, "at_s": c.at_s} for c in checks],
         }
 
@@ -201,12 +225,20 @@ class PreflightMonitor:
         """Measure now (the timer calls this; so may an operator's explicit request, never an order)."""
         async with self._refresh_lock:
             now_s = self._now_s()
+            deferred = []
             if clock:
-                self._clock_checks = await clock_checks(self._exchange, self._settings, now_s)
+                measured = await clock_checks(self._exchange, self._settings, now_s)
+                if measured is None:
+                    deferred.append("clock")
+                else:
+                    self._clock_checks = measured
             if account:
-                self._account_checks = await account_checks(
-                    self._exchange, self._settings, self._symbols, now_s
-                )
+                found = await account_checks(self._exchange, self._settings, self._symbols, now_s)
+                if found is None:
+                    deferred.append("account")
+                else:
+                    self._account_checks = found
+            self.deferred = deferred
             self.refreshes += 1
         await self.review()
 

@@ -14,13 +14,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from engine.config import ApprovalSettings, EngineSettings, fingerprint
-from engine.errors import ApprovalRejected, EngineError, InvalidTransition, PreflightFailed
+from engine.errors import (
+    ApprovalRejected,
+    EngineError,
+    ExchangeUnavailable,
+    InvalidTransition,
+    PreflightFailed,
+)
 from engine.fsm.session_table import SessionState
 from engine.guardrails.approvals import sign_approval
 from engine.guardrails.preflight import Check
 from engine.persistence.sql_journal import SqlJournal
 from engine.replay import replay
 from engine.runtime import Engine
+from engine.types import AccountInfo, PingResult
 from tests.fakes import FakeExchange, FrozenClock
 
 KEYS = {name: Ed25519PrivateKey.generate() for name in ("alice", "bob")}
@@ -142,6 +149,55 @@ async def test_missing_permissions_hold_the_session_in_any_state(
     await live_engine.preflight.refresh()
     holds = [r for r in live_engine.journal.stream("session", "testnet") if r.trigger == "hold"]
     assert [r.reason for r in holds] == ["preflight_failed: permissions"]  # once per episode
+
+
+class BackingOff(FakeExchange):
+    """A venue client refusing to send during a Retry-After (RATE_LIMIT), as BinanceSpotClient does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error: ExchangeUnavailable | None = None
+
+    async def account(self) -> AccountInfo:
+        if self.error is not None:
+            raise self.error
+        return await super().account()
+
+    async def ping(self) -> PingResult:
+        if self.error is not None:
+            raise self.error
+        return await super().ping()
+
+
+async def test_a_rate_limit_back_off_measures_nothing_and_holds_nothing(
+    db_url: str, clock: FrozenClock
+) -> None:
+    # Was: the account check failed on the client's own Retry-After refusal (nothing was asked of the
+    # venue) and HOLDs in any state, so a one-second 429 halted the desk until an operator resumed it
+    fake = BackingOff()
+    settings = EngineSettings(profile="testnet", safe_mode=False, symbols=("BTCUSDT",))
+    eng = Engine(SqlJournal(db_url), fake, settings, clock, session_id="testnet")
+    await eng.start()
+    try:
+        await eng.preflight.refresh()
+        measured = eng.preflight.status()["checks"]
+        fake.error = ExchangeUnavailable(
+            "Retry-After in force for another 0.7s; nothing sent", reason="RATE_LIMIT"
+        )
+        await eng.preflight.refresh()
+        assert eng.sessions.current.state is SessionState.TESTNET
+        assert eng.preflight.status()["checks"] == measured  # the last measurement stands, and ages
+        assert eng.preflight.status()["deferred"] == ["clock", "account"]
+        clock.advance(settings.preflight.account_max_age_s + 1)
+        stale = {f["check"] for f in eng.preflight.failures(RISK_OK) if "stale_s" in (f["detail"] or {})}
+        assert "can_trade" in stale  # too old now: arming and LIVE orders are refused as stale
+        # A venue that cannot be reached is another matter: the account check fails, and holds
+        fake.error = ExchangeUnavailable("connection refused", reason="EXCHANGE_UNAVAILABLE")
+        await eng.preflight.refresh()
+        assert eng.sessions.current.state is SessionState.HOLD
+        assert "account (EXCHANGE_UNAVAILABLE)" in eng.sessions.current.hold_reason
+    finally:
+        await eng.stop()
 
 
 async def test_approval_ttl_expiry_disarms(live_engine: Engine, clock: FrozenClock) -> None:
