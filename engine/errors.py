@@ -75,6 +75,12 @@ class IdempotencyConflict(EngineError):
     reason = "idempotency_conflict"
 
 
+class AlreadyRejected(EngineError):
+    """A resubmit of an order the engine or the venue refused: the id is spent, nothing was placed."""
+
+    reason = "already_rejected"
+
+
 class SessionHalted(EngineError):
     reason = "session_hold"
 

@@ -22,6 +22,7 @@ from engine.audit import AuditSlot
 from engine.client_ids import is_own
 from engine.config import EngineSettings
 from engine.errors import (
+    AlreadyRejected,
     EngineError,
     EngineStopped,
     ExchangeError,
@@ -191,7 +192,10 @@ class OrderService:
             known = await self.store.find_async(req.client_order_id)
             if known is None:
                 raise
-            return self._same_request(known, req)
+            placement = self._same_request(known, req)
+            if known.state is S.REJECTED:
+                raise await self._rejected_before(known) from None
+            return placement
         if refusal is not None:
             reason, detail = refusal
             state = self._state(order)
@@ -244,6 +248,20 @@ class OrderService:
                 detail=self._state(known),
             )
         return Placement(known, existing=True)
+
+    async def _rejected_before(self, known: Order) -> AlreadyRejected:
+        """The answer to a resubmit of a refused order: never 200 (a retry after a lost answer would read
+        as placed), and never the first refusal's status either (a 503 says "retry", and this id can never
+        be placed again). The first refusal's reason, as journaled, is in the detail."""
+        cid = known.client_order_id
+        rows = await asyncio.to_thread(self.store.journal.stream, "order", cid)
+        refusal = next((r.reason or str(r.payload.get("reason") or "") for r in reversed(rows)
+                        if r.trigger == "reject"), "")  # fmt: skip
+        return AlreadyRejected(
+            f"clientOrderId {cid} was refused ({refusal or 'no reason journaled'}): nothing was placed, and "
+            "a new order needs a new clientOrderId",
+            detail={**self._state(known), "existing": True, "refusal": refusal},
+        )
 
     def _refusal(self, req: OrderRequest, session: TradingSession, mode: str, now_s: float) -> Refusal | None:
         """Why the order may not go out now, from memory alone (no I/O), or None."""

@@ -133,3 +133,25 @@ def test_open_orders_rejects_a_malformed_symbol(viewer: httpx.Client) -> None:
     r = viewer.get("/api/live/open_orders", params={"symbol": "btc-usdt"})
     assert r.status_code == 422
     assert r.json()["reason"] == "invalid_query"
+
+
+def test_a_resend_of_a_refused_order_is_no_success(trader: httpx.Client, auditor: httpx.Client) -> None:
+    # Was 200 {"ok": true, "state": "REJECTED", "existing": true}: a client retrying after a lost answer
+    # read a refused order as placed. The id is spent, so it is not the first refusal's status either
+    body = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+            "quantity": "2", "price": "60000", "newClientOrderId": "pb-e2e-refused-1"}  # fmt: skip
+    first = trader.post("/api/live/order", json=body)
+    assert first.status_code == 409
+    assert first.json()["reason"] == "risk_max_notional"
+    again = trader.post("/api/live/order", json=body)
+    assert again.status_code == 409, again.text
+    answer = again.json()
+    assert answer["ok"] is False
+    assert answer["reason"] == "already_rejected"
+    assert answer["detail"]["refusal"] == "risk_max_notional"
+    assert answer["detail"]["existing"] is True
+    assert answer["detail"]["state"] == "REJECTED"
+    assert len(journal_rows(auditor, stream="order", stream_id="pb-e2e-refused-1", trigger="create")) == 1
+    # a different body under the spent id is still the idempotency conflict it always was
+    other = trader.post("/api/live/order", json={**body, "quantity": "0.001"})
+    assert other.json()["reason"] == "idempotency_conflict"
