@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from api.bootstrap import build_runtime
 from engine.errors import JournalCorrupt
 from engine.persistence.sql_journal import JournalUnavailable
@@ -62,38 +64,30 @@ async def test_a_writer_that_cannot_prepare_the_journal_gives_the_lease_up(tmp_p
     assert lease.closed  # the session, and so the lock, is handed back at stop
 
 
-async def test_a_writer_that_cannot_open_the_journal_gives_the_lease_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("failure", "named"),
+    [
+        (JournalUnavailable("journal read failed: server closed the connection"), "cannot be opened"),
+        # Was: an exception outside EngineError (a bug) ended the writer-start task, so the engine held the
+        # lease without ever serving (503 for good) and the failure reached nobody
+        (TypeError("unsupported operand"), "cannot be opened (TypeError)"),
+    ],
+)
+async def test_a_writer_that_cannot_open_the_journal_gives_the_lease_up(
+    tmp_path: Path, failure: Exception, named: str
+) -> None:
     lease = HeldLease()
     runtime, exits = _runtime(tmp_path, lease)
 
-    async def unavailable() -> None:
-        raise JournalUnavailable("journal read failed: server closed the connection")
+    async def failing() -> None:
+        raise failure
 
-    runtime.engine.open = unavailable
+    runtime.engine.open = failing
     await runtime.start()
     try:
         assert runtime.fenced
         assert exits == ["exit"]
-        assert "cannot be opened" in str(runtime.start_error)
-    finally:
-        await runtime.stop()
-
-
-async def test_a_writer_whose_open_fails_on_a_bug_gives_the_lease_up(tmp_path: Path) -> None:
-    # Was: an exception outside EngineError ended the writer-start task, so the engine held the lease
-    # without ever serving (503 for good) and the failure reached nobody
-    lease = HeldLease()
-    runtime, exits = _runtime(tmp_path, lease)
-
-    async def bug() -> None:
-        raise TypeError("unsupported operand")
-
-    runtime.engine.open = bug
-    await runtime.start()
-    try:
-        assert runtime.fenced
-        assert exits == ["exit"]
-        assert "cannot be opened (TypeError)" in str(runtime.start_error)
+        assert named in str(runtime.start_error)
     finally:
         await runtime.stop()
 

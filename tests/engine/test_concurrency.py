@@ -4,6 +4,8 @@ at once (asyncio.gather), cancels them mid-flight, or stops the engine while wor
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -104,16 +106,25 @@ async def test_orders_per_minute_holds_under_concurrent_submits(
         assert refused(results, "risk_order_rate") == 15
 
 
+@asynccontextmanager
+async def one_filled_of_two_a_minute(
+    db_url: str, settings: EngineSettings, cid: str
+) -> AsyncIterator[tuple[Engine, FakeExchange]]:
+    """A LIVE engine allowing 2 orders a minute, with one of them (`cid`) placed and filled already."""
+    cfg = replace(settings, risk=RiskLimits(max_orders_per_minute=2))
+    fake = FakeExchange()
+    fake.outcome = lambda _req: VenueStatus.FILLED
+    async with running(db_url, fake, cfg, live=True) as eng:
+        await eng.orders.submit(limit(cid), "trader")
+        yield eng, fake
+
+
 async def test_resubmits_of_a_finished_order_take_no_place_in_the_order_rate_window(
     db_url: str, settings: EngineSettings
 ) -> None:
     # Was: a resubmit of a finished order was decided (and counted) before its create met the existing
     # id, so idempotent retries used up max_orders_per_minute with orders the journal never held
-    cfg = replace(settings, risk=RiskLimits(max_orders_per_minute=2))
-    fake = FakeExchange()
-    fake.outcome = lambda _req: VenueStatus.FILLED
-    async with running(db_url, fake, cfg, live=True) as eng:
-        await eng.orders.submit(limit("pb-done-1"), "trader")
+    async with one_filled_of_two_a_minute(db_url, settings, "pb-done-1") as (eng, fake):
         assert "pb-done-1" not in eng.orders.open  # finished: a resubmit is decided afresh
         again = await asyncio.gather(*(eng.orders.submit(limit("pb-done-1"), "trader") for _ in range(5)))
         assert all(p.existing for p in again)
@@ -131,11 +142,7 @@ async def test_a_resubmit_of_a_finished_order_racing_a_new_order_does_not_refuse
 ) -> None:
     # forget() takes the resubmit's place back only once its create failed: a new order decided in the same
     # step saw the window full with it and was refused (409), although the journal never held the resubmit
-    cfg = replace(settings, risk=RiskLimits(max_orders_per_minute=2))
-    fake = FakeExchange()
-    fake.outcome = lambda _req: VenueStatus.FILLED
-    async with running(db_url, fake, cfg, live=True) as eng:
-        await eng.orders.submit(limit("pb-done-2"), "trader")
+    async with one_filled_of_two_a_minute(db_url, settings, "pb-done-2") as (eng, fake):
         again, new = await asyncio.gather(
             eng.orders.submit(limit("pb-done-2"), "trader"), eng.orders.submit(limit("pb-next-2"), "trader"),
             return_exceptions=True,

@@ -74,10 +74,11 @@ async def test_an_order_queued_in_the_adapter_when_the_session_goes_on_hold_is_n
         assert "pb-queued-1" not in eng.orders.store.reserved
 
 
-async def _queued_then(
-    db_url: str, settings: EngineSettings, cid: str, change: Callable[[Engine], Awaitable[None]]
-) -> tuple[OrderRejected, FakeExchange, list[tuple[str, str]]]:
-    """A LIVE order waits in the adapter while `change` happens; it must be refused at its send gate."""
+async def _refused_at_the_gate(
+    db_url: str, settings: EngineSettings, cid: str, change: Callable[[Engine], Awaitable[None]], reason: str
+) -> None:
+    """A LIVE order waits in the adapter while `change` happens: its send gate refuses it with `reason`,
+    nothing reaches the venue, and the journal says it was rejected for that reason after its send row."""
     fake = QueuedFake()
     async with running(db_url, fake, settings, live=True) as eng:
         submit = asyncio.ensure_future(eng.orders.submit(limit(cid), "trader"))
@@ -86,10 +87,12 @@ async def _queued_then(
         fake.queue_open.set()
         with pytest.raises(OrderRejected) as info:
             await submit
+        assert info.value.reason == reason
+        assert fake.placed == []
         rows = [(r.trigger, r.reason) for r in eng.journal.stream("order", cid)]
+        assert rows[-2:] == [("send", ""), ("reject", reason)]
         assert not eng.orders.open
         assert cid not in eng.orders.store.reserved
-        return info.value, fake, rows
 
 
 async def test_an_order_queued_in_the_adapter_when_the_session_is_disarmed_is_never_sent(
@@ -100,10 +103,7 @@ async def test_an_order_queued_in_the_adapter_when_the_session_is_disarmed_is_ne
     async def disarm(eng: Engine) -> None:
         await eng.sessions.transition("disarm", "ops")
 
-    exc, fake, rows = await _queued_then(db_url, settings, "pb-disarmed-1", disarm)
-    assert exc.reason == "session_changed"
-    assert fake.placed == []
-    assert rows[-2:] == [("send", ""), ("reject", "session_changed")]
+    await _refused_at_the_gate(db_url, settings, "pb-disarmed-1", disarm, "session_changed")
 
 
 async def test_an_order_queued_in_the_adapter_past_the_approvals_expiry_is_never_sent(
@@ -116,10 +116,7 @@ async def test_an_order_queued_in_the_adapter_past_the_approvals_expiry_is_never
         assert approval is not None
         eng.clock.advance(approval["expires_at"] - eng.clock.now().timestamp())  # type: ignore[attr-defined]
 
-    exc, fake, rows = await _queued_then(db_url, settings, "pb-lapsed-1", expire)
-    assert exc.reason == "approval_expired"
-    assert fake.placed == []
-    assert rows[-2:] == [("send", ""), ("reject", "approval_expired")]
+    await _refused_at_the_gate(db_url, settings, "pb-lapsed-1", expire, "approval_expired")
 
 
 async def test_an_order_queued_while_the_session_is_disarmed_and_armed_again_is_never_sent(
@@ -133,10 +130,7 @@ async def test_an_order_queued_while_the_session_is_disarmed_and_armed_again_is_
         await go_live(eng)
         assert eng.sessions.current.state is SessionState.LIVE
 
-    exc, fake, rows = await _queued_then(db_url, settings, "pb-rearmed-1", rearm)
-    assert exc.reason == "session_changed"
-    assert fake.placed == []
-    assert rows[-2:] == [("send", ""), ("reject", "session_changed")]
+    await _refused_at_the_gate(db_url, settings, "pb-rearmed-1", rearm, "session_changed")
 
 
 async def test_an_order_queued_through_the_kill_switch_and_a_new_live_session_is_never_sent(
@@ -150,7 +144,4 @@ async def test_an_order_queued_through_the_kill_switch_and_a_new_live_session_is
         await go_live(eng)
         assert eng.sessions.current.state is SessionState.LIVE
 
-    exc, fake, rows = await _queued_then(db_url, settings, "pb-killed-1", kill_and_rearm)
-    assert exc.reason == "session_changed"
-    assert fake.placed == []
-    assert rows[-2:] == [("send", ""), ("reject", "session_changed")]
+    await _refused_at_the_gate(db_url, settings, "pb-killed-1", kill_and_rearm, "session_changed")
