@@ -255,8 +255,10 @@ class OrderService:
         be placed again). The first refusal's reason, as journaled, is in the detail."""
         cid = known.client_order_id
         rows = await asyncio.to_thread(self.store.journal.stream, "order", cid)
-        refusal = next((r.reason or str(r.payload.get("reason") or "") for r in reversed(rows)
-                        if r.trigger == "reject"), "")  # fmt: skip
+        # The row that ended it: a refusal names its reason; the reconciler's (a request that died with
+        # the process, never executed: reconcile_rejected) names its trigger
+        last = rows[-1] if rows else None
+        refusal = (last.reason or str(last.payload.get("reason") or "") or last.trigger) if last else ""
         return AlreadyRejected(
             f"clientOrderId {cid} was refused ({refusal or 'no reason journaled'}): nothing was placed, and "
             "a new order needs a new clientOrderId",

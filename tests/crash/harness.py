@@ -220,3 +220,14 @@ def check_recovered(api: ApiProcess, sim_url: str) -> tuple[dict[str, list[dict[
     assert [r for r in after if r["to_state"] in ("LIVE", "ARMED")] == []
 
     return journal_agrees_with_venue(auditor, sim_url, timeout_s=UNKNOWN_GRACE_S + 6)
+
+
+def assert_answered_from_the_journal(cid: str, r: httpx.Response) -> None:
+    """A resend of a journaled id after a crash answers from the journal and places nothing: the order
+    as it stands (200, existing), or, for one that ended REJECTED (its request died with the process, or
+    the venue refused it), 409 already_rejected: never placed, and the id is spent."""
+    body = r.json()
+    if r.status_code == 409 and body.get("reason") == "already_rejected":
+        assert body["detail"]["state"] == "REJECTED", (cid, r.text)
+        return
+    assert (r.status_code, body.get("existing")) == (200, True), (cid, r.text)

@@ -18,7 +18,13 @@ import httpx
 
 from adapters.simulator.server import SimulatorServer
 from tests.agreement import ground_truth, sim_fault
-from tests.crash.harness import UNKNOWN_GRACE_S, ApiProcess, check_recovered, order_body
+from tests.crash.harness import (
+    UNKNOWN_GRACE_S,
+    ApiProcess,
+    assert_answered_from_the_journal,
+    check_recovered,
+    order_body,
+)
 from tests.e2e.server import journal_rows
 from tests.waiting import eventually
 
@@ -73,7 +79,7 @@ def _retry_everything(api: ApiProcess, bodies: dict[str, dict[str, str]], journa
     for cid, body in bodies.items():
         r = trader.post("/api/live/order", json=body)
         if cid in journaled:
-            assert (r.status_code, r.json().get("existing")) == (200, True), (cid, r.text)
+            assert_answered_from_the_journal(cid, r)
         else:
             assert (r.status_code, r.json()["reason"]) == (409, "session_hold"), (cid, r.text)
 
