@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 PERMISSION_ALIASES = {"SPOT_TRADE": "SPOT", "MARGIN_TRADE": "MARGIN"}
 # Failed checks that make trading unsafe in any session state (HOLD), not only once armed
 HOLDING_CHECKS = frozenset({"permissions", "can_trade", "account"})
+ACCOUNT_READS = ("account", "keys", "symbols")  # the reads of `account_checks`, in order
 
 
 def _backing_off(exc: ExchangeError) -> bool:
@@ -71,33 +72,35 @@ async def clock_checks(
 
 async def account_checks(
     exchange: ExchangePort, settings: PreflightSettings, symbols: tuple[str, ...], now_s: float
-) -> list[Check] | None:
-    """None: not measured (one of its reads met the client backing off, `_backing_off`)."""
-    checks: list[Check] = []
+) -> dict[str, list[Check]]:
+    """The checks of each read that was measured ("account", "keys", "symbols"); a read that met the
+    client backing off (`_backing_off`) and the reads after it are missing: not measured, while what the
+    reads before it measured (an unreachable venue, a missing permission) stands and may hold."""
+    groups: dict[str, list[Check]] = {}
     try:
         account = await exchange.account()
         missing = missing_permissions(account.permissions, settings)
-        checks.append(Check("can_trade", account.can_trade, None, now_s))
-        checks.append(
-            Check("permissions", not missing, {"missing": missing, "have": list(account.permissions)}, now_s)
-        )
+        groups["account"] = [
+            Check("can_trade", account.can_trade, None, now_s),
+            Check("permissions", not missing, {"missing": missing, "have": list(account.permissions)}, now_s),
+        ]
     except ExchangeError as exc:
         if _backing_off(exc):
-            return None
-        checks.append(Check("account", False, {"reason": exc.reason, "detail": str(exc)}, now_s))
+            return groups
+        groups["account"] = [Check("account", False, {"reason": exc.reason, "detail": str(exc)}, now_s)]
     keys = await _key_checks(exchange)
     if keys is None:
-        return None
-    checks.extend(replace(c, at_s=now_s) for c in keys)
+        return groups
+    groups["keys"] = [replace(c, at_s=now_s) for c in keys]
     try:
         rules = await exchange.symbol_rules()
         halted = {s: rules[s].status for s in symbols if s in rules and rules[s].status != "TRADING"}
     except ExchangeError as exc:
         if _backing_off(exc):
-            return None
+            return groups
         halted = {"*": exc.reason}
-    checks.append(Check("symbols", not halted, {"not_trading": halted}, now_s))
-    return checks
+    groups["symbols"] = [Check("symbols", not halted, {"not_trading": halted}, now_s)]
+    return groups
 
 
 def maintenance_check(settings: PreflightSettings, now: datetime) -> Check:
@@ -165,7 +168,8 @@ class PreflightMonitor:
         self._hold = hold  # journal a HOLD unless already on HOLD; True when it wrote one
         self._holds_now = holds_now  # True while the session state makes any failure a HOLD (ARMED, LIVE)
         self._clock_checks: list[Check] = []
-        self._account_checks: list[Check] = []
+        # Per read (`account_checks`): a refresh that measured only some reads replaces only theirs
+        self._account_groups: dict[str, list[Check]] = {}
         self._episode = False  # a HOLD was journaled for the current run of failures
         self._refresh_lock = asyncio.Lock()
         self.refreshes = 0
@@ -174,6 +178,10 @@ class PreflightMonitor:
 
     def _now_s(self) -> float:
         return self._clock.now().timestamp()
+
+    @property
+    def _account_checks(self) -> list[Check]:
+        return [c for group in self._account_groups.values() for c in group]
 
     # -- reading (no I/O) ----------------------------------------------------------------------
 
@@ -187,7 +195,7 @@ class PreflightMonitor:
         ]
         if not self._clock_checks:
             out.append(Check("clock_skew", False, {"stale": "never measured"}))
-        if not self._account_checks:
+        if len(self._account_groups) < len(ACCOUNT_READS):  # a read never measured: no verdict on it
             out.append(Check("account", False, {"stale": "never measured"}))
         for check, max_age in measured:
             age = now_s - check.at_s
@@ -234,10 +242,9 @@ class PreflightMonitor:
                     self._clock_checks = measured
             if account:
                 found = await account_checks(self._exchange, self._settings, self._symbols, now_s)
-                if found is None:
+                if len(found) < len(ACCOUNT_READS):
                     deferred.append("account")
-                else:
-                    self._account_checks = found
+                self._account_groups.update(found)
             self.deferred = deferred
             self.refreshes += 1
         await self.review()

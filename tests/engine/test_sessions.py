@@ -27,7 +27,7 @@ from engine.guardrails.preflight import Check
 from engine.persistence.sql_journal import SqlJournal
 from engine.replay import replay
 from engine.runtime import Engine
-from engine.types import AccountInfo, PingResult
+from engine.types import AccountInfo, PingResult, SymbolRules
 from tests.fakes import FakeExchange, FrozenClock
 
 KEYS = {name: Ed25519PrivateKey.generate() for name in ("alice", "bob")}
@@ -196,6 +196,56 @@ async def test_a_rate_limit_back_off_measures_nothing_and_holds_nothing(
         await eng.preflight.refresh()
         assert eng.sessions.current.state is SessionState.HOLD
         assert "account (EXCHANGE_UNAVAILABLE)" in eng.sessions.current.hold_reason
+    finally:
+        await eng.stop()
+
+
+class PartlyBackingOff(FakeExchange):
+    """account() answers (or fails on its own), then a later read of the same refresh meets the client's
+    Retry-After: another call's 429 set it while account() was on its way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.account_error: ExchangeUnavailable | None = None
+        self.backing_off = False
+
+    async def account(self) -> AccountInfo:
+        if self.account_error is not None:
+            raise self.account_error
+        return await super().account()
+
+    async def symbol_rules(self) -> dict[str, SymbolRules]:
+        if self.backing_off:
+            raise ExchangeUnavailable(
+                "Retry-After in force for another 0.7s; nothing sent", reason="RATE_LIMIT"
+            )
+        return await super().symbol_rules()
+
+
+@pytest.mark.parametrize("fault", ["unreachable", "missing_permission"])
+async def test_a_failure_measured_before_a_back_off_in_the_same_refresh_still_holds(
+    db_url: str, clock: FrozenClock, fault: str
+) -> None:
+    # Was: account_checks returned None (measured nothing) as soon as any of its reads met the back-off,
+    # throwing away what account() had already measured: an unreachable venue or a missing permission
+    # neither failed nor held, and the last good measurement stayed fresh for account_max_age_s
+    fake = PartlyBackingOff()
+    settings = EngineSettings(profile="testnet", safe_mode=False, symbols=("BTCUSDT",))
+    eng = Engine(SqlJournal(db_url), fake, settings, clock, session_id="testnet")
+    await eng.start()
+    try:
+        await eng.preflight.refresh()
+        assert not eng.preflight.failures(RISK_OK)
+        if fault == "unreachable":
+            fake.account_error = ExchangeUnavailable("connection refused", reason="EXCHANGE_UNAVAILABLE")
+        else:
+            fake.permissions = ()
+        fake.backing_off = True
+        await eng.preflight.refresh()
+        assert eng.sessions.current.state is SessionState.HOLD
+        failed = {f["check"] for f in eng.preflight.failures(RISK_OK)}
+        assert failed & {"account", "permissions"}
+        assert "symbols" not in failed  # not measured this time: the last measurement stands and ages
     finally:
         await eng.stop()
 
