@@ -136,6 +136,10 @@ async def _key_checks(exchange: ExchangePort) -> list[Check] | None:
     return [Check("key_restrictions", not wrong, {"problems": wrong})]
 
 
+def _is_stale(check: Check) -> bool:
+    return not check.ok and isinstance(check.detail, dict) and "stale_s" in check.detail
+
+
 def _named(check: Check) -> str:
     """A check's name, with the venue's reason when it failed on an error (e.g. "account (IP_BANNED)")."""
     reason = check.detail.get("reason") if isinstance(check.detail, dict) else None
@@ -253,13 +257,18 @@ class PreflightMonitor:
         """HOLD once per episode when the verdict fails in a way that demands it."""
         checks = self._clock_checks + self._account_checks + ([risk] if risk else [])
         failed = [c for c in checks if not c.ok]
-        if not failed:
+        # A back-off that lasts past a measurement's allowed age leaves no fresh verdict: armed or live,
+        # that is a failed check like any other (fail closed), not a LIVE session refusing every order
+        # while it waits for a venue that may never answer again
+        stale = [c for c in self.verdict(Check("risk", True)) if _is_stale(c)] if self.deferred else []
+        if not failed and not stale:
             self._episode = False
             return
         holding = [c for c in failed if c.name in HOLDING_CHECKS]
         if self._episode or not (holding or self._holds_now()):
             return
-        await self._hold(f"preflight_failed: {', '.join(_named(c) for c in (holding or failed))}")
+        named = [_named(c) for c in (holding or failed)] + [f"{c.name} (stale: backing off)" for c in stale]
+        await self._hold(f"preflight_failed: {', '.join(named)}")
         self._episode = True  # only once the HOLD is durable: a failed commit is tried again next time
 
     async def hold_for(self, failed: list[dict[str, Any]]) -> None:

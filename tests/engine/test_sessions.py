@@ -28,6 +28,7 @@ from engine.persistence.sql_journal import SqlJournal
 from engine.replay import replay
 from engine.runtime import Engine
 from engine.types import AccountInfo, PingResult, SymbolRules
+from tests.engine.conftest import running
 from tests.fakes import FakeExchange, FrozenClock
 
 KEYS = {name: Ed25519PrivateKey.generate() for name in ("alice", "bob")}
@@ -248,6 +249,24 @@ async def test_a_failure_measured_before_a_back_off_in_the_same_refresh_still_ho
         assert "symbols" not in failed  # not measured this time: the last measurement stands and ages
     finally:
         await eng.stop()
+
+
+async def test_a_back_off_outlasting_the_verdict_holds_a_live_session(db_url: str) -> None:
+    # Was (after the back-off stopped failing checks): a LIVE session whose venue client kept backing
+    # off refused every order as stale and stayed LIVE for good; armed or live, no fresh verdict is a
+    # failed check, and the monitor holds once
+    fake = BackingOff()
+    settings = EngineSettings(profile="testnet", safe_mode=False, symbols=("BTCUSDT",))
+    async with running(db_url, fake, settings, live=True) as eng:
+        await eng.preflight.refresh()
+        fake.error = ExchangeUnavailable("Retry-After in force; nothing sent", reason="RATE_LIMIT")
+        await eng.preflight.refresh()
+        assert eng.sessions.current.state is SessionState.LIVE  # still fresh: a short back-off is no fault
+        eng.clock.advance(settings.preflight.max_age_s + 1)  # type: ignore[attr-defined]
+        await eng.preflight.refresh()
+        session = eng.sessions.current
+        assert session.state is SessionState.HOLD
+        assert "(stale: backing off)" in session.hold_reason
 
 
 async def test_approval_ttl_expiry_disarms(live_engine: Engine, clock: FrozenClock) -> None:
