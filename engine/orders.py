@@ -259,9 +259,14 @@ class OrderService:
         # the process, never executed: reconcile_rejected) names its trigger
         last = rows[-1] if rows else None
         refusal = (last.reason or str(last.payload.get("reason") or "") or last.trigger) if last else ""
+        if last is not None and last.trigger == "reconcile_rejected":
+            # Concluded, not known: the send went unanswered and the venue did not show the order within
+            # the grace period. A late sighting holds the session (docs/OPERATIONS_LIVE.md)
+            what = "its send went unanswered and the venue did not show it within the grace period"
+        else:
+            what = f"it was refused ({refusal or 'no reason journaled'}): nothing was placed"
         return AlreadyRejected(
-            f"clientOrderId {cid} was refused ({refusal or 'no reason journaled'}): nothing was placed, and "
-            "a new order needs a new clientOrderId",
+            f"clientOrderId {cid} ended REJECTED, {what}; a new order needs a new clientOrderId",
             detail={**self._state(known), "existing": True, "refusal": refusal},
         )
 
