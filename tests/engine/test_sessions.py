@@ -152,6 +152,9 @@ async def test_missing_permissions_hold_the_session_in_any_state(
     assert [r.reason for r in holds] == ["preflight_failed: permissions"]  # once per episode
 
 
+TESTNET = EngineSettings(profile="testnet", safe_mode=False, symbols=("BTCUSDT",))
+
+
 class BackingOff(FakeExchange):
     """A venue client refusing to send during a Retry-After (RATE_LIMIT), as BinanceSpotClient does."""
 
@@ -176,10 +179,7 @@ async def test_a_rate_limit_back_off_measures_nothing_and_holds_nothing(
     # Was: the account check failed on the client's own Retry-After refusal (nothing was asked of the
     # venue) and HOLDs in any state, so a one-second 429 halted the desk until an operator resumed it
     fake = BackingOff()
-    settings = EngineSettings(profile="testnet", safe_mode=False, symbols=("BTCUSDT",))
-    eng = Engine(SqlJournal(db_url), fake, settings, clock, session_id="testnet")
-    await eng.start()
-    try:
+    async with running_engine(db_url, fake, TESTNET, clock) as eng:
         await eng.preflight.refresh()
         measured = eng.preflight.status()["checks"]
         fake.error = ExchangeUnavailable(
@@ -189,7 +189,7 @@ async def test_a_rate_limit_back_off_measures_nothing_and_holds_nothing(
         assert eng.sessions.current.state is SessionState.TESTNET
         assert eng.preflight.status()["checks"] == measured  # the last measurement stands, and ages
         assert eng.preflight.status()["deferred"] == ["clock", "account"]
-        clock.advance(settings.preflight.account_max_age_s + 1)
+        clock.advance(eng.settings.preflight.account_max_age_s + 1)
         stale = {f["check"] for f in eng.preflight.failures(RISK_OK) if "stale_s" in (f["detail"] or {})}
         assert "can_trade" in stale  # too old now: arming and LIVE orders are refused as stale
         # A venue that cannot be reached is another matter: the account check fails, and holds
@@ -197,8 +197,6 @@ async def test_a_rate_limit_back_off_measures_nothing_and_holds_nothing(
         await eng.preflight.refresh()
         assert eng.sessions.current.state is SessionState.HOLD
         assert "account (EXCHANGE_UNAVAILABLE)" in eng.sessions.current.hold_reason
-    finally:
-        await eng.stop()
 
 
 class PartlyBackingOff(FakeExchange):
@@ -231,10 +229,7 @@ async def test_a_failure_measured_before_a_back_off_in_the_same_refresh_still_ho
     # throwing away what account() had already measured: an unreachable venue or a missing permission
     # neither failed nor held, and the last good measurement stayed fresh for account_max_age_s
     fake = PartlyBackingOff()
-    settings = EngineSettings(profile="testnet", safe_mode=False, symbols=("BTCUSDT",))
-    eng = Engine(SqlJournal(db_url), fake, settings, clock, session_id="testnet")
-    await eng.start()
-    try:
+    async with running_engine(db_url, fake, TESTNET, clock) as eng:
         await eng.preflight.refresh()
         assert not eng.preflight.failures(RISK_OK)
         if fault == "unreachable":
@@ -247,8 +242,6 @@ async def test_a_failure_measured_before_a_back_off_in_the_same_refresh_still_ho
         failed = {f["check"] for f in eng.preflight.failures(RISK_OK)}
         assert failed & {"account", "permissions"}
         assert "symbols" not in failed  # not measured this time: the last measurement stands and ages
-    finally:
-        await eng.stop()
 
 
 async def test_a_back_off_outlasting_the_verdict_holds_a_live_session(db_url: str) -> None:
