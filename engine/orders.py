@@ -74,7 +74,7 @@ _MODE = {
 Refusal = tuple[str, Any]  # (reason, detail)
 # Why a send gate kept an order in the process (besides a HOLD, which answers SessionHalted)
 _NOT_SENT = {
-    "session_changed": "the session left the mode the order was decided in before it could be sent",
+    "session_changed": "the session changed (a disarm, an expiry, a HOLD and resume) before it could be sent",
     "approval_expired": "the two-man-rule approval expired before the order could be sent",
 }
 
@@ -252,7 +252,7 @@ class OrderService:
     async def _rejected_before(self, known: Order) -> AlreadyRejected:
         """The answer to a resubmit of a refused order: never 200 (a retry after a lost answer would read
         as placed), and never the first refusal's status either (a 503 says "retry", and this id can never
-        be placed again). The first refusal's reason, as journaled, is in the detail."""
+        be placed again). The detail names the row that ended it: its reason, else its trigger."""
         cid = known.client_order_id
         rows = await asyncio.to_thread(self.store.journal.stream, "order", cid)
         # The row that ended it: a refusal names its reason; the reconciler's (a request that died with
@@ -402,7 +402,7 @@ class OrderService:
             session = self._sessions.current
             if session.state is SessionState.HOLD:
                 return "session_hold"
-            if _MODE.get(session.state) != mode or session.version != decided_in:
+            if session.version != decided_in:  # the version the order's mode was read from
                 return "session_changed"
             if mode == "live" and session.approval_lapsed(self._now_s()):
                 return "approval_expired"
