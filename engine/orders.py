@@ -72,6 +72,8 @@ _MODE = {
     SessionState.LIVE: "live",
 }
 Refusal = tuple[str, Any]  # (reason, detail)
+# The caps that count creates decided and not yet durable (engine.guardrails.risk, .position)
+_PENDING_CAPS = frozenset({"risk_max_open_orders", "risk_order_rate", "risk_max_position"})
 # Why a send gate kept an order in the process (besides a HOLD, which answers SessionHalted)
 _NOT_SENT = {
     "session_changed": "the session changed (a disarm, an expiry, a HOLD and resume) before it could be sent",
@@ -108,6 +110,8 @@ class OrderService:
         self.last_prices: dict[str, Decimal] = {}
         self.positions = PositionLedger()  # holdings for max_position: snapshots + our fills since
         self._rate = OrderRateWindow()
+        # Creates decided and queued whose commit has not resolved yet (accepted or refused: both count)
+        self._pending_creates: dict[str, asyncio.Future[Order]] = {}
         self.store.on_filled = self._on_filled
         self.reconciler.on_heard = self.heard
         # the kill switch cancels our own orders only (engine.client_ids): never a foreign one
@@ -139,17 +143,27 @@ class OrderService:
                 reason="client_order_id_prefix",
             )
         cid = req.client_order_id
-        while self.store.busy(cid) or self._sessions.busy:
-            await self.store.idle(cid)
-            await self._sessions.idle()
-        # ---- one synchronous step from reading the state to queueing the decision ----
-        known = self.open.get(cid)
-        if known is not None:
-            return self._same_request(known, req)
-        session = self._sessions.current
-        mode = _MODE.get(session.state, "none")
-        now_s = self._now_s()
-        refusal = self._refusal(req, session, mode, now_s)
+        waited = False
+        while True:
+            while self.store.busy(cid) or self._sessions.busy:
+                await self.store.idle(cid)
+                await self._sessions.idle()
+            # ---- one synchronous step from reading the state to queueing the decision ----
+            known = self.open.get(cid)
+            if known is not None:
+                return self._same_request(known, req)
+            session = self._sessions.current
+            mode = _MODE.get(session.state, "none")
+            now_s = self._now_s()
+            refusal = self._refusal(req, session, mode, now_s)
+            if refusal is None or refusal[0] not in _PENDING_CAPS or waited or not self._pending_creates:
+                break
+            # A cap counts creates decided but not yet durable, and one of them may turn out never to
+            # be written (a resubmit of a finished order meets its existing id): refusing now would
+            # refuse for an order the journal never holds. Wait for those decided before this one, once,
+            # and decide again; nothing of this order was recorded yet, so a cancellation here is clean
+            waited = True
+            await asyncio.wait(list(self._pending_creates.values()))
         self._rate.record(now_s)  # every decided order counts, refused ones too (a message is a message)
         steps: list[tuple[str, dict[str, Any], str]] = [("preflight", {}, "")]
         if refusal is not None:
@@ -162,11 +176,31 @@ class OrderService:
             steps.append(("send_test" if mode == "test" else "send", assets, ""))
         entries = [decide_create(req, mode, actor), *self.store.chain(S.NEW, 1, cid, steps, actor)]
         outcome = {"decision": steps[-1][0], **({"reason": refusal[0]} if refusal else {})}
-        first = self._commit_audited(None, entries, audit, outcome, reserve=None if refusal else req)
+
+        def settled() -> None:
+            if self._pending_creates.get(cid) is first:
+                del self._pending_creates[cid]
+
+        def not_written(exc: BaseException) -> None:
+            settled()
+            if isinstance(exc, VersionConflict):
+                # No create row was written (the group's own savepoint refused it: nothing of it is in
+                # the journal), so this decision is no order in the rate window either: memory counts
+                # what a restart would count. Not on JournalUnavailable: that may come after the database
+                # committed (its answer to COMMIT lost), and a window that forgot a durable create hands
+                # out one more order than the journal's, and a restart's, allows; counting one that was
+                # not is the safe side. Here, in the writer's callback, before anyone waiting on the
+                # create is woken: a cap refusal waiting for it decides again on the window without it
+                self._rate.forget(now_s)
+
+        first = self._commit_audited(
+            None, entries, audit, outcome, reserve=None if refusal else req, on_durable=settled,
+            on_failed=not_written,
+        )  # fmt: skip
+        self._pending_creates[cid] = first
+        first.add_done_callback(lambda _: settled())  # also when an apply that raised skipped on_durable
         # ---- end of the synchronous step ----
-        flow = self.store.spawn(
-            self._after_submit(first, req, refusal, mode, session, now_s, session.version)
-        )
+        flow = self.store.spawn(self._after_submit(first, req, refusal, mode, session, session.version))
         return await _awaited(flow)
 
     async def _after_submit(
@@ -176,18 +210,11 @@ class OrderService:
         refusal: Refusal | None,
         mode: str,
         session: TradingSession,
-        decided_at: float,
         decided_in: int,
     ) -> Placement:
         try:
             order = await first
         except VersionConflict:
-            # No create row was written (the group's own savepoint refused it: nothing of it is in the
-            # journal), so this decision is no order in the rate window either: memory counts what a
-            # restart would count. Not on JournalUnavailable: that may come after the database committed
-            # (its answer to COMMIT lost), and a window that forgot a durable create hands out one more
-            # order than the journal's, and a restart's, allows; counting one that was not is the safe side
-            self._rate.forget(decided_at)
             # The id exists already (finished, or created by another process just now): answer with it
             known = await self.store.find_async(req.client_order_id)
             if known is None:
@@ -213,15 +240,31 @@ class OrderService:
 
     def _commit_audited(
         self, order: Order | None, entries: list[NewEntry], audit: AuditSlot | None, outcome: dict[str, Any],
-        reserve: OrderRequest | None = None,
+        reserve: OrderRequest | None = None, on_durable: Callable[[], None] | None = None,
+        on_failed: Callable[[BaseException], None] | None = None,
     ) -> asyncio.Future[Order]:  # fmt: skip
-        """The store's commit with the call's audit row first in the same group."""
+        """The store's commit with the call's audit row first in the same group; `on_durable` and
+        `on_failed` run in the writer's callback as the store's do, after the audit slot's."""
         if audit is None:
-            return self.store.commit(order, entries, reserve=reserve)
+            return self.store.commit(
+                order, entries, reserve=reserve, on_durable=on_durable, on_failed=on_failed
+            )
+        slot = audit
+
+        def durable() -> None:
+            slot.settle()
+            if on_durable is not None:
+                on_durable()
+
+        def failed(exc: BaseException) -> None:
+            slot.unclaim(exc)
+            if on_failed is not None:
+                on_failed(exc)
+
         prefix = [audit.claim(outcome)]
         try:
             return self.store.commit(
-                order, entries, prefix, reserve=reserve, on_durable=audit.settle, on_failed=audit.unclaim
+                order, entries, prefix, reserve=reserve, on_durable=durable, on_failed=failed
             )
         except EngineError:
             audit.unclaim()
