@@ -8,6 +8,10 @@ bare-endpoint floor, so the two are measured on the same stack.
   time, is held forever), so `TimedHttpTools` closes a connection whose request is not fully received
   within REQUEST_READ_TIMEOUT_S and answers 400 to an unfinished request head over MAX_HEADER_BYTES;
   keep-alive is short, the connection count bounded, WebSockets off (the API has no WebSocket route);
+- a request httptools cannot parse (an invalid request line, a bad Content-Length, broken chunked framing)
+  never reaches the app: uvicorn answers it itself, through the protocol's `send_400_response`, which
+  `TimedHttpTools` overrides to answer in the API's error shape (JSON with a `reason`) instead of
+  uvicorn's text/plain line, then closes the connection as uvicorn does;
 - the garbage collector: once start-up is done (imports, the journal replayed) everything it built is
   frozen out of the collector's scans (gc.freeze), and the youngest generation is collected every
   GC_THRESHOLD[0] new objects instead of 700. Per request the garbage is almost all freed by reference
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 from typing import Any
 
 import uvicorn
@@ -35,8 +40,9 @@ class TimedHttpTools(HttpToolsProtocol):
     """HttpToolsProtocol with a deadline on reading each request (head and body), armed when the
     connection opens and at the first byte of each later request, disarmed once the request is in,
     and a cap on the bytes of a request head that has not ended yet. Relies on uvicorn's protocol
-    callbacks (connection_made, data_received, on_headers_complete, on_message_complete): recheck them
-    when uvicorn is upgraded (tests/e2e/test_strict_server_limits.py does)."""
+    callbacks (connection_made, data_received, on_headers_complete, on_message_complete) and on its
+    `send_400_response`, its one answer to a request it cannot parse: recheck them when uvicorn is
+    upgraded (tests/e2e/test_strict_server_limits.py does)."""
 
     read_timeout_s = REQUEST_READ_TIMEOUT_S
     max_head_bytes = MAX_HEADER_BYTES
@@ -60,7 +66,9 @@ class TimedHttpTools(HttpToolsProtocol):
         super().data_received(data)
         if self._in_head and self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
             self._disarm()
-            self.send_400_response("Request head too large.")
+            self._refuse(
+                "request_head_too_large", f"the request head is limited to {self.max_head_bytes} bytes"
+            )
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -71,6 +79,23 @@ class TimedHttpTools(HttpToolsProtocol):
         self._disarm()
         self._in_head = True
         self._head_bytes = 0
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request httptools could not parse (it has logged `msg`, a warning without
+        a traceback): the same 400, in the API's error shape."""
+        self._refuse("bad_http_request", msg)
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        """A 400 written before any app saw the request (no operator, no audit row), then the connection
+        closed: what follows on it cannot be framed. Headers as uvicorn's own 400 has them."""
+        body = json.dumps({"ok": False, "reason": reason, "detail": detail}).encode()
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        for name, value in self.server_state.default_headers:  # server, date
+            head.extend([name, b": ", value, b"\r\n"])
+        head.append(b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body))
+        head.append(b"connection: close\r\n\r\n")
+        self.transport.write(b"".join([*head, body]))
+        self.transport.close()
 
     def _arm(self) -> None:
         self._disarm()

@@ -146,6 +146,8 @@ class Ledger:
         # store journals those of its newest UNTRACED_KEPT untraced orders, engine.late_trades)
         self._untraced_rows: OrderedDict[str, OrderRow] = OrderedDict()
         self._index: list[tuple[int, str]] = []  # (first_seq, clientOrderId), ascending; may hold evicted
+        # (symbol, orderId) -> clientOrderId of the finished orders kept: a cancel by the venue's id finds them
+        self._finished_ids: dict[tuple[str, int], str] = {}
 
     # -- folding -------------------------------------------------------------------------------
 
@@ -356,8 +358,15 @@ class Ledger:
 
     def _finished(self, cid: str) -> None:
         self._terminal.append(cid)
+        done = self.orders[cid].order
+        if done.order_id is not None:
+            self._finished_ids[(done.symbol, done.order_id)] = cid
         while len(self._terminal) > self._terminal_kept:
             row = self.orders.pop(self._terminal.popleft(), None)
+            if row is not None and row.order.order_id is not None:
+                key = (row.order.symbol, row.order.order_id)
+                if self._finished_ids.get(key) == row.order.client_order_id:
+                    del self._finished_ids[key]
             if row is not None and (row.untraced_fills or row.uncounted):
                 self._untraced_rows[row.order.client_order_id] = row
                 if len(self._untraced_rows) > UNTRACED_KEPT:
@@ -366,6 +375,16 @@ class Ledger:
             self._index = [e for e in self._index if e[1] in self.orders]
 
     # -- reading (memory only, no I/O) ------------------------------------------------------------
+
+    def order(self, client_order_id: str) -> Order | None:
+        """The order as the history holds it: open, or finished and among the TERMINAL_KEPT newest."""
+        row = self.orders.get(client_order_id)
+        return row.order if row is not None else None
+
+    def finished_order_id(self, symbol: str, order_id: int) -> str | None:
+        """The client order id of the finished order the venue numbered `order_id` on `symbol`, while the
+        history holds it (the TERMINAL_KEPT newest finished orders), else None."""
+        return self._finished_ids.get((symbol, order_id))
 
     def positions(self) -> dict[str, Any]:
         return {

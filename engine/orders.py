@@ -51,6 +51,7 @@ from engine.guardrails.risk import (
 )
 from engine.journal import Journal, NewEntry
 from engine.kill_switch import KillReport, KillSwitch
+from engine.ledger import Ledger
 from engine.order import CLIENT_ORDER_ID, Order, decide_create
 from engine.order_store import OrderStore
 from engine.ports import Clock, ExchangePort, SendGate
@@ -120,6 +121,9 @@ class OrderService:
         self.store.on_applied = self.kill_switch.on_order
         self.trade_tracer = TradeTracer(self.store, exchange)
         sessions.on_applied = self.kill_switch.on_session
+        # The order history read model (engine.ledger; the engine sets this): where a cancel finds a
+        # finished order in memory, by client order id or by the venue's orderId, without a journal read
+        self.history: Callable[[], Ledger | None] = lambda: None
 
     # -- placing -------------------------------------------------------------------------------
 
@@ -560,18 +564,23 @@ class OrderService:
         actor: str,
         audit: AuditSlot | None = None,
     ) -> Placement:
-        """Raises UnknownOrder, InvalidTransition, ExchangeError subclasses."""
-        cid = client_order_id
+        """Cancel by client order id or, without one, by the venue's orderId; the order is found the same
+        way for both (client_order_id_of): one that finished is InvalidTransition, one this engine does
+        not know UnknownOrder.
+
+        Raises:
+            UnknownOrder, InvalidTransition, ExchangeError subclasses.
+        """
+        cid = client_order_id or self.client_order_id_of(symbol, order_id or 0)
         if not cid:
-            by_id = self.store.find_by_order_id(symbol, order_id or 0)
-            if by_id is None:
-                raise UnknownOrder("no such open order on this symbol")  # input is never echoed
-            cid = by_id.client_order_id
+            raise UnknownOrder("no such open order on this symbol")  # input is never echoed
         await self.store.idle(cid)
         # ---- synchronous from here to the commit ----
         order = self.open.get(cid)
         if order is None or order.symbol != symbol:
-            known = order or await self.store.find_async(cid)
+            # Memory first (open, then the history of finished orders); only an order the history no
+            # longer holds, named by its client id, is read back from the journal
+            known = order or self.known(cid) or await self.store.find_async(cid)
             if known is not None and known.symbol == symbol:
                 raise InvalidTransition("order", known.state.value, "request_cancel")
             raise UnknownOrder("no such open order on this symbol")
@@ -641,6 +650,23 @@ class OrderService:
 
     def find(self, client_order_id: str) -> Order | None:
         return self.store.find(client_order_id)
+
+    def known(self, client_order_id: str) -> Order | None:
+        """The order from memory alone: open, else finished and still in the history read model."""
+        order = self.store.open.get(client_order_id)
+        if order is not None:
+            return order
+        history = self.history()
+        return history.order(client_order_id) if history is not None else None
+
+    def client_order_id_of(self, symbol: str, order_id: int) -> str | None:
+        """The client order id of the order the venue numbered `order_id` on `symbol`, from memory alone:
+        an open order, else a finished one the history still holds (its TERMINAL_KEPT newest), else None."""
+        open_order = self.store.find_by_order_id(symbol, order_id)
+        if open_order is not None:
+            return open_order.client_order_id
+        history = self.history()
+        return history.finished_order_id(symbol, order_id) if history is not None else None
 
     async def reconcile_open(self) -> list[str]:
         return await self.reconciler.reconcile_open()

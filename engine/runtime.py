@@ -79,6 +79,7 @@ class Engine:
         # Fills, positions, order history: rebuilt by open()'s replay, then fed every durable group
         self.ledger = Ledger()
         self.writer.observers.append(lambda records: self.ledger.observe(records))
+        self.orders.history = lambda: self.ledger  # read at each call: open() replaces the ledger
         self.supervisor = Supervisor(self._report_failure)
         self.opened = False
         self.connected = False

@@ -55,8 +55,9 @@ def _answer(p: Placement) -> dict[str, Any]:
 
 
 async def _with_order(exc: EngineError, engine: Engine, cid: str) -> EngineError:
-    """Name the order and its journaled state in the error, whatever the venue said."""
-    found = await engine.orders.store.find_async(cid)
+    """Name the order and its journaled state in the error, whatever the venue said (from memory when the
+    engine holds the order: open or in its history; else read back from the journal)."""
+    found = engine.orders.known(cid) or await engine.orders.store.find_async(cid)
     extra = {"clientOrderId": cid, "state": found.state.value if found else None}
     if isinstance(exc.detail, dict):
         exc.detail = {**exc.detail, **extra}
@@ -135,9 +136,8 @@ async def cancel_order(request: Request, call: TradeCallDep) -> dict[str, Any]:
         )
     except EngineError as exc:
         cid = body.origClientOrderId or ""
-        if not cid and body.orderId is not None:
-            known = engine.orders.store.find_by_order_id(body.symbol, body.orderId)
-            cid = known.client_order_id if known else ""
+        if not cid and body.orderId is not None:  # found as the engine found it: open or finished
+            cid = engine.orders.client_order_id_of(body.symbol, body.orderId) or ""
         raise (await _with_order(exc, engine, cid) if cid else exc) from None
     return _answer(placement)
 

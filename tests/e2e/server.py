@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from api.app import create_app
 from api.auth import OperatorStore
+from api.serving import server_config
 from api.settings import Settings, load_settings
 from engine.guardrails.approvals import sign_approval
 
@@ -42,12 +43,19 @@ def add_operators(data_dir: Path) -> dict[str, str]:
 class ApiServer:
     """`with ApiServer(settings) as api: api.client("admin").get("/api/status")`."""
 
-    def __init__(self, settings: Settings, tokens: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, tokens: dict[str, str] | None = None, *, served: bool = False
+    ) -> None:
+        """`served`: on `propbot serve`'s own uvicorn configuration (api.serving: its HTTP protocol, limits
+        and read deadline) instead of uvicorn's defaults."""
         self.settings = settings
         self.tokens = tokens if tokens is not None else add_operators(settings.data_dir)
         self.notices: list[str] = []
         self.app = create_app(settings, announce=self.notices.append)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        if served:
+            config = server_config(self.app, "127.0.0.1", 0, log_level="warning", lifespan="on")
+        else:
+            config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
         self._clients: list[httpx.Client] = []

@@ -75,6 +75,49 @@ def test_each_call_writes_exactly_one_row(trader: httpx.Client, auditor: httpx.C
         )
 
 
+def test_each_resend_of_a_refused_id_writes_one_row_naming_already_rejected(
+    api: ApiServer, auditor: httpx.Client
+) -> None:
+    # A resend's own group (its audit row first) meets the existing id and is written not at all; the row
+    # is then written by the audit route, once, with the engine's answer: 409 already_rejected
+    body = {**ORDER, "quantity": "2", "newClientOrderId": "pb-resend-1"}  # 120,000 USDT: over the cap
+
+    def rows() -> list[dict[str, Any]]:
+        return [r for r in audits(auditor, "api.live.order")
+                if r["payload"].get("request", {}).get("clientOrderId") == "pb-resend-1"]  # fmt: skip
+
+    trader = api.client("trader")
+    first = trader.post("/api/live/order", json=body)
+    assert (first.status_code, first.json()["reason"]) == (409, "risk_max_notional")
+    [row] = rows()
+    assert row["payload"]["outcome"] == {"decision": "reject", "reason": "risk_max_notional"}
+    again = trader.post("/api/live/order", json=body)
+    assert (again.status_code, again.json()["reason"]) == (409, "already_rejected")
+    # then three at once, each on its own connection
+    clients = [api.client("trader") for _ in range(3)]
+    barrier = threading.Barrier(3)
+    answers: list[httpx.Response] = []
+
+    def resend(client: httpx.Client) -> None:
+        barrier.wait(5)
+        answers.append(client.post("/api/live/order", json=body))
+
+    threads = [threading.Thread(target=resend, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted((r.status_code, r.json()["reason"]) for r in answers) == [(409, "already_rejected")] * 3
+    assert all(r.json()["detail"]["refusal"] == "risk_max_notional" for r in answers)
+    resent = rows()[1:]
+    assert len(resent) == 4  # one per call, no more, no fewer
+    for row in resent:
+        assert row["actor"] == "trader"
+        assert row["trigger"] == "api.live.order"
+        assert row["payload"]["outcome"] == {"status": 409, "reason": "already_rejected"}
+    assert len(journal_rows(auditor, stream="order", stream_id="pb-resend-1", trigger="create")) == 1
+
+
 def test_an_answered_order_leaves_no_reference_cycle(trader: httpx.Client) -> None:
     # The slot's row is durable before the answer, so nothing is left that refers back to the request:
     # the server's collector finds no garbage per order (api.serving tunes it on that assumption)

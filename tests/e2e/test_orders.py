@@ -49,6 +49,39 @@ def test_limit_order_rests_then_cancels(trader: httpx.Client) -> None:
     assert again.json()["reason"] == "invalid_transition"
 
 
+def test_a_finished_order_cancelled_by_order_id_answers_as_by_client_id(
+    trader: httpx.Client, auditor: httpx.Client
+) -> None:
+    # Was 404 unknown_order by orderId (looked up among open orders only) beside 409 by client id
+    r = trader.post("/api/live/order", json={**LIMIT, "price": "60100", "newClientOrderId": "pb-e2e-done-1"})
+    order_id = r.json()["orderId"]
+    assert trader.post("/api/live/cancel", json={"symbol": "BTCUSDT", "orderId": order_id}).status_code == 200
+    answers = []
+    for ids in ({"origClientOrderId": "pb-e2e-done-1"}, {"orderId": order_id}):
+        before = len(journal_rows(auditor, stream="audit", trigger="api.live.cancel"))
+        again = trader.post("/api/live/cancel", json={"symbol": "BTCUSDT", **ids})
+        assert again.status_code == 409, again.text
+        answers.append(again.json())
+        rows = journal_rows(auditor, stream="audit", trigger="api.live.cancel")
+        assert len(rows) == before + 1  # exactly one audit row per call
+        assert rows[-1]["actor"] == "trader"
+        assert rows[-1]["payload"]["outcome"] == {"status": 409, "reason": "invalid_transition"}
+    by_cid, by_id = answers
+    assert by_id == by_cid
+    assert by_id["reason"] == "invalid_transition"
+    assert by_id["detail"]["clientOrderId"] == "pb-e2e-done-1"
+    assert by_id["detail"]["state"] == "CANCELLED"
+    # the same orderId on another symbol, or an orderId nobody placed, is still unknown
+    for body in (
+        {"symbol": "ETHUSDT", "orderId": order_id},
+        {"symbol": "BTCUSDT", "orderId": order_id + 10**6},
+    ):
+        unknown = trader.post("/api/live/cancel", json=body)
+        assert (unknown.status_code, unknown.json()["reason"]) == (404, "unknown_order")
+    steps = [t["trigger"] for t in journal_rows(auditor, stream="order", stream_id="pb-e2e-done-1")]
+    assert steps.count("request_cancel") == 1
+
+
 def test_market_order_fills(trader: httpx.Client) -> None:
     r = trader.post(
         "/api/live/order", json={"symbol": "ETHUSDT", "side": "BUY", "type": "MARKET", "quantity": 0.01}

@@ -5,10 +5,13 @@ answering a normal request."""
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +19,7 @@ import pytest
 import uvicorn
 
 from api.serving import KEEP_ALIVE_S, MAX_CONNECTIONS, MAX_HEADER_BYTES, server_config
+from tests.e2e.server import ApiServer, journal_rows, paper_settings
 
 _SLOW = 400
 
@@ -118,8 +122,91 @@ def test_a_prompt_keep_alive_client_is_not_cut_off(server: tuple[str, int]) -> N
             time.sleep(0.6)  # 1.8 s on one connection, longer than the read deadline
 
 
-def test_an_unfinished_request_head_over_the_cap_is_refused(server: tuple[str, int]) -> None:
+def _answer(server: tuple[str, int], raw: bytes) -> tuple[int, dict[str, str], bytes, bool]:
+    """Send `raw` on a new connection: the status, headers and body answered, and whether the server
+    then closed the connection."""
     with socket.create_connection(server) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEADER_BYTES + 1))
+        sock.sendall(raw)
         sock.settimeout(0.9)  # answered before the read deadline, not closed by it
-        assert sock.recv(4096).startswith(b"HTTP/1.1 400 ")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            assert chunk, data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        while len(body) < int(headers["content-length"]):
+            body += sock.recv(4096)
+        return int(status_line.split()[1]), headers, body, _closed_by_peer(sock)
+
+
+# What httptools cannot parse: uvicorn answers it itself (the app never sees it) through the protocol's
+# send_400_response, which TimedHttpTools gives the API's error shape
+UNPARSEABLE = {
+    "request line": b"GARBAGE\r\n\r\n",
+    "Content-Length not a number": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    "two Content-Lengths": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    "chunk size": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    "header name": b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", list(UNPARSEABLE.values()), ids=list(UNPARSEABLE))
+def test_a_request_that_is_not_http_is_a_json_400_and_the_connection_closes(
+    server: tuple[str, int], raw: bytes
+) -> None:
+    # Was uvicorn's own text/plain "Invalid HTTP request received." beside every other 4xx in JSON
+    status, headers, body, closed = _answer(server, raw)
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert json.loads(body) == {
+        "ok": False,
+        "reason": "bad_http_request",
+        "detail": "Invalid HTTP request received.",
+    }
+    assert closed
+
+
+def test_an_unfinished_request_head_over_the_cap_is_refused(server: tuple[str, int]) -> None:
+    raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEADER_BYTES + 1)
+    status, headers, body, closed = _answer(server, raw)
+    assert (status, headers["content-type"]) == (400, "application/json")
+    assert json.loads(body) == {"ok": False, "reason": "request_head_too_large",
+                                "detail": f"the request head is limited to {MAX_HEADER_BYTES} bytes"}  # fmt: skip
+    assert closed
+
+
+def test_propbot_serve_answers_unparseable_requests_without_a_journal_row_or_a_traceback(
+    tmp_path: Path,
+) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep(level=logging.DEBUG)
+    # uvicorn's loggers do not propagate to the root: listen on both
+    loggers = [logging.getLogger(), logging.getLogger("uvicorn")]
+    with ApiServer(paper_settings(tmp_path), served=True) as api:
+        for logger in loggers:
+            logger.addHandler(keep)
+        try:
+            auditor = api.client("auditor")
+            before = journal_rows(auditor)
+            address = ("127.0.0.1", api.port)
+            for raw in [*UNPARSEABLE.values(), b"GET / HTTP/1.1\r\nX-Big: " + b"a" * (MAX_HEADER_BYTES + 1)]:
+                status, headers, body, closed = _answer(address, raw)
+                assert (status, headers["content-type"], closed) == (400, "application/json", True)
+                assert json.loads(body)["reason"] in ("bad_http_request", "request_head_too_large")
+            assert api.client("viewer").get("/api/whoami").status_code == 200  # still serving
+            assert journal_rows(auditor) == before  # nothing reached the app: nothing journaled
+        finally:
+            for logger in loggers:
+                logger.removeHandler(keep)
+    assert [r for r in records if r.exc_info or r.levelno >= logging.ERROR] == []
+    assert [
+        r.getMessage() for r in records if r.name == "uvicorn.error" and r.levelno == logging.WARNING
+    ] == ["Invalid HTTP request received."] * len(UNPARSEABLE)

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from engine.config import EngineSettings, RiskLimits
-from engine.errors import ApprovalRejected, EngineError, ExchangeUnavailable, OrderRejected
+from engine.errors import AlreadyRejected, ApprovalRejected, EngineError, ExchangeUnavailable, OrderRejected
 from engine.fsm.order_table import OrderState
 from engine.guardrails.preflight import Check
+from engine.journal import JournalQuery
 from engine.order import Order
 from engine.persistence.sql_journal import SqlJournal
 from engine.ports import SendGate
@@ -195,6 +196,46 @@ async def test_a_cap_refusal_cancelled_while_it_waits_for_earlier_creates_record
         assert not eng.orders.store.reserved
         assert [r.client_order_id for r in fake.placed] == ["pb-done-5", "pb-a-5"]
         assert_memory_is_the_journal(eng)
+
+
+@pytest.mark.parametrize(
+    ("limits", "first", "cap"),
+    [
+        (RiskLimits(max_order_qty=Decimal("1")), None, "risk_max_qty"),  # the request itself breaks the cap
+        (RiskLimits(max_orders_per_minute=1), "pb-before", "risk_order_rate"),  # the window is full
+    ],
+)
+async def test_concurrent_resends_of_a_refused_id_answer_already_rejected_and_place_nothing(
+    db_url: str, settings: EngineSettings, limits: RiskLimits, first: str | None, cap: str
+) -> None:
+    # What the engine guarantees: the first submit decides and queues its group in one step; the others
+    # find the id busy and wait for that commit, so none is decided in the same step as the first. Each
+    # then meets the REJECTED order (its create hits the existing id: nothing of it is written) and is
+    # answered already_rejected naming the first refusal, never a second cap refusal or a placement
+    fake = SlowFake()
+    async with running(db_url, fake, replace(settings, risk=limits), live=True) as eng:
+        if first is not None:
+            await eng.orders.submit(limit(first), "trader")
+        qty = "2" if cap == "risk_max_qty" else "0.001"
+        results = await asyncio.gather(
+            *(eng.orders.submit(limit("pb-refused-1", qty), "trader") for _ in range(3)), return_exceptions=True
+        )  # fmt: skip
+        assert isinstance(results[0], OrderRejected)
+        assert results[0].reason == cap
+        assert results[0].detail == {"clientOrderId": "pb-refused-1", "state": "REJECTED"}
+        for again in results[1:]:
+            assert isinstance(again, AlreadyRejected), again
+            assert again.detail == {"clientOrderId": "pb-refused-1", "state": "REJECTED", "existing": True,
+                                    "refusal": cap}  # fmt: skip
+        assert [r.client_order_id for r in fake.placed] == ([first] if first else [])
+        rows = [(r.trigger, r.reason) for r in eng.journal.stream("order", "pb-refused-1")]
+        assert rows == [("create", ""), ("preflight", ""), ("reject", cap)]
+        assert "pb-refused-1" not in eng.orders.open
+        assert eng.orders.store.reserved == {}
+        assert_memory_is_the_journal(eng)  # replay verifies the chain on the way
+        # the window holds what the journal holds: the resends took no place in it
+        creates = eng.journal.query(JournalQuery(stream="order", trigger="create"))
+        assert eng.orders._rate.count(eng.orders._now_s()) == len(creates) == (2 if first else 1)
 
 
 async def test_a_create_whose_commit_answer_was_lost_keeps_its_place_in_the_order_rate_window(

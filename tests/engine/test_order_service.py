@@ -185,6 +185,59 @@ async def test_cancel_of_unknown_and_finished_orders(engine: Engine, fake: FakeE
         await engine.orders.cancel("BTCUSDT", "pb-c1", None, "trader")
 
 
+async def test_a_cancel_by_order_id_of_a_finished_order_is_refused_like_one_by_client_id(
+    engine: Engine, fake: FakeExchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Was UnknownOrder (404): the orderId was looked up among open orders only, while the same order
+    # named by its client id was InvalidTransition (409). The history read model knows finished orders
+    await go_live(engine)
+    placed = await engine.orders.submit(limit(), "trader")
+    order_id = placed.order.order_id
+    assert order_id is not None
+    fake.fill("pb-c1", Decimal("0.001"), VenueStatus.FILLED)
+    await eventually(lambda: placed.order.state is OrderState.FILLED)
+    assert "pb-c1" not in engine.orders.open
+    rows = triggers(engine, "pb-c1")
+
+    def no_journal_read(*_args: object) -> None:
+        raise AssertionError("the cancel path read the journal")
+
+    # Found in memory: neither form reads the journal for an order the history still holds
+    monkeypatch.setattr(engine.journal, "stream", no_journal_read)
+    with pytest.raises(InvalidTransition) as by_cid:
+        await engine.orders.cancel("BTCUSDT", "pb-c1", None, "trader")
+    with pytest.raises(InvalidTransition) as by_id:
+        await engine.orders.cancel("BTCUSDT", None, order_id, "trader")
+    assert by_id.value.reason == by_cid.value.reason == "invalid_transition"
+    assert by_id.value.detail == by_cid.value.detail == {"state": "FILLED", "trigger": "request_cancel"}
+    assert engine.orders.known("pb-c1") is not None
+    assert engine.orders.client_order_id_of("BTCUSDT", order_id) == "pb-c1"
+    # An id the engine does not know, or the right id on another symbol, is still unknown
+    with pytest.raises(UnknownOrder):
+        await engine.orders.cancel("BTCUSDT", None, order_id + 1000, "trader")
+    with pytest.raises(UnknownOrder):
+        await engine.orders.cancel("ETHUSDT", None, order_id, "trader")
+    monkeypatch.undo()
+    assert triggers(engine, "pb-c1") == rows  # nothing journaled by the refused cancels
+
+
+async def test_a_finished_order_is_found_by_order_id_after_a_restart(
+    db_url: str, fake: FakeExchange, settings: EngineSettings
+) -> None:
+    # The history is rebuilt by the start-up replay: the orderId of an order finished before it still
+    # names that order, without a journal read
+    async with running(db_url, fake, settings, live=True) as eng:
+        placed = await eng.orders.submit(limit(), "trader")
+        await eng.orders.cancel("BTCUSDT", "pb-c1", None, "trader")
+    order_id = placed.order.order_id
+    assert order_id is not None
+    async with running(db_url, fake, settings) as eng:
+        assert eng.orders.client_order_id_of("BTCUSDT", order_id) == "pb-c1"
+        with pytest.raises(InvalidTransition) as refused:
+            await eng.orders.cancel("BTCUSDT", None, order_id, "trader")
+        assert refused.value.detail == {"state": "CANCELLED", "trigger": "request_cancel"}
+
+
 async def test_cancel_refused_because_it_filled_meanwhile(engine: Engine, fake: FakeExchange) -> None:
     await go_live(engine)
     placed = await engine.orders.submit(limit(), "trader")

@@ -21,14 +21,14 @@ def _rec(cid: str, version: int, trigger: str, to_state: str, payload: dict[str,
                   f"2026-01-01T00:00:{seq:02d}.000000Z", "", "")  # fmt: skip
 
 
-def _order(cid: str, side: str = "BUY", qty: str = "1") -> list[Record]:
+def _order(cid: str, side: str = "BUY", qty: str = "1", order_id: int = 7) -> list[Record]:
     request = {"symbol": "BTCUSDT", "side": side, "type": "LIMIT", "clientOrderId": cid, "quantity": qty,
                "price": "100", "timeInForce": "GTC"}  # fmt: skip
     return [
         _rec(cid, 1, "create", "NEW", {"request": request, "mode": "live"}),
         _rec(cid, 2, "preflight", "PREFLIGHT", {}),
         _rec(cid, 3, "send", "SENT", {"baseAsset": "BTC", "quoteAsset": "USDT"}),
-        _rec(cid, 4, "ack", "ACKED", {"orderId": 7, "venueStatus": "NEW"}),
+        _rec(cid, 4, "ack", "ACKED", {"orderId": order_id, "venueStatus": "NEW"}),
     ]
 
 
@@ -82,3 +82,20 @@ def test_finished_orders_beyond_the_bound_leave_the_history_but_not_the_position
     assert [o["clientOrderId"] for o in ledger.list_orders().items] == ["pb-3", "pb-4"]
     assert ledger.positions()["positions"][0]["quantity"] == "5"
     assert ledger.list_orders(open_only=True).items == []
+
+
+def test_finished_orders_are_found_by_order_id_while_the_history_holds_them() -> None:
+    # What a cancel by orderId reads for a finished order (engine.orders.client_order_id_of): memory only
+    ledger = Ledger(terminal_kept=2)
+    for i in range(4):
+        ledger.observe(_order(f"pb-id-{i}", order_id=100 + i))
+    assert ledger.finished_order_id("BTCUSDT", 100) is None  # open: the store's own index finds those
+    for i in range(4):
+        ledger.observe([_rec(f"pb-id-{i}", 5, "cancelled", "CANCELLED", {})])
+    found = [ledger.finished_order_id("BTCUSDT", 100 + i) for i in range(4)]
+    assert found == [None, None, "pb-id-2", "pb-id-3"]  # the oldest two left the history
+    assert ledger.finished_order_id("ETHUSDT", 103) is None  # the venue numbers orders per symbol
+    order = ledger.order("pb-id-3")
+    assert order is not None
+    assert order.state.value == "CANCELLED"
+    assert ledger.order("pb-id-0") is None  # evicted: the journal still has it
