@@ -8,7 +8,8 @@ fill payloads) written through SqlJournal itself, so every hash is the real chai
 - raw: the driver scanning the same table in seq order with json.loads of each payload
 - + read models: the same replay feeding engine.ledger (fills, positions, order history), as the
   engine's start-up does
-Target on SQLite: ≥ 150,000 rows/s. PostgreSQL is reported next to raw psycopg.
+The raw scan runs before and after the replay, and the ratio uses their mean (it brackets the machine's
+drift). Target on SQLite: replay + verify ≥ 0.5 × the raw scan. PostgreSQL is reported next to raw psycopg.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from engine.persistence.migrate import upgrade
 from engine.persistence.sql_journal import SqlJournal
 from engine.replay import replay
 from engine.types import OrderRequest, OrderType, Side, TimeInForce
+
+TARGET = 0.5  # the issue's: replay + verify ≥ 0.5 × a raw scan with json.loads, in the same run
 
 
 def order_rows(i: int) -> list[NewEntry]:
@@ -106,19 +109,22 @@ def main() -> None:
     url, path = temp_sqlite_url("replay.db")
     upgrade(url)
     built = build(url, args.rows)
-    raw = raw_sqlite(str(path))
+    raw_before = raw_sqlite(str(path))
     rate, n = ours(url)
+    raw = (raw_before + raw_sqlite(str(path))) / 2  # before and after: the mean brackets the machine's drift
     with_models, _ = ours(url, read_models=True)
     out.append({"backend": "sqlite", "rows": n, "build s": built, "raw scan+json rows/s": raw,
                 "replay+verify rows/s": rate, "ratio": rate / raw, "+ read models rows/s": with_models,
-                "read models cost": 1 - with_models / rate, "target": "≥ 150,000/s"})  # fmt: skip
+                "read models cost": 1 - with_models / rate,
+                "target": f"≥ {TARGET} × raw: {'met' if rate / raw >= TARGET else 'NOT MET'}"})  # fmt: skip
     pg = fresh_pg_schema("replay")
     if pg is not None:
         try:
             upgrade(pg)
             built = build(pg, args.pg_rows)
-            raw = raw_psycopg(pg)
+            raw_before = raw_psycopg(pg)
             rate, n = ours(pg)
+            raw = (raw_before + raw_psycopg(pg)) / 2
             with_models, _ = ours(pg, read_models=True)
             out.append({"backend": "postgresql", "rows": n, "build s": built, "raw scan+json rows/s": raw,
                         "replay+verify rows/s": rate, "ratio": rate / raw, "+ read models rows/s": with_models,
