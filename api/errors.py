@@ -98,6 +98,8 @@ def status_of(exc: EngineError) -> int:
     if isinstance(exc, OrderRejected):
         if exc.reason == "venue_gap":  # not the order's fault: the same order may be sent again shortly
             return 503
+        if exc.reason == "commit_answer_lost":  # the journal's outage: a new id may be sent shortly
+            return 503
         return 409 if exc.reason.startswith("risk_") else 422
     if isinstance(exc, ApprovalRejected):
         return 403 if exc.reason in _APPROVAL_FORBIDDEN else 409

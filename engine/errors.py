@@ -4,6 +4,7 @@ EngineError
 ├── InvalidTransition        trigger not legal in the current state (API: 409 with the state)
 ├── VersionConflict          another writer appended to the same stream first; nothing written
 ├── JournalCorrupt           verify found a bad row; names the first bad seq
+├── JournalUnavailable       the journal database cannot be written or read now (API: 503)
 ├── UnknownOrder             no such client order id (API: 404)
 ├── UnknownApproval          no such approval request (API: 404)
 ├── IdempotencyConflict      same client order id, different body (API: 409)
@@ -61,6 +62,12 @@ class JournalCorrupt(EngineError):
         )
         self.seq = seq
         self.problem = problem
+
+
+class JournalUnavailable(EngineError):
+    """The journal's database failed a write or a read (a server down, a dropped connection, a disk)."""
+
+    reason = "journal_unavailable"
 
 
 class UnknownOrder(EngineError):

@@ -231,6 +231,16 @@ class Journal(Protocol):
         """Group commit: each group is all-or-nothing on its own, all groups share one commit."""
         ...
 
+    def settle(self) -> None:
+        """Return once no write transaction that began before this call can still commit, so that rows
+        read afterwards show whether an append whose outcome is unknown (its answer to COMMIT lost)
+        landed or not (engine.writer).
+
+        Raises:
+            JournalUnavailable: the database cannot be reached, or a transaction still holds the chain.
+        """
+        ...
+
     def query(self, q: JournalQuery) -> list[Record]: ...
 
     def stream(self, stream: str, stream_id: str) -> list[Record]: ...

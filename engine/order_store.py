@@ -46,6 +46,9 @@ class OrderStore:
         self.open: dict[str, Order] = {}
         self.untraced = UntracedOrders()  # terminal orders whose late trades may still be journaled
         self.reserved: dict[str, OrderRequest] = {}  # creates decided, not yet durable
+        # Orders to be sent (creates with a reservation) whose group the writer found durable by reading
+        # the journal back, its commit's answer lost (engine.writer): OrderService never sends them
+        self.unconfirmed: set[str] = set()
         self._busy: dict[str, asyncio.Future[Order]] = {}
         self._by_order_id: dict[tuple[str, int], str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -111,7 +114,10 @@ class OrderStore:
         on_failed: Callable[[BaseException], None] | None = None,
     ) -> asyncio.Future[Order]:
         """Queue `prefix` + `entries` as one group; the returned future resolves once they are durable
-        *and applied* (or fails with VersionConflict / JournalUnavailable, nothing written or applied).
+        *and applied* (or fails with VersionConflict / JournalUnavailable, nothing written or applied;
+        EngineStopped, the writer stopped before the journal could tell whether they landed: the next
+        start replays them if they did). A group found durable only by reading the journal back, its
+        commit's answer lost, is applied like any other; a create among them is in `unconfirmed`.
         Synchronous: call it in the same step that read the state `entries` were decided from.
 
         Raises:
@@ -134,6 +140,8 @@ class OrderStore:
                         current, rec.trigger, rec.to_state or "", rec.version, entry.payload, reserve
                     )
                 assert current is not None
+                if reserve is not None and self.writer.recovering:
+                    self.unconfirmed.add(cid)
                 if self.on_filled is not None and current.filled_qty != before:
                     self.on_filled(current, current.filled_qty - before)
                 self._place(current)
@@ -176,6 +184,7 @@ class OrderStore:
         cid = order.client_order_id
         if order.terminal:
             self.open.pop(cid, None)
+            self.unconfirmed.discard(cid)
             self.untraced.finished(order)
             if order.order_id is not None:
                 self._by_order_id.pop((order.symbol, order.order_id), None)

@@ -80,6 +80,8 @@ _NOT_SENT = {
     "session_changed": "the session changed (a disarm, an expiry, a HOLD and resume) before it could be sent",
     "approval_expired": "the two-man-rule approval expired before the order could be sent",
 }
+# Why an order whose create the journal holds was never sent: its commit's answer was lost (see _unconfirmed)
+COMMIT_ANSWER_LOST = "commit_answer_lost"
 
 
 @dataclass(slots=True)
@@ -190,11 +192,13 @@ class OrderService:
             if isinstance(exc, VersionConflict):
                 # No create row was written (the group's own savepoint refused it: nothing of it is in
                 # the journal), so this decision is no order in the rate window either: memory counts
-                # what a restart would count. Not on JournalUnavailable: that may come after the database
-                # committed (its answer to COMMIT lost), and a window that forgot a durable create hands
-                # out one more order than the journal's, and a restart's, allows; counting one that was
-                # not is the safe side. Here, in the writer's callback, before anyone waiting on the
-                # create is woken: a cap refusal waiting for it decides again on the window without it
+                # what a restart would count. Not on other errors: the writer reads a commit whose answer
+                # was lost back before failing it (engine.writer), but an engine stopping before the
+                # journal could tell answers EngineStopped with the create possibly durable, and a window
+                # that forgot a durable create hands out one more order than the journal's, and a
+                # restart's, allows; counting one that was not is the safe side. Here, in the writer's
+                # callback, before anyone waiting on the create is woken: a cap refusal waiting for it
+                # decides again on the window without it
                 self._rate.forget(now_s)
 
         first = self._commit_audited(
@@ -238,9 +242,37 @@ class OrderService:
                 )
                 raise PreflightFailed("preflight failed before a live order", detail=detail)
             raise OrderRejected(str(detail), reason=reason, detail=state)
+        if order.client_order_id in self.store.unconfirmed:
+            return await self._unconfirmed(order)
         if mode == "test":
             return await self._send_test(order)
         return await self._send(order, decided_in)
+
+    async def _unconfirmed(self, order: Order) -> Placement:
+        """An order whose create group's commit raised and which the writer then found in the journal
+        (its answer to COMMIT was lost): SENT (or TEST) there, and never sent. Reading it back takes as
+        long as the database outage does, while the order was decided against the session, prices, caps
+        and preflight verdict of its moment, and its caller may have timed out and placed it again under
+        another id: sent late, it could be an order nobody wants any more. A restart never sends such an
+        order either (SENT without a venue answer is queried by client order id, never resent, and ends
+        REJECTED when the venue does not show it). Here the engine knows the request never left the
+        process, so the journal says so at once: `reject`, reason commit_answer_lost, as the send gate
+        does for a decision that no longer holds. Memory and a replay of the journal agree at every step
+        (SENT, then REJECTED). A quick read-back is treated like a slow one: whether an order goes out
+        never depends on how long the database took to answer."""
+        cid = order.client_order_id
+        self.store.unconfirmed.discard(cid)
+        reason = COMMIT_ANSWER_LOST
+        detail = "the journal commit's answer was lost; the journal holds the order, which was never sent"
+        refused = await self._record(order, lambda o: (
+            [o.decide("reject", {"reason": reason, "detail": detail}, "system", reason)]
+            if o.state in (S.SENT, S.TEST) else []
+        ))  # fmt: skip
+        raise OrderRejected(
+            f"order not sent: {detail}; a new order needs a new clientOrderId",
+            reason=reason,
+            detail=self._state(refused),
+        )
 
     def _commit_audited(
         self, order: Order | None, entries: list[NewEntry], audit: AuditSlot | None, outcome: dict[str, Any],

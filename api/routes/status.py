@@ -22,6 +22,8 @@ def _component(level: str, detail: Any) -> dict[str, Any]:
 async def _journal(runtime: Runtime) -> dict[str, Any]:
     if runtime.start_error is not None and runtime.start_error.reason == "journal_corrupt":
         return _component("ERROR", {"reason": "journal_corrupt", **(runtime.start_error.detail or {})})
+    if runtime.engine.writer.unresolved:  # engine.writer: a commit's outcome is still to be read back
+        return _component("ERROR", {"reason": "journal_unavailable", "commit_outcome_unknown": True})
     try:
         last = await asyncio.to_thread(runtime.journal.last_seq)
     except Exception:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Integer, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from engine.errors import EngineError, JournalCorrupt, VersionConflict
+from engine.errors import EngineError, JournalCorrupt, JournalUnavailable, VersionConflict
 from engine.journal import (
     GENESIS_HASH,
     RAW_COLUMNS,
@@ -32,11 +32,14 @@ from engine.persistence.database import is_sqlite, make_engines
 from engine.persistence.lease import LeaseLost, WriterLease, stable_key
 from engine.persistence.tables import journal, metadata
 
+# JournalUnavailable is engine.errors' (the writer raises it too), still importable from here
+__all__ = ["JournalUnavailable", "SqlJournal"]
 _COLUMNS = ", ".join(RAW_COLUMNS)
 
 
-class JournalUnavailable(EngineError):
-    reason = "journal_unavailable"
+def _chain_key(schema: str) -> int:
+    """The advisory lock every append takes first (PostgreSQL): one chain per schema."""
+    return stable_key("propbot.chain", schema)
 
 
 class SqlJournal:
@@ -142,7 +145,7 @@ class SqlJournal:
         if not self._sqlite:
             if self._chain_key is None:
                 schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
-                self._chain_key = stable_key("propbot.chain", str(schema))
+                self._chain_key = _chain_key(str(schema))
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self._chain_key})
             if self.lease is not None and not conn.exec_driver_sql(self.lease.held_sql()).scalar():
                 self.lease.lose("an append found the lease session without the lock")
@@ -199,6 +202,26 @@ class SqlJournal:
             r.seq, r.stream, r.stream_id, r.version, r.trigger, r.from_state, r.to_state, r.payload_json,
             r.actor, r.reason, r.schema_version, r.created_at, r.prev_hash, r.hash, r.engine_id,
         )  # fmt: skip
+
+    def settle(self, timeout_s: float = 5.0) -> None:
+        """See engine.journal.Journal.settle. PostgreSQL: a COMMIT whose answer was lost may still be
+        running in its backend (a dropped client connection does not stop a COMMIT the server received),
+        and a transaction whose COMMIT never arrived stays open until the server notices the dead client.
+        Both hold the chain lock until they end, so taking it (and letting it go at once) waits for them;
+        `timeout_s` bounds that wait (JournalUnavailable: ask again later). SQLite commits in this process,
+        synchronously, on the writer thread: once append_groups has raised, nothing of it can still
+        commit."""
+        if self._sqlite:
+            return
+        try:
+            with self._reader.connect() as conn, conn.begin():
+                schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(timeout_s * 1000))}")
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _chain_key(str(schema))})
+        except DBAPIError as exc:
+            raise JournalUnavailable(
+                f"journal settle failed: {type(exc.orig).__name__}: {exc.orig}"[:300]
+            ) from exc
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -255,7 +255,8 @@ async def test_a_create_whose_commit_answer_was_lost_keeps_its_place_in_the_orde
         journal.fail, journal.fail_if, journal.after_commit = 1, has_trigger("create"), True
         with pytest.raises(EngineError) as info:
             await eng.orders.submit(limit("pb-lost-1"), "trader")
-        assert info.value.reason == "journal_unavailable"
+        # The writer read the create back (engine.writer): durable, applied, never sent
+        assert info.value.reason == "commit_answer_lost"
         assert [r.trigger for r in eng.journal.stream("order", "pb-lost-1")][:1] == ["create"]  # durable
         with pytest.raises(OrderRejected) as refused_info:
             await eng.orders.submit(limit("pb-next-1"), "trader")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
+from sqlalchemy import create_engine
 
 from engine.errors import JournalCorrupt, VersionConflict
 from engine.journal import GENESIS_HASH, JournalQuery, NewEntry
-from engine.persistence.sql_journal import SqlJournal
+from engine.persistence.lease import stable_key
+from engine.persistence.sql_journal import JournalUnavailable, SqlJournal
 from engine.replay import replay
 from tests.journal import attacker
 
@@ -150,3 +153,38 @@ def test_a_clean_group_commit_takes_the_single_insert_path(journal: SqlJournal) 
     assert calls == []
     assert [r.seq for recs in results if isinstance(recs, list) for r in recs] == [1, 2, 3, 4, 5, 6]
     assert replay(journal.scan()).rows == 6
+
+
+@pytest.mark.postgres
+def test_settle_waits_until_no_transaction_holds_the_chain(journal_url: str) -> None:
+    """After a commit whose answer was lost the writer reads the journal back (engine.writer); on
+    PostgreSQL that COMMIT may still be running, or its transaction still open, in a backend the client
+    lost: it holds the chain lock until it ends, and settle waits for that (bounded by its timeout)."""
+    if not journal_url.startswith("postgresql"):
+        pytest.skip("SQLite commits in the writer's own thread: nothing can be in flight")
+    journal = SqlJournal(journal_url)
+    holder = create_engine(journal_url)
+    try:
+        with holder.connect() as conn:
+            schema = str(conn.exec_driver_sql("SELECT current_schema()").scalar())
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({stable_key('propbot.chain', schema)})")
+            with pytest.raises(JournalUnavailable):
+                journal.settle(timeout_s=0.2)  # an append in flight: it cannot tell yet
+            waited: list[float] = []
+
+            def settle() -> None:
+                start = time.monotonic()
+                journal.settle(timeout_s=10)
+                waited.append(time.monotonic() - start)
+
+            waiter = threading.Thread(target=settle)
+            waiter.start()
+            time.sleep(0.3)
+            assert waiter.is_alive()  # still waiting for the transaction to end
+            conn.commit()  # it ends (committed or not): settle returns
+            waiter.join(10)
+        assert waited
+        assert waited[0] >= 0.25
+    finally:
+        holder.dispose()
+        journal.close()
