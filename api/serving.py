@@ -49,6 +49,8 @@ class TimedHttpTools(HttpToolsProtocol):
     _deadline: asyncio.TimerHandle | None = None
     _in_head = True
     _head_bytes = 0
+    # A refusal (reason, detail) held back until the requests before it on the connection are answered
+    _held: tuple[str, str] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -59,12 +61,15 @@ class TimedHttpTools(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._held is not None:
+            return  # a request was refused: nothing after it on this connection can be framed
         if self._deadline is None:
             self._arm()  # a keep-alive connection starts its next request
         if self._in_head:
             self._head_bytes += len(data)
         super().data_received(data)
-        if self._in_head and self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
+        too_large = self._in_head and self._head_bytes > self.max_head_bytes
+        if too_large and self._held is None and not self.transport.is_closing():
             self._disarm()
             self._refuse(
                 "request_head_too_large", f"the request head is limited to {self.max_head_bytes} bytes"
@@ -87,7 +92,37 @@ class TimedHttpTools(HttpToolsProtocol):
 
     def _refuse(self, reason: str, detail: str) -> None:
         """A 400 written before any app saw the request (no operator, no audit row), then the connection
-        closed: what follows on it cannot be framed. Headers as uvicorn's own 400 has them."""
+        closed: what follows on it cannot be framed. Held back while a request before it on the connection
+        is still unanswered (pipelined): written now, it would be read as that request's answer, and the
+        close would drop the answer the app then gives (to an order it placed)."""
+        if self._held is not None:
+            return
+        latest = self.cycle  # the newest request whose head was parsed
+        if latest is not None and latest.more_body:
+            # The error is in its body: it is the refused request. Queued behind another, it never starts
+            queued = [entry for entry in self.pipeline if entry[0] is latest]
+            for entry in queued:
+                self.pipeline.remove(entry)
+            unanswered = bool(queued)
+        else:  # the error is in a request after it: wait for its answer (and those queued before it)
+            unanswered = latest is not None and not latest.response_complete
+        if unanswered:
+            self._held = (reason, detail)
+            self._disarm()
+            self.flow.pause_reading()
+            return
+        self._write_refusal(reason, detail)
+
+    def on_response_complete(self) -> None:
+        # No queued request starts now: every request before a held refusal is answered
+        answered = not self.pipeline
+        super().on_response_complete()
+        if self._held is not None and answered and not self.transport.is_closing():
+            self._unset_keepalive_if_required()
+            self._write_refusal(*self._held)
+
+    def _write_refusal(self, reason: str, detail: str) -> None:
+        """Headers as uvicorn's own 400 has them; the connection closed after it."""
         body = json.dumps({"ok": False, "reason": reason, "detail": detail}).encode()
         head = [b"HTTP/1.1 400 Bad Request\r\n"]
         for name, value in self.server_state.default_headers:  # server, date

@@ -158,6 +158,13 @@ class OrderService:
             known = self.open.get(cid)
             if known is not None:
                 return self._same_request(known, req)
+            finished = self.known(cid)
+            if finished is not None and finished.terminal:
+                # A resend of an order the history holds finished: its create could only meet the existing
+                # id, so it is not decided at all. Decided, it would be counted (a reservation, a place in
+                # the rate window) until its commit failed, and a new order decided meanwhile would be
+                # refused for it: the wait below is once, and a second resend can be decided during it
+                return await self._existing(finished, req)
             session = self._sessions.current
             mode = _MODE.get(session.state, "none")
             now_s = self._now_s()
@@ -223,14 +230,12 @@ class OrderService:
         try:
             order = await first
         except VersionConflict:
-            # The id exists already (finished, or created by another process just now): answer with it
+            # The id exists already (finished and no longer in the history, or created by another process
+            # just now): answer with it
             known = await self.store.find_async(req.client_order_id)
             if known is None:
                 raise
-            placement = self._same_request(known, req)
-            if known.state is S.REJECTED:
-                raise await self._rejected_before(known) from None
-            return placement
+            return await self._existing(known, req)
         if refusal is not None:
             reason, detail = refusal
             state = self._state(order)
@@ -327,6 +332,13 @@ class OrderService:
                 detail=self._state(known),
             )
         return Placement(known, existing=True)
+
+    async def _existing(self, known: Order, req: OrderRequest) -> Placement:
+        """The answer to a resend of a finished order: the order (existing), or AlreadyRejected."""
+        placement = self._same_request(known, req)
+        if known.state is S.REJECTED:
+            raise await self._rejected_before(known) from None
+        return placement
 
     async def _rejected_before(self, known: Order) -> AlreadyRejected:
         """The answer to a resubmit of a refused order: never 200 (a retry after a lost answer would read

@@ -210,3 +210,68 @@ def test_propbot_serve_answers_unparseable_requests_without_a_journal_row_or_a_t
     assert [
         r.getMessage() for r in records if r.name == "uvicorn.error" and r.levelno == logging.WARNING
     ] == ["Invalid HTTP request received."] * len(UNPARSEABLE)
+
+
+def _answers(sock: socket.socket) -> list[tuple[int, bytes]]:
+    """Every response read off `sock` until the server closes it: (status, body) in order."""
+    sock.settimeout(3)
+    data = b""
+    with contextlib.suppress(ConnectionResetError, TimeoutError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        length = int(headers["content-length"])
+        out.append((int(status_line.split()[1]), rest[:length]))
+        data = rest[length:]
+    return out
+
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+BROKEN_BODY = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\nzz\r\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "answered"),
+    [
+        (GET + b"GARBAGE\r\n\r\n", 1),  # a complete request, then one whose request line is not HTTP
+        (GET + GET + b"GARBAGE\r\n\r\n", 2),  # two, the second queued behind the first
+        (GET + BROKEN_BODY, 1),  # the refused request's head was parsed (queued), its body is not HTTP
+    ],
+    ids=["after one", "after two", "body of a queued one"],
+)
+def test_a_request_that_is_not_http_after_pipelined_ones_is_answered_after_them(
+    server: tuple[str, int], raw: bytes, answered: int
+) -> None:
+    # Was: the 400 was written at once, while the requests before it on the connection were still being
+    # answered, and the connection closed: their answers were lost and the client read the 400 as the
+    # answer to its first request (which the app did handle: an order placed, answered bad_http_request)
+    with socket.create_connection(server) as sock:
+        sock.sendall(raw)
+        answers = _answers(sock)
+    assert [status for status, _ in answers] == [200] * answered + [400]
+    assert json.loads(answers[-1][1])["reason"] == "bad_http_request"
+
+
+def test_an_order_pipelined_before_a_request_that_is_not_http_gets_its_own_answer(tmp_path: Path) -> None:
+    # Was: the client read 400 bad_http_request ("never reached the app") as the order's answer, while
+    # the engine placed the order: a client that then sent it again under a new id bought twice
+    with ApiServer(paper_settings(tmp_path), served=True) as api:
+        body = json.dumps({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                           "quantity": "0.001", "price": "60000.00", "newClientOrderId": "pb-piped-1"}).encode()  # fmt: skip
+        order = (
+            b"POST /api/live/order HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + b"Authorization: Bearer %s\r\n" % api.tokens["trader"].encode()
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        with socket.create_connection(("127.0.0.1", api.port)) as sock:
+            sock.sendall(order + b"GARBAGE\r\n\r\n")
+            answers = _answers(sock)
+        assert [status for status, _ in answers] == [200, 400]
+        placed = json.loads(answers[0][1])
+        assert (placed["clientOrderId"], placed["state"]) == ("pb-piped-1", "ACKED")
+        assert json.loads(answers[1][1])["reason"] == "bad_http_request"

@@ -176,6 +176,59 @@ async def test_a_resubmit_of_a_finished_order_racing_a_new_order_leaves_it_its_o
         assert_memory_is_the_journal(eng)
 
 
+@pytest.mark.parametrize("cap", ["risk_order_rate", "risk_max_open_orders"])
+async def test_two_resends_of_a_finished_order_racing_a_new_order_do_not_refuse_it(
+    db_url: str, settings: EngineSettings, cap: str
+) -> None:
+    # Was: the first resend was decided and counted (a place in the window, a reservation) until its
+    # create met the existing id; the new order, refused for it, waited once for that create; the second
+    # resend, waiting for the first's id, woke first and was decided (and counted) in its turn, so the new
+    # order decided again, was refused with the cap's reason (409, journaled, counted) and placed nothing,
+    # with only the finished order in the journal. A resend of an order the history holds finished is now
+    # not decided at all: it is answered from memory, as the commit of its create would have answered it
+    limits = (
+        RiskLimits(max_orders_per_minute=2) if cap == "risk_order_rate" else RiskLimits(max_open_orders=1)
+    )
+    fake = FakeExchange()
+    fake.outcome = lambda req: VenueStatus.FILLED if req.client_order_id == "pb-done-8" else VenueStatus.NEW
+    async with running(db_url, fake, replace(settings, risk=limits), live=True) as eng:
+        await eng.orders.submit(limit("pb-done-8"), "trader")
+        assert not eng.orders.open
+        results = await submit_all(eng, [limit("pb-done-8"), limit("pb-done-8"), limit("pb-next-8")])
+        for again in results[:2]:
+            assert not isinstance(again, BaseException), again
+            assert again.existing
+        assert not isinstance(results[2], BaseException), results[2]
+        assert [r.client_order_id for r in fake.placed] == ["pb-done-8", "pb-next-8"]
+        creates = eng.journal.query(JournalQuery(stream="order", trigger="create"))
+        assert eng.orders._rate.count(eng.orders._now_s()) == len(creates) == 2
+        assert_memory_is_the_journal(eng)
+
+
+@pytest.mark.parametrize("cap", ["risk_order_rate", "risk_max_open_orders"])
+async def test_a_resend_of_an_order_beyond_the_history_racing_a_new_order_does_not_refuse_it(
+    db_url: str, settings: EngineSettings, cap: str
+) -> None:
+    # An order no longer in the history is decided afresh and meets its id at the commit: the new order's
+    # refusal waits for that create and decides again (this is the path the wait is for)
+    limits = (
+        RiskLimits(max_orders_per_minute=2) if cap == "risk_order_rate" else RiskLimits(max_open_orders=1)
+    )
+    fake = FakeExchange()
+    fake.outcome = lambda req: VenueStatus.FILLED if req.client_order_id == "pb-done-9" else VenueStatus.NEW
+    async with running(db_url, fake, replace(settings, risk=limits), live=True) as eng:
+        await eng.orders.submit(limit("pb-done-9"), "trader")
+        eng.orders.history = lambda: None  # as if it had left the history (TERMINAL_KEPT newer since)
+        again, new = await submit_all(eng, [limit("pb-done-9"), limit("pb-next-9")])
+        assert not isinstance(again, BaseException), again
+        assert again.existing
+        assert not isinstance(new, BaseException), new
+        assert [r.client_order_id for r in fake.placed] == ["pb-done-9", "pb-next-9"]
+        creates = eng.journal.query(JournalQuery(stream="order", trigger="create"))
+        assert eng.orders._rate.count(eng.orders._now_s()) == len(creates) == 2
+        assert_memory_is_the_journal(eng)
+
+
 async def test_a_cap_refusal_cancelled_while_it_waits_for_earlier_creates_records_nothing(
     db_url: str, settings: EngineSettings
 ) -> None:
