@@ -190,6 +190,11 @@ class Runtime:
             if comp is not None and comp.task is not None:
                 comp.task.cancel()
         await self.engine.supervisor.stop()
+        # The writer too (nothing is journaled from here on): a commit whose outcome it is still reading
+        # back (the database unreachable, as in the partition that cost the lease) is answered
+        # engine_stopped after one last look, instead of holding its calls, and with them the server's
+        # graceful exit, until the database answers again; the next writer's replay has whatever landed
+        await self.engine.writer.close()
         self.on_fenced()
 
     async def _start_writer(self) -> None:
