@@ -245,6 +245,10 @@ class Journal(Protocol):
 
     def stream(self, stream: str, stream_id: str) -> list[Record]: ...
 
+    def stream_version(self, stream: str, stream_id: str) -> int:
+        """The stream's highest version, 0 when it has no row (versions are 1, 2, ... without gaps)."""
+        ...
+
     def scan(self, batch_size: int = 10_000, after_seq: int = 0) -> Iterator[RawRow]:
         """Every row after `after_seq` in seq order, as raw tuples in RAW_COLUMNS order."""
         ...

@@ -284,7 +284,7 @@ class GroupCommitWriter:
     def _landed(self, batch: list[_Group], after: int, error: Exception) -> list[Result]:
         """The writer thread's look at the journal: each group's records when its rows are stored after
         seq `after` (its stream versions, with its own content), VersionConflict when one of its stream
-        versions holds another row, else `error` (nothing of it was written).
+        versions holds another row (after `after` or before it), else `error` (nothing of it was written).
 
         Raises:
             JournalUnavailable (or any read failure): the journal cannot tell now.
@@ -303,12 +303,27 @@ class GroupCommitWriter:
                 # decoded: the payload the row was encoded from, as a commit's own records carry it
                 out.append([replace(r, decoded=e.payload) for r, e in zip(stored, group.entries, strict=True)
                             if r is not None])  # fmt: skip
-            elif any(r is not None for r in stored):
+            elif any(r is not None for r in stored) or self._taken(group.entries):
                 ids = sorted({f"{e.stream}/{e.stream_id}@{e.version}" for e in group.entries})
                 out.append(VersionConflict(f"stream version already taken: {', '.join(ids)}", detail=ids))
             else:
                 out.append(error)
         return out
+
+    def _taken(self, entries: Sequence[NewEntry]) -> bool:
+        """One of `entries`' stream versions holds a row, one older than the scan's (the scan after the
+        head found none of the group's): the group could not have been written, and the commit answers
+        VersionConflict for it, as it does without a lost answer (a resubmit of a finished order's id:
+        OrderService answers that order, and takes its decision out of the rate window, which counts what
+        the journal holds). Versions are gapless, so the stream's highest version tells."""
+        highest: dict[tuple[str, str], int] = {}
+        for e in entries:
+            key = (e.stream, e.stream_id)
+            if key not in highest:
+                highest[key] = self.journal.stream_version(*key)
+            if highest[key] >= e.version:
+                return True
+        return False
 
     @staticmethod
     def _gave_up(error: Exception) -> EngineStopped:

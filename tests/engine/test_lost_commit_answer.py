@@ -242,7 +242,7 @@ async def test_the_writer_resolves_a_lost_answer_group_by_group_in_journal_order
     writer.observers.append(lambda recs: observed.append([r.seq for r in recs]))
     groups: list[Sequence[NewEntry]] = [
         [_audit("a-1")],
-        [_order("x", 1)],  # taken before this batch: nothing of it is written
+        [_order("x", 1)],  # taken before this batch: nothing of it is written (VersionConflict)
         [_order("y", 1, reason="first")],
         [_order("y", 1, reason="second")],  # the same stream version, decided otherwise: a conflict
         [_audit("b-1"), _audit("b-2")],
@@ -272,8 +272,8 @@ async def test_the_writer_resolves_a_lost_answer_group_by_group_in_journal_order
     assert [r for recs in landed for r in recs] == stored
     assert [[r.seq for r in recs] for recs in landed] == observed == [[2], [3], [4, 5]]
     assert landed[1][0].payload is groups[2][0].payload  # the decided dict, as a commit's own records
-    assert isinstance(outcome[1], EngineError)
-    assert outcome[1].reason == "journal_unavailable"
+    # Its stream version holds an older row: VersionConflict, as the commit answers without a lost answer
+    assert isinstance(outcome[1], VersionConflict)
     assert isinstance(outcome[3], VersionConflict)
     assert [r.reason for r in journal.stream("order", "y")] == ["first"]
     assert len(journal.stream("order", "x")) == 1
@@ -314,3 +314,37 @@ async def test_an_engine_stopped_before_the_journal_could_tell_leaves_it_to_the_
         await assert_memory_is_the_journal(again)
     finally:
         await again.stop()
+
+
+async def test_a_group_whose_stream_version_was_taken_before_a_lost_answer_batch_is_a_version_conflict(
+    db_url: str, settings: EngineSettings
+) -> None:
+    # Was: only the rows after the writer's head were looked at, so a group conflicting with an older row
+    # (a resubmit of a finished order's id) was failed with the commit's own error (journal_unavailable),
+    # not VersionConflict as the same batch answered without the lost answer: the resubmit was 503 instead
+    # of the order the id names, and the rate window kept its decision although the journal holds no
+    # create for it (memory counted one order more than a replay of the journal)
+    fake = FakeExchange()
+    async with flaky_live(db_url, settings, fake) as (eng, journal):
+        await eng.orders.submit(limit("pb-old-1"), "trader")
+        await eng.orders.cancel("BTCUSDT", "pb-old-1", None, "trader")
+        assert "pb-old-1" not in eng.orders.open
+        journal.fail, journal.fail_if, journal.after_commit = 1, (lambda groups: len(groups) >= 2), True
+        again, new = await asyncio.gather(
+            eng.orders.submit(limit("pb-old-1"), "trader"),
+            eng.orders.submit(limit("pb-new-1"), "trader"),
+            return_exceptions=True,
+        )
+        # One batch: the resubmit refused by its savepoint, the new order landed
+        assert journal.lost_answers == 1
+        await settled(eng, "pb-old-1", "pb-new-1")
+        assert isinstance(new, OrderRejected), new
+        assert new.reason == "commit_answer_lost"
+        # The resubmit answers the order the id names, as without the lost answer
+        assert isinstance(again, Placement), again
+        assert again.existing
+        assert again.order.state is S.CANCELLED
+        creates = eng.journal.query(JournalQuery(stream="order", trigger="create", limit=1000))
+        now_s = eng.clock.now().timestamp()
+        assert eng.orders._rate.count(now_s) == len(creates) == 2
+        await assert_memory_is_the_journal(eng)
