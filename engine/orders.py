@@ -196,16 +196,17 @@ class OrderService:
 
         def not_written(exc: BaseException) -> None:
             settled()
-            if isinstance(exc, VersionConflict):
-                # No create row was written (the group's own savepoint refused it: nothing of it is in
-                # the journal), so this decision is no order in the rate window either: memory counts
-                # what a restart would count. Not on other errors: the writer reads a commit whose answer
-                # was lost back before failing it (engine.writer), but an engine stopping before the
-                # journal could tell answers EngineStopped with the create possibly durable, and a window
-                # that forgot a durable create hands out one more order than the journal's, and a
-                # restart's, allows; counting one that was not is the safe side. Here, in the writer's
-                # callback, before anyone waiting on the create is woken: a cap refusal waiting for it
-                # decides again on the window without it
+            if not isinstance(exc, EngineStopped):
+                # No create row was written (VersionConflict: the group's own savepoint refused it;
+                # journal_unavailable or any other failure: the writer fails a group only once the
+                # journal shows nothing of it, reading a commit whose answer was lost back first, or
+                # when nothing of it was attempted: engine.writer), so this decision is no order in the
+                # rate window either: memory counts what a restart would count. Not on EngineStopped:
+                # an engine stopping before the journal could tell answers it with the create possibly
+                # durable, and a window that forgot a durable create hands out one more order than the
+                # journal's, and a restart's, allows; counting one that was not is the safe side. Here,
+                # in the writer's callback, before anyone waiting on the create is woken: a cap refusal
+                # waiting for it decides again on the window without it
                 self._rate.forget(now_s)
 
         first = self._commit_audited(

@@ -348,3 +348,36 @@ async def test_a_group_whose_stream_version_was_taken_before_a_lost_answer_batch
         now_s = eng.clock.now().timestamp()
         assert eng.orders._rate.count(now_s) == len(creates) == 2
         await assert_memory_is_the_journal(eng)
+
+
+async def test_orders_refused_while_a_commit_is_unresolved_leave_no_decision_in_the_rate_window(
+    db_url: str, settings: EngineSettings
+) -> None:
+    # Was: a group failed with journal_unavailable kept its decision in the rate window (only a
+    # VersionConflict took it back) although the writer answers journal_unavailable only for a group of
+    # which nothing is in the journal (refused at once while a commit is unresolved, or read back as not
+    # there): every order refused during an outage counted for a minute after it, memory one create more
+    # than a replay of the journal each, and orders were refused risk_order_rate once the journal was back
+    fake = FakeExchange()
+    settings = replace(settings, risk=replace(settings.risk, max_orders_per_minute=4))
+    async with flaky_live(db_url, settings, fake) as (eng, journal):
+        journal.fail, journal.fail_if, journal.after_commit = 1, has_trigger("create"), True
+        journal.then_dark = True
+        first = asyncio.create_task(eng.orders.submit(limit("pb-rate-1"), "trader"))
+        await eventually(lambda: eng.writer.unresolved)
+        for i in range(3):
+            with pytest.raises(EngineError) as info:
+                await eng.orders.submit(limit(f"pb-rate-x{i}"), "trader")
+            assert info.value.reason == "journal_unavailable"
+        journal.dark = False
+        with pytest.raises(OrderRejected):
+            await first  # found durable, never sent (commit_answer_lost)
+        await settled(eng, "pb-rate-1")
+        creates = eng.journal.query(JournalQuery(stream="order", trigger="create", limit=1000))
+        assert [r.stream_id for r in creates] == ["pb-rate-1"]
+        assert eng.orders._rate.count(eng.clock.now().timestamp()) == len(creates)
+        # The cap has room for what the journal allows: 3 more orders this minute
+        for i in range(3):
+            placed = await eng.orders.submit(limit(f"pb-rate-{i + 2}"), "trader")
+            assert placed.order.state is S.ACKED
+        await assert_memory_is_the_journal(eng)
