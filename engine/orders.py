@@ -31,6 +31,7 @@ from engine.errors import (
     ExecutionStatusUnknown,
     IdempotencyConflict,
     InvalidTransition,
+    JournalUnavailable,
     OrderNotSent,
     OrderRejected,
     PreflightFailed,
@@ -150,8 +151,11 @@ class OrderService:
             )
         cid = req.client_order_id
         waited = False
+        outages = self.store.writer.outages
         while True:
             while self.store.busy(cid) or self._sessions.busy:
+                if not self.store.busy(cid):  # waiting on this id answers its order: no new decision
+                    self._refuse_late(outages)
                 await self.store.idle(cid)
                 await self._sessions.idle()
             # ---- one synchronous step from reading the state to queueing the decision ----
@@ -165,6 +169,7 @@ class OrderService:
                 # the rate window) until its commit failed, and a new order decided meanwhile would be
                 # refused for it: the wait below is once, and a second resend can be decided during it
                 return await self._existing(finished, req)
+            self._refuse_late(outages)
             session = self._sessions.current
             mode = _MODE.get(session.state, "none")
             now_s = self._now_s()
@@ -176,6 +181,7 @@ class OrderService:
             # refuse for an order the journal never holds. Wait for those decided before this one, once,
             # and decide again; nothing of this order was recorded yet, so a cancellation here is clean
             waited = True
+            self._refuse_late(outages)
             await asyncio.wait(list(self._pending_creates.values()))
         self._rate.record(now_s)  # every decided order counts, refused ones too (a message is a message)
         steps: list[tuple[str, dict[str, Any], str]] = [("preflight", {}, "")]
@@ -218,6 +224,23 @@ class OrderService:
         # ---- end of the synchronous step ----
         flow = self.store.spawn(self._after_submit(first, req, refusal, mode, session, session.version))
         return await _awaited(flow)
+
+    def _refuse_late(self, outages: int) -> None:
+        """No order is decided while the writer reads back a commit whose outcome it cannot tell yet, nor
+        after waiting across such a time (`outages`: the writer's count when the call began): what it
+        waited for (the session's transition, a create a cap counts) sat in that commit for as long as the
+        journal stayed away, and the order would be decided, and sent, long after its caller may have
+        given up; the writer refuses new groups then for the same reason (engine.writer).
+
+        Raises:
+            JournalUnavailable: nothing of the order was recorded.
+        """
+        writer = self.store.writer
+        if writer.unresolved or writer.outages != outages:
+            raise JournalUnavailable(
+                "journal unavailable: an earlier commit's outcome was being read back; this order was not "
+                "decided, nothing was written"
+            )
 
     async def _after_submit(
         self,

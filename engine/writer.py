@@ -96,6 +96,9 @@ class GroupCommitWriter:
         self._in_flight = False
         # A batch whose commit raised and whose outcome the journal could not be read to tell (see _resolve)
         self._unresolved = False
+        # How many times that began: a caller that waited across one (for a session, an order, a create
+        # that a cap counts) tells by it that its decision would come late (engine.orders, .sessions)
+        self.outages = 0
         # True while the callbacks of groups found durable by reading the journal back run (their commit's
         # answer was lost): a callback may treat such a group differently (engine.order_store: never sent)
         self.recovering = False
@@ -263,6 +266,7 @@ class GroupCommitWriter:
                             "cannot tell whether a journal commit landed (%r): new groups fail until it can",
                             exc,
                         )
+                        self.outages += 1
                     self._unresolved = True
                     self._fail_queued(self._unresolved_error())
                     if self._closed:

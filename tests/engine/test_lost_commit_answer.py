@@ -21,6 +21,7 @@ import pytest
 from engine.config import EngineSettings
 from engine.errors import AlreadyRejected, EngineError, EngineStopped, OrderRejected, VersionConflict
 from engine.fsm.order_table import OrderState
+from engine.guardrails.preflight import Check
 from engine.journal import JournalQuery, NewEntry, Record
 from engine.ledger import project
 from engine.order import Order
@@ -29,6 +30,7 @@ from engine.persistence.sql_journal import SqlJournal
 from engine.replay import replay
 from engine.runtime import Engine
 from engine.writer import GroupCommitWriter
+from tests.approvals import approval_token
 from tests.engine.conftest import go_live
 from tests.engine.faulty import FlakyJournal, has_trigger
 from tests.engine.test_concurrency import limit, snapshot
@@ -381,3 +383,93 @@ async def test_orders_refused_while_a_commit_is_unresolved_leave_no_decision_in_
             placed = await eng.orders.submit(limit(f"pb-rate-{i + 2}"), "trader")
             assert placed.order.state is S.ACKED
         await assert_memory_is_the_journal(eng)
+
+
+async def test_an_order_is_refused_at_once_not_decided_late_behind_a_session_transition_being_read_back(
+    db_url: str, settings: EngineSettings
+) -> None:
+    # Was: an order submitted while the session's transition sat in a commit being read back waited for
+    # the session (OrderService.submit waits while it is busy) for as long as the journal stayed away,
+    # then was decided and sent once it answered, long after its caller may have given up: the late
+    # order the writer refuses new groups for, and never sends for a create found that way
+    fake = FakeExchange()
+    journal = FlakyJournal(db_url)
+    eng = Engine(journal, fake, replace(settings, safe_mode=False), FrozenClock(), session_id="testnet")
+    await eng.start()
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        risk = Check("risk", True)
+        token = approval_token(eng.sessions.current.session_id, eng.clock.now().timestamp())
+        await eng.sessions.guarded("arm", "ops", token, risk)
+        journal.fail, journal.fail_if, journal.after_commit = 1, has_trigger("go_live"), True
+        journal.then_dark = True
+        live = asyncio.create_task(eng.sessions.guarded("go_live", "ops", None, risk))
+        await asyncio.sleep(0)
+        # Decided on no journal answer yet: it waits for the session, across the outage that follows
+        early = asyncio.create_task(eng.orders.submit(limit("pb-late-0"), "trader"))
+        tasks.append(early)
+        await eventually(lambda: eng.writer.unresolved)
+        order = asyncio.create_task(eng.orders.submit(limit("pb-late-1"), "trader"))
+        tasks.append(order)
+        await asyncio.sleep(0.3)
+        # Refused at once, as every new group is while a commit is unresolved (nothing of it recorded)
+        assert order.done()
+        with pytest.raises(EngineError) as info:
+            order.result()
+        assert info.value.reason == "journal_unavailable"
+        journal.dark = False
+        assert (await live).state.value == "LIVE"  # the go_live landed: found durable, applied
+        # The early one is refused too once the journal is back, not decided (LIVE by now) and sent
+        with pytest.raises(EngineError) as early_info:
+            await early
+        assert early_info.value.reason == "journal_unavailable"
+        await settled(eng, "pb-late-0", "pb-late-1")
+        assert fake.placed == []
+        assert fake.tested == []
+        assert triggers(eng.journal, "pb-late-0") == []
+        assert triggers(eng.journal, "pb-late-1") == []
+        await assert_memory_is_the_journal(eng)
+    finally:
+        journal.fail, journal.dark = 0, False
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await eng.stop()
+
+
+async def test_a_session_is_not_armed_late_behind_a_transition_being_read_back(
+    db_url: str, settings: EngineSettings
+) -> None:
+    # Was: arm waited for the session's pending transition (a disarm whose commit answer was lost) for as
+    # long as the journal stayed away, then armed it once the journal answered: late, its caller gone
+    fake = FakeExchange()
+    journal = FlakyJournal(db_url)
+    eng = Engine(journal, fake, replace(settings, safe_mode=False), FrozenClock(), session_id="testnet")
+    await eng.start()
+    arm: asyncio.Task[Any] | None = None
+    try:
+        risk = Check("risk", True)
+        now_s = eng.clock.now().timestamp()
+        await eng.sessions.guarded("arm", "ops", approval_token(eng.sessions.current.session_id, now_s), risk)
+        journal.fail, journal.fail_if, journal.after_commit = 1, has_trigger("disarm"), True
+        journal.then_dark = True
+        disarm = asyncio.create_task(eng.sessions.transition("disarm", "ops"))
+        await eventually(lambda: eng.writer.unresolved)
+        token = approval_token(eng.sessions.current.session_id, now_s)
+        arm = asyncio.create_task(eng.sessions.guarded("arm", "ops", token, risk))
+        await asyncio.sleep(0.3)
+        assert arm.done()  # refused at once
+        with pytest.raises(EngineError) as info:
+            arm.result()
+        assert info.value.reason == "journal_unavailable"
+        journal.dark = False
+        assert (await disarm).state.value == "TESTNET"
+        assert eng.sessions.current.state.value == "TESTNET"  # not armed again
+        await assert_memory_is_the_journal(eng)
+    finally:
+        journal.fail, journal.dark = 0, False
+        if arm is not None and not arm.done():
+            arm.cancel()
+        await asyncio.gather(*([arm] if arm is not None else []), return_exceptions=True)
+        await eng.stop()
