@@ -115,10 +115,16 @@ class SqlJournal:
         except IntegrityError:
             pass
         except OperationalError as exc:
-            if self.lease is not None and self.lease.state == WriterLease.LOST:
-                raise LeaseLost(f"journal write failed and the writer lease is lost: {exc.orig}") from exc
-            raise JournalUnavailable(f"journal write failed: {exc.orig}") from exc
-        return self._append_one_by_one(groups)
+            raise self._write_failure(exc) from exc
+        try:
+            return self._append_one_by_one(groups)
+        except OperationalError as exc:  # the slow path's database failure is the same typed error
+            raise self._write_failure(exc) from exc
+
+    def _write_failure(self, exc: OperationalError) -> EngineError:
+        if self.lease is not None and self.lease.state == WriterLease.LOST:
+            return LeaseLost(f"journal write failed and the writer lease is lost: {exc.orig}")
+        return JournalUnavailable(f"journal write failed: {exc.orig}")
 
     def _append_one_by_one(self, groups: Sequence[Sequence[NewEntry]]) -> list[list[Record] | Exception]:
         out: list[list[Record] | Exception] = []

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
 
 from engine.errors import JournalCorrupt, VersionConflict
 from engine.journal import GENESIS_HASH, JournalQuery, NewEntry
@@ -51,6 +52,21 @@ def test_group_commit_isolates_a_conflicting_group(journal: SqlJournal) -> None:
     assert isinstance(results[1], VersionConflict)
     assert [r[0].stream_id for r in (results[0], results[2]) if isinstance(r, list)] == ["b", "c"]
     assert replay(journal.scan()).rows == 3
+
+
+def test_a_database_failure_on_the_savepoint_path_is_journal_unavailable(
+    journal: SqlJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Was: only the one-transaction path turned the driver's OperationalError into JournalUnavailable; a
+    # batch sent down the savepoint path by a version conflict raised it raw (a 500 through the API)
+    journal.append([entry("a", 1)])
+
+    def broken(_groups: object) -> None:
+        raise OperationalError("SAVEPOINT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(journal, "_append_one_by_one", broken)
+    with pytest.raises(JournalUnavailable, match="disk I/O error"):
+        journal.append_groups([[entry("b", 1)], [entry("a", 1)]])  # a's conflict sends it down that path
 
 
 def test_query_filters_and_pagination(journal: SqlJournal) -> None:
