@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 
 from api import docs, errors
 from api.auth import ensure_first_operators
-from api.middleware import BodyLimitMiddleware
+from api.middleware import BodyLimitMiddleware, StopCutoffMiddleware
 from api.routes import approvals, audit, health, live, metrics, page, session, status, views, whoami
 from api.runtime import Runtime
 from api.settings import Settings
@@ -78,4 +78,5 @@ def create_app(
     # Added first, so the body limit (added after it, hence outside it) runs before it too
     app.add_middleware(TradeRoutes, api=app, routes=live.trade_routes())
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(StopCutoffMiddleware)  # outermost of ours: it answers a call cut off anywhere inside
     return app

@@ -1,7 +1,9 @@
-"""Request body limit as plain ASGI: refuse by Content-Length up front, and by the bytes actually streamed."""
+"""Plain ASGI middleware: the request body limit (refuse by Content-Length up front, and by the bytes
+actually streamed), and the answer to a call that the server's stop cuts off."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -68,3 +70,37 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class StopCutoffMiddleware:
+    """A call still open when the server's stop runs out of patience (uvicorn cancels it once its graceful
+    shutdown's bound, api.serving.GRACEFUL_SHUTDOWN_S, has passed: a call waiting on a journal commit whose
+    outcome the database cannot tell yet waits without a bound of its own) is answered 503 engine_stopped,
+    as the engine answers a call its stop ends, instead of uvicorn's 500 for a task that raised. The
+    cancellation ends here: the call is answered, and nothing waits for the task."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            if started:
+                raise  # part of an answer went out: uvicorn closes the connection
+            await _reject(
+                send, 503, "engine_stopped",
+                "the server stopped before this call was answered; what the journal holds of it is what the "
+                "next start replays (query the order by its clientOrderId)",
+            )  # fmt: skip

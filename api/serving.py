@@ -7,7 +7,8 @@ bare-endpoint floor, so the two are measured on the same stack.
 - limits: uvicorn has no header or body read timeout (an idle socket, or one sending its head a byte at a
   time, is held forever), so `TimedHttpTools` closes a connection whose request is not fully received
   within REQUEST_READ_TIMEOUT_S and answers 400 to an unfinished request head over MAX_HEADER_BYTES;
-  keep-alive is short, the connection count bounded, WebSockets off (the API has no WebSocket route);
+  keep-alive is short, the connection count bounded, WebSockets off (the API has no WebSocket route),
+  and a stop waits at most GRACEFUL_SHUTDOWN_S for open calls before cancelling them;
 - a request httptools cannot parse (an invalid request line, a bad Content-Length, broken chunked framing)
   never reaches the app: uvicorn answers it itself, through the protocol's `send_400_response`, which
   `TimedHttpTools` overrides to answer in the API's error shape (JSON with a `reason`) instead of
@@ -33,6 +34,12 @@ REQUEST_READ_TIMEOUT_S = 15.0  # bodies are at most 64 KiB (api.middleware)
 KEEP_ALIVE_S = 5
 MAX_CONNECTIONS = 1000  # beyond this uvicorn answers 503 at once instead of queueing without bound
 MAX_HEADER_BYTES = 16 * 1024  # an unfinished request head longer than this is refused with 400
+# How long a stop waits for calls still open before cancelling them and stopping the engine. uvicorn
+# waits without a bound by default, and a call can wait without one too: on a journal commit whose
+# outcome cannot be read back while the database is down (engine.writer). Longer than a venue call's own
+# timeout (binance.timeout_s, 10 s by default), so a call waiting on the venue normally gets its answer;
+# a call cut off here ends as the engine's stop leaves it (the next start replays and reconciles it)
+GRACEFUL_SHUTDOWN_S = 20.0
 GC_THRESHOLD = (20_000, 10, 10)  # gc.set_threshold: generation 0, then 1 and 2 (Python's: 700, 10, 10)
 
 
@@ -168,6 +175,7 @@ def server_config(
         "loop": "uvloop",
         "ws": "none",
         "timeout_keep_alive": KEEP_ALIVE_S,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
         "limit_concurrency": limit_concurrency,
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,  # if h11 is ever chosen again
         **overrides,

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import uvicorn
 
-from api.serving import KEEP_ALIVE_S, MAX_CONNECTIONS, MAX_HEADER_BYTES, server_config
+from api.serving import GRACEFUL_SHUTDOWN_S, KEEP_ALIVE_S, MAX_CONNECTIONS, MAX_HEADER_BYTES, server_config
 from tests.e2e.server import ApiServer, journal_rows, paper_settings
 
 _SLOW = 400
@@ -70,6 +70,8 @@ def test_the_config_sets_the_limits() -> None:
     assert config.limit_concurrency == MAX_CONNECTIONS
     assert config.h11_max_incomplete_event_size == MAX_HEADER_BYTES
     assert config.ws == "none"
+    # uvicorn waits for open calls without a bound by default: a stop must end (api.serving)
+    assert config.timeout_graceful_shutdown == GRACEFUL_SHUTDOWN_S == 20.0
 
 
 def test_slow_sockets_are_closed_and_do_not_block_a_normal_request(server: tuple[str, int]) -> None:
