@@ -5,7 +5,6 @@ being answered from a guess, and is then answered from what the journal holds (e
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import httpx
 
 from api.app import create_app
 from engine.journal import JournalQuery
-from engine.persistence.sql_journal import JournalUnavailable
+from tests.e2e.outage import LostAnswerOutage
 from tests.e2e.server import add_operators, paper_settings
 from tests.waiting import eventually_async
 
@@ -27,26 +26,8 @@ async def test_an_order_whose_commit_answer_was_lost_is_answered_from_the_journa
     app = create_app(settings, announce=lambda _: None)
     async with app.router.lifespan_context(app):
         journal = app.state.runtime.journal
-        append, settle = journal.append_groups, journal.settle
-        dark = threading.Event()  # the database is unreachable (set by the lost answer, cleared by the test)
-        lost: list[int] = []
-
-        def commits_then_fails(groups: Any) -> Any:
-            if dark.is_set():
-                raise JournalUnavailable("journal write failed: injected outage")
-            if not lost and any(e.stream_id == ORDER["newClientOrderId"] for g in groups for e in g):
-                append(groups)  # committed: the answer is what gets lost
-                lost.append(1)
-                dark.set()
-                raise JournalUnavailable("journal write failed: injected outage")
-            return append(groups)
-
-        def unreachable(timeout_s: float = 5.0) -> None:
-            if dark.is_set():
-                raise JournalUnavailable("journal settle failed: injected outage")
-            settle(timeout_s)
-
-        journal.append_groups, journal.settle = commits_then_fails, unreachable
+        outage = LostAnswerOutage(ORDER["newClientOrderId"])
+        outage.install(journal)
 
         def audit_rows() -> int:
             return sum(
@@ -64,7 +45,7 @@ async def test_an_order_whose_commit_answer_was_lost_is_answered_from_the_journa
 
             audits = audit_rows()
             call = asyncio.create_task(client.post("/api/live/order", json=ORDER))
-            await eventually_async(lambda: bool(lost))
+            await eventually_async(lambda: bool(outage.lost))
 
             async def unresolved() -> dict[str, Any] | None:
                 got = await journal_component()
@@ -75,7 +56,7 @@ async def test_an_order_whose_commit_answer_was_lost_is_answered_from_the_journa
                 "status": "ERROR", "detail": {"reason": "journal_unavailable", "commit_outcome_unknown": True},
             }  # fmt: skip
             assert not call.done()
-            dark.clear()
+            outage.dark.clear()
             r = await asyncio.wait_for(call, 10)
             assert r.status_code == 503, r.text
             assert r.json()["reason"] == "commit_answer_lost"

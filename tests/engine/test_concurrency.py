@@ -26,7 +26,7 @@ from engine.runtime import Engine
 from engine.types import OrderRequest, OrderType, Side, SymbolRules, TimeInForce, VenueOrder, VenueStatus
 from tests.approvals import approval_token
 from tests.engine.conftest import go_live, running
-from tests.engine.faulty import FlakyJournal, has_trigger
+from tests.engine.faulty import FlakyJournal
 from tests.fakes import FakeExchange, FrozenClock
 
 
@@ -305,7 +305,7 @@ async def test_a_create_whose_commit_answer_was_lost_keeps_its_place_in_the_orde
     await eng.start()
     try:
         await go_live(eng)
-        journal.fail, journal.fail_if, journal.after_commit = 1, has_trigger("create"), True
+        journal.lose_answer("create")
         with pytest.raises(EngineError) as info:
             await eng.orders.submit(limit("pb-lost-1"), "trader")
         # The writer read the create back (engine.writer): durable, applied, never sent

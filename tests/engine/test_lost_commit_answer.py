@@ -32,27 +32,13 @@ from engine.runtime import Engine
 from engine.writer import GroupCommitWriter
 from tests.approvals import approval_token
 from tests.engine.conftest import go_live
-from tests.engine.faulty import FlakyJournal, has_trigger
+from tests.engine.faulty import FlakyJournal, flaky_engine, flaky_live
 from tests.engine.test_concurrency import limit, snapshot
 from tests.fakes import FakeExchange, FrozenClock
 from tests.waiting import eventually_async as eventually
 
 S = OrderState
-
-
-@asynccontextmanager
-async def flaky_live(
-    db_url: str, settings: EngineSettings, fake: FakeExchange
-) -> AsyncIterator[tuple[Engine, FlakyJournal]]:
-    journal = FlakyJournal(db_url)
-    eng = Engine(journal, fake, replace(settings, safe_mode=False), FrozenClock(), session_id="testnet")
-    await eng.start()
-    try:
-        await go_live(eng)
-        yield eng, journal
-    finally:
-        journal.fail, journal.dark = 0, False
-        await eng.stop()
+RISK_OK = Check("risk", True)
 
 
 def applied_states(eng: Engine) -> dict[str, list[S]]:
@@ -109,7 +95,7 @@ async def test_a_create_whose_commit_answer_was_lost_is_held_as_the_journal_hold
     fake = FakeExchange()
     async with flaky_live(db_url, settings, fake) as (eng, journal):
         states = applied_states(eng)
-        journal.fail, journal.fail_if, journal.after_commit = 1, has_trigger("create"), True
+        journal.lose_answer("create")
         with pytest.raises(OrderRejected) as info:
             await eng.orders.submit(limit("pb-lost-1"), "trader")
         assert journal.lost_answers == 1
@@ -141,8 +127,8 @@ async def test_a_lost_commit_answer_while_the_journal_stays_unreadable_is_resolv
     fake = FakeExchange()
     async with flaky_live(db_url, settings, fake) as (eng, journal):
         states = applied_states(eng)
-        journal.fail, journal.fail_if, journal.after_commit = 1, has_trigger("create"), True
-        journal.then_dark = True  # the database goes away right after committing, before anyone looks
+        # the database goes away right after committing, before anyone looks
+        journal.lose_answer("create", then_dark=True)
         first = asyncio.create_task(eng.orders.submit(limit("pb-dark-1"), "trader"))
         await eventually(lambda: journal.lost_answers == 1)
         await asyncio.sleep(0.3)  # the writer keeps asking, and the journal keeps not answering
@@ -295,8 +281,7 @@ async def test_an_engine_stopped_before_the_journal_could_tell_leaves_it_to_the_
     await eng.start()
     try:
         await go_live(eng)
-        journal.fail, journal.fail_if, journal.after_commit = 1, has_trigger("create"), True
-        journal.then_dark = True
+        journal.lose_answer("create", then_dark=True)
         first = asyncio.create_task(eng.orders.submit(limit("pb-stop-1"), "trader"))
         await eventually(lambda: journal.lost_answers == 1)
         await asyncio.sleep(0.1)
@@ -366,8 +351,7 @@ async def test_orders_refused_while_a_commit_is_unresolved_leave_no_decision_in_
     fake = FakeExchange()
     settings = replace(settings, risk=replace(settings.risk, max_orders_per_minute=4))
     async with flaky_live(db_url, settings, fake) as (eng, journal):
-        journal.fail, journal.fail_if, journal.after_commit = 1, has_trigger("create"), True
-        journal.then_dark = True
+        journal.lose_answer("create", then_dark=True)
         first = asyncio.create_task(eng.orders.submit(limit("pb-rate-1"), "trader"))
         await eventually(lambda: eng.writer.unresolved)
         for i in range(3):
@@ -388,6 +372,29 @@ async def test_orders_refused_while_a_commit_is_unresolved_leave_no_decision_in_
         await assert_memory_is_the_journal(eng)
 
 
+@asynccontextmanager
+async def armed_then_lost(
+    db_url: str, settings: EngineSettings, trigger: str
+) -> AsyncIterator[tuple[Engine, FlakyJournal, FakeExchange]]:
+    """An ARMED engine whose next `trigger` row commits, loses its answer, and leaves the journal dark."""
+    fake = FakeExchange()
+    async with flaky_engine(db_url, settings, fake) as (eng, journal):
+        now_s = eng.clock.now().timestamp()
+        token = approval_token(eng.sessions.current.session_id, now_s)
+        await eng.sessions.guarded("arm", "ops", token, RISK_OK)
+        journal.lose_answer(trigger, then_dark=True)
+        yield eng, journal, fake
+
+
+async def refused_at_once(task: asyncio.Task[Any]) -> None:
+    """Refused journal_unavailable without waiting, as every new group is while a commit is unresolved."""
+    await asyncio.sleep(0.3)
+    assert task.done()
+    with pytest.raises(EngineError) as info:
+        task.result()
+    assert info.value.reason == "journal_unavailable"
+
+
 async def test_an_order_is_refused_at_once_not_decided_late_behind_a_session_transition_being_read_back(
     db_url: str, settings: EngineSettings
 ) -> None:
@@ -395,31 +402,14 @@ async def test_an_order_is_refused_at_once_not_decided_late_behind_a_session_tra
     # the session (OrderService.submit waits while it is busy) for as long as the journal stayed away,
     # then was decided and sent once it answered, long after its caller may have given up: the late
     # order the writer refuses new groups for, and never sends for a create found that way
-    fake = FakeExchange()
-    journal = FlakyJournal(db_url)
-    eng = Engine(journal, fake, replace(settings, safe_mode=False), FrozenClock(), session_id="testnet")
-    await eng.start()
-    tasks: list[asyncio.Task[Any]] = []
-    try:
-        risk = Check("risk", True)
-        token = approval_token(eng.sessions.current.session_id, eng.clock.now().timestamp())
-        await eng.sessions.guarded("arm", "ops", token, risk)
-        journal.fail, journal.fail_if, journal.after_commit = 1, has_trigger("go_live"), True
-        journal.then_dark = True
-        live = asyncio.create_task(eng.sessions.guarded("go_live", "ops", None, risk))
+    async with armed_then_lost(db_url, settings, "go_live") as (eng, journal, fake):
+        live = asyncio.create_task(eng.sessions.guarded("go_live", "ops", None, RISK_OK))
         await asyncio.sleep(0)
         # Decided on no journal answer yet: it waits for the session, across the outage that follows
         early = asyncio.create_task(eng.orders.submit(limit("pb-late-0"), "trader"))
-        tasks.append(early)
         await eventually(lambda: eng.writer.unresolved)
-        order = asyncio.create_task(eng.orders.submit(limit("pb-late-1"), "trader"))
-        tasks.append(order)
-        await asyncio.sleep(0.3)
-        # Refused at once, as every new group is while a commit is unresolved (nothing of it recorded)
-        assert order.done()
-        with pytest.raises(EngineError) as info:
-            order.result()
-        assert info.value.reason == "journal_unavailable"
+        # Refused at once (nothing of it recorded)
+        await refused_at_once(asyncio.create_task(eng.orders.submit(limit("pb-late-1"), "trader")))
         journal.dark = False
         assert (await live).state.value == "LIVE"  # the go_live landed: found durable, applied
         # The early one is refused too once the journal is back, not decided (LIVE by now) and sent
@@ -432,13 +422,6 @@ async def test_an_order_is_refused_at_once_not_decided_late_behind_a_session_tra
         assert triggers(eng.journal, "pb-late-0") == []
         assert triggers(eng.journal, "pb-late-1") == []
         await assert_memory_is_the_journal(eng)
-    finally:
-        journal.fail, journal.dark = 0, False
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await eng.stop()
 
 
 async def test_a_session_is_not_armed_late_behind_a_transition_being_read_back(
@@ -446,33 +429,12 @@ async def test_a_session_is_not_armed_late_behind_a_transition_being_read_back(
 ) -> None:
     # Was: arm waited for the session's pending transition (a disarm whose commit answer was lost) for as
     # long as the journal stayed away, then armed it once the journal answered: late, its caller gone
-    fake = FakeExchange()
-    journal = FlakyJournal(db_url)
-    eng = Engine(journal, fake, replace(settings, safe_mode=False), FrozenClock(), session_id="testnet")
-    await eng.start()
-    arm: asyncio.Task[Any] | None = None
-    try:
-        risk = Check("risk", True)
-        now_s = eng.clock.now().timestamp()
-        await eng.sessions.guarded("arm", "ops", approval_token(eng.sessions.current.session_id, now_s), risk)
-        journal.fail, journal.fail_if, journal.after_commit = 1, has_trigger("disarm"), True
-        journal.then_dark = True
+    async with armed_then_lost(db_url, settings, "disarm") as (eng, journal, _fake):
         disarm = asyncio.create_task(eng.sessions.transition("disarm", "ops"))
         await eventually(lambda: eng.writer.unresolved)
-        token = approval_token(eng.sessions.current.session_id, now_s)
-        arm = asyncio.create_task(eng.sessions.guarded("arm", "ops", token, risk))
-        await asyncio.sleep(0.3)
-        assert arm.done()  # refused at once
-        with pytest.raises(EngineError) as info:
-            arm.result()
-        assert info.value.reason == "journal_unavailable"
+        token = approval_token(eng.sessions.current.session_id, eng.clock.now().timestamp())
+        await refused_at_once(asyncio.create_task(eng.sessions.guarded("arm", "ops", token, RISK_OK)))
         journal.dark = False
         assert (await disarm).state.value == "TESTNET"
         assert eng.sessions.current.state.value == "TESTNET"  # not armed again
         await assert_memory_is_the_journal(eng)
-    finally:
-        journal.fail, journal.dark = 0, False
-        if arm is not None and not arm.done():
-            arm.cancel()
-        await asyncio.gather(*([arm] if arm is not None else []), return_exceptions=True)
-        await eng.stop()

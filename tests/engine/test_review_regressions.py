@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from decimal import Decimal
 
@@ -26,8 +24,8 @@ from engine.guardrails.preflight import Check
 from engine.ports import SendGate
 from engine.runtime import Engine
 from engine.types import OrderRequest, OrderType, Side, TimeInForce, VenueOrder, VenueStatus
-from tests.engine.conftest import go_live, running
-from tests.engine.faulty import FlakyJournal, has_trigger
+from tests.engine.conftest import running
+from tests.engine.faulty import flaky_live, has_trigger
 from tests.fakes import FakeExchange, FrozenClock
 
 
@@ -45,21 +43,6 @@ async def until(pred: object, timeout: float = 3.0) -> bool:
             return True
         await asyncio.sleep(0.01)
     return bool(pred())  # type: ignore[operator]
-
-
-@asynccontextmanager
-async def flaky_live(
-    db_url: str, settings: EngineSettings, fake: FakeExchange
-) -> AsyncIterator[tuple[Engine, FlakyJournal]]:
-    journal = FlakyJournal(db_url)
-    eng = Engine(journal, fake, replace(settings, safe_mode=False), FrozenClock(), session_id="testnet")
-    await eng.start()
-    try:
-        await go_live(eng)
-        yield eng, journal
-    finally:
-        journal.fail = 0
-        await eng.stop()
 
 
 class QueryFails(FakeExchange):
