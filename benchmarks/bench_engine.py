@@ -31,7 +31,7 @@ import time
 from decimal import Decimal
 
 import uvloop
-from common import rss_bytes, save, table, temp_sqlite_url
+from common import JOURNAL_COLS, RAW_INSERT, raw_sqlite, rss_bytes, save, table, temp_sqlite_url
 
 from adapters.paper.exchange import PaperExchange
 from adapters.venue import MatchingEngine
@@ -46,7 +46,7 @@ from engine.types import OrderRequest, OrderType, Side, TimeInForce
 from tests.fakes import FakeExchange
 
 TARGET = 0.2  # the issue's: durable transitions/s of the 64 flows ≥ 0.2 × the raw floor in the same run
-COLS = "seq, stream, stream_id, version, trigger, from_state, to_state, payload, actor, reason, schema_version, created_at, prev_hash, hash"
+COLS = JOURNAL_COLS
 
 
 def paper_venue() -> ExchangePort:
@@ -95,10 +95,8 @@ async def flows(url: str, n_flows: int, seconds: float, venue: ExchangePort) -> 
 
 
 def raw_batched(path: str, seconds: float) -> float:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    sql = f"INSERT INTO journal ({COLS}) VALUES ({','.join('?' * 14)})"
+    conn = raw_sqlite(path)
+    sql = RAW_INSERT
     seq = 50_000_000
     rows = 0
     stop = time.perf_counter() + seconds
@@ -124,10 +122,8 @@ def raw_same_rows(engine_db: str, seconds: float) -> float:
     src.close()
     url, path = temp_sqlite_url(f"raw_same_{time.monotonic_ns()}.db")
     upgrade(url)
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    sql = f"INSERT INTO journal ({COLS}) VALUES ({','.join('?' * 14)})"
+    conn = raw_sqlite(path)
+    sql = RAW_INSERT
     done = 0
     t = time.perf_counter()
     stop = t + seconds

@@ -11,17 +11,26 @@ Target: propbot ≥ 0.5× raw on SQLite.
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import time
 
-from common import PG_URL, drop_pg_schema, fresh_pg_schema, save, table, temp_sqlite_url
+from common import (
+    JOURNAL_COLS,
+    PG_URL,
+    RAW_INSERT,
+    drop_pg_schema,
+    fresh_pg_schema,
+    raw_sqlite,
+    save,
+    table,
+    temp_sqlite_url,
+)
 
 from engine.journal import NewEntry
 from engine.persistence.migrate import upgrade
 from engine.persistence.sql_journal import SqlJournal
 
 PAYLOAD = {"orderId": 123456, "executedQty": "0.00100000", "venueStatus": "FILLED", "tradeIds": [98765]}
-COLS = "seq, stream, stream_id, version, trigger, from_state, to_state, payload, actor, reason, schema_version, created_at, prev_hash, hash"
+COLS = JOURNAL_COLS
 
 
 def entry(i: int) -> NewEntry:
@@ -45,10 +54,8 @@ def bench_propbot(url: str, n: int) -> float:
 
 
 def bench_raw_sqlite(path: str, n: int) -> float:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    sql = f"INSERT INTO journal ({COLS}) VALUES ({','.join('?' * 14)})"
+    conn = raw_sqlite(path)
+    sql = RAW_INSERT
     base = 10_000_000
     t = time.perf_counter()
     for i in range(n):

@@ -6,6 +6,7 @@ import atexit
 import json
 import os
 import shutil
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -54,6 +55,23 @@ def temp_sqlite_url(name: str) -> tuple[str, Path]:
     folder = Path(tempfile.mkdtemp(prefix="propbot-bench-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return f"sqlite:///{folder / name}", folder / name
+
+
+# The journal's columns in the order the raw floors insert them (the engine's own table, engine.persistence)
+JOURNAL_COLS = (
+    "seq, stream, stream_id, version, trigger, from_state, to_state, payload, actor, reason, schema_version, "
+    "created_at, prev_hash, hash"
+)
+RAW_INSERT = f"INSERT INTO journal ({JOURNAL_COLS}) VALUES ({','.join('?' * 14)})"
+
+
+def raw_sqlite(path: str | Path) -> sqlite3.Connection:
+    """A raw sqlite3 connection as the journal's writer configures its file: WAL, synchronous=FULL (every
+    COMMIT durable), autocommit mode so the floor says BEGIN IMMEDIATE / COMMIT itself."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
 
 
 def fresh_pg_schema(tag: str) -> str | None:
