@@ -77,7 +77,9 @@ class StopCutoffMiddleware:
     shutdown's bound, api.serving.GRACEFUL_SHUTDOWN_S, has passed: a call waiting on a journal commit whose
     outcome the database cannot tell yet waits without a bound of its own) is answered 503 engine_stopped,
     as the engine answers a call its stop ends, instead of uvicorn's 500 for a task that raised. The
-    cancellation ends here: the call is answered, and nothing waits for the task."""
+    cancellation ends here: the call is answered, and nothing waits for the task. Only a cancellation of
+    the call's own task is answered so (uvicorn cancels one only when it stops): a CancelledError the app
+    raised without one is left to uvicorn, which logs it and answers 500."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -99,6 +101,11 @@ class StopCutoffMiddleware:
         except asyncio.CancelledError:
             if started:
                 raise  # part of an answer went out: uvicorn closes the connection
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():
+                # Not this call's task cancelled (the stop's doing) but a CancelledError out of the app (an
+                # awaited future something else cancelled): a bug, which uvicorn logs and answers 500
+                raise
             await _reject(
                 send, 503, "engine_stopped",
                 "the server stopped before this call was answered; what the journal holds of it is what the "
