@@ -119,7 +119,8 @@ def stuck_call(tmp_path: Path, lease: Lease | None = None, **config: Any) -> Ite
 
 def test_a_fenced_writer_exits_while_a_commit_answer_cannot_be_read_back(tmp_path: Path) -> None:
     lease = Lease()
-    with stuck_call(tmp_path, lease) as stuck:
+    # A graceful bound far beyond the wait below: only the fence can end the server within it
+    with stuck_call(tmp_path, lease, timeout_graceful_shutdown=60.0) as stuck:
         lease.lost.set()  # the partition: the lease check fails, the runtime fences and asks to exit
         # Was: uvicorn waited for the call, and the call for the journal: the fenced engine never exited
         answer = stuck.stopped(20)
