@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any, TypeVar
 
 from engine.audit import AuditSlot
@@ -31,7 +32,6 @@ from engine.errors import (
     ExecutionStatusUnknown,
     IdempotencyConflict,
     InvalidTransition,
-    JournalUnavailable,
     OrderNotSent,
     OrderRejected,
     PreflightFailed,
@@ -151,11 +151,12 @@ class OrderService:
             )
         cid = req.client_order_id
         waited = False
-        outages = self.store.writer.outages
+        writer = self.store.writer
+        outages = writer.outages
         while True:
             while self.store.busy(cid) or self._sessions.busy:
                 if not self.store.busy(cid):  # waiting on this id answers its order: no new decision
-                    self._refuse_late(outages)
+                    writer.refuse_if_outage_since(outages, "this order")
                 await self.store.idle(cid)
                 await self._sessions.idle()
             # ---- one synchronous step from reading the state to queueing the decision ----
@@ -169,7 +170,7 @@ class OrderService:
                 # the rate window) until its commit failed, and a new order decided meanwhile would be
                 # refused for it: the wait below is once, and a second resend can be decided during it
                 return await self._existing(finished, req)
-            self._refuse_late(outages)
+            writer.refuse_if_outage_since(outages, "this order")
             session = self._sessions.current
             mode = _MODE.get(session.state, "none")
             now_s = self._now_s()
@@ -181,7 +182,6 @@ class OrderService:
             # refuse for an order the journal never holds. Wait for those decided before this one, once,
             # and decide again; nothing of this order was recorded yet, so a cancellation here is clean
             waited = True
-            self._refuse_late(outages)
             await asyncio.wait(list(self._pending_creates.values()))
         self._rate.record(now_s)  # every decided order counts, refused ones too (a message is a message)
         steps: list[tuple[str, dict[str, Any], str]] = [("preflight", {}, "")]
@@ -196,12 +196,7 @@ class OrderService:
         entries = [decide_create(req, mode, actor), *self.store.chain(S.NEW, 1, cid, steps, actor)]
         outcome = {"decision": steps[-1][0], **({"reason": refusal[0]} if refusal else {})}
 
-        def settled() -> None:
-            if self._pending_creates.get(cid) is first:
-                del self._pending_creates[cid]
-
         def not_written(exc: BaseException) -> None:
-            settled()
             if not isinstance(exc, EngineStopped):
                 # No create row was written (VersionConflict: the group's own savepoint refused it;
                 # journal_unavailable or any other failure: the writer fails a group only once the
@@ -215,32 +210,19 @@ class OrderService:
                 # waiting for it decides again on the window without it
                 self._rate.forget(now_s)
 
-        first = self._commit_audited(
-            None, entries, audit, outcome, reserve=None if refusal else req, on_durable=settled,
-            on_failed=not_written,
-        )  # fmt: skip
+        first = self._commit_audited(None, entries, audit, outcome, reserve=None if refusal else req,
+                                     on_failed=not_written)  # fmt: skip
         self._pending_creates[cid] = first
-        first.add_done_callback(lambda _: settled())  # also when an apply that raised skipped on_durable
+        first.add_done_callback(partial(self._create_resolved, cid))  # before any waiter's: it runs first
         # ---- end of the synchronous step ----
         flow = self.store.spawn(self._after_submit(first, req, refusal, mode, session, session.version))
         return await _awaited(flow)
 
-    def _refuse_late(self, outages: int) -> None:
-        """No order is decided while the writer reads back a commit whose outcome it cannot tell yet, nor
-        after waiting across such a time (`outages`: the writer's count when the call began): what it
-        waited for (the session's transition, a create a cap counts) sat in that commit for as long as the
-        journal stayed away, and the order would be decided, and sent, long after its caller may have
-        given up; the writer refuses new groups then for the same reason (engine.writer).
-
-        Raises:
-            JournalUnavailable: nothing of the order was recorded.
-        """
-        writer = self.store.writer
-        if writer.unresolved or writer.outages != outages:
-            raise JournalUnavailable(
-                "journal unavailable: an earlier commit's outcome was being read back; this order was not "
-                "decided, nothing was written"
-            )
+    def _create_resolved(self, cid: str, first: asyncio.Future[Order]) -> None:
+        """A create's commit resolved: it no longer counts as pending (unless a newer create of the same id
+        took its place before this callback ran)."""
+        if self._pending_creates.get(cid) is first:
+            del self._pending_creates[cid]
 
     async def _after_submit(
         self,
@@ -305,21 +287,13 @@ class OrderService:
 
     def _commit_audited(
         self, order: Order | None, entries: list[NewEntry], audit: AuditSlot | None, outcome: dict[str, Any],
-        reserve: OrderRequest | None = None, on_durable: Callable[[], None] | None = None,
-        on_failed: Callable[[BaseException], None] | None = None,
+        reserve: OrderRequest | None = None, on_failed: Callable[[BaseException], None] | None = None,
     ) -> asyncio.Future[Order]:  # fmt: skip
-        """The store's commit with the call's audit row first in the same group; `on_durable` and
-        `on_failed` run in the writer's callback as the store's do, after the audit slot's."""
+        """The store's commit with the call's audit row first in the same group; `on_failed` runs in the
+        writer's callback as the store's does, after the audit slot's."""
         if audit is None:
-            return self.store.commit(
-                order, entries, reserve=reserve, on_durable=on_durable, on_failed=on_failed
-            )
+            return self.store.commit(order, entries, reserve=reserve, on_failed=on_failed)
         slot = audit
-
-        def durable() -> None:
-            slot.settle()
-            if on_durable is not None:
-                on_durable()
 
         def failed(exc: BaseException) -> None:
             slot.unclaim(exc)
@@ -329,7 +303,7 @@ class OrderService:
         prefix = [audit.claim(outcome)]
         try:
             return self.store.commit(
-                order, entries, prefix, reserve=reserve, on_durable=durable, on_failed=failed
+                order, entries, prefix, reserve=reserve, on_durable=audit.settle, on_failed=failed
             )
         except EngineError:
             audit.unclaim()

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from typing import Any
 
 from engine.config import EngineSettings, fingerprint
-from engine.errors import ApprovalRejected, EngineError, JournalUnavailable, PreflightFailed
+from engine.errors import ApprovalRejected, EngineError, PreflightFailed
 from engine.fsm.session_table import SESSION_GUARDED, SessionState
 from engine.guardrails.approvals import Approval, verify_approval
 from engine.guardrails.preflight import Check, PreflightMonitor
@@ -157,9 +157,10 @@ class SessionService:
             raise EngineError(f"{trigger} is not a guarded transition", reason="invalid_transition")
         outages = self._writer.outages
         if self.busy:
-            self._refuse_late(trigger, outages)  # at once: the transition it would wait for is read back
+            # at once: the transition it would wait for is being read back
+            self._writer.refuse_if_outage_since(outages, trigger)
         await self.idle()
-        self._refuse_late(trigger, outages)
+        self._writer.refuse_if_outage_since(outages, trigger)
         session = self.current
         session.decide(trigger, {}, actor, guard=_OPEN_GUARD)  # an illegal trigger fails before any check
         now_s = self._clock.now().timestamp()
@@ -187,21 +188,6 @@ class SessionService:
         ):
             raise _use_request(owner)
         return await self._commit(entry, rows, on_also)
-
-    def _refuse_late(self, trigger: str, outages: int) -> None:
-        """Not armed (or taken live) while the writer reads back a commit whose outcome it cannot tell
-        yet, nor after waiting across such a time (`outages`: the writer's count when the call began):
-        the transition waited for sat in that commit for as long as the journal stayed away, and this
-        caller may have given up long ago (the writer refuses new groups then for the same reason).
-
-        Raises:
-            JournalUnavailable: nothing was decided or written.
-        """
-        if self._writer.unresolved or self._writer.outages != outages:
-            raise JournalUnavailable(
-                f"journal unavailable: an earlier commit's outcome was being read back; {trigger} was not "
-                "decided, nothing was written"
-            )
 
     def _approval(self, trigger: str, actor: str, token: str | None, now_s: float) -> Approval | None:
         rules = self._settings.approvals

@@ -123,6 +123,22 @@ class GroupCommitWriter:
         failed with JournalUnavailable until it can."""
         return self._unresolved
 
+    def refuse_if_outage_since(self, outages: int, what: str) -> None:
+        """For a command about to be decided after waiting (for the session, a pending create): refuse it
+        while a commit's outcome is being read back, or when such a time began since `outages` (this
+        writer's count when the command began). What it waited for sat in that commit for as long as the
+        journal stayed away, and its caller may have given up long ago; new groups are refused then for
+        the same reason (submit).
+
+        Raises:
+            JournalUnavailable: nothing of the command was decided or written.
+        """
+        if self._unresolved or self.outages != outages:
+            raise JournalUnavailable(
+                f"journal unavailable: an earlier commit's outcome was being read back; {what} was not "
+                "decided, nothing was written"
+            )
+
     def submit(
         self, entries: Sequence[NewEntry], on_durable: OnDurable = _ignore, on_failed: OnFailed = _ignore
     ) -> None:
