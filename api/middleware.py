@@ -8,11 +8,13 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import error_body
+
 MAX_BODY_BYTES = 64 * 1024
 
 
 async def _reject(send: Send, status: int, reason: str, detail: str) -> None:
-    body = json.dumps({"ok": False, "reason": reason, "detail": detail}).encode()
+    body = json.dumps(error_body(reason, detail)).encode()
     await send(
         {
             "type": "http.response.start",

@@ -30,6 +30,8 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from api.errors import error_body
+
 REQUEST_READ_TIMEOUT_S = 15.0  # bodies are at most 64 KiB (api.middleware)
 KEEP_ALIVE_S = 5
 MAX_CONNECTIONS = 1000  # beyond this uvicorn answers 503 at once instead of queueing without bound
@@ -130,7 +132,7 @@ class TimedHttpTools(HttpToolsProtocol):
 
     def _write_refusal(self, reason: str, detail: str) -> None:
         """Headers as uvicorn's own 400 has them; the connection closed after it."""
-        body = json.dumps({"ok": False, "reason": reason, "detail": detail}).encode()
+        body = json.dumps(error_body(reason, detail)).encode()
         head = [b"HTTP/1.1 400 Bad Request\r\n"]
         for name, value in self.server_state.default_headers:  # server, date
             head.extend([name, b": ", value, b"\r\n"])
