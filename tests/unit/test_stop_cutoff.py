@@ -4,6 +4,7 @@ cancelled (uvicorn cancels the call's task once its graceful bound has passed), 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -17,6 +18,16 @@ async def _receive() -> dict[str, Any]:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
+def recorder() -> tuple[list[dict[str, Any]], Callable[[Any], Awaitable[None]]]:
+    """An ASGI send that keeps every message, and the list it keeps them in."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    return sent, send
+
+
 async def test_a_call_the_stop_cancels_is_answered_engine_stopped() -> None:
     entered = asyncio.Event()
 
@@ -24,11 +35,7 @@ async def test_a_call_the_stop_cancels_is_answered_engine_stopped() -> None:
         entered.set()
         await asyncio.sleep(60)
 
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
+    sent, send = recorder()
     task = asyncio.create_task(StopCutoffMiddleware(stuck)(SCOPE, _receive, send))
     await entered.wait()
     task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")  # what uvicorn's stop does
@@ -48,11 +55,7 @@ async def test_a_cancelled_error_the_call_was_not_cancelled_by_is_not_answered_a
         future.cancel()
         await future
 
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
+    sent, send = recorder()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.create_task(StopCutoffMiddleware(stray)(SCOPE, _receive, send))
     assert sent == []  # uvicorn answers it (500) and logs it, as without the middleware
@@ -67,11 +70,7 @@ async def test_a_call_cancelled_after_its_answer_started_is_not_answered_twice()
         entered.set()
         await asyncio.sleep(60)
 
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
+    sent, send = recorder()
     task = asyncio.create_task(StopCutoffMiddleware(streaming)(SCOPE, _receive, send))
     await entered.wait()
     task.cancel()
